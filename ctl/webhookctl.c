@@ -1,0 +1,528 @@
+/*
+ * webhookctl.c - the admin CLI: schema migrations, endpoints and delivery
+ * history. Each subcommand parses its own flag table (lib/config.h), talks
+ * to Postgres through lib/db.h and exits 0 on success, 1 when the
+ * operation failed (database unreachable, no such endpoint) and 2 on bad
+ * usage or invalid input.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "codec.h"
+#include "config.h"
+#include "db.h"
+#include "endpoints.h"
+#include "log.h"
+#include "pattern.h"
+#include "secretbox.h"
+#include "url.h"
+
+#define EXIT_FAIL 1
+#define EXIT_USAGE 2
+
+typedef struct {
+    const char *database_url;
+    const char *secret_key;
+} global_settings;
+
+static const wh_opt global_opts[] = {
+    {"database-url", "DATABASE_URL", WH_OPT_STRING, NULL, 0, 0,
+     offsetof(global_settings, database_url),
+     "PostgreSQL connection URI"},
+    {"secret-key", "WEBHOOK_SECRET_KEY", WH_OPT_STRING, NULL, 0, 0,
+     offsetof(global_settings, secret_key),
+     "32-byte key (base64 or hex) sealing endpoint secrets"},
+};
+
+static const char usage_text[] =
+    "Usage: webhookctl [global options] COMMAND ...\n"
+    "\n"
+    "Commands:\n"
+    "  migrate                          apply the schema migrations\n"
+    "  endpoint add --app A --url URL [--secret whsec_...] [--events 'a.*,b']\n"
+    "               [--description D] [--unordered] [--max-in-flight N]\n"
+    "               [--rate-limit N/s] [--timeout 10s] [--json]\n"
+    "                                   register an endpoint; prints its id\n"
+    "                                   (and the secret when generated)\n"
+    "  endpoint list [--app A] [--json] list endpoints\n"
+    "  endpoint disable ID [--reason R] stop deliveries to an endpoint\n"
+    "  endpoint enable ID               resume deliveries\n"
+    "  deliveries list [--endpoint ID] [--event ID] [--app A]\n"
+    "                  [--outcome succeeded|failed] [--limit N] [--json]\n"
+    "                                   delivery attempts, newest first\n"
+    "\n"
+    "Run 'webhookctl COMMAND --help' for a command's options.\n";
+
+static global_settings G;
+
+static void die_usage(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "webhookctl: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n");
+    exit(EXIT_USAGE);
+}
+
+static wh_db *connect_db(void)
+{
+    char err[1024];
+    wh_db *db;
+    if (!G.database_url || !*G.database_url) {
+        fprintf(stderr, "webhookctl: DATABASE_URL is not set (or pass "
+                        "--database-url)\n");
+        exit(EXIT_USAGE);
+    }
+    if (wh_db_connect(G.database_url, &db, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "webhookctl: %s\n", err);
+        exit(EXIT_FAIL);
+    }
+    return db;
+}
+
+static void load_box(wh_secretbox *sb)
+{
+    char err[512];
+    if (!G.secret_key || !*G.secret_key) {
+        fprintf(stderr, "webhookctl: WEBHOOK_SECRET_KEY is not set (the key "
+                        "that seals endpoint secrets)\n");
+        exit(EXIT_USAGE);
+    }
+    if (wh_secretbox_init(sb, G.secret_key, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "webhookctl: %s\n", err);
+        exit(EXIT_USAGE);
+    }
+}
+
+/* Parses a subcommand's flags from argv (argv[0] is the subcommand). */
+static int parse_sub(const char *synopsis, const wh_opt *opts, size_t n,
+                     void *settings, int argc, char **argv, int *first)
+{
+    char err[512];
+    int rc = wh_config_load(opts, n, settings, argc, argv, first, err,
+                            sizeof(err));
+    if (rc == WH_AGAIN) {
+        wh_config_usage(stdout, synopsis, opts, n);
+        exit(0);
+    }
+    if (rc != WH_OK) {
+        fprintf(stderr, "webhookctl: %s\n", err);
+        exit(EXIT_USAGE);
+    }
+    return 0;
+}
+
+/* ---- migrate ------------------------------------------------------------ */
+
+static int cmd_migrate(int argc, char **argv)
+{
+    int first;
+    parse_sub("webhookctl migrate", NULL, 0, NULL, argc, argv, &first);
+    if (first < argc)
+        die_usage("migrate takes no arguments (got '%s')", argv[first]);
+    wh_db *db = connect_db();
+    char err[1024];
+    int applied;
+    int rc = wh_db_migrate(db, &applied, err, sizeof(err));
+    wh_db_close(db);
+    if (rc != WH_OK) {
+        fprintf(stderr, "webhookctl: %s\n", err);
+        return EXIT_FAIL;
+    }
+    printf("schema up to date (%d migration%s applied)\n", applied,
+           applied == 1 ? "" : "s");
+    return 0;
+}
+
+/* ---- endpoint ----------------------------------------------------------- */
+
+typedef struct {
+    const char *app, *url, *secret, *events, *description, *rate_limit;
+    bool unordered, json;
+    int64_t max_in_flight, timeout_ms;
+} add_settings;
+
+#define A(f) offsetof(add_settings, f)
+static const wh_opt add_opts[] = {
+    {"app", NULL, WH_OPT_STRING, NULL, 0, 0, A(app),
+     "application (tenant) the endpoint belongs to (required)"},
+    {"url", NULL, WH_OPT_STRING, NULL, 0, 0, A(url),
+     "https:// (or http://) URL deliveries are POSTed to (required)"},
+    {"secret", NULL, WH_OPT_STRING, NULL, 0, 0, A(secret),
+     "signing secret whsec_<base64>; generated when omitted"},
+    {"events", NULL, WH_OPT_STRING, "*", 0, 0, A(events),
+     "event types to receive: comma-separated, '*' per segment, '**' for "
+     "the rest"},
+    {"description", NULL, WH_OPT_STRING, NULL, 0, 0, A(description),
+     "free text shown in listings"},
+    {"unordered", NULL, WH_OPT_BOOL, "false", 0, 0, A(unordered),
+     "allow concurrent deliveries (no ordering) to this endpoint"},
+    {"max-in-flight", NULL, WH_OPT_INT, "1", 1, 1000, A(max_in_flight),
+     "concurrent deliveries for an unordered endpoint"},
+    {"rate-limit", NULL, WH_OPT_STRING, NULL, 0, 0, A(rate_limit),
+     "deliveries per second, e.g. 50/s"},
+    {"timeout", NULL, WH_OPT_DURATION, NULL, 0, 120000, A(timeout_ms),
+     "per-attempt timeout for this endpoint (100ms-120s)"},
+    {"json", NULL, WH_OPT_BOOL, "false", 0, 0, A(json),
+     "print {\"id\":..,\"secret\":..} instead of plain lines"},
+};
+
+static int64_t parse_rate(const char *s)
+{
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || v < 1 || v > 1000000 ||
+        (*end && strcmp(end, "/s") != 0))
+        die_usage("--rate-limit: '%s' is not a rate like 50/s", s);
+    return v;
+}
+
+static int endpoint_add(int argc, char **argv)
+{
+    add_settings s;
+    int first;
+    memset(&s, 0, sizeof(s));
+    parse_sub("webhookctl endpoint add --app A --url URL [options]", add_opts,
+              WH_ARRAY_LEN(add_opts), &s, argc, argv, &first);
+    if (first < argc)
+        die_usage("unexpected argument '%s'", argv[first]);
+    if (!s.app)
+        die_usage("%s", "--app is required");
+    if (!s.url)
+        die_usage("%s", "--url is required");
+    char err[1024];
+    if (wh_url_check(s.url, err, sizeof(err)) != WH_OK)
+        die_usage("--url: %s", err);
+    if (wh_codec_check_app(s.app, err, sizeof(err)) != WH_OK)
+        die_usage("--app: %s", err);
+    if (wh_pattern_list_check(s.events, err, sizeof(err)) != WH_OK)
+        die_usage("--events: %s", err);
+    if (s.timeout_ms && s.timeout_ms < 100)
+        die_usage("%s", "--timeout must be at least 100ms");
+    wh_secretbox sb;
+    load_box(&sb);
+    wh_endpoint_spec spec = {
+        .app = s.app,
+        .url = s.url,
+        .secret = s.secret,
+        .event_types = s.events,
+        .description = s.description,
+        .unordered = s.unordered,
+        .max_in_flight = s.max_in_flight,
+        .rate_limit_per_s = s.rate_limit ? parse_rate(s.rate_limit) : 0,
+        .timeout_ms = s.timeout_ms,
+    };
+    char id[WH_ENDPOINT_ID_MAX], secret[WH_SECRET_TEXT_MAX];
+    wh_db *db = connect_db();
+    int rc = wh_endpoints_add(db, &sb, &spec, id, secret, err, sizeof(err));
+    wh_db_close(db);
+    wh_secretbox_cleanup(&sb);
+    if (rc != WH_OK) {
+        fprintf(stderr, "webhookctl: %s\n", err);
+        return strstr(err, "query failed") ? EXIT_FAIL : EXIT_USAGE;
+    }
+    if (s.json) {
+        printf("{\"id\":\"%s\"", id);
+        if (secret[0])
+            printf(",\"secret\":\"%s\"", secret);
+        printf("}\n");
+    } else {
+        printf("%s\n", id);
+        if (secret[0])
+            printf("%s\n", secret);
+    }
+    return 0;
+}
+
+typedef struct {
+    const char *app;
+    bool json;
+} list_settings;
+
+static const wh_opt list_opts[] = {
+    {"app", NULL, WH_OPT_STRING, NULL, 0, 0, offsetof(list_settings, app),
+     "only endpoints of this app"},
+    {"json", NULL, WH_OPT_BOOL, "false", 0, 0, offsetof(list_settings, json),
+     "one JSON object per line"},
+};
+
+typedef struct {
+    const list_settings *s;
+    wh_buf out;
+    int shown;
+} list_state;
+
+static void print_endpoint(wh_endpoint *ep, void *opaque)
+{
+    list_state *st = opaque;
+    if (st->s->app && strcmp(st->s->app, ep->app) != 0) {
+        wh_endpoint_free(ep);
+        return;
+    }
+    st->shown++;
+    if (st->s->json) {
+        wh_buf *b = &st->out;
+        wh_buf_reset(b);
+        int rc = wh_buf_addf(b, "{\"id\":\"%s\",\"app\":", ep->id) ||
+                 wh_buf_json_str(b, ep->app, strlen(ep->app)) ||
+                 wh_buf_add(b, ",\"url\":", 7) ||
+                 wh_buf_json_str(b, ep->url, strlen(ep->url)) ||
+                 wh_buf_add(b, ",\"events\":", 10) ||
+                 wh_buf_json_str(b, ep->event_types,
+                                 strlen(ep->event_types)) ||
+                 wh_buf_addf(b, ",\"ordered\":%s,\"max_in_flight\":%d,"
+                                "\"rate_limit_per_s\":%d,\"timeout_ms\":%lld,"
+                                "\"disabled\":%s,\"disabled_reason\":",
+                             ep->ordered ? "true" : "false",
+                             ep->max_in_flight, ep->rate_limit_per_s,
+                             (long long)ep->timeout_ms,
+                             ep->disabled ? "true" : "false");
+        if (ep->disabled_reason)
+            rc = rc || wh_buf_json_str(b, ep->disabled_reason,
+                                       strlen(ep->disabled_reason));
+        else
+            rc = rc || wh_buf_add(b, "null", 4);
+        rc = rc || wh_buf_add(b, ",\"description\":", 15) ||
+             wh_buf_json_str(b, ep->description, strlen(ep->description)) ||
+             wh_buf_addf(b, ",\"created_at\":\"%s\"}", ep->created_at);
+        if (!rc)
+            printf("%s\n", wh_buf_cstr(b));
+    } else {
+        printf("%-24s %-12s %-8s %-9s %-16s %s%s%s\n", ep->id, ep->app,
+               ep->disabled ? "disabled" : "enabled",
+               ep->ordered ? "ordered" : "unordered", ep->event_types,
+               ep->url, ep->disabled_reason ? "  # " : "",
+               ep->disabled_reason ? ep->disabled_reason : "");
+    }
+    wh_endpoint_free(ep);
+}
+
+static int endpoint_list(int argc, char **argv)
+{
+    list_settings s;
+    int first;
+    memset(&s, 0, sizeof(s));
+    parse_sub("webhookctl endpoint list [--app A] [--json]", list_opts,
+              WH_ARRAY_LEN(list_opts), &s, argc, argv, &first);
+    if (first < argc)
+        die_usage("unexpected argument '%s'", argv[first]);
+    wh_secretbox sb;
+    load_box(&sb);
+    wh_db *db = connect_db();
+    list_state st = {.s = &s};
+    wh_buf_init(&st.out, 64 * 1024);
+    char err[1024];
+    if (!s.json)
+        printf("%-24s %-12s %-8s %-9s %-16s %s\n", "ID", "APP", "STATE",
+               "ORDERING", "EVENTS", "URL");
+    int rc = wh_endpoints_load(db, &sb, NULL, print_endpoint, &st, NULL, err,
+                               sizeof(err));
+    wh_buf_free(&st.out);
+    wh_db_close(db);
+    wh_secretbox_cleanup(&sb);
+    if (rc != WH_OK) {
+        fprintf(stderr, "webhookctl: %s\n", err);
+        return EXIT_FAIL;
+    }
+    return 0;
+}
+
+typedef struct {
+    const char *reason;
+} disable_settings;
+
+static const wh_opt disable_opts[] = {
+    {"reason", NULL, WH_OPT_STRING, "disabled by operator", 0, 0,
+     offsetof(disable_settings, reason), "why, shown in listings"},
+};
+
+static int endpoint_toggle(int argc, char **argv, bool disable)
+{
+    disable_settings s;
+    int first;
+    memset(&s, 0, sizeof(s));
+    parse_sub(disable ? "webhookctl endpoint disable ID [--reason R]"
+                      : "webhookctl endpoint enable ID",
+              disable_opts, disable ? 1 : 0, &s, argc, argv, &first);
+    if (first >= argc)
+        die_usage("%s", "missing endpoint ID");
+    if (first + 1 < argc)
+        die_usage("unexpected argument '%s'", argv[first + 1]);
+    const char *id = argv[first];
+    char err[1024];
+    if (wh_codec_check_endpoint_id(id, err, sizeof(err)) != WH_OK)
+        die_usage("%s", err);
+    wh_db *db = connect_db();
+    int rc = wh_endpoints_set_disabled(db, id, disable, s.reason, err,
+                                       sizeof(err));
+    wh_db_close(db);
+    if (rc == WH_DECLINED) {
+        fprintf(stderr, "webhookctl: no endpoint %s\n", id);
+        return EXIT_FAIL;
+    }
+    if (rc != WH_OK) {
+        fprintf(stderr, "webhookctl: %s\n", err);
+        return EXIT_FAIL;
+    }
+    printf("%s %s\n", id, disable ? "disabled" : "enabled");
+    return 0;
+}
+
+static int cmd_endpoint(int argc, char **argv)
+{
+    if (argc < 2)
+        die_usage("%s", "endpoint: expected add, list, disable or enable");
+    const char *sub = argv[1];
+    if (strcmp(sub, "add") == 0)
+        return endpoint_add(argc - 1, argv + 1);
+    if (strcmp(sub, "list") == 0)
+        return endpoint_list(argc - 1, argv + 1);
+    if (strcmp(sub, "disable") == 0)
+        return endpoint_toggle(argc - 1, argv + 1, true);
+    if (strcmp(sub, "enable") == 0)
+        return endpoint_toggle(argc - 1, argv + 1, false);
+    die_usage("endpoint: unknown command '%s' (add, list, disable, enable)",
+              sub);
+    return EXIT_USAGE;
+}
+
+/* ---- deliveries --------------------------------------------------------- */
+
+typedef struct {
+    const char *endpoint, *event, *app, *outcome;
+    int64_t limit;
+    bool json;
+} dlist_settings;
+
+#define D(f) offsetof(dlist_settings, f)
+static const wh_opt dlist_opts[] = {
+    {"endpoint", NULL, WH_OPT_STRING, NULL, 0, 0, D(endpoint),
+     "only attempts to this endpoint"},
+    {"event", NULL, WH_OPT_STRING, NULL, 0, 0, D(event),
+     "only attempts for this event id"},
+    {"app", NULL, WH_OPT_STRING, NULL, 0, 0, D(app), "only this app"},
+    {"outcome", NULL, WH_OPT_STRING, NULL, 0, 0, D(outcome),
+     "succeeded or failed"},
+    {"limit", NULL, WH_OPT_INT, "100", 1, 100000, D(limit),
+     "most rows shown"},
+    {"json", NULL, WH_OPT_BOOL, "false", 0, 0, D(json),
+     "one JSON object per line"},
+};
+
+static int cmd_deliveries(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "list") != 0)
+        die_usage("%s", "deliveries: expected 'list'");
+    dlist_settings s;
+    int first;
+    memset(&s, 0, sizeof(s));
+    parse_sub("webhookctl deliveries list [options]", dlist_opts,
+              WH_ARRAY_LEN(dlist_opts), &s, argc - 1, argv + 1, &first);
+    if (first < argc - 1)
+        die_usage("unexpected argument '%s'", argv[first + 1]);
+    if (s.outcome && strcmp(s.outcome, "succeeded") != 0 &&
+        strcmp(s.outcome, "failed") != 0)
+        die_usage("--outcome must be succeeded or failed, not '%s'",
+                  s.outcome);
+    char limit[32], err[1024];
+    snprintf(limit, sizeof(limit), "%lld", (long long)s.limit);
+    const char *params[] = {s.endpoint, s.event, s.app, s.outcome, limit};
+    wh_db *db = connect_db();
+    wh_db_result *r;
+    int rc = wh_db_query(
+        db,
+        "SELECT to_char(attempted_at AT TIME ZONE 'UTC', "
+        "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), delivery_id, event_id, "
+        "endpoint_id, app, event_type, attempt, outcome, "
+        "coalesce(status_code::text, ''), latency_ms, coalesce(error, ''), "
+        "coalesce(error_class, ''), coalesce(response_snippet, '') "
+        "FROM webhooks.delivery_log "
+        "WHERE ($1::text IS NULL OR endpoint_id = $1) "
+        "AND ($2::text IS NULL OR event_id = $2) "
+        "AND ($3::text IS NULL OR app = $3) "
+        "AND ($4::text IS NULL OR outcome = $4) "
+        "ORDER BY attempted_at DESC, delivery_id LIMIT $5::int",
+        5, params, &r, err, sizeof(err));
+    if (rc != WH_OK) {
+        fprintf(stderr, "webhookctl: %s\n", err);
+        wh_db_close(db);
+        return EXIT_FAIL;
+    }
+    wh_buf b;
+    wh_buf_init(&b, 64 * 1024);
+    static const char *const names[] = {
+        "attempted_at", "delivery_id", "event_id", "endpoint_id", "app",
+        "event_type", "attempt", "outcome", "status_code", "latency_ms",
+        "error", "error_class", "response_snippet"};
+    if (!s.json)
+        printf("%-24s %-36s %-16s %-24s %-16s %3s %-9s %4s %7s %s\n",
+               "ATTEMPTED_AT", "DELIVERY_ID", "EVENT_ID", "ENDPOINT_ID",
+               "TYPE", "#", "OUTCOME", "HTTP", "MS", "ERROR");
+    for (int i = 0; i < wh_db_rows(r); i++) {
+        if (s.json) {
+            wh_buf_reset(&b);
+            int bad = wh_buf_addc(&b, '{');
+            for (int c = 0; c < 13; c++) {
+                const char *v = wh_db_get(r, i, c);
+                bad = bad || (c && wh_buf_addc(&b, ',')) ||
+                      wh_buf_addf(&b, "\"%s\":", names[c]);
+                if (c == 6 || c == 9 || (c == 8 && *v))
+                    bad = bad || wh_buf_add(&b, v, strlen(v));
+                else if ((c == 8 || c == 10 || c == 11 || c == 12) && !*v)
+                    bad = bad || wh_buf_add(&b, "null", 4);
+                else
+                    bad = bad || wh_buf_json_str(&b, v, strlen(v));
+            }
+            bad = bad || wh_buf_addc(&b, '}');
+            if (!bad)
+                printf("%s\n", wh_buf_cstr(&b));
+        } else {
+            printf("%-24s %-36s %-16s %-24s %-16s %3s %-9s %4s %7s %s\n",
+                   wh_db_get(r, i, 0), wh_db_get(r, i, 1),
+                   wh_db_get(r, i, 2), wh_db_get(r, i, 3),
+                   wh_db_get(r, i, 5), wh_db_get(r, i, 6),
+                   wh_db_get(r, i, 7), wh_db_get(r, i, 8),
+                   wh_db_get(r, i, 9), wh_db_get(r, i, 10));
+        }
+    }
+    wh_buf_free(&b);
+    wh_db_result_free(r);
+    wh_db_close(db);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    char err[512];
+    int first;
+    int rc = wh_config_load(global_opts, WH_ARRAY_LEN(global_opts), &G, argc,
+                            argv, &first, err, sizeof(err));
+    if (rc == WH_AGAIN || (rc == WH_OK && first >= argc)) {
+        fputs(usage_text, rc == WH_AGAIN ? stdout : stderr);
+        printf("\nGlobal options:\n");
+        wh_config_usage(stdout, "webhookctl [global options] COMMAND",
+                        global_opts, WH_ARRAY_LEN(global_opts));
+        return rc == WH_AGAIN ? 0 : EXIT_USAGE;
+    }
+    if (rc != WH_OK) {
+        fprintf(stderr, "webhookctl: %s\n", err);
+        return EXIT_USAGE;
+    }
+    if (wh_log_init("text", "warn", "webhookctl", err, sizeof(err)) != WH_OK)
+        return EXIT_USAGE;
+    const char *cmd = argv[first];
+    int sub_argc = argc - first;
+    char **sub_argv = argv + first;
+    if (strcmp(cmd, "migrate") == 0)
+        return cmd_migrate(sub_argc, sub_argv);
+    if (strcmp(cmd, "endpoint") == 0 || strcmp(cmd, "endpoints") == 0)
+        return cmd_endpoint(sub_argc, sub_argv);
+    if (strcmp(cmd, "deliveries") == 0)
+        return cmd_deliveries(sub_argc, sub_argv);
+    fprintf(stderr, "webhookctl: unknown command '%s'\n\n%s", cmd,
+            usage_text);
+    return EXIT_USAGE;
+}

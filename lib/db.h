@@ -1,0 +1,81 @@
+/*
+ * db.h - the PostgreSQL adapter: the only module that includes libpq.
+ *
+ * Connections, text-format queries with parameters, COPY for batched
+ * inserts, LISTEN/NOTIFY and reconnects. A wh_db is used by one thread at a
+ * time. Values travel as text; bytea is moved as base64 (encode/decode in
+ * SQL) so callers never see libpq escaping.
+ */
+#ifndef WH_DB_H
+#define WH_DB_H
+
+#include "wh.h"
+
+typedef struct wh_db wh_db;
+typedef struct wh_db_result wh_db_result;
+
+/* Connects to url (a libpq connection string or URI). On failure *out is
+ * NULL and err explains, e.g. "cannot connect to Postgres: ...". */
+int wh_db_connect(const char *url, wh_db **out, char *err,
+                  size_t errlen) WH_MUST_CHECK;
+void wh_db_close(wh_db *db);
+
+/* 1 when the connection is usable. */
+int wh_db_alive(wh_db *db);
+
+/* Drops and re-opens the connection (LISTEN channels are re-issued). */
+int wh_db_reconnect(wh_db *db, char *err, size_t errlen) WH_MUST_CHECK;
+
+/* Runs one or more statements that return no rows of interest. */
+int wh_db_exec(wh_db *db, const char *sql, char *err,
+               size_t errlen) WH_MUST_CHECK;
+
+/* Runs sql with text parameters $1..$n (NULL entries are SQL NULL). On
+ * WH_OK *out holds the rows; free it with wh_db_result_free. */
+int wh_db_query(wh_db *db, const char *sql, int nparams,
+                const char *const *params, wh_db_result **out, char *err,
+                size_t errlen) WH_MUST_CHECK;
+int wh_db_rows(const wh_db_result *r);
+int wh_db_cols(const wh_db_result *r);
+const char *wh_db_colname(const wh_db_result *r, int col);
+/* Text value of a cell; "" for NULL (see wh_db_isnull). Valid until the
+ * result is freed. */
+const char *wh_db_get(const wh_db_result *r, int row, int col);
+size_t wh_db_getlen(const wh_db_result *r, int row, int col);
+int wh_db_isnull(const wh_db_result *r, int row, int col);
+/* Number of rows a command touched ("UPDATE 3" -> 3). */
+long wh_db_affected(const wh_db_result *r);
+void wh_db_result_free(wh_db_result *r);
+
+/* COPY ... FROM STDIN in text format: begin with the COPY statement, put
+ * any number of rows (already escaped with wh_db_copy_escape), then end,
+ * which reports the server's verdict. */
+int wh_db_copy_begin(wh_db *db, const char *copy_sql, char *err,
+                     size_t errlen) WH_MUST_CHECK;
+int wh_db_copy_put(wh_db *db, const char *data, size_t len, char *err,
+                   size_t errlen) WH_MUST_CHECK;
+int wh_db_copy_end(wh_db *db, char *err, size_t errlen) WH_MUST_CHECK;
+
+/* Appends src escaped for COPY text format to dst (capacity cap, starting
+ * at *pos). Returns WH_ERR when it does not fit. */
+int wh_db_copy_escape(char *dst, size_t cap, size_t *pos, const char *src,
+                      size_t len) WH_MUST_CHECK;
+
+/* LISTEN on channel; notifications are then read with wh_db_notification
+ * after the socket (wh_db_socket) turns readable. */
+int wh_db_listen(wh_db *db, const char *channel, char *err,
+                 size_t errlen) WH_MUST_CHECK;
+int wh_db_socket(wh_db *db);
+/* WH_OK with one payload copied to payload, WH_AGAIN when none is pending,
+ * WH_ERR when the connection broke. */
+int wh_db_notification(wh_db *db, char *payload, size_t cap, char *err,
+                       size_t errlen) WH_MUST_CHECK;
+
+/* Applies the embedded migrations not yet recorded in
+ * webhooks.schema_migrations, each in its own transaction, under an
+ * advisory lock so concurrent migrators wait for each other. *applied
+ * counts what ran. */
+int wh_db_migrate(wh_db *db, int *applied, char *err,
+                  size_t errlen) WH_MUST_CHECK;
+
+#endif

@@ -1,0 +1,223 @@
+/*
+ * endpoints.c - the webhooks.endpoints table (see endpoints.h). Secrets
+ * are stored as a space-separated list of whsec_ values, sealed with the
+ * endpoint id as associated data, moved through SQL as base64.
+ */
+#include "endpoints.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base64.h"
+#include "codec.h"
+#include "pattern.h"
+#include "url.h"
+
+void wh_endpoint_free(wh_endpoint *ep)
+{
+    if (!ep)
+        return;
+    free(ep->url);
+    free(ep->event_types);
+    free(ep->description);
+    free(ep->disabled_reason);
+    for (size_t i = 0; i < ep->nsecrets; i++)
+        wh_sign_clear_secret(&ep->secrets[i]);
+    free(ep);
+}
+
+static int new_id(char *out)
+{
+    static const char alphabet[] = "0123456789abcdefghijklmnopqrstuv";
+    unsigned char r[20];
+    if (wh_random_bytes(r, sizeof(r)) != WH_OK)
+        return WH_ERR;
+    memcpy(out, "ep_", 3);
+    for (size_t i = 0; i < sizeof(r); i++)
+        out[3 + i] = alphabet[r[i] & 31];
+    out[3 + sizeof(r)] = '\0';
+    return WH_OK;
+}
+
+int wh_endpoints_add(wh_db *db, const wh_secretbox *sb,
+                     const wh_endpoint_spec *spec, char *id_out,
+                     char *secret_out, char *err, size_t errlen)
+{
+    char secret[WH_SECRET_TEXT_MAX];
+    char e[WH_ERRLEN];
+    secret_out[0] = '\0';
+    if (wh_codec_check_app(spec->app, err, errlen) ||
+        wh_url_check(spec->url, err, errlen))
+        return WH_ERR;
+    const char *types = spec->event_types ? spec->event_types : "*";
+    if (wh_pattern_list_check(types, e, sizeof(e)) != WH_OK)
+        return wh_errf(err, errlen, "--events: %s", e);
+    if (spec->secret) {
+        wh_secret parsed;
+        if (wh_sign_parse_secret(spec->secret, &parsed, e, sizeof(e)))
+            return wh_errf(err, errlen, "--secret: %s", e);
+        wh_sign_clear_secret(&parsed);
+        if (wh_strlcpy(secret, spec->secret, sizeof(secret)) != WH_OK)
+            return wh_errf(err, errlen, "--secret: too long");
+    } else if (wh_sign_generate_secret(secret, sizeof(secret)) != WH_OK) {
+        return wh_errf(err, errlen, "cannot generate a secret");
+    }
+    if (spec->max_in_flight < 0 || spec->max_in_flight > 1000)
+        return wh_errf(err, errlen, "--max-in-flight must be 1-1000");
+    if (spec->timeout_ms && (spec->timeout_ms < 100 ||
+                             spec->timeout_ms > 120000))
+        return wh_errf(err, errlen, "--timeout must be 100ms-120s");
+    if (new_id(id_out) != WH_OK)
+        return wh_errf(err, errlen, "cannot generate an id");
+
+    unsigned char sealed[WH_SECRETBOX_OVERHEAD + WH_SECRET_TEXT_MAX];
+    size_t sealed_len;
+    if (wh_secretbox_seal(sb, id_out, secret, strlen(secret), sealed,
+                          sizeof(sealed), &sealed_len, err, errlen))
+        return WH_ERR;
+    char sealed_b64[2 * sizeof(sealed)];
+    wh_base64_encode(sealed, sealed_len, sealed_b64);
+
+    char mif[16], rate[16], tmo[16];
+    snprintf(mif, sizeof(mif), "%lld",
+             (long long)(spec->max_in_flight ? spec->max_in_flight : 1));
+    snprintf(rate, sizeof(rate), "%lld", (long long)spec->rate_limit_per_s);
+    snprintf(tmo, sizeof(tmo), "%lld", (long long)spec->timeout_ms);
+    const char *params[] = {
+        id_out, spec->app, spec->url, sealed_b64, types,
+        spec->unordered ? "false" : "true", mif,
+        spec->rate_limit_per_s ? rate : NULL,
+        spec->timeout_ms ? tmo : NULL,
+        spec->description ? spec->description : "",
+    };
+    wh_db_result *r;
+    if (wh_db_query(db,
+                    "INSERT INTO webhooks.endpoints (id, app, url, "
+                    "secrets_sealed, event_types, ordered, max_in_flight, "
+                    "rate_limit_per_s, timeout_ms, description) VALUES "
+                    "($1, $2, $3, decode($4, 'base64'), $5, $6, $7, $8, $9, "
+                    "$10)",
+                    10, params, &r, err, errlen) != WH_OK)
+        return WH_ERR;
+    wh_db_result_free(r);
+    if (!spec->secret)
+        memcpy(secret_out, secret, strlen(secret) + 1);
+    return WH_OK;
+}
+
+static char *dup_or_null(const wh_db_result *r, int row, int col)
+{
+    return wh_db_isnull(r, row, col) ? NULL : strdup(wh_db_get(r, row, col));
+}
+
+/* Opens the sealed secret list into ep->secrets. */
+static int open_secrets(const wh_secretbox *sb, wh_endpoint *ep,
+                        const char *b64, size_t b64len, char *err,
+                        size_t errlen)
+{
+    unsigned char sealed[WH_SECRETBOX_OVERHEAD + WH_SECRETBOX_PLAIN_MAX];
+    char plain[WH_SECRETBOX_PLAIN_MAX + 1];
+    size_t sealed_len, plain_len;
+    if (wh_base64_decode(b64, b64len, sealed, sizeof(sealed), &sealed_len))
+        return wh_errf(err, errlen, "endpoint %s: sealed secret is corrupt",
+                       ep->id);
+    if (wh_secretbox_open(sb, ep->id, sealed, sealed_len, plain,
+                          sizeof(plain) - 1, &plain_len, err, errlen))
+        return WH_ERR;
+    plain[plain_len] = '\0';
+    char *save = NULL;
+    int rc = WH_OK;
+    for (char *tok = strtok_r(plain, " ", &save); tok;
+         tok = strtok_r(NULL, " ", &save)) {
+        if (ep->nsecrets == WH_SIGN_MAX_SECRETS)
+            break;
+        char e[WH_ERRLEN];
+        if (wh_sign_parse_secret(tok, &ep->secrets[ep->nsecrets], e,
+                                 sizeof(e))) {
+            rc = wh_errf(err, errlen, "endpoint %s: stored secret: %s",
+                         ep->id, e);
+            break;
+        }
+        ep->nsecrets++;
+    }
+    memset(plain, 0, sizeof(plain));
+    if (rc == WH_OK && ep->nsecrets == 0)
+        rc = wh_errf(err, errlen, "endpoint %s has no secret", ep->id);
+    return rc;
+}
+
+int wh_endpoints_load(wh_db *db, const wh_secretbox *sb, const char *id,
+                      wh_endpoint_fn *fn, void *opaque, int *found,
+                      char *err, size_t errlen)
+{
+    const char *params[] = {id};
+    wh_db_result *r;
+    if (found)
+        *found = 0;
+    if (wh_db_query(db,
+                    "SELECT id, app, url, encode(secrets_sealed, 'base64'), "
+                    "event_types, ordered, max_in_flight, "
+                    "coalesce(rate_limit_per_s, 0), coalesce(timeout_ms, 0), "
+                    "disabled, disabled_reason, description, "
+                    "to_char(created_at AT TIME ZONE 'UTC', "
+                    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
+                    "FROM webhooks.endpoints "
+                    "WHERE $1::text IS NULL OR id = $1 ORDER BY created_at, id",
+                    1, params, &r, err, errlen) != WH_OK)
+        return WH_ERR;
+    int rc = WH_OK;
+    for (int i = 0; i < wh_db_rows(r); i++) {
+        wh_endpoint *ep = calloc(1, sizeof(*ep));
+        if (!ep) {
+            rc = wh_errf(err, errlen, "out of memory");
+            break;
+        }
+        wh_strlcpy(ep->id, wh_db_get(r, i, 0), sizeof(ep->id));
+        wh_strlcpy(ep->app, wh_db_get(r, i, 1), sizeof(ep->app));
+        ep->url = strdup(wh_db_get(r, i, 2));
+        ep->event_types = strdup(wh_db_get(r, i, 4));
+        ep->ordered = wh_db_get(r, i, 5)[0] == 't';
+        ep->max_in_flight = atoi(wh_db_get(r, i, 6));
+        ep->rate_limit_per_s = atoi(wh_db_get(r, i, 7));
+        ep->timeout_ms = atoll(wh_db_get(r, i, 8));
+        ep->disabled = wh_db_get(r, i, 9)[0] == 't';
+        ep->disabled_reason = dup_or_null(r, i, 10);
+        ep->description = strdup(wh_db_get(r, i, 11));
+        wh_strlcpy(ep->created_at, wh_db_get(r, i, 12),
+                   sizeof(ep->created_at));
+        if (!ep->url || !ep->event_types || !ep->description) {
+            wh_endpoint_free(ep);
+            rc = wh_errf(err, errlen, "out of memory");
+            break;
+        }
+        if (open_secrets(sb, ep, wh_db_get(r, i, 3), wh_db_getlen(r, i, 3),
+                         err, errlen) != WH_OK) {
+            wh_endpoint_free(ep);
+            rc = WH_ERR;
+            break;
+        }
+        if (found)
+            (*found)++;
+        fn(ep, opaque);
+    }
+    wh_db_result_free(r);
+    return rc;
+}
+
+int wh_endpoints_set_disabled(wh_db *db, const char *id, bool disabled,
+                              const char *reason, char *err, size_t errlen)
+{
+    const char *params[] = {id, disabled ? "true" : "false", reason};
+    wh_db_result *r;
+    if (wh_db_query(db,
+                    "UPDATE webhooks.endpoints SET disabled = $2, "
+                    "disabled_reason = CASE WHEN $2 THEN $3 END, "
+                    "disabled_at = CASE WHEN $2 THEN now() END, "
+                    "updated_at = now() WHERE id = $1",
+                    3, params, &r, err, errlen) != WH_OK)
+        return WH_ERR;
+    long n = wh_db_affected(r);
+    wh_db_result_free(r);
+    return n > 0 ? WH_OK : WH_DECLINED;
+}

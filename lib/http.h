@@ -1,0 +1,92 @@
+/*
+ * http.h - the HTTP adapter: the only module that includes libcurl.
+ *
+ * Many concurrent POSTs on one curl multi handle with a shared connection
+ * cache (keep-alive reuse), per-request connect and total timeouts, no
+ * redirects, a capped response snippet, and an SSRF guard that checks the
+ * address of every socket curl actually opens. Single-threaded: the owner
+ * calls wh_http_wait / wh_http_perform from its event loop.
+ */
+#ifndef WH_HTTP_H
+#define WH_HTTP_H
+
+#include "wh.h"
+
+#define WH_HTTP_SNIPPET_MAX 1024
+
+struct wh_netlist;
+
+typedef struct {
+    const char *user_agent;
+    const struct wh_netlist *allow; /* private ranges let through, or NULL */
+    int64_t max_host_connections;   /* 0 = unlimited */
+    int64_t max_connections;        /* connection cache size */
+    int64_t snippet_max;            /* bytes of response body kept */
+    const char *ca_file;            /* extra CA bundle, or NULL */
+} wh_http_conf;
+
+/* Why a request got no usable response. */
+typedef enum {
+    WH_HTTP_NONE = 0,     /* a response arrived (any status) */
+    WH_HTTP_TIMEOUT,
+    WH_HTTP_CONNECT,
+    WH_HTTP_DNS,
+    WH_HTTP_TLS,
+    WH_HTTP_BLOCKED,      /* the SSRF guard refused the address */
+    WH_HTTP_NETWORK,      /* connection dropped mid-request */
+    WH_HTTP_CANCELLED,
+    WH_HTTP_OTHER,
+} wh_http_error;
+
+/* One request. The caller owns it and everything it points to until the
+ * done callback ran or wh_http_cancel returned. */
+typedef struct wh_http_req {
+    /* in */
+    const char *url;
+    const void *body;
+    size_t body_len;
+    const char *const *headers; /* "Name: value" lines, NULL-terminated */
+    int64_t timeout_ms;
+    int64_t connect_timeout_ms;
+    void *opaque;
+    /* out, valid in the done callback */
+    int status;                 /* HTTP status, 0 without a response */
+    wh_http_error error_class;
+    char error[256];
+    int64_t latency_us;
+    int64_t retry_after_s;      /* Retry-After in seconds, -1 if absent */
+    size_t snippet_len;
+    char snippet[WH_HTTP_SNIPPET_MAX + 1];
+    /* private */
+    void *easy_;
+    void *owner_;
+    struct curl_slist *slist_;
+    int64_t started_us_;
+    char blocked_[160];
+} wh_http_req;
+
+typedef struct wh_http wh_http;
+typedef void wh_http_done_fn(wh_http_req *req, void *opaque);
+
+int wh_http_new(const wh_http_conf *conf, wh_http **out, char *err,
+                size_t errlen) WH_MUST_CHECK;
+void wh_http_destroy(wh_http *h);
+
+/* Starts req; its outcome is reported by a later wh_http_perform. */
+int wh_http_start(wh_http *h, wh_http_req *req, char *err,
+                  size_t errlen) WH_MUST_CHECK;
+/* Aborts req without calling done. */
+void wh_http_cancel(wh_http *h, wh_http_req *req);
+
+/* Waits up to timeout_ms for network activity or for one of fds to turn
+ * readable (ready[i] set to 1 for those). */
+void wh_http_wait(wh_http *h, const int *fds, int *ready, size_t nfds,
+                  int timeout_ms);
+/* Makes progress and calls done for every finished request. */
+void wh_http_perform(wh_http *h, wh_http_done_fn *done, void *opaque);
+/* Requests in flight. */
+int wh_http_running(const wh_http *h);
+
+const char *wh_http_error_name(wh_http_error e);
+
+#endif

@@ -1,0 +1,496 @@
+/*
+ * kafka.c - Kafka adapter over librdkafka (see kafka.h). Used by the
+ * worker, the producer API and the scheduler from their main thread;
+ * librdkafka's own threads only call back into log_cb (thread-safe) and
+ * wake the caller's loop through a pipe.
+ */
+#include "kafka.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <librdkafka/rdkafka.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+struct wh_kafka_consumer {
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *queue;
+    char *topic;
+    wh_kafka_rebalance_fn *cb;
+    void *opaque;
+    int pipe[2];
+};
+
+struct wh_kafka_producer {
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *queue;
+    wh_kafka_dr_fn *dr;
+    void *opaque;
+    int pipe[2];
+};
+
+static atomic_uint_fast64_t data_loss;
+
+uint64_t wh_kafka_data_loss_count(void) { return atomic_load(&data_loss); }
+
+const char *wh_kmsg_topic(const wh_kmsg *m)
+{
+    return rd_kafka_topic_name(((const rd_kafka_message_t *)m)->rkt);
+}
+
+int32_t wh_kmsg_partition(const wh_kmsg *m)
+{
+    return ((const rd_kafka_message_t *)m)->partition;
+}
+
+int64_t wh_kmsg_offset(const wh_kmsg *m)
+{
+    return ((const rd_kafka_message_t *)m)->offset;
+}
+
+const void *wh_kmsg_value(const wh_kmsg *m, size_t *len)
+{
+    const rd_kafka_message_t *rm = (const rd_kafka_message_t *)m;
+    *len = rm->len;
+    return rm->payload;
+}
+
+const void *wh_kmsg_key(const wh_kmsg *m, size_t *len)
+{
+    const rd_kafka_message_t *rm = (const rd_kafka_message_t *)m;
+    *len = rm->key_len;
+    return rm->key;
+}
+
+int wh_kmsg_header(const wh_kmsg *m, const char *name, const void **val,
+                   size_t *len)
+{
+    rd_kafka_headers_t *hdrs;
+    if (rd_kafka_message_headers((const rd_kafka_message_t *)m, &hdrs))
+        return WH_DECLINED;
+    if (rd_kafka_header_get_last(hdrs, name, val, len))
+        return WH_DECLINED;
+    return WH_OK;
+}
+
+void wh_kmsg_destroy(wh_kmsg *m)
+{
+    if (m)
+        rd_kafka_message_destroy((rd_kafka_message_t *)m);
+}
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac,
+                   const char *buf)
+{
+    (void)rk;
+    if (level <= 3)
+        WH_ERROR("kafka %s: %s", fac, buf);
+    else if (level <= 4)
+        WH_WARN("kafka %s: %s", fac, buf);
+    else
+        WH_DEBUG("kafka %s: %s", fac, buf);
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v,
+                    char *err, size_t errlen)
+{
+    char e[256];
+    if (rd_kafka_conf_set(conf, k, v, e, sizeof(e)) != RD_KAFKA_CONF_OK)
+        return wh_errf(err, errlen, "Kafka setting %s: %s", k, e);
+    return WH_OK;
+}
+
+/* Applies "k=v,k=v" pass-through properties. */
+static int conf_extra(rd_kafka_conf_t *conf, const char *extra, char *err,
+                      size_t errlen)
+{
+    if (!extra || !*extra)
+        return WH_OK;
+    char *copy = strdup(extra), *save = NULL;
+    if (!copy)
+        return wh_errf(err, errlen, "out of memory");
+    int rc = WH_OK;
+    for (char *kv = strtok_r(copy, ",", &save); kv && rc == WH_OK;
+         kv = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq) {
+            rc = wh_errf(err, errlen,
+                         "KAFKA_EXTRA: '%s' is not key=value", kv);
+            break;
+        }
+        *eq = '\0';
+        rc = conf_set(conf, kv, eq + 1, err, errlen);
+    }
+    free(copy);
+    return rc;
+}
+
+static rd_kafka_conf_t *base_conf(const wh_kafka_conf *c, char *err,
+                                  size_t errlen)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char num[32];
+    if (!c->brokers || !*c->brokers) {
+        wh_errf(err, errlen, "no Kafka brokers configured (set KAFKA_BROKERS)");
+        goto fail;
+    }
+    if (conf_set(conf, "bootstrap.servers", c->brokers, err, errlen) ||
+        conf_set(conf, "client.id", c->client_id ? c->client_id : "webhook",
+                 err, errlen))
+        goto fail;
+    if (c->session_timeout_ms > 0) {
+        snprintf(num, sizeof(num), "%lld", (long long)c->session_timeout_ms);
+        if (conf_set(conf, "session.timeout.ms", num, err, errlen))
+            goto fail;
+    }
+    if (c->heartbeat_ms > 0) {
+        snprintf(num, sizeof(num), "%lld", (long long)c->heartbeat_ms);
+        if (conf_set(conf, "heartbeat.interval.ms", num, err, errlen))
+            goto fail;
+    }
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    if (conf_extra(conf, c->extra, err, errlen))
+        goto fail;
+    return conf;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+static int make_pipe(int p[2], char *err, size_t errlen)
+{
+    if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0)
+        return wh_errf(err, errlen, "pipe2() failed: %s", strerror(errno));
+    return WH_OK;
+}
+
+void wh_kafka_fd_drain(int fd)
+{
+    char buf[256];
+    while (read(fd, buf, sizeof(buf)) > 0) {
+    }
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts,
+                         void *opaque)
+{
+    wh_kafka_consumer *c = opaque;
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    int32_t stack_ids[256];
+    int32_t *ids = stack_ids;
+    if (parts->cnt > (int)WH_ARRAY_LEN(stack_ids)) {
+        ids = calloc((size_t)parts->cnt, sizeof(*ids));
+        if (!ids)
+            abort(); /* cannot track partitions; restart is the safe path */
+    }
+    for (int i = 0; i < parts->cnt; i++)
+        ids[i] = parts->elems[i].partition;
+
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        rd_kafka_error_t *e = NULL;
+        if (cooperative)
+            e = rd_kafka_incremental_assign(rk, parts);
+        else
+            rd_kafka_assign(rk, parts);
+        if (e) {
+            WH_ERROR("incremental_assign() failed: %s",
+                     rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+        }
+        if (c->cb)
+            c->cb(c->opaque, 1, ids, (size_t)parts->cnt);
+    } else {
+        if (c->cb)
+            c->cb(c->opaque, 0, ids, (size_t)parts->cnt);
+        if (cooperative) {
+            rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
+            if (e)
+                rd_kafka_error_destroy(e);
+        } else {
+            rd_kafka_assign(rk, NULL);
+        }
+    }
+    if (ids != stack_ids)
+        free(ids);
+}
+
+int wh_kafka_consumer_new(const wh_kafka_conf *kc, const char *group,
+                          const char *topic, wh_kafka_rebalance_fn *cb,
+                          void *opaque, wh_kafka_consumer **out, char *err,
+                          size_t errlen)
+{
+    char e[512];
+    *out = NULL;
+    wh_kafka_consumer *c = calloc(1, sizeof(*c));
+    if (!c)
+        return wh_errf(err, errlen, "out of memory");
+    c->pipe[0] = c->pipe[1] = -1;
+    c->cb = cb;
+    c->opaque = opaque;
+    rd_kafka_conf_t *conf = base_conf(kc, err, errlen);
+    if (!conf)
+        goto fail;
+    if (conf_set(conf, "group.id", group, err, errlen) ||
+        conf_set(conf, "enable.auto.commit", "true", err, errlen) ||
+        conf_set(conf, "auto.commit.interval.ms", "1000", err, errlen) ||
+        conf_set(conf, "enable.auto.offset.store", "false", err, errlen) ||
+        conf_set(conf, "auto.offset.reset", "earliest", err, errlen) ||
+        conf_set(conf, "partition.assignment.strategy", "cooperative-sticky",
+                 err, errlen) ||
+        conf_set(conf, "fetch.wait.max.ms", "50", err, errlen) ||
+        conf_set(conf, "enable.partition.eof", "false", err, errlen)) {
+        rd_kafka_conf_destroy(conf);
+        goto fail;
+    }
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_opaque(conf, c);
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
+    if (!c->rk) {
+        rd_kafka_conf_destroy(conf);
+        wh_errf(err, errlen, "rd_kafka_new() failed: %s", e);
+        goto fail;
+    }
+    rd_kafka_poll_set_consumer(c->rk);
+    c->queue = rd_kafka_queue_get_consumer(c->rk);
+    if (!(c->topic = strdup(topic))) {
+        wh_errf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (make_pipe(c->pipe, err, errlen))
+        goto fail;
+    rd_kafka_queue_io_event_enable(c->queue, c->pipe[1], "1", 1);
+    rd_kafka_topic_partition_list_t *topics =
+        rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t rerr = rd_kafka_subscribe(c->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (rerr) {
+        wh_errf(err, errlen, "subscribe to %s failed: %s", topic,
+                rd_kafka_err2str(rerr));
+        goto fail;
+    }
+    *out = c;
+    return WH_OK;
+fail:
+    if (c->queue)
+        rd_kafka_queue_destroy(c->queue);
+    if (c->rk)
+        rd_kafka_destroy(c->rk);
+    if (c->pipe[0] >= 0)
+        close(c->pipe[0]);
+    if (c->pipe[1] >= 0)
+        close(c->pipe[1]);
+    free(c->topic);
+    free(c);
+    return WH_ERR;
+}
+
+int wh_kafka_consumer_fd(wh_kafka_consumer *c) { return c->pipe[0]; }
+
+wh_kmsg *wh_kafka_consumer_poll(wh_kafka_consumer *c, int timeout_ms)
+{
+    for (;;) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, timeout_ms);
+        if (!m)
+            return NULL;
+        if (!m->err)
+            return (wh_kmsg *)m;
+        if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET) {
+            atomic_fetch_add(&data_loss, 1);
+            WH_ERROR("DATA LOSS: %s [%d]: offset reset: %s",
+                     m->rkt ? rd_kafka_topic_name(m->rkt) : c->topic,
+                     (int)m->partition, rd_kafka_message_errstr(m));
+        } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            WH_WARN("consumer error on %s: %s", c->topic,
+                    rd_kafka_message_errstr(m));
+        }
+        rd_kafka_message_destroy(m);
+        timeout_ms = 0;
+    }
+}
+
+int wh_kafka_consumer_store(wh_kafka_consumer *c, int32_t partition,
+                            int64_t next_offset)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, c->topic, partition)->offset =
+        next_offset;
+    rd_kafka_resp_err_t e = rd_kafka_offsets_store(c->rk, l);
+    if (!e && l->elems[0].err)
+        e = l->elems[0].err;
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e) {
+        WH_DEBUG("offset store %s [%d] @ %lld: %s", c->topic, (int)partition,
+                 (long long)next_offset, rd_kafka_err2str(e));
+        return WH_ERR;
+    }
+    return WH_OK;
+}
+
+int wh_kafka_consumer_commit(wh_kafka_consumer *c, char *err, size_t errlen)
+{
+    rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, 0);
+    if (e == RD_KAFKA_RESP_ERR__NO_OFFSET)
+        return WH_AGAIN;
+    if (e)
+        return wh_errf(err, errlen, "commit on %s failed: %s", c->topic,
+                       rd_kafka_err2str(e));
+    return WH_OK;
+}
+
+void wh_kafka_consumer_pause_all(wh_kafka_consumer *c, int pause)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(c->rk, &parts) || !parts)
+        return;
+    if (pause)
+        rd_kafka_pause_partitions(c->rk, parts);
+    else
+        rd_kafka_resume_partitions(c->rk, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+void wh_kafka_consumer_destroy(wh_kafka_consumer *c)
+{
+    if (!c)
+        return;
+    rd_kafka_resp_err_t e = rd_kafka_consumer_close(c->rk);
+    if (e)
+        WH_WARN("consumer close on %s: %s", c->topic, rd_kafka_err2str(e));
+    rd_kafka_queue_destroy(c->queue);
+    rd_kafka_destroy(c->rk);
+    close(c->pipe[0]);
+    close(c->pipe[1]);
+    free(c->topic);
+    free(c);
+}
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    wh_kafka_producer *p = opaque;
+    if (p->dr)
+        p->dr(p->opaque, m->_private, m->err == 0,
+              m->err ? rd_kafka_err2str(m->err) : NULL);
+}
+
+int wh_kafka_producer_new(const wh_kafka_conf *kc, wh_kafka_dr_fn *dr,
+                          void *opaque, wh_kafka_producer **out, char *err,
+                          size_t errlen)
+{
+    char e[512], num[32];
+    *out = NULL;
+    wh_kafka_producer *p = calloc(1, sizeof(*p));
+    if (!p)
+        return wh_errf(err, errlen, "out of memory");
+    p->pipe[0] = p->pipe[1] = -1;
+    p->dr = dr;
+    p->opaque = opaque;
+    rd_kafka_conf_t *conf = base_conf(kc, err, errlen);
+    if (!conf)
+        goto fail;
+    snprintf(num, sizeof(num), "%lld",
+             (long long)(kc->linger_ms > 0 ? kc->linger_ms : 5));
+    if (conf_set(conf, "enable.idempotence", "true", err, errlen) ||
+        conf_set(conf, "acks", "all", err, errlen) ||
+        conf_set(conf, "linger.ms", num, err, errlen) ||
+        conf_set(conf, "queue.buffering.max.messages", "1000000", err,
+                 errlen)) {
+        rd_kafka_conf_destroy(conf);
+        goto fail;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    rd_kafka_conf_set_opaque(conf, p);
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof(e));
+    if (!p->rk) {
+        rd_kafka_conf_destroy(conf);
+        wh_errf(err, errlen, "rd_kafka_new() failed: %s", e);
+        goto fail;
+    }
+    p->queue = rd_kafka_queue_get_main(p->rk);
+    if (make_pipe(p->pipe, err, errlen))
+        goto fail;
+    rd_kafka_queue_io_event_enable(p->queue, p->pipe[1], "1", 1);
+    *out = p;
+    return WH_OK;
+fail:
+    if (p->queue)
+        rd_kafka_queue_destroy(p->queue);
+    if (p->rk)
+        rd_kafka_destroy(p->rk);
+    if (p->pipe[0] >= 0)
+        close(p->pipe[0]);
+    if (p->pipe[1] >= 0)
+        close(p->pipe[1]);
+    free(p);
+    return WH_ERR;
+}
+
+int wh_kafka_producer_send(wh_kafka_producer *p, const char *topic,
+                           const void *key, size_t klen, const void *value,
+                           size_t vlen, const char *const *headers,
+                           void *msg_opaque, char *err, size_t errlen)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    if (headers && headers[0]) {
+        hdrs = rd_kafka_headers_new(4);
+        for (size_t i = 0; headers[i] && headers[i + 1]; i += 2)
+            rd_kafka_header_add(hdrs, headers[i], -1, headers[i + 1], -1);
+    }
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, klen),
+        RD_KAFKA_V_VALUE((void *)value, vlen),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(msg_opaque),
+        RD_KAFKA_V_END);
+    if (e) {
+        if (hdrs)
+            rd_kafka_headers_destroy(hdrs);
+        if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            return WH_AGAIN;
+        return wh_errf(err, errlen, "produce to %s failed: %s", topic,
+                       rd_kafka_err2str(e));
+    }
+    return WH_OK;
+}
+
+int wh_kafka_producer_fd(wh_kafka_producer *p) { return p->pipe[0]; }
+
+void wh_kafka_producer_poll(wh_kafka_producer *p, int timeout_ms)
+{
+    rd_kafka_poll(p->rk, timeout_ms);
+}
+
+int wh_kafka_producer_outq(wh_kafka_producer *p)
+{
+    return rd_kafka_outq_len(p->rk);
+}
+
+int wh_kafka_producer_flush(wh_kafka_producer *p, int timeout_ms, char *err,
+                            size_t errlen)
+{
+    rd_kafka_flush(p->rk, timeout_ms);
+    int left = rd_kafka_outq_len(p->rk);
+    if (left > 0)
+        return wh_errf(err, errlen,
+                       "%d messages not acknowledged by Kafka after %d ms",
+                       left, timeout_ms);
+    return WH_OK;
+}
+
+void wh_kafka_producer_destroy(wh_kafka_producer *p)
+{
+    if (!p)
+        return;
+    rd_kafka_queue_destroy(p->queue);
+    rd_kafka_destroy(p->rk);
+    close(p->pipe[0]);
+    close(p->pipe[1]);
+    free(p);
+}

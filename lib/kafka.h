@@ -1,0 +1,105 @@
+/*
+ * kafka.h - the Kafka adapter: the only module that includes librdkafka.
+ *
+ * A consumer (one topic, one consumer group, offsets stored by the caller
+ * only once work is durable, auto-committed from there) and an idempotent
+ * producer with per-message delivery reports. Both expose a file
+ * descriptor that turns readable when they have something to serve, so one
+ * thread can wait on Kafka, HTTP and Postgres together.
+ */
+#ifndef WH_KAFKA_H
+#define WH_KAFKA_H
+
+#include "wh.h"
+
+typedef struct {
+    const char *brokers;        /* bootstrap.servers */
+    const char *client_id;
+    const char *extra;          /* "k=v,k=v" more librdkafka properties */
+    int64_t session_timeout_ms; /* consumer group session timeout */
+    int64_t heartbeat_ms;
+    int64_t linger_ms;          /* producer batching delay */
+} wh_kafka_conf;
+
+/* A consumed message. Owned by the caller once polled: release it with
+ * wh_kmsg_destroy. Accessors never fail. */
+typedef struct wh_kmsg wh_kmsg;
+const char *wh_kmsg_topic(const wh_kmsg *m);
+int32_t wh_kmsg_partition(const wh_kmsg *m);
+int64_t wh_kmsg_offset(const wh_kmsg *m);
+const void *wh_kmsg_value(const wh_kmsg *m, size_t *len);
+const void *wh_kmsg_key(const wh_kmsg *m, size_t *len);
+/* Last header called name: WH_OK with *val and *len set, else WH_DECLINED. */
+int wh_kmsg_header(const wh_kmsg *m, const char *name, const void **val,
+                   size_t *len);
+void wh_kmsg_destroy(wh_kmsg *m);
+
+/* Called from wh_kafka_consumer_poll when partitions are assigned
+ * (assigned = 1) or revoked/lost (0). On revoke, the callee must finish
+ * or abandon its work for those partitions and may call
+ * wh_kafka_consumer_store / wh_kafka_consumer_commit before returning. */
+typedef void wh_kafka_rebalance_fn(void *opaque, int assigned,
+                                   const int32_t *partitions, size_t n);
+
+typedef struct wh_kafka_consumer wh_kafka_consumer;
+
+int wh_kafka_consumer_new(const wh_kafka_conf *conf, const char *group,
+                          const char *topic, wh_kafka_rebalance_fn *cb,
+                          void *opaque, wh_kafka_consumer **out, char *err,
+                          size_t errlen) WH_MUST_CHECK;
+/* Readable when poll has something; drain with wh_kafka_fd_drain. */
+int wh_kafka_consumer_fd(wh_kafka_consumer *c);
+/* Next message, or NULL when none arrived within timeout_ms. Consumer
+ * errors are logged; an offset reset on a partition that had a position is
+ * counted as data loss (wh_kafka_data_loss_count). */
+wh_kmsg *wh_kafka_consumer_poll(wh_kafka_consumer *c, int timeout_ms);
+/* Marks everything before next_offset on partition as done; it is
+ * committed with the next automatic or explicit commit. */
+int wh_kafka_consumer_store(wh_kafka_consumer *c, int32_t partition,
+                            int64_t next_offset);
+/* Synchronously commits the stored offsets. WH_AGAIN if nothing to do. */
+int wh_kafka_consumer_commit(wh_kafka_consumer *c, char *err,
+                             size_t errlen) WH_MUST_CHECK;
+/* Stops (pause = 1) or resumes fetching for every assigned partition. */
+void wh_kafka_consumer_pause_all(wh_kafka_consumer *c, int pause);
+/* Leaves the group (the rebalance callback sees the final revoke), commits
+ * and frees. */
+void wh_kafka_consumer_destroy(wh_kafka_consumer *c);
+
+/* Messages lost to offset resets or truncation since start. */
+uint64_t wh_kafka_data_loss_count(void);
+
+/* Delivery report: ok = 1 when the broker acknowledged msg_opaque's
+ * message, else errstr says why it was given up on. */
+typedef void wh_kafka_dr_fn(void *opaque, void *msg_opaque, int ok,
+                            const char *errstr);
+
+typedef struct wh_kafka_producer wh_kafka_producer;
+
+/* An idempotent producer (acks=all). dr may be NULL. */
+int wh_kafka_producer_new(const wh_kafka_conf *conf, wh_kafka_dr_fn *dr,
+                          void *opaque, wh_kafka_producer **out, char *err,
+                          size_t errlen) WH_MUST_CHECK;
+/* Queues a copy of the message. headers is NULL or a NULL-terminated
+ * name, value, name, value, ... list. WH_AGAIN when the local queue is
+ * full (serve reports with wh_kafka_producer_poll and try again). */
+int wh_kafka_producer_send(wh_kafka_producer *p, const char *topic,
+                           const void *key, size_t klen, const void *value,
+                           size_t vlen, const char *const *headers,
+                           void *msg_opaque, char *err,
+                           size_t errlen) WH_MUST_CHECK;
+int wh_kafka_producer_fd(wh_kafka_producer *p);
+/* Serves delivery reports (calls dr). */
+void wh_kafka_producer_poll(wh_kafka_producer *p, int timeout_ms);
+/* Messages not yet acknowledged. */
+int wh_kafka_producer_outq(wh_kafka_producer *p);
+/* Waits up to timeout_ms for every queued message to be acknowledged.
+ * WH_ERR when some remain. */
+int wh_kafka_producer_flush(wh_kafka_producer *p, int timeout_ms,
+                            char *err, size_t errlen) WH_MUST_CHECK;
+void wh_kafka_producer_destroy(wh_kafka_producer *p);
+
+/* Empties the wake-up pipe behind a consumer or producer fd. */
+void wh_kafka_fd_drain(int fd);
+
+#endif

@@ -1,0 +1,337 @@
+/*
+ * main.c - webhook-worker: settings, start-up, the event loop and graceful
+ * shutdown. One thread waits on curl's sockets plus the Kafka consumers'
+ * and producer's wake-up pipes and the LISTEN connection, then lets each
+ * part make progress: fan-out, delivery, delivery reports, HTTP
+ * completions, the attempt recorder and endpoint-cache refreshes.
+ */
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "worker.h"
+
+#define S(f) offsetof(wk_settings, f)
+
+static const wh_opt opts[] = {
+    {"kafka-brokers", "KAFKA_BROKERS", WH_OPT_STRING, "localhost:9092", 0, 0,
+     S(kafka_brokers), "Kafka bootstrap servers"},
+    {"kafka-extra", "KAFKA_EXTRA", WH_OPT_STRING, NULL, 0, 0, S(kafka_extra),
+     "more librdkafka properties, k=v,k=v (e.g. security.protocol=ssl)"},
+    {"database-url", "DATABASE_URL", WH_OPT_STRING, NULL, 0, 0,
+     S(database_url), "PostgreSQL connection URI (required)"},
+    {"secret-key", "WEBHOOK_SECRET_KEY", WH_OPT_STRING, NULL, 0, 0,
+     S(secret_key), "32-byte key (base64 or hex) sealing endpoint secrets "
+     "(required)"},
+    {"role", "WORKER_ROLE", WH_OPT_STRING, "all", 0, 0, S(role),
+     "stages to run: all, fanout or deliver"},
+    {"events-topic", "WEBHOOK_EVENTS_TOPIC", WH_OPT_STRING, "webhook.events",
+     0, 0, S(events_topic), "topic producers publish events to"},
+    {"deliveries-topic", "WEBHOOK_DELIVERIES_TOPIC", WH_OPT_STRING,
+     "webhook.deliveries", 0, 0, S(deliveries_topic),
+     "topic of per-endpoint deliveries"},
+    {"dead-topic", "WEBHOOK_DEAD_TOPIC", WH_OPT_STRING, "webhook.dead", 0, 0,
+     S(dead_topic), "dead-letter topic"},
+    {"fanout-group", "WEBHOOK_FANOUT_GROUP", WH_OPT_STRING, "webhook-fanout",
+     0, 0, S(fanout_group), "consumer group of the fan-out stage"},
+    {"deliver-group", "WEBHOOK_DELIVER_GROUP", WH_OPT_STRING,
+     "webhook-deliver", 0, 0, S(deliver_group),
+     "consumer group of the delivery stage"},
+    {"session-timeout", "KAFKA_SESSION_TIMEOUT", WH_OPT_DURATION, "45s", 1000,
+     3600000, S(session_timeout_ms),
+     "consumer group session timeout (a dead worker's partitions move after "
+     "this)"},
+    {"heartbeat-interval", "KAFKA_HEARTBEAT_INTERVAL", WH_OPT_DURATION, "3s",
+     100, 600000, S(heartbeat_ms), "consumer group heartbeat interval"},
+    {"http-timeout", "WEBHOOK_HTTP_TIMEOUT", WH_OPT_DURATION, "15s", 100,
+     120000, S(http_timeout_ms),
+     "total time allowed for one delivery attempt (per-endpoint override)"},
+    {"connect-timeout", "WEBHOOK_CONNECT_TIMEOUT", WH_OPT_DURATION, "5s", 100,
+     60000, S(connect_timeout_ms), "time allowed to connect to an endpoint"},
+    {"allow-private-nets", "WEBHOOK_ALLOW_PRIVATE_NETS", WH_OPT_STRING, NULL,
+     0, 0, S(allow_private_nets),
+     "CIDR ranges endpoints may resolve to despite being loopback/private, "
+     "e.g. 127.0.0.0/8,::1/128"},
+    {"max-in-flight", "WORKER_MAX_IN_FLIGHT", WH_OPT_INT, "20000", 10,
+     1000000, S(max_in_flight),
+     "messages a stage holds before it pauses consumption"},
+    {"max-host-connections", "WEBHOOK_MAX_HOST_CONNECTIONS", WH_OPT_INT, "64",
+     0, 10000, S(max_host_connections),
+     "concurrent connections per endpoint host (0 = unlimited)"},
+    {"response-snippet", "WEBHOOK_RESPONSE_SNIPPET", WH_OPT_SIZE, "1k", 0,
+     WH_HTTP_SNIPPET_MAX, S(snippet_max),
+     "bytes of each response body kept in the history"},
+    {"payload-max", "WEBHOOK_PAYLOAD_MAX", WH_OPT_SIZE, "512k", 1024,
+     16 * 1024 * 1024, S(payload_max), "largest event payload accepted"},
+    {"record-batch", "WORKER_RECORD_BATCH", WH_OPT_INT, "2000", 1, 100000,
+     S(record_batch), "attempt rows written per COPY"},
+    {"record-flush", "WORKER_RECORD_FLUSH", WH_OPT_DURATION, "20ms", 1, 10000,
+     S(record_flush_ms), "longest an attempt row waits before it is written"},
+    {"endpoint-refresh", "WORKER_ENDPOINT_REFRESH", WH_OPT_DURATION, "5m",
+     1000, 86400000, S(endpoint_refresh_ms),
+     "full endpoint reload period (changes also arrive by NOTIFY)"},
+    {"shutdown-timeout", "WORKER_SHUTDOWN_TIMEOUT", WH_OPT_DURATION, "20s", 0,
+     600000, S(shutdown_timeout_ms),
+     "on SIGTERM, how long in-flight attempts may finish"},
+    {"worker-id", "WORKER_ID", WH_OPT_STRING, NULL, 0, 0, S(worker_id),
+     "name recorded with each attempt (default hostname-pid)"},
+    {"ca-file", "WEBHOOK_CA_FILE", WH_OPT_STRING, NULL, 0, 0, S(ca_file),
+     "extra CA bundle for endpoint TLS verification"},
+    {"user-agent", "WEBHOOK_USER_AGENT", WH_OPT_STRING, "webhook-worker/0.1",
+     0, 0, S(user_agent), "User-Agent of delivery requests"},
+    {"log-format", "LOG_FORMAT", WH_OPT_STRING, "auto", 0, 0, S(log_format),
+     "text, json, or auto (text on a terminal)"},
+    {"log-level", "LOG_LEVEL", WH_OPT_STRING, "info", 0, 0, S(log_level),
+     "debug, info, warn or error"},
+};
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void on_report(void *opaque, void *msg_opaque, int ok,
+                      const char *errstr)
+{
+    wk_ctx *ctx = opaque;
+    wk_msg_tag *tag = msg_opaque;
+    if (!tag)
+        return;
+    if (tag->owner == WK_MSG_FANOUT)
+        wk_fanout_on_report(ctx->fanout, msg_opaque, ok, errstr);
+    else
+        wk_deliver_on_report(ctx->deliver, msg_opaque, ok, errstr);
+}
+
+static void on_notify(wk_ctx *ctx)
+{
+    char id[128], err[512];
+    for (;;) {
+        int rc = wh_db_notification(ctx->listen_db, id, sizeof(id), err,
+                                    sizeof(err));
+        if (rc == WH_AGAIN)
+            return;
+        if (rc == WH_ERR) {
+            WH_WARN("%s; reconnecting", err);
+            if (wh_db_reconnect(ctx->listen_db, err, sizeof(err)) != WH_OK) {
+                WH_WARN("%s", err);
+                return;
+            }
+            if (wk_cache_reload(ctx->cache, err, sizeof(err)) != WH_OK)
+                WH_ERROR("endpoint reload failed: %s", err);
+            return;
+        }
+        if (wk_cache_refresh(ctx->cache, id, err, sizeof(err)) != WH_OK)
+            WH_ERROR("endpoint %s refresh failed: %s", id, err);
+        else
+            WH_DEBUG("endpoint %s refreshed", id);
+    }
+}
+
+/* One loop iteration's worth of work; returns true if more is waiting. */
+static bool step(wk_ctx *ctx, bool consume, int timeout_ms)
+{
+    int fds[4], ready[4] = {0};
+    size_t nfds = 0;
+    int fo = -1, dl = -1, pr, ls;
+    if (ctx->fanout)
+        fds[fo = (int)nfds++] = wk_fanout_fd(ctx->fanout);
+    if (ctx->deliver)
+        fds[dl = (int)nfds++] = wk_deliver_fd(ctx->deliver);
+    fds[pr = (int)nfds++] = wh_kafka_producer_fd(ctx->producer);
+    ls = wh_db_socket(ctx->listen_db) >= 0 ? (int)nfds : -1;
+    if (ls >= 0)
+        fds[nfds++] = wh_db_socket(ctx->listen_db);
+    wh_http_wait(ctx->http, fds, ready, nfds, timeout_ms);
+
+    bool more = false;
+    if (fo >= 0 && ready[fo])
+        wh_kafka_fd_drain(fds[fo]);
+    if (dl >= 0 && ready[dl])
+        wh_kafka_fd_drain(fds[dl]);
+    if (ready[pr])
+        wh_kafka_fd_drain(fds[pr]);
+    if (consume && ctx->fanout)
+        more |= wk_fanout_poll(ctx->fanout, 1000) == 1000;
+    if (consume && ctx->deliver)
+        more |= wk_deliver_poll(ctx->deliver, 1000) == 1000;
+    wh_kafka_producer_poll(ctx->producer, 0);
+    wh_http_perform(ctx->http, wk_deliver_http_done, ctx->deliver);
+    if (ctx->fanout)
+        wk_fanout_tick(ctx->fanout);
+    if (ls >= 0 && ready[ls])
+        on_notify(ctx);
+    return more;
+}
+
+static int run(wk_ctx *ctx)
+{
+    int64_t next_reload = wh_mono_us() + ctx->s->endpoint_refresh_ms * 1000;
+    int timeout = 0;
+    char err[512];
+    WH_INFO("worker %s running (role %s, %zu endpoints cached)",
+            ctx->worker_id, ctx->s->role, wk_cache_size(ctx->cache));
+    while (!stop_requested) {
+        bool more = step(ctx, true, timeout);
+        int64_t due = ctx->deliver ? wk_deliver_tick(ctx->deliver) : -1;
+        timeout = more ? 0 : 100;
+        if (due >= 0 && due < timeout)
+            timeout = (int)due;
+        if (wh_mono_us() >= next_reload) {
+            if (wk_cache_reload(ctx->cache, err, sizeof(err)) != WH_OK)
+                WH_ERROR("endpoint reload failed: %s", err);
+            next_reload = wh_mono_us() + ctx->s->endpoint_refresh_ms * 1000;
+        }
+    }
+    WH_INFO("stopping: finishing %d attempts in flight (up to %lld ms)",
+            wh_http_running(ctx->http),
+            (long long)ctx->s->shutdown_timeout_ms);
+    int64_t deadline = wh_mono_us() + ctx->s->shutdown_timeout_ms * 1000;
+    while (wh_mono_us() < deadline &&
+           (wh_http_running(ctx->http) > 0 ||
+            (ctx->fanout && wh_kafka_producer_outq(ctx->producer) > 0))) {
+        step(ctx, false, 50);
+        if (ctx->deliver)
+            WH_IGNORE(wk_deliver_tick(ctx->deliver) >= 0);
+    }
+    /* Last attempts to Postgres so their offsets can be committed. */
+    if (ctx->deliver) {
+        for (int i = 0; i < 50 && wk_deliver_tick(ctx->deliver) >= 0; i++)
+            usleep(20000);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    wk_settings s;
+    wk_ctx ctx;
+    char err[1024];
+    int rc = 1;
+    memset(&s, 0, sizeof(s));
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.s = &s;
+
+    int lr = wh_config_load(opts, WH_ARRAY_LEN(opts), &s, argc, argv, NULL,
+                            err, sizeof(err));
+    if (lr == WH_AGAIN) {
+        wh_config_usage(stdout, "webhook-worker [options]", opts,
+                        WH_ARRAY_LEN(opts));
+        return 0;
+    }
+    if (lr != WH_OK) {
+        fprintf(stderr, "webhook-worker: %s (see --help)\n", err);
+        return 2;
+    }
+    if (wh_log_init(s.log_format, s.log_level, "worker", err,
+                    sizeof(err)) != WH_OK) {
+        fprintf(stderr, "webhook-worker: %s\n", err);
+        return 2;
+    }
+    bool fanout = strcmp(s.role, "all") == 0 || strcmp(s.role, "fanout") == 0;
+    bool deliver = strcmp(s.role, "all") == 0 ||
+                   strcmp(s.role, "deliver") == 0;
+    if (!fanout && !deliver) {
+        fprintf(stderr, "webhook-worker: --role must be all, fanout or "
+                        "deliver, not '%s'\n", s.role);
+        return 2;
+    }
+    if (!s.secret_key) {
+        fprintf(stderr, "webhook-worker: WEBHOOK_SECRET_KEY is not set (the "
+                        "key that seals endpoint secrets; see docs)\n");
+        return 2;
+    }
+    if (wh_secretbox_init(&ctx.sb, s.secret_key, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "webhook-worker: %s\n", err);
+        return 2;
+    }
+    if (s.allow_private_nets && *s.allow_private_nets &&
+        wh_netlist_parse(s.allow_private_nets, &ctx.allow, err,
+                         sizeof(err)) != WH_OK) {
+        fprintf(stderr, "webhook-worker: WEBHOOK_ALLOW_PRIVATE_NETS: %s\n",
+                err);
+        return 2;
+    }
+    if (s.worker_id)
+        wh_strlcpy(ctx.worker_id, s.worker_id, sizeof(ctx.worker_id));
+    else {
+        char host[64] = "worker";
+        gethostname(host, sizeof(host) - 1);
+        snprintf(ctx.worker_id, sizeof(ctx.worker_id), "%s-%d", host,
+                 (int)getpid());
+    }
+    wh_config_log(opts, WH_ARRAY_LEN(opts), &s);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (wh_db_connect(s.database_url, &ctx.db, err, sizeof(err)) != WH_OK ||
+        wh_db_connect(s.database_url, &ctx.listen_db, err, sizeof(err)) !=
+            WH_OK ||
+        wh_db_listen(ctx.listen_db, "webhooks_endpoints", err, sizeof(err)) !=
+            WH_OK) {
+        WH_ERROR("%s", err);
+        goto out;
+    }
+    if (wk_cache_new(&ctx, &ctx.cache, err, sizeof(err)) != WH_OK) {
+        WH_ERROR("loading endpoints: %s", err);
+        goto out;
+    }
+    wh_kafka_conf kc = {
+        .brokers = s.kafka_brokers,
+        .client_id = ctx.worker_id,
+        .extra = s.kafka_extra,
+    };
+    if (wh_kafka_producer_new(&kc, on_report, &ctx, &ctx.producer, err,
+                              sizeof(err)) != WH_OK) {
+        WH_ERROR("%s", err);
+        goto out;
+    }
+    wh_http_conf hc = {
+        .user_agent = s.user_agent,
+        .allow = ctx.allow,
+        .max_host_connections = s.max_host_connections,
+        .max_connections = 10000,
+        .snippet_max = s.snippet_max,
+        .ca_file = s.ca_file,
+    };
+    if (wh_http_new(&hc, &ctx.http, err, sizeof(err)) != WH_OK) {
+        WH_ERROR("%s", err);
+        goto out;
+    }
+    if ((fanout && wk_fanout_new(&ctx, &ctx.fanout, err, sizeof(err))) ||
+        (deliver && wk_deliver_new(&ctx, &ctx.deliver, err, sizeof(err)))) {
+        WH_ERROR("%s", err);
+        goto out;
+    }
+    rc = run(&ctx);
+out:
+    /* Consumers leave their groups first (committing stored offsets), then
+     * the producer delivers what the stages queued. */
+    wk_fanout_destroy(ctx.fanout);
+    if (ctx.producer &&
+        wh_kafka_producer_flush(ctx.producer, 10000, err, sizeof(err)) != WH_OK)
+        WH_WARN("%s", err);
+    wk_deliver_destroy(ctx.deliver);
+    wh_kafka_producer_destroy(ctx.producer);
+    wh_http_destroy(ctx.http);
+    wk_cache_destroy(ctx.cache);
+    wh_db_close(ctx.listen_db);
+    wh_db_close(ctx.db);
+    wh_netlist_free(ctx.allow);
+    wh_secretbox_cleanup(&ctx.sb);
+    WH_INFO("stopped");
+    return rc;
+}

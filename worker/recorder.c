@@ -1,0 +1,205 @@
+/*
+ * recorder.c - batches attempt rows and writes them to webhooks.attempts
+ * with one COPY per batch (see worker.h). Rows are encoded when added, so
+ * a flush is a single round of PQputCopyData calls. A failed flush keeps
+ * the batch and retries after a backoff with a fresh connection; nothing
+ * is reported durable until COPY succeeded. Main thread only.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "worker.h"
+
+struct wk_recorder {
+    wk_ctx *ctx;
+    wk_recorded_fn *fn;
+    void *arg;
+    wh_buf rows;
+    void **opaques;
+    size_t n, cap;
+    int64_t first_us;      /* when the oldest buffered row was added */
+    int64_t retry_at_us;   /* backoff after a failed flush */
+    int64_t backoff_ms;
+    char *line;            /* scratch for one encoded row */
+};
+
+#define LINE_MAX (8 * 1024)
+
+wk_recorder *wk_recorder_new(wk_ctx *ctx, wk_recorded_fn *fn, void *arg)
+{
+    wk_recorder *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->ctx = ctx;
+    r->fn = fn;
+    r->arg = arg;
+    /* Everything in flight may be waiting here while Postgres is away; the
+     * stages pause consumption at max_in_flight, plus one poll budget. */
+    r->cap = (size_t)ctx->s->max_in_flight + 4096;
+    r->opaques = calloc(r->cap, sizeof(*r->opaques));
+    r->line = malloc(LINE_MAX);
+    wh_buf_init(&r->rows, r->cap * LINE_MAX);
+    if (!r->opaques || !r->line) {
+        wk_recorder_destroy(r);
+        return NULL;
+    }
+    return r;
+}
+
+void wk_recorder_destroy(wk_recorder *r)
+{
+    if (!r)
+        return;
+    wh_buf_free(&r->rows);
+    free(r->opaques);
+    free(r->line);
+    free(r);
+}
+
+/* Copies s into dst as valid UTF-8 without NULs (invalid bytes become
+ * '?'), since one bad byte would make Postgres reject the whole COPY. */
+static size_t utf8_clean(char *dst, const char *s, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3
+                                 : (c >> 3) == 30 ? 4 : 0;
+        int ok = len > 0 && i + len <= n && c != 0;
+        for (size_t k = 1; ok && k < len; k++)
+            ok = ((unsigned char)s[i + k] >> 6) == 2;
+        if (ok && len == 2 && c < 0xc2)
+            ok = 0;
+        if (ok) {
+            memcpy(dst + o, s + i, len);
+            o += len;
+            i += len;
+        } else {
+            dst[o++] = '?';
+            i++;
+        }
+    }
+    return o;
+}
+
+static int put_text(char *line, size_t *pos, const char *s, size_t n)
+{
+    if (!s)
+        return *pos + 3 < LINE_MAX
+                   ? (memcpy(line + *pos, "\\N\t", 3), *pos += 3, WH_OK)
+                   : WH_ERR;
+    char clean[WH_HTTP_SNIPPET_MAX + 512];
+    if (n > sizeof(clean))
+        n = sizeof(clean);
+    size_t cn = utf8_clean(clean, s, n);
+    if (wh_db_copy_escape(line, LINE_MAX, pos, clean, cn) != WH_OK ||
+        *pos + 1 >= LINE_MAX)
+        return WH_ERR;
+    line[(*pos)++] = '\t';
+    return WH_OK;
+}
+
+int wk_recorder_add(wk_recorder *r, const wk_attempt *a, void *opaque)
+{
+    char num[96];
+    size_t pos = 0;
+    char *l = r->line;
+    time_t secs = (time_t)(a->attempted_at_us / 1000000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    char ts[64];
+    size_t tl = strftime(ts, sizeof(ts), "%Y-%m-%d %H:%M:%S", &tm);
+    snprintf(ts + tl, sizeof(ts) - tl, ".%06lld+00",
+             (long long)(a->attempted_at_us % 1000000));
+
+    if (put_text(l, &pos, a->delivery_id, strlen(a->delivery_id)) ||
+        put_text(l, &pos, a->event_id, strlen(a->event_id)) ||
+        put_text(l, &pos, a->endpoint_id, strlen(a->endpoint_id)) ||
+        put_text(l, &pos, a->app, strlen(a->app)) ||
+        put_text(l, &pos, a->event_type, strlen(a->event_type)))
+        return WH_ERR;
+    snprintf(num, sizeof(num), "%u", a->attempt);
+    if (put_text(l, &pos, num, strlen(num)) ||
+        put_text(l, &pos, a->succeeded ? "succeeded" : "failed",
+                 a->succeeded ? 9 : 6))
+        return WH_ERR;
+    snprintf(num, sizeof(num), "%d", a->status_code);
+    if (put_text(l, &pos, a->status_code ? num : NULL, strlen(num)))
+        return WH_ERR;
+    snprintf(num, sizeof(num), "%lld", (long long)a->latency_ms);
+    if (put_text(l, &pos, num, strlen(num)) ||
+        put_text(l, &pos, a->error_class,
+                 a->error_class ? strlen(a->error_class) : 0) ||
+        put_text(l, &pos, a->error, a->error ? strlen(a->error) : 0) ||
+        put_text(l, &pos, a->snippet_len ? a->snippet : NULL,
+                 a->snippet_len) ||
+        put_text(l, &pos, r->ctx->worker_id, strlen(r->ctx->worker_id)) ||
+        put_text(l, &pos, ts, strlen(ts)))
+        return WH_ERR;
+    l[pos - 1] = '\n';
+    if (r->n == r->cap || wh_buf_add(&r->rows, l, pos) != WH_OK)
+        return WH_ERR;
+    if (r->n == 0)
+        r->first_us = wh_mono_us();
+    r->opaques[r->n++] = opaque;
+    return WH_OK;
+}
+
+int64_t wk_recorder_due_ms(const wk_recorder *r)
+{
+    if (r->n == 0)
+        return -1;
+    int64_t now = wh_mono_us();
+    if (r->retry_at_us > now)
+        return (r->retry_at_us - now) / 1000 + 1;
+    if (r->n >= (size_t)r->ctx->s->record_batch)
+        return 0;
+    int64_t due = r->first_us + r->ctx->s->record_flush_ms * 1000 - now;
+    return due <= 0 ? 0 : due / 1000 + 1;
+}
+
+size_t wk_recorder_pending(const wk_recorder *r) { return r->n; }
+
+int wk_recorder_flush(wk_recorder *r, char *err, size_t errlen)
+{
+    if (r->n == 0)
+        return WH_OK;
+    int64_t now = wh_mono_us();
+    if (r->retry_at_us > now)
+        return WH_AGAIN;
+    wh_db *db = r->ctx->db;
+    char e[512];
+    if (!wh_db_alive(db) && wh_db_reconnect(db, e, sizeof(e)) != WH_OK)
+        goto fail;
+    if (wh_db_copy_begin(db,
+                         "COPY webhooks.attempts (delivery_id, event_id, "
+                         "endpoint_id, app, event_type, attempt, outcome, "
+                         "status_code, latency_ms, error_class, error, "
+                         "response_snippet, worker, attempted_at) "
+                         "FROM STDIN",
+                         e, sizeof(e)) != WH_OK)
+        goto fail;
+    if (wh_db_copy_put(db, r->rows.data, r->rows.len, e, sizeof(e)) != WH_OK)
+        goto fail;
+    if (wh_db_copy_end(db, e, sizeof(e)) != WH_OK)
+        goto fail;
+    size_t n = r->n;
+    r->n = 0;
+    wh_buf_reset(&r->rows);
+    r->backoff_ms = 0;
+    for (size_t i = 0; i < n; i++)
+        r->fn(r->opaques[i], r->arg);
+    return WH_OK;
+fail:
+    r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : 100;
+    if (r->backoff_ms > 5000)
+        r->backoff_ms = 5000;
+    r->retry_at_us = wh_mono_us() + r->backoff_ms * 1000;
+    char e2[256]; /* start the retry on a clean connection */
+    WH_IGNORE(wh_db_reconnect(db, e2, sizeof(e2)));
+    return wh_errf(err, errlen, "recording %zu attempts failed (retrying in "
+                   "%lld ms): %s", r->n, (long long)r->backoff_ms, e);
+}

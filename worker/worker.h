@@ -1,0 +1,194 @@
+/*
+ * worker.h - what the parts of webhook-worker share: its settings, the
+ * process-wide context handed to the fan-out and delivery stages, and the
+ * interfaces of those stages, the endpoint cache, the offset tracker and
+ * the attempt recorder. Everything runs on the main thread's event loop
+ * (main.c); librdkafka's threads only wake it through pipes.
+ */
+#ifndef WH_WORKER_H
+#define WH_WORKER_H
+
+#include <stdbool.h>
+
+#include "buf.h"
+#include "codec.h"
+#include "db.h"
+#include "endpoints.h"
+#include "http.h"
+#include "kafka.h"
+#include "map.h"
+#include "secretbox.h"
+#include "url.h"
+#include "wh.h"
+
+typedef struct {
+    const char *kafka_brokers;
+    const char *kafka_extra;
+    const char *database_url;
+    const char *secret_key;
+    const char *role;
+    const char *events_topic;
+    const char *deliveries_topic;
+    const char *dead_topic;
+    const char *fanout_group;
+    const char *deliver_group;
+    int64_t session_timeout_ms;
+    int64_t heartbeat_ms;
+    int64_t http_timeout_ms;
+    int64_t connect_timeout_ms;
+    const char *allow_private_nets;
+    int64_t max_in_flight;
+    int64_t max_host_connections;
+    int64_t snippet_max;
+    int64_t payload_max;
+    int64_t record_batch;
+    int64_t record_flush_ms;
+    int64_t endpoint_refresh_ms;
+    int64_t shutdown_timeout_ms;
+    const char *worker_id;
+    const char *ca_file;
+    const char *user_agent;
+    const char *log_format;
+    const char *log_level;
+} wk_settings;
+
+typedef struct wk_cache wk_cache;
+typedef struct wk_fanout wk_fanout;
+typedef struct wk_deliver wk_deliver;
+
+typedef struct {
+    const wk_settings *s;
+    char worker_id[128];
+    wh_secretbox sb;
+    wh_db *db;                   /* recorder and cache loads */
+    wh_db *listen_db;            /* LISTEN webhooks_endpoints */
+    wh_netlist *allow;
+    wh_kafka_producer *producer; /* deliveries and dead letters */
+    wh_http *http;
+    wk_cache *cache;
+    wk_fanout *fanout;
+    wk_deliver *deliver;
+} wk_ctx;
+
+/* ---- endpoint cache (cache.c) ----------------------------------------- */
+
+/* Loads every endpoint. */
+int wk_cache_new(wk_ctx *ctx, wk_cache **out, char *err,
+                 size_t errlen) WH_MUST_CHECK;
+void wk_cache_destroy(wk_cache *c);
+/* Re-reads one endpoint after a change notification. */
+int wk_cache_refresh(wk_cache *c, const char *id, char *err,
+                     size_t errlen) WH_MUST_CHECK;
+/* Re-reads all endpoints. */
+int wk_cache_reload(wk_cache *c, char *err, size_t errlen) WH_MUST_CHECK;
+/* The endpoint, or NULL. Valid until the next refresh or reload: callers
+ * must not keep it across event-loop iterations. */
+const wh_endpoint *wk_cache_get(wk_cache *c, const char *id);
+/* Calls fn for every enabled endpoint of app whose filter matches type. */
+size_t wk_cache_match(wk_cache *c, const char *app, const char *type,
+                      void (*fn)(const wh_endpoint *ep, void *opaque),
+                      void *opaque);
+size_t wk_cache_size(const wk_cache *c);
+
+/* ---- offset tracker (tracker.c) --------------------------------------- */
+
+/* Tracks consumed messages of one consumer per partition, in offset
+ * order, and stores the offset after the longest prefix that is done.
+ * Items are embedded in the caller's per-message structs. */
+typedef struct wk_tracker wk_tracker;
+typedef struct wk_part wk_part;
+typedef struct wk_item {
+    struct wk_item *next;
+    wk_part *part;
+    int64_t offset;
+    bool done;
+} wk_item;
+
+/* release frees the struct an item is embedded in, once the item left the
+ * tracker. */
+wk_tracker *wk_tracker_new(void (*release)(wk_item *item));
+void wk_tracker_destroy(wk_tracker *t);
+void wk_tracker_assign(wk_tracker *t, int32_t partition);
+/* Partition revoked: its items stay until done but store nothing. */
+void wk_tracker_revoke(wk_tracker *t, int32_t partition);
+/* Appends item for (partition, offset); WH_DECLINED when the partition is
+ * not assigned (the message must be dropped). */
+int wk_tracker_add(wk_tracker *t, wk_item *item, int32_t partition,
+                   int64_t offset) WH_MUST_CHECK;
+bool wk_item_revoked(const wk_item *item);
+/* Marks item done; items released and offsets stored as the done prefix
+ * grows are applied through the consumer. */
+void wk_tracker_done(wk_tracker *t, wk_item *item, wh_kafka_consumer *c);
+size_t wk_tracker_pending(const wk_tracker *t);
+
+/* ---- attempt recorder (recorder.c) ------------------------------------ */
+
+typedef struct {
+    const char *delivery_id;
+    const char *event_id;
+    const char *endpoint_id;
+    const char *app;
+    const char *event_type;
+    uint32_t attempt;
+    bool succeeded;
+    int status_code;            /* 0 = no response */
+    int64_t latency_ms;
+    const char *error_class;    /* NULL on success */
+    const char *error;
+    const char *snippet;
+    size_t snippet_len;
+    int64_t attempted_at_us;
+} wk_attempt;
+
+typedef struct wk_recorder wk_recorder;
+/* Called once the attempt added with opaque is durable. */
+typedef void wk_recorded_fn(void *opaque, void *arg);
+
+wk_recorder *wk_recorder_new(wk_ctx *ctx, wk_recorded_fn *fn, void *arg);
+void wk_recorder_destroy(wk_recorder *r);
+/* Buffers the attempt (copied). WH_ERR only when the row cannot be
+ * encoded. */
+int wk_recorder_add(wk_recorder *r, const wk_attempt *a,
+                    void *opaque) WH_MUST_CHECK;
+/* Milliseconds until the batch must be written (0 = now, -1 = empty). */
+int64_t wk_recorder_due_ms(const wk_recorder *r);
+/* Writes the batch with COPY. On failure keeps it for the next try and
+ * reconnects; WH_AGAIN while backing off. */
+int wk_recorder_flush(wk_recorder *r, char *err, size_t errlen) WH_MUST_CHECK;
+size_t wk_recorder_pending(const wk_recorder *r);
+
+/* ---- stages (fanout.c, deliver.c) --------------------------------------- */
+
+int wk_fanout_new(wk_ctx *ctx, wk_fanout **out, char *err,
+                  size_t errlen) WH_MUST_CHECK;
+/* Consumes up to budget events; returns how many it took. */
+int wk_fanout_poll(wk_fanout *f, int budget);
+int wk_fanout_fd(wk_fanout *f);
+/* Delivery report for a message the fan-out produced. */
+void wk_fanout_on_report(wk_fanout *f, void *msg_opaque, int ok,
+                         const char *errstr);
+void wk_fanout_tick(wk_fanout *f);
+size_t wk_fanout_pending(const wk_fanout *f);
+void wk_fanout_destroy(wk_fanout *f);
+
+int wk_deliver_new(wk_ctx *ctx, wk_deliver **out, char *err,
+                   size_t errlen) WH_MUST_CHECK;
+int wk_deliver_poll(wk_deliver *d, int budget);
+int wk_deliver_fd(wk_deliver *d);
+void wk_deliver_on_report(wk_deliver *d, void *msg_opaque, int ok,
+                          const char *errstr);
+/* HTTP completions. */
+void wk_deliver_http_done(wh_http_req *req, void *opaque);
+/* Flushes the recorder when due; returns ms until the next deadline. */
+int64_t wk_deliver_tick(wk_deliver *d);
+/* Stops taking messages (shutdown); in-flight work continues. */
+size_t wk_deliver_pending(const wk_deliver *d);
+void wk_deliver_destroy(wk_deliver *d);
+
+/* Producer messages carry a tag so reports reach the right stage. */
+typedef enum { WK_MSG_FANOUT = 1, WK_MSG_DELIVER = 2 } wk_msg_owner;
+typedef struct {
+    wk_msg_owner owner;
+} wk_msg_tag;
+
+#endif
