@@ -7,7 +7,7 @@
  * The mock brokers run on librdkafka's own thread. Everything else (signals,
  * forwarder, control connections) runs in one poll() loop on the main
  * thread. Control protocol: one command per line, one reply line "ok" or
- * "error: <reason>"; the commands are listed in usage() below.
+ * "error: <reason>"; usage_text below lists the commands.
  */
 #include "wh.h"
 
@@ -37,16 +37,16 @@
 #define MAX_BROKERS     16
 #define MAX_PARTITIONS  1024
 #define MAX_TOPICS      32
-#define TOPIC_NAME_MAX  249              /* Kafka's own limit */
-#define MAX_RELAYS      256              /* forwarded connections at once */
-#define RELAY_BUF       (64 * 1024)      /* per direction, per connection */
+#define TOPIC_NAME_MAX  249         /* Kafka's own limit */
+#define MAX_RELAYS      256         /* forwarded connections at once */
+#define RELAY_BUF       (64 * 1024) /* per direction, per connection */
 #define MAX_CTL_CONNS   16
 #define CTL_LINE_MAX    512
 #define CTL_ARGS_MAX    5
 #define PUSH_ERRORS_MAX 10000
 #define RTT_MAX_MS      600000
 #define ADDR_MAX        256
-#define LINE_MAX_OUT    1024             /* the KAFKA_BROKERS= line */
+#define LINE_MAX_OUT    1024 /* the KAFKA_BROKERS= line */
 #define MAX_POLLFDS     (3 + 2 * MAX_RELAYS + MAX_CTL_CONNS)
 
 #define DEFAULT_TOPICS "webhook.events,webhook.deliveries,webhook.dead"
@@ -108,61 +108,69 @@ struct api_name {
 
 /* The request types fault tests usually target; any other by number. */
 static const struct api_name api_names[] = {
-    {"Produce", 0},          {"Fetch", 1},           {"ListOffsets", 2},
-    {"Metadata", 3},         {"OffsetCommit", 8},    {"OffsetFetch", 9},
-    {"FindCoordinator", 10}, {"JoinGroup", 11},      {"Heartbeat", 12},
-    {"LeaveGroup", 13},      {"SyncGroup", 14},      {"ApiVersions", 18},
+    {"Produce", 0},          {"Fetch", 1},
+    {"ListOffsets", 2},      {"Metadata", 3},
+    {"OffsetCommit", 8},     {"OffsetFetch", 9},
+    {"FindCoordinator", 10}, {"JoinGroup", 11},
+    {"Heartbeat", 12},       {"LeaveGroup", 13},
+    {"SyncGroup", 14},       {"ApiVersions", 18},
     {"InitProducerId", 22},  {"AddPartitionsToTxn", 24},
-    {"AddOffsetsToTxn", 25}, {"EndTxn", 26},         {"TxnOffsetCommit", 28},
+    {"AddOffsetsToTxn", 25}, {"EndTxn", 26},
+    {"TxnOffsetCommit", 28},
 };
+
+/* clang-format off */
+static const char usage_text[] =
+"Usage: " PROG " [options]\n"
+"\n"
+"A Kafka broker for local development and tests, built on librdkafka's\n"
+"mock cluster. Prints one line, KAFKA_BROKERS=<bootstrap list>, once it\n"
+"is ready, and runs until SIGINT or SIGTERM.\n"
+"\n"
+"Options:\n"
+"  --port N           fixed bootstrap address 127.0.0.1:N, forwarded to\n"
+"                     the first mock broker (0: any free port). Clients\n"
+"                     then reach every broker at the loopback ports the\n"
+"                     metadata advertises.\n"
+"  --brokers N        number of mock brokers, ids 1..N (default 1, max %d)\n"
+"  --partitions N     partitions per topic (default 8, max %d)\n"
+"  --topics a,b,c     topics to create (default webhook.events,\n"
+"                     webhook.deliveries,webhook.dead; max %d)\n"
+"  --ready-file PATH  also write the KAFKA_BROKERS line to PATH\n"
+"                     (atomically) once everything is listening\n"
+"  --control-port N   fault-injection commands on 127.0.0.1:N\n"
+"  --help             show this text\n"
+"\n"
+"Control commands, one per line; each reply is \"ok\" or \"error: ...\":\n"
+"  ping\n"
+"  broker-down ID          close the broker's connections, stop serving\n"
+"  broker-up ID            serve it again\n"
+"  rtt ID MS               delay the broker's responses by MS\n"
+"  push-errors APIKEY COUNT ERRCODE\n"
+"                          fail the next COUNT requests of that type.\n"
+"                          APIKEY: number or name (Produce, Fetch,\n"
+"                          Metadata, JoinGroup, OffsetCommit, ...);\n"
+"                          ERRCODE: number or name (NOT_LEADER_FOR_PARTITION)\n"
+"  clear-errors APIKEY     drop errors still queued for APIKEY\n"
+"  leader TOPIC PARTITION BROKERID\n"
+"                          move a partition's leader (TOPIC: one of\n"
+"                          --topics; BROKERID -1: no leader)\n"
+"\n"
+"Limits: the mock keeps only about 5 MB and 100,000 messages per\n"
+"partition and silently drops older ones; nothing is persisted. Use\n"
+"enough partitions and have tests check that nothing was dropped.\n"
+"Consumer groups work; set session.timeout.ms=6000 and\n"
+"heartbeat.interval.ms=500 or a rebalance waits up to 45 s.\n"
+"At most %d forwarded and %d control connections at once.\n"
+"\n"
+"Exit status: 0 after SIGINT/SIGTERM, 1 on runtime failure, 2 on bad\n"
+"arguments.\n";
+/* clang-format on */
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-        "Usage: " PROG " [options]\n"
-        "\n"
-        "A Kafka broker for local development and tests, built on librdkafka's\n"
-        "mock cluster. Prints one line, KAFKA_BROKERS=<bootstrap list>, once it\n"
-        "is ready, and runs until SIGINT or SIGTERM.\n"
-        "\n"
-        "Options:\n"
-        "  --port N            fixed bootstrap address 127.0.0.1:N, forwarded to\n"
-        "                      the first mock broker (0: any free port). Clients\n"
-        "                      then reach every broker at the loopback ports the\n"
-        "                      metadata advertises.\n"
-        "  --brokers N         number of mock brokers, ids 1..N (default 1, max %d)\n"
-        "  --partitions N      partitions per topic (default 8, max %d)\n"
-        "  --topics a,b,c      topics to create (default " DEFAULT_TOPICS ")\n"
-        "  --ready-file PATH   also write the KAFKA_BROKERS line to PATH\n"
-        "                      (atomically) once everything is listening\n"
-        "  --control-port N    fault-injection commands on 127.0.0.1:N\n"
-        "  --help              show this text\n"
-        "\n"
-        "Control commands (one per line; the reply is \"ok\" or \"error: ...\"):\n"
-        "  ping\n"
-        "  broker-down ID                     close the broker's connections and\n"
-        "                                     stop serving it\n"
-        "  broker-up ID                       serve it again\n"
-        "  rtt ID MS                          delay the broker's responses\n"
-        "  push-errors APIKEY COUNT ERRCODE   fail the next COUNT requests of that\n"
-        "                                     type (APIKEY: number or name such as\n"
-        "                                     Produce, Fetch, JoinGroup; ERRCODE:\n"
-        "                                     number or name such as\n"
-        "                                     NOT_LEADER_FOR_PARTITION)\n"
-        "  clear-errors APIKEY                drop errors still queued for APIKEY\n"
-        "  leader TOPIC PARTITION BROKERID    move a partition's leader (TOPIC:\n"
-        "                                     one of --topics; BROKERID -1: none)\n"
-        "\n"
-        "Limits: the mock keeps only about 5 MB and 100,000 messages per\n"
-        "partition and silently drops older messages; nothing is persisted.\n"
-        "Use enough partitions and check tests for dropped data. Consumer\n"
-        "groups work; set session.timeout.ms=6000 and heartbeat.interval.ms=500\n"
-        "so rebalances take seconds rather than the 45 s default.\n"
-        "At most %d forwarded connections and %d control connections at once.\n"
-        "\n"
-        "Exit status: 0 after SIGINT/SIGTERM, 1 on runtime failure, 2 on bad\n"
-        "arguments.\n",
-        MAX_BROKERS, MAX_PARTITIONS, MAX_RELAYS, MAX_CTL_CONNS);
+    fprintf(out, usage_text, MAX_BROKERS, MAX_PARTITIONS, MAX_TOPICS,
+            MAX_RELAYS, MAX_CTL_CONNS);
 }
 
 /* Parses a whole decimal string within [min, max]. */
@@ -187,8 +195,9 @@ static int parse_int_opt(const char *name, const char *s, long min, long max,
     long v;
 
     if (parse_long(s, min, max, &v) != WH_OK)
-        return wh_errf(err, errlen, "--%s: expected an integer in %ld..%ld, got '%s'",
-                       name, min, max, s);
+        return wh_errf(err, errlen,
+                       "--%s: expected an integer in %ld..%ld, got '%s'", name,
+                       min, max, s);
     *out = (int)v;
     return WH_OK;
 }
@@ -224,7 +233,8 @@ static int parse_topics(const char *list, struct options *o, char *err,
                            "(1-%d of [a-zA-Z0-9._-])",
                            (int)(n > 64 ? 64 : n), p, TOPIC_NAME_MAX);
         if (o->ntopics == MAX_TOPICS)
-            return wh_errf(err, errlen, "--topics: at most %d topics", MAX_TOPICS);
+            return wh_errf(err, errlen, "--topics: at most %d topics",
+                           MAX_TOPICS);
         for (int i = 0; i < o->ntopics; i++)
             if (strlen(o->topics[i]) == n && !memcmp(o->topics[i], p, n))
                 return wh_errf(err, errlen, "--topics: '%.*s' listed twice",
@@ -242,8 +252,15 @@ static int parse_topics(const char *list, struct options *o, char *err,
 static int parse_args(int argc, char **argv, struct options *o, char *err,
                       size_t errlen)
 {
-    enum { O_PORT = 1, O_BROKERS, O_PARTITIONS, O_TOPICS, O_READY, O_CONTROL,
-           O_HELP };
+    enum {
+        O_PORT = 1,
+        O_BROKERS,
+        O_PARTITIONS,
+        O_TOPICS,
+        O_READY,
+        O_CONTROL,
+        O_HELP
+    };
     static const struct option longopts[] = {
         {"port", required_argument, NULL, O_PORT},
         {"brokers", required_argument, NULL, O_BROKERS},
@@ -271,13 +288,13 @@ static int parse_args(int argc, char **argv, struct options *o, char *err,
                 return WH_ERR;
             break;
         case O_CONTROL:
-            if (parse_int_opt("control-port", optarg, 1, 65535, &o->control_port,
-                              err, errlen))
+            if (parse_int_opt("control-port", optarg, 1, 65535,
+                              &o->control_port, err, errlen))
                 return WH_ERR;
             break;
         case O_BROKERS:
-            if (parse_int_opt("brokers", optarg, 1, MAX_BROKERS, &o->brokers, err,
-                              errlen))
+            if (parse_int_opt("brokers", optarg, 1, MAX_BROKERS, &o->brokers,
+                              err, errlen))
                 return WH_ERR;
             break;
         case O_PARTITIONS:
@@ -290,7 +307,8 @@ static int parse_args(int argc, char **argv, struct options *o, char *err,
             break;
         case O_READY:
             if (!*optarg || strlen(optarg) >= PATH_MAX - 32)
-                return wh_errf(err, errlen, "--ready-file: empty or too long path");
+                return wh_errf(err, errlen,
+                               "--ready-file: empty or too long path");
             o->ready_file = optarg;
             break;
         case O_HELP:
@@ -298,7 +316,8 @@ static int parse_args(int argc, char **argv, struct options *o, char *err,
         case ':':
             return wh_errf(err, errlen, "%s needs a value", argv[optind - 1]);
         default:
-            return wh_errf(err, errlen, "unknown option '%s'", argv[optind - 1]);
+            return wh_errf(err, errlen, "unknown option '%s'",
+                           argv[optind - 1]);
         }
     }
     if (optind < argc)
@@ -329,15 +348,18 @@ static int listen_loopback(int port, int *fd_out, int *bound, char *err,
     if (fd < 0)
         return wh_errf(err, errlen, "socket() failed: %s", strerror(errno));
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0) {
-        wh_errf(err, errlen, "setsockopt(SO_REUSEADDR) failed: %s", strerror(errno));
+        wh_errf(err, errlen, "setsockopt(SO_REUSEADDR) failed: %s",
+                strerror(errno));
         goto fail;
     }
     if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
-        wh_errf(err, errlen, "bind(127.0.0.1:%d) failed: %s", port, strerror(errno));
+        wh_errf(err, errlen, "bind(127.0.0.1:%d) failed: %s", port,
+                strerror(errno));
         goto fail;
     }
     if (listen(fd, 128) < 0) {
-        wh_errf(err, errlen, "listen(127.0.0.1:%d) failed: %s", port, strerror(errno));
+        wh_errf(err, errlen, "listen(127.0.0.1:%d) failed: %s", port,
+                strerror(errno));
         goto fail;
     }
     if (getsockname(fd, (struct sockaddr *)&sin, &slen) < 0) {
@@ -362,19 +384,21 @@ static int parse_first_bootstrap(const char *list, struct sockaddr_in *out,
     long port;
 
     if (n == 0 || n >= sizeof(host))
-        return wh_errf(err, errlen, "unexpected mock bootstrap list '%s'", list);
+        return wh_errf(err, errlen, "unexpected mock bootstrap list '%s'",
+                       list);
     memcpy(host, list, n);
     host[n] = '\0';
     colon = strrchr(host, ':');
     if (!colon || parse_long(colon + 1, 1, 65535, &port) != WH_OK)
-        return wh_errf(err, errlen, "unexpected mock broker address '%s'", host);
+        return wh_errf(err, errlen, "unexpected mock broker address '%s'",
+                       host);
     host[colon - host] = '\0';
     memset(out, 0, sizeof(*out));
     out->sin_family = AF_INET;
     out->sin_port = htons((uint16_t)port);
     if (inet_pton(AF_INET, host, &out->sin_addr) != 1)
-        return wh_errf(err, errlen, "mock broker host '%s' is not an IPv4 address",
-                       host);
+        return wh_errf(err, errlen,
+                       "mock broker host '%s' is not an IPv4 address", host);
     return WH_OK;
 }
 
@@ -390,7 +414,8 @@ static int write_ready_file(const char *path, const char *line, char *err,
         return wh_errf(err, errlen, "--ready-file path too long");
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
-        return wh_errf(err, errlen, "open(%s) failed: %s", tmp, strerror(errno));
+        return wh_errf(err, errlen, "open(%s) failed: %s", tmp,
+                       strerror(errno));
     if (write(fd, line, len) != (ssize_t)len) {
         wh_errf(err, errlen, "write(%s) failed: %s", tmp, strerror(errno));
         goto fail;
@@ -406,7 +431,8 @@ static int write_ready_file(const char *path, const char *line, char *err,
     }
     fd = -1;
     if (rename(tmp, path) < 0) {
-        wh_errf(err, errlen, "rename(%s, %s) failed: %s", tmp, path, strerror(errno));
+        wh_errf(err, errlen, "rename(%s, %s) failed: %s", tmp, path,
+                strerror(errno));
         goto fail;
     }
     return WH_OK;
@@ -440,7 +466,8 @@ static void forwarder_accept(struct loop *l)
         if (cfd < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
                 errno != ECONNABORTED)
-                fprintf(stderr, PROG ": accept() failed: %s\n", strerror(errno));
+                fprintf(stderr, PROG ": accept() failed: %s\n",
+                        strerror(errno));
             return;
         }
         for (int i = 0; i < MAX_RELAYS; i++)
@@ -449,14 +476,16 @@ static void forwarder_accept(struct loop *l)
                 break;
             }
         if (slot < 0) {
-            fprintf(stderr, PROG ": forwarder: %d connections open, refusing one\n",
+            fprintf(stderr,
+                    PROG ": forwarder: %d connections open, refusing one\n",
                     MAX_RELAYS);
             close(cfd);
             continue;
         }
         ufd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (ufd < 0) {
-            fprintf(stderr, PROG ": forwarder: socket() failed: %s\n", strerror(errno));
+            fprintf(stderr, PROG ": forwarder: socket() failed: %s\n",
+                    strerror(errno));
             close(cfd);
             continue;
         }
@@ -472,13 +501,15 @@ static void forwarder_accept(struct loop *l)
         set_nodelay(cfd);
         set_nodelay(ufd);
         l->relays[slot] = r;
-        if (connect(ufd, (struct sockaddr *)&l->upstream, sizeof(l->upstream)) == 0)
+        if (connect(ufd, (struct sockaddr *)&l->upstream,
+                    sizeof(l->upstream)) == 0)
             continue;
         if (errno == EINPROGRESS) {
             r->connecting = 1;
             continue;
         }
-        fprintf(stderr, PROG ": forwarder: connect() to the mock broker failed: %s\n",
+        fprintf(stderr,
+                PROG ": forwarder: connect() to the mock broker failed: %s\n",
                 strerror(errno));
         relay_free(l, slot);
     }
@@ -519,7 +550,8 @@ static int half_write(int fd, struct half *h)
         n = send(fd, h->buf + h->off, h->len - h->off, MSG_NOSIGNAL);
         if (n > 0)
             h->off += (size_t)n;
-        else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+                 errno != EINTR)
             return WH_ERR;
         if (h->off == h->len)
             h->off = h->len = 0;
@@ -556,7 +588,8 @@ static int relay_serve(struct relay *r, const struct pollfd *pfds)
 
     if ((cre & POLLERR) || (ure & POLLERR))
         return WH_ERR;
-    if (((cre & POLLHUP) && !(cre & POLLIN)) || ((ure & POLLHUP) && !(ure & POLLIN)))
+    if (((cre & POLLHUP) && !(cre & POLLIN)) ||
+        ((ure & POLLHUP) && !(ure & POLLIN)))
         return WH_ERR;
     if (r->connecting) {
         int soerr = 0;
@@ -573,7 +606,8 @@ static int relay_serve(struct relay *r, const struct pollfd *pfds)
         return WH_ERR;
     if ((ure & POLLIN) && half_read(r->ufd, &r->u2c) != WH_OK)
         return WH_ERR;
-    if (half_write(r->ufd, &r->c2u) != WH_OK || half_write(r->cfd, &r->u2c) != WH_OK)
+    if (half_write(r->ufd, &r->c2u) != WH_OK ||
+        half_write(r->cfd, &r->u2c) != WH_OK)
         return WH_ERR;
     return (r->c2u.shut && r->u2c.shut) ? WH_ERR : WH_OK;
 }
@@ -610,7 +644,8 @@ static int parse_err_code(const char *s, rd_kafka_resp_err_t *out)
         s += sizeof(prefix) - 1;
     rd_kafka_get_err_descs(&descs, &cnt);
     for (size_t i = 0; i < cnt; i++)
-        if (descs[i].name && descs[i].code >= 0 && !strcasecmp(s, descs[i].name)) {
+        if (descs[i].name && descs[i].code >= 0 &&
+            !strcasecmp(s, descs[i].name)) {
             *out = descs[i].code;
             return WH_OK;
         }
@@ -641,7 +676,8 @@ static int ctl_exec(struct loop *l, char *line, char *reply, size_t rlen)
     int argc = 0;
     long a, b;
 
-    for (tok = strtok_r(line, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
+    for (tok = strtok_r(line, " \t", &save); tok;
+         tok = strtok_r(NULL, " \t", &save)) {
         if (argc == CTL_ARGS_MAX)
             return wh_errf(reply, rlen, "too many arguments");
         argv[argc++] = tok;
@@ -649,10 +685,10 @@ static int ctl_exec(struct loop *l, char *line, char *reply, size_t rlen)
     if (argc == 0)
         return wh_errf(reply, rlen, "empty command");
 
-#define WANT_ARGS(n, syntax)                                                \
-    do {                                                                    \
-        if (argc != (n) + 1)                                                \
-            return wh_errf(reply, rlen, "usage: %s", syntax);               \
+#define WANT_ARGS(n, syntax)                                                   \
+    do {                                                                       \
+        if (argc != (n) + 1)                                                   \
+            return wh_errf(reply, rlen, "usage: %s", syntax);                  \
     } while (0)
 
     if (!strcmp(argv[0], "ping")) {
@@ -673,7 +709,8 @@ static int ctl_exec(struct loop *l, char *line, char *reply, size_t rlen)
         if (parse_long(argv[1], 0, INT32_MAX, &a) != WH_OK)
             return wh_errf(reply, rlen, "bad broker id '%s'", argv[1]);
         if (parse_long(argv[2], 0, RTT_MAX_MS, &b) != WH_OK)
-            return wh_errf(reply, rlen, "bad rtt '%s' (0..%d ms)", argv[2], RTT_MAX_MS);
+            return wh_errf(reply, rlen, "bad rtt '%s' (0..%d ms)", argv[2],
+                           RTT_MAX_MS);
         return mock_result(rd_kafka_mock_broker_set_rtt(mc, (int32_t)a, (int)b),
                            reply, rlen);
     }
@@ -713,8 +750,8 @@ static int ctl_exec(struct loop *l, char *line, char *reply, size_t rlen)
             return wh_errf(reply, rlen, "bad partition '%s'", argv[2]);
         if (parse_long(argv[3], -1, INT32_MAX, &b) != WH_OK)
             return wh_errf(reply, rlen, "bad broker id '%s'", argv[3]);
-        return mock_result(rd_kafka_mock_partition_set_leader(mc, argv[1], (int32_t)a,
-                                                              (int32_t)b),
+        return mock_result(rd_kafka_mock_partition_set_leader(
+                               mc, argv[1], (int32_t)a, (int32_t)b),
                            reply, rlen);
     }
 #undef WANT_ARGS
@@ -829,8 +866,8 @@ static int run_loop(struct loop *l, char *err, size_t errlen)
         for (int i = 0; i < MAX_CTL_CONNS; i++)
             if (l->ctls[i].fd >= 0) {
                 l->ctls[i].idx = n++;
-                pfds[l->ctls[i].idx] = (struct pollfd){.fd = l->ctls[i].fd,
-                                                       .events = POLLIN};
+                pfds[l->ctls[i].idx] =
+                    (struct pollfd){.fd = l->ctls[i].fd, .events = POLLIN};
             }
         assert(n <= MAX_POLLFDS);
 
@@ -939,11 +976,12 @@ int main(int argc, char **argv)
     }
 
     /* Fixed ports first, so the mock's random ports cannot take them. */
-    if (opt.port >= 0 &&
-        listen_loopback(opt.port, &l.fwd_fd, &fwd_port, err, sizeof(err)) != WH_OK)
+    if (opt.port >= 0 && listen_loopback(opt.port, &l.fwd_fd, &fwd_port, err,
+                                         sizeof(err)) != WH_OK)
         goto fail;
     if (opt.control_port > 0 &&
-        listen_loopback(opt.control_port, &l.ctl_fd, &ctl_port, err, sizeof(err)) != WH_OK)
+        listen_loopback(opt.control_port, &l.ctl_fd, &ctl_port, err,
+                        sizeof(err)) != WH_OK)
         goto fail;
 
     rk = mock_handle_new(err, sizeof(err));
@@ -955,18 +993,19 @@ int main(int argc, char **argv)
         goto fail;
     }
     for (int i = 0; i < opt.ntopics; i++) {
-        rd_kafka_resp_err_t e =
-            rd_kafka_mock_topic_create(l.mcluster, opt.topics[i], opt.partitions, 1);
+        rd_kafka_resp_err_t e = rd_kafka_mock_topic_create(
+            l.mcluster, opt.topics[i], opt.partitions, 1);
         if (e) {
-            wh_errf(err, sizeof(err), "creating topic %s failed: %s", opt.topics[i],
-                    rd_kafka_err2str(e));
+            wh_errf(err, sizeof(err), "creating topic %s failed: %s",
+                    opt.topics[i], rd_kafka_err2str(e));
             goto fail;
         }
     }
     bootstraps = rd_kafka_mock_cluster_bootstraps(l.mcluster);
 
     if (opt.port >= 0) {
-        if (parse_first_bootstrap(bootstraps, &l.upstream, err, sizeof(err)) != WH_OK)
+        if (parse_first_bootstrap(bootstraps, &l.upstream, err, sizeof(err)) !=
+            WH_OK)
             goto fail;
         snprintf(line, sizeof(line), "KAFKA_BROKERS=127.0.0.1:%d\n", fwd_port);
     } else if (snprintf(line, sizeof(line), "KAFKA_BROKERS=%s\n", bootstraps) >=
@@ -975,7 +1014,8 @@ int main(int argc, char **argv)
         goto fail;
     }
 
-    if (opt.ready_file && write_ready_file(opt.ready_file, line, err, sizeof(err)))
+    if (opt.ready_file &&
+        write_ready_file(opt.ready_file, line, err, sizeof(err)))
         goto fail;
     fputs(line, stdout);
     fflush(stdout);

@@ -156,7 +156,8 @@ int wh_endpoints_load(wh_db *db, const wh_secretbox *sb, const char *id,
     if (found)
         *found = 0;
     if (wh_db_query(db,
-                    "SELECT id, app, url, encode(secrets_sealed, 'base64'), "
+                    "SELECT id, app, url, "
+                    "translate(encode(secrets_sealed, 'base64'), E'\\n', ''), "
                     "event_types, ordered, max_in_flight, "
                     "coalesce(rate_limit_per_s, 0), coalesce(timeout_ms, 0), "
                     "disabled, disabled_reason, description, "
