@@ -878,8 +878,11 @@ static int run_loop(struct loop *l, char *err, size_t errlen)
         }
         if (pfds[sig_idx].revents) {
             struct signalfd_siginfo si;
-            if (read(l->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+            if (read(l->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+                fprintf(stderr, PROG ": %s from pid %u, shutting down\n",
+                        strsignal((int)si.ssi_signo), si.ssi_pid);
                 return WH_OK;
+            }
         }
         for (int i = 0; i < MAX_RELAYS; i++)
             if (l->relays[i] && relay_serve(l->relays[i], pfds) != WH_OK)

@@ -15,18 +15,17 @@
 #include "sign.h"
 #include "wh.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
-#include <stdarg.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <arpa/inet.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,10 +49,11 @@
 #define SECRET_MAX         64
 #define FAIL_PATH_MAX      64
 #define PREFIX_MAX         255
-#define IDS_MAX            (1u << 20)         /* webhook-ids tracked for --fail-first */
+#define IDS_MAX            (1u << 20)         /* ids tracked by --fail-first */
 #define RECORD_FLUSH_US    (100 * 1000)
 #define RECORD_FLUSH_BYTES (256 * 1024)
-#define RECORD_LINE_MAX    (BODY_MAX / 3 * 4 + 4 * HDR_MAX + 1024)
+/* base64 body + header values, each byte escaped to at most 6 ("\ufffd") */
+#define RECORD_LINE_MAX    ((BODY_MAX + 2) / 3 * 4 + 6 * HDR_MAX + 1024)
 #define RECORD_MAX         (RECORD_FLUSH_BYTES + RECORD_LINE_MAX)
 #define COUNT_EVERY_US     (200 * 1000)
 #define DELAY_MAX_MS       (10 * 60 * 1000)
@@ -160,12 +160,18 @@ typedef struct {
     size_t head_len;         /* request line + headers + blank line */
     span method, target, id, ts, sig, ctype;
     bool keep_alive, chunked, has_length, expect_continue;
+    bool head_method;        /* HEAD: the response carries no body */
     size_t content_length;
     size_t body_len;         /* decoded chunked bytes, at head_len */
     bool chunks_done;        /* the last chunk was seen; trailers follow */
     int minor;               /* HTTP/1.minor */
 } request;
 
+/* One client connection. Requests are answered strictly in order; at most
+ * one answer is held back at a time (delayed), and parsing pauses while it
+ * is or while the output backlog exceeds OUT_HIGH. A connection closes when
+ * its output is drained and either side asked for that (close_after,
+ * peer_closed), or at once on an I/O error. */
 typedef struct conn {
     int fd;
     uint32_t gen;            /* bumped on close; guards stale events */
@@ -364,14 +370,22 @@ static void usage(FILE *f)
         }
         fputc('\n', f);
     }
-    fputs("\nResponses: 204 when the signature is valid or unchecked, 401 "
-          "when invalid.\nPrecedence: --fail-path, --status, --fail-first, "
-          "--fail-rate, signature.\nThe record has one object per request "
-          "with seq, received_at_us, method,\npath, webhook_id, "
-          "webhook_timestamp, webhook_signature, content_type,\nbody_len, "
-          "body_b64, valid (true/false/null), verify_error and status.\n"
-          "SIGINT/SIGTERM flush the record and exit 0; bad arguments exit "
-          "2.\n", f);
+    fputs("\n"
+          "Every POST is a webhook request. Answers: 204 when the signature\n"
+          "is valid or unchecked, 401 when invalid; the first matching rule\n"
+          "of --fail-path, --status, --fail-first, --fail-rate wins over\n"
+          "that. --fail-first counts requests without webhook-id as one id.\n"
+          "Other methods get 405, except GET/HEAD /healthz (always 200).\n"
+          "\n"
+          "Record fields: seq, received_at_us (wall clock), method, path\n"
+          "(the request target, query included), webhook_id,\n"
+          "webhook_timestamp, webhook_signature, content_type (null when\n"
+          "absent), body_len, body_b64, valid (true/false/null when no\n"
+          "secret applies), verify_error, status (the code answered).\n"
+          "\n"
+          "Limits: headers 16 KiB (431), body 4 MiB (413), 1024 connections.\n"
+          "SIGINT/SIGTERM flush the record and exit 0; bad arguments exit 2.\n",
+          f);
 }
 
 static void parse_listen(const char *arg)
@@ -585,7 +599,6 @@ static void count_write(void)
 typedef struct {
     const char *base;        /* request start in the connection's input */
     const request *r;
-    const char *path;        /* target without the query, NUL-terminated */
     const char *body;
     size_t body_len;
     int valid;               /* 1, 0, or -1 for unchecked */
@@ -808,7 +821,7 @@ static int queue_response(conn *c, int status, const char *body,
         rc = wh_buf_add(o, "Connection: keep-alive\r\n", 24);
     if (rc == WH_OK)
         rc = wh_buf_add(o, "\r\n", 2);
-    if (rc == WH_OK && blen)
+    if (rc == WH_OK && blen && !c->req.head_method)
         rc = wh_buf_add(o, body, blen);
     if (rc != WH_OK)
         return WH_ERR;
@@ -902,6 +915,10 @@ static int parse_head(conn *c)
     }
     char *blank = memmem(base + from, avail - from, "\r\n\r\n", 4);
     if (!blank) {
+        /* Lines must end in CRLF; answer bare-LF clients instead of
+         * waiting for a blank line that never comes. */
+        if (memmem(base + from, avail - from, "\n\n", 2))
+            return 400;
         r->hdr_scan = avail;
         return avail >= HDR_MAX ? 431 : PARSE_MORE;
     }
@@ -919,6 +936,7 @@ static int parse_head(conn *c)
     if (p == base || p >= eol || *p != ' ')
         return 400;
     r->method = (span){0, (size_t)(p - base)};
+    r->head_method = p - base == 4 && memcmp(base, "HEAD", 4) == 0;
     *p++ = '\0';
     char *t = p;
     while (p < eol && *p != ' ' && (unsigned char)*p > 0x20 &&
@@ -1107,7 +1125,7 @@ static void handle_webhook(conn *c, const char *base, const char *body,
     memcpy(path, target, plen);
     path[plen] = '\0';
 
-    delivery d = {.base = base, .r = r, .path = path, .body = body,
+    delivery d = {.base = base, .r = r, .body = body,
                   .body_len = body_len, .valid = -1,
                   .received_at_us = wh_wall_us(), .seq = ++srv.seq};
 
@@ -1225,9 +1243,7 @@ static void conn_process(conn *c)
         int rq;
         if ((strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) &&
             plen == 8 && memcmp(target, "/healthz", 8) == 0) {
-            rq = queue_response(c, 200,
-                                strcmp(method, "HEAD") == 0 ? NULL : "ok\n",
-                                closing, false);
+            rq = queue_response(c, 200, "ok\n", closing, false);
         } else if (strcmp(method, "POST") != 0) {
             rq = queue_response(c, 405, "only POST is accepted here\n",
                                 closing, false);
@@ -1255,8 +1271,8 @@ static void conn_process(conn *c)
     }
     return;
 bad:
-    if (queue_response(c, rc, reason(rc), true, false) != WH_OK)
-        c->out_ready = c->out.len;
+    /* Best effort: the connection closes whether or not the answer fits. */
+    (void)queue_response(c, rc, reason(rc), true, false);
     c->close_after = true;
     return;
 overflow:
@@ -1546,7 +1562,8 @@ static int announce(char *err, size_t errlen)
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     char host[INET6_ADDRSTRLEN] = "?";
-    unsigned port = 0;
+    unsigned port;
+    bool v6 = false;
     if (getsockname(srv.lfd, (struct sockaddr *)&ss, &sl) != 0)
         return wh_errf(err, errlen, "getsockname() failed: %s",
                        strerror(errno));
@@ -1554,12 +1571,11 @@ static int announce(char *err, size_t errlen)
         struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
         inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
         port = ntohs(s6->sin6_port);
-        fprintf(stderr, "listening on [%s]:%u\n", host, port);
+        v6 = true;
     } else {
         struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
         inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
         port = ntohs(s4->sin_port);
-        fprintf(stderr, "listening on %s:%u\n", host, port);
     }
     if (cfg.port_file) {
         char text[16];
@@ -1567,6 +1583,8 @@ static int announce(char *err, size_t errlen)
         if (write_file_atomic(cfg.port_file, text, err, errlen) != WH_OK)
             return WH_ERR;
     }
+    fprintf(stderr, v6 ? "listening on [%s]:%u\n" : "listening on %s:%u\n",
+            host, port);
     return WH_OK;
 }
 

@@ -5,7 +5,9 @@
  */
 #include "codec.h"
 
+#include <assert.h>
 #include <openssl/sha.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -226,7 +228,7 @@ static int decode_json(const char *buf, size_t len, size_t payload_max,
     int rc = WH_ERR;
     if (wh_json_parse(&d, buf, len, (int32_t)(len < 1000000 ? len + 1 : 1000000),
                       err, errlen) != WH_OK)
-        return WH_ERR;
+        goto done;
     if (d.toks[0].type != WH_JSON_OBJECT) {
         wh_errf(err, errlen, "the envelope must be a JSON object");
         goto done;
@@ -240,6 +242,7 @@ static int decode_json(const char *buf, size_t len, size_t payload_max,
     arena a = {m->arena, m->arena + cap};
     wh_event *ev = &m->ev;
     int32_t payload_tok = -1, b64_tok = -1, ep_tok = -1, hdr_tok = -1;
+    int have_occurred = 0;
     for (int32_t k = wh_json_child(&d, 0); k >= 0; k = wh_json_next(&d, k)) {
         int32_t v = k + 1;
         const char **dst = NULL;
@@ -261,6 +264,10 @@ static int decode_json(const char *buf, size_t len, size_t payload_max,
         else if (wh_json_streq(&d, k, "headers") && hdr_tok < 0)
             hdr_tok = v;
         else if (wh_json_streq(&d, k, "occurred_at_ms")) {
+            if (have_occurred++) {
+                wh_errf(err, errlen, "field \"occurred_at_ms\" appears twice");
+                goto done;
+            }
             if (wh_json_int64(&d, v, &ev->occurred_at_ms) != WH_OK) {
                 wh_errf(err, errlen, "field \"occurred_at_ms\" must be an "
                                      "integer (unix milliseconds)");
@@ -316,8 +323,14 @@ static int decode_json(const char *buf, size_t len, size_t payload_max,
             wh_errf(err, errlen, "field \"payload_base64\" must be a string");
             goto done;
         }
-        const char *s = buf + d.toks[b64_tok].start + 1;
-        size_t sn = d.toks[b64_tok].end - d.toks[b64_tok].start - 2;
+        /* unescape first: "P\/8=" is valid JSON for P/8= */
+        size_t slen = d.toks[b64_tok].end - d.toks[b64_tok].start;
+        char *s = arena_take(&a, slen);
+        size_t sn;
+        if (!s || wh_json_string(&d, b64_tok, s, slen, &sn) != WH_OK) {
+            wh_errf(err, errlen, "out of memory");
+            goto done;
+        }
         size_t dmax = wh_base64_decoded_max(sn);
         char *p = arena_take(&a, dmax + 1);
         size_t n;
@@ -447,6 +460,33 @@ static int looks_like_json(const char *buf, size_t len)
     return 0;
 }
 
+static int decode_pb(const void *buf, size_t len, size_t payload_max,
+                     wh_event_msg *m, char *err, size_t errlen)
+{
+    if (len > payload_max + 64 * 1024)
+        return wh_errf(err, errlen, "message is %zu bytes, the limit is %zu",
+                       len, payload_max + 64 * 1024);
+    m->pb = webhook__v1__event__unpack(NULL, len, buf);
+    if (!m->pb)
+        return wh_errf(err, errlen, "not a valid protobuf webhook.v1.Event "
+                                    "nor a JSON envelope");
+    if (view_pb_event(m->pb, &m->ev, &m->endpoints, &m->headers, err,
+                      errlen))
+        return WH_ERR;
+    return wh_codec_event_validate(&m->ev, payload_max, err, errlen);
+}
+
+/* Frees what a failed decode left in m and zeroes it for another try. */
+static void reset_msg(wh_event_msg *m)
+{
+    if (m->pb)
+        webhook__v1__event__free_unpacked(m->pb, NULL);
+    free(m->arena);
+    free(m->endpoints);
+    free(m->headers);
+    memset(m, 0, sizeof(*m));
+}
+
 int wh_codec_event_decode(const void *buf, size_t len,
                           const char *content_type, size_t payload_max,
                           wh_event_msg **out, char *err, size_t errlen)
@@ -455,38 +495,35 @@ int wh_codec_event_decode(const void *buf, size_t len,
     wh_event_msg *m = calloc(1, sizeof(*m));
     if (!m)
         return wh_errf(err, errlen, "out of memory");
-    int json;
+    int json, sniffed = 0;
     if (content_type && strncmp(content_type, WH_CT_JSON,
                                 strlen(WH_CT_JSON)) == 0)
         json = 1;
     else if (content_type && strncmp(content_type, WH_CT_PROTOBUF,
                                      strlen(WH_CT_PROTOBUF)) == 0)
         json = 0;
-    else
+    else {
         json = looks_like_json(buf, len);
+        sniffed = 1;
+    }
     if (len == 0) {
         wh_errf(err, errlen, "empty message");
         goto fail;
     }
     if (json) {
-        if (decode_json(buf, len, payload_max, m, err, errlen) != WH_OK)
-            goto fail;
-    } else {
-        if (len > payload_max + 64 * 1024) {
-            wh_errf(err, errlen, "message is %zu bytes, the limit is %zu",
-                    len, payload_max + 64 * 1024);
-            goto fail;
+        if (decode_json(buf, len, payload_max, m, err, errlen) != WH_OK) {
+            /* A protobuf Event starts with field 1's tag, 0x0a (a newline),
+             * then the id's length, which is '{' for a 123-byte id: when a
+             * sniffed envelope fails, a valid Event is still accepted and
+             * otherwise the JSON error stands. */
+            if (!sniffed)
+                goto fail;
+            reset_msg(m);
+            if (decode_pb(buf, len, payload_max, m, NULL, 0) != WH_OK)
+                goto fail;
         }
-        m->pb = webhook__v1__event__unpack(NULL, len, buf);
-        if (!m->pb) {
-            wh_errf(err, errlen, "not a valid protobuf webhook.v1.Event "
-                                 "nor a JSON envelope");
-            goto fail;
-        }
-        if (view_pb_event(m->pb, &m->ev, &m->endpoints, &m->headers, err,
-                          errlen) ||
-            wh_codec_event_validate(&m->ev, payload_max, err, errlen))
-            goto fail;
+    } else if (decode_pb(buf, len, payload_max, m, err, errlen) != WH_OK) {
+        goto fail;
     }
     *out = m;
     return WH_OK;
@@ -541,15 +578,16 @@ static int fill_pb_event(const wh_event *ev, Webhook__V1__Event *pb,
 static int append_packed(wh_buf *out, size_t need, char *err, size_t errlen,
                          uint8_t **dst)
 {
-    if (wh_buf_add(out, "", 0) != WH_OK)
-        return wh_errf(err, errlen, "out of memory");
+    assert(out->len <= out->max);
+    if (need > out->max - out->len)
+        return wh_errf(err, errlen, "encoded message of %zu bytes "
+                                    "exceeds the buffer limit", need);
     size_t at = out->len;
     /* grow to fit, then pack in place */
     for (size_t i = 0; i < need; i++)
         if (wh_buf_addc(out, 0) != WH_OK)
-            return wh_errf(err, errlen, "encoded message of %zu bytes "
-                                        "exceeds the buffer limit", need);
-    *dst = (uint8_t *)out->data + at;
+            return wh_errf(err, errlen, "out of memory");
+    *dst = need ? (uint8_t *)out->data + at : NULL;
     return WH_OK;
 }
 
@@ -626,8 +664,11 @@ int wh_codec_delivery_decode(const void *buf, size_t len,
     if (view_pb_event(m->pb->event, &d->event, &m->endpoints, &m->headers,
                       err, errlen))
         goto fail;
+    /* The event's rules hold here too: its headers and content type go
+     * into the HTTP request. The payload limit was applied at fan-out. */
     if (wh_codec_check_endpoint_id(d->endpoint_id, err, errlen) ||
-        wh_codec_check_id("delivery_id", d->delivery_id, err, errlen))
+        wh_codec_check_id("delivery_id", d->delivery_id, err, errlen) ||
+        wh_codec_event_validate(&d->event, SIZE_MAX, err, errlen))
         goto fail;
     *out = m;
     return WH_OK;

@@ -22,6 +22,7 @@ struct wh_http {
     CURL **pool;
     int npool;
     int running;
+    wh_http_req *active; /* doubly linked through prev_/next_ */
 };
 
 static int curl_ready;
@@ -80,6 +81,7 @@ void wh_http_destroy(wh_http *h)
 {
     if (!h)
         return;
+    wh_http_cancel_all(h);
     for (int i = 0; i < h->npool; i++)
         curl_easy_cleanup(h->pool[i]);
     if (h->multi)
@@ -211,6 +213,11 @@ int wh_http_start(wh_http *h, wh_http_req *req, char *err, size_t errlen)
     if (curl_multi_add_handle(h->multi, e) != CURLM_OK)
         goto fail;
     h->running++;
+    req->prev_ = NULL;
+    req->next_ = h->active;
+    if (h->active)
+        h->active->prev_ = req;
+    h->active = req;
     return WH_OK;
 fail:
     curl_slist_free_all(req->slist_);
@@ -228,6 +235,13 @@ static void release(wh_http *h, wh_http_req *req)
     req->slist_ = NULL;
     req->easy_ = NULL;
     h->running--;
+    if (req->prev_)
+        req->prev_->next_ = req->next_;
+    else
+        h->active = req->next_;
+    if (req->next_)
+        req->next_->prev_ = req->prev_;
+    req->prev_ = req->next_ = NULL;
     if (h->npool < POOL_MAX)
         h->pool[h->npool++] = e;
     else
@@ -238,6 +252,12 @@ void wh_http_cancel(wh_http *h, wh_http_req *req)
 {
     if (req->easy_)
         release(h, req);
+}
+
+void wh_http_cancel_all(wh_http *h)
+{
+    while (h->active)
+        release(h, h->active);
 }
 
 void wh_http_wait(wh_http *h, const int *fds, int *ready, size_t nfds,

@@ -60,6 +60,7 @@ typedef struct wh_http_req {
     /* private */
     void *easy_;
     void *owner_;
+    struct wh_http_req *prev_, *next_; /* requests in flight */
     struct curl_slist *slist_;
     int64_t started_us_;
     char blocked_[160];
@@ -77,6 +78,8 @@ int wh_http_start(wh_http *h, wh_http_req *req, char *err,
                   size_t errlen) WH_MUST_CHECK;
 /* Aborts req without calling done. */
 void wh_http_cancel(wh_http *h, wh_http_req *req);
+/* Aborts every request in flight without calling done. */
+void wh_http_cancel_all(wh_http *h);
 
 /* Waits up to timeout_ms for network activity or for one of fds to turn
  * readable (ready[i] set to 1 for those). */

@@ -24,6 +24,7 @@ struct wh_kafka_consumer {
     wh_kafka_rebalance_fn *cb;
     void *opaque;
     int pipe[2];
+    int closed;
 };
 
 struct wh_kafka_producer {
@@ -356,13 +357,21 @@ void wh_kafka_consumer_pause_all(wh_kafka_consumer *c, int pause)
     rd_kafka_topic_partition_list_destroy(parts);
 }
 
+void wh_kafka_consumer_close(wh_kafka_consumer *c)
+{
+    if (!c || c->closed)
+        return;
+    c->closed = 1;
+    rd_kafka_resp_err_t e = rd_kafka_consumer_close(c->rk);
+    if (e)
+        WH_WARN("consumer close on %s: %s", c->topic, rd_kafka_err2str(e));
+}
+
 void wh_kafka_consumer_destroy(wh_kafka_consumer *c)
 {
     if (!c)
         return;
-    rd_kafka_resp_err_t e = rd_kafka_consumer_close(c->rk);
-    if (e)
-        WH_WARN("consumer close on %s: %s", c->topic, rd_kafka_err2str(e));
+    wh_kafka_consumer_close(c);
     rd_kafka_queue_destroy(c->queue);
     rd_kafka_destroy(c->rk);
     close(c->pipe[0]);

@@ -62,8 +62,12 @@ int wh_kafka_consumer_commit(wh_kafka_consumer *c, char *err,
                              size_t errlen) WH_MUST_CHECK;
 /* Stops (pause = 1) or resumes fetching for every assigned partition. */
 void wh_kafka_consumer_pause_all(wh_kafka_consumer *c, int pause);
-/* Leaves the group (the rebalance callback sees the final revoke), commits
- * and frees. */
+/* Leaves the group: the rebalance callback sees the final revoke and the
+ * stored offsets are committed. Poll returns nothing afterwards. Messages
+ * still held by the caller stay valid until destroy. */
+void wh_kafka_consumer_close(wh_kafka_consumer *c);
+/* Closes if needed and frees. Every wh_kmsg of this consumer must have
+ * been destroyed first (librdkafka waits for them). */
 void wh_kafka_consumer_destroy(wh_kafka_consumer *c);
 
 /* Messages lost to offset resets or truncation since start. */

@@ -167,8 +167,10 @@ void wk_deliver_destroy(wk_deliver *d)
 {
     if (!d)
         return;
+    wh_kafka_consumer_close(d->consumer);
+    wh_http_cancel_all(d->ctx->http);
+    wk_tracker_destroy(d->tracker); /* releases held messages */
     wh_kafka_consumer_destroy(d->consumer);
-    wk_tracker_destroy(d->tracker);
     wk_recorder_destroy(d->recorder);
     wh_map_each(d->lanes, free_lane, NULL);
     wh_map_destroy(d->lanes);
@@ -363,6 +365,7 @@ static void dead_letter(wk_deliver *d, dl_job *j, const char *reason)
             "dead-lettered: %s", dl.source_topic, (int)dl.source_partition,
             (long long)dl.source_offset, reason);
     wh_buf_reset(&d->buf);
+    d->buf.max = len + 64 * 1024; /* the raw message may be large */
     if (wh_codec_dead_letter_encode(&dl, &d->buf, err, sizeof(err)) != WH_OK ||
         wh_kafka_producer_send(d->ctx->producer, d->ctx->s->dead_topic, NULL,
                                0, d->buf.data, d->buf.len, NULL, j, err,

@@ -96,8 +96,9 @@ void wk_fanout_destroy(wk_fanout *f)
 {
     if (!f)
         return;
+    wh_kafka_consumer_close(f->consumer);
+    wk_tracker_destroy(f->tracker); /* releases held messages */
     wh_kafka_consumer_destroy(f->consumer);
-    wk_tracker_destroy(f->tracker);
     wh_buf_free(&f->buf);
     free(f);
 }
@@ -199,18 +200,20 @@ static void dead_letter(wk_fanout *f, fo_msg *m, const char *reason)
     WH_WARN("event at %s [%d] @ %lld is undecodable, dead-lettered: %s",
             dl.source_topic, (int)dl.source_partition,
             (long long)dl.source_offset, reason);
-    wh_buf_reset(&f->buf);
-    if (wh_codec_dead_letter_encode(&dl, &f->buf, err, sizeof(err)) != WH_OK) {
+    wh_buf b; /* sized to the raw message, which may exceed payload_max */
+    wh_buf_init(&b, len + 64 * 1024);
+    if (wh_codec_dead_letter_encode(&dl, &b, err, sizeof(err)) != WH_OK) {
         WH_ERROR("cannot encode dead letter: %s", err);
         m->failed = true;
-        return;
+    } else {
+        m->pending++;
+        if (produce(f->ctx, f->ctx->s->dead_topic, NULL, b.data, b.len, m) !=
+            WH_OK) {
+            m->pending--;
+            m->failed = true;
+        }
     }
-    m->pending++;
-    if (produce(f->ctx, f->ctx->s->dead_topic, NULL, f->buf.data, f->buf.len,
-                m) != WH_OK) {
-        m->pending--;
-        m->failed = true;
-    }
+    wh_buf_free(&b);
 }
 
 static void fan_out(wk_fanout *f, fo_msg *m)

@@ -175,7 +175,8 @@ check "control: broker-up 1" [ "$(control 'broker-up 1')" = ok ]
 check "metadata works again after broker-up" \
     bash -c "timeout 20 kcat -b '$bootstrap' -L -t webhook.dead 2>/dev/null | grep -qF 'webhook.dead'"
 
-kill -TERM "$broker_pid"
+check "broker still running" kill -0 "$broker_pid"
+kill -TERM "$broker_pid" 2>/dev/null || true
 brc=0
 wait "$broker_pid" || brc=$?
 broker_pid=""

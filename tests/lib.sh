@@ -1,0 +1,153 @@
+# tests/lib.sh - shared helpers for the integration and end-to-end tests.
+# Sourced by tests/integration/test_*.sh. Starts real parts in a private
+# temp dir: the mock-cluster broker, a throwaway PostgreSQL, workers and
+# receivers; counts checks and prints the closing "N passed, N failed".
+#
+#   . "$(dirname "$0")/../lib.sh"
+#   stack_up [PARTITIONS]          broker + Postgres + migrations, env exported
+#   start_worker NAME [ENV=V ...]  webhook-worker in the background
+#   start_receiver NAME ARGS...    webhook-receiver; port in $T/NAME.port
+#   check "what" COMMAND...        records a pass or a failure
+#   finish                         prints the counts, exits 0 only if all pass
+#
+# BUILD_DIR (default build/) selects the binaries, so the same tests run
+# against the sanitizer build.
+
+set -euo pipefail
+
+ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${BUILD_DIR:-$ROOT/build}
+BIN=$BUILD/bin
+passed=0
+failed=0
+T=$(mktemp -d /tmp/webhook-test.XXXXXX)
+chmod 755 "$T"
+PIDS=()
+
+ok() {
+    passed=$((passed + 1))
+    echo "ok - $1"
+}
+
+not_ok() {
+    failed=$((failed + 1))
+    echo "FAIL - $1"
+}
+
+check() {
+    local desc=$1
+    shift
+    if "$@"; then ok "$desc"; else not_ok "$desc"; fi
+}
+
+log() { echo "# $*"; }
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ -d "$T/pg" ]; then
+        "$ROOT/dev/pg.sh" stop "$T/pg" >/dev/null 2>&1 || true
+    fi
+    if [ "${KEEP_TEST_DIR:-0}" = 1 ] || [ "$failed" -gt 0 ]; then
+        echo "# test files kept in $T"
+    else
+        rm -rf "$T"
+    fi
+}
+trap cleanup EXIT
+
+finish() {
+    echo "$passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+}
+
+# wait_for SECONDS COMMAND...: polls COMMAND every 0.2 s until it succeeds.
+wait_for() {
+    local limit=$1 start=$SECONDS
+    shift
+    until "$@"; do
+        if ((SECONDS - start >= limit)); then
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+sql() {
+    psql "$DATABASE_URL" -XAtq -v ON_ERROR_STOP=1 -c "$1"
+}
+
+stack_up() {
+    local partitions=${1:-8}
+    "$ROOT/dev/pg.sh" start "$T/pg" >"$T/pg.env" 2>"$T/pg.log"
+    local control=()
+    if [ -n "${BROKER_CONTROL_PORT:-}" ]; then
+        control=(--control-port "$BROKER_CONTROL_PORT")
+    fi
+    "$BIN/webhook-devbroker" --port 0 --partitions "$partitions" \
+        "${control[@]}" --ready-file "$T/kafka.env" >"$T/broker.out" 2>"$T/broker.log" &
+    PIDS+=($!)
+    BROKER_PID=$!
+    if ! wait_for 20 test -s "$T/kafka.env"; then
+        not_ok "broker started"
+        cat "$T/broker.log"
+        finish
+        exit 1
+    fi
+    set -a
+    # shellcheck disable=SC1091
+    . "$T/pg.env"
+    # shellcheck disable=SC1091
+    . "$T/kafka.env"
+    set +a
+    WEBHOOK_SECRET_KEY=$(head -c 32 /dev/urandom | base64)
+    export WEBHOOK_SECRET_KEY
+    export WEBHOOK_ALLOW_PRIVATE_NETS=127.0.0.0/8,::1/128
+    export KAFKA_SESSION_TIMEOUT=6s KAFKA_HEARTBEAT_INTERVAL=500ms
+    export LOG_FORMAT=text
+    "$BIN/webhookctl" migrate >"$T/migrate.log"
+}
+
+# start_worker NAME [VAR=VALUE ...]: the pid lands in WORKER_PID[NAME].
+declare -A WORKER_PID
+start_worker() {
+    local name=$1
+    shift
+    env "$@" WORKER_ID="$name" "$BIN/webhook-worker" >>"$T/$name.log" 2>&1 &
+    WORKER_PID[$name]=$!
+    PIDS+=($!)
+}
+
+start_receiver() {
+    local name=$1
+    shift
+    "$BIN/webhook-receiver" --port-file "$T/$name.port" \
+        --record "$T/$name.jsonl" --count-file "$T/$name.count" "$@" \
+        >"$T/$name.out" 2>"$T/$name.log" &
+    PIDS+=($!)
+    wait_for 10 test -s "$T/$name.port"
+}
+
+# received NAME: requests the receiver recorded so far.
+received() {
+    if [ -s "$T/$1.count" ]; then cat "$T/$1.count"; else echo 0; fi
+}
+
+# got_at_least NAME N: the receiver recorded at least N requests.
+got_at_least() {
+    [ "$(received "$1")" -ge "$2" ]
+}
+
+# sql_at_least QUERY N: the query's single number is at least N.
+sql_at_least() {
+    [ "$(sql "$1")" -ge "$2" ]
+}
+
+new_secret() {
+    echo "whsec_$(head -c 24 /dev/urandom | base64)"
+}
