@@ -342,16 +342,31 @@ static const wh_opt disable_opts[] = {
 static int endpoint_toggle(int argc, char **argv, bool disable)
 {
     disable_settings s;
-    int first;
+    int first, rest_first;
+    const char *synopsis = disable
+                               ? "webhookctl endpoint disable ID [--reason R]"
+                               : "webhookctl endpoint enable ID";
+    size_t nopts = disable ? WH_ARRAY_LEN(disable_opts) : 0;
     memset(&s, 0, sizeof(s));
-    parse_sub(disable ? "webhookctl endpoint disable ID [--reason R]"
-                      : "webhookctl endpoint enable ID",
-              disable_opts, disable ? 1 : 0, &s, argc, argv, &first);
+    parse_sub(synopsis, disable_opts, nopts, &s, argc, argv, &first);
     if (first >= argc)
         die_usage("%s", "missing endpoint ID");
-    if (first + 1 < argc)
-        die_usage("unexpected argument '%s'", argv[first + 1]);
     const char *id = argv[first];
+    /* Flags may also follow the ID ("disable ID --reason R"): parse the
+     * arguments again without it. */
+    char **rest = calloc((size_t)argc, sizeof(*rest));
+    if (!rest) {
+        fprintf(stderr, "webhookctl: out of memory\n");
+        return EXIT_FAIL;
+    }
+    int nrest = 0;
+    for (int i = 0; i < argc; i++)
+        if (i != first)
+            rest[nrest++] = argv[i];
+    parse_sub(synopsis, disable_opts, nopts, &s, nrest, rest, &rest_first);
+    if (rest_first < nrest)
+        die_usage("unexpected argument '%s'", rest[rest_first]);
+    free(rest);
     char err[1024];
     if (wh_codec_check_endpoint_id(id, err, sizeof(err)) != WH_OK)
         die_usage("%s", err);
@@ -501,9 +516,10 @@ int main(int argc, char **argv)
     int rc = wh_config_load(global_opts, WH_ARRAY_LEN(global_opts), &G, argc,
                             argv, &first, err, sizeof(err));
     if (rc == WH_AGAIN || (rc == WH_OK && first >= argc)) {
-        fputs(usage_text, rc == WH_AGAIN ? stdout : stderr);
-        printf("\nGlobal options:\n");
-        wh_config_usage(stdout, "webhookctl [global options] COMMAND",
+        FILE *out = rc == WH_AGAIN ? stdout : stderr;
+        fputs(usage_text, out);
+        fputs("\nGlobal options:\n", out);
+        wh_config_usage(out, "webhookctl [global options] COMMAND",
                         global_opts, WH_ARRAY_LEN(global_opts));
         return rc == WH_AGAIN ? 0 : EXIT_USAGE;
     }

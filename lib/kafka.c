@@ -25,6 +25,7 @@ struct wh_kafka_consumer {
     void *opaque;
     int pipe[2];
     int closed;
+    int unclean; /* close gave up: destroy must not try again */
 };
 
 struct wh_kafka_producer {
@@ -155,8 +156,6 @@ static rd_kafka_conf_t *base_conf(const wh_kafka_conf *c, char *err,
             goto fail;
     }
     rd_kafka_conf_set_log_cb(conf, log_cb);
-    if (conf_extra(conf, c->extra, err, errlen))
-        goto fail;
     return conf;
 fail:
     rd_kafka_conf_destroy(conf);
@@ -239,13 +238,14 @@ int wh_kafka_consumer_new(const wh_kafka_conf *kc, const char *group,
         goto fail;
     if (conf_set(conf, "group.id", group, err, errlen) ||
         conf_set(conf, "enable.auto.commit", "true", err, errlen) ||
-        conf_set(conf, "auto.commit.interval.ms", "1000", err, errlen) ||
+        conf_set(conf, "auto.commit.interval.ms", "250", err, errlen) ||
         conf_set(conf, "enable.auto.offset.store", "false", err, errlen) ||
         conf_set(conf, "auto.offset.reset", "earliest", err, errlen) ||
         conf_set(conf, "partition.assignment.strategy", "cooperative-sticky",
                  err, errlen) ||
         conf_set(conf, "fetch.wait.max.ms", "50", err, errlen) ||
-        conf_set(conf, "enable.partition.eof", "false", err, errlen)) {
+        conf_set(conf, "enable.partition.eof", "false", err, errlen) ||
+        conf_extra(conf, kc->extra, err, errlen)) {
         rd_kafka_conf_destroy(conf);
         goto fail;
     }
@@ -357,23 +357,44 @@ void wh_kafka_consumer_pause_all(wh_kafka_consumer *c, int pause)
     rd_kafka_topic_partition_list_destroy(parts);
 }
 
-void wh_kafka_consumer_close(wh_kafka_consumer *c)
+void wh_kafka_consumer_close(wh_kafka_consumer *c, int timeout_ms)
 {
     if (!c || c->closed)
         return;
     c->closed = 1;
-    rd_kafka_resp_err_t e = rd_kafka_consumer_close(c->rk);
-    if (e)
-        WH_WARN("consumer close on %s: %s", c->topic, rd_kafka_err2str(e));
+    rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+    rd_kafka_error_t *e = rd_kafka_consumer_close_queue(c->rk, q);
+    if (e) {
+        WH_WARN("consumer close on %s: %s", c->topic,
+                rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        c->unclean = 1;
+    } else {
+        int64_t deadline = wh_mono_us() + (int64_t)timeout_ms * 1000;
+        while (!rd_kafka_consumer_closed(c->rk)) {
+            if (wh_mono_us() >= deadline) {
+                WH_WARN("consumer of %s did not leave its group within %d "
+                        "ms (Kafka unreachable?); giving up", c->topic,
+                        timeout_ms);
+                c->unclean = 1;
+                break;
+            }
+            rd_kafka_queue_poll_callback(q, 100);
+        }
+    }
+    rd_kafka_queue_destroy(q);
 }
 
 void wh_kafka_consumer_destroy(wh_kafka_consumer *c)
 {
     if (!c)
         return;
-    wh_kafka_consumer_close(c);
+    wh_kafka_consumer_close(c, 10000);
     rd_kafka_queue_destroy(c->queue);
-    rd_kafka_destroy(c->rk);
+    if (c->unclean)
+        rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    else
+        rd_kafka_destroy(c->rk);
     close(c->pipe[0]);
     close(c->pipe[1]);
     free(c->topic);
@@ -410,7 +431,8 @@ int wh_kafka_producer_new(const wh_kafka_conf *kc, wh_kafka_dr_fn *dr,
         conf_set(conf, "acks", "all", err, errlen) ||
         conf_set(conf, "linger.ms", num, err, errlen) ||
         conf_set(conf, "queue.buffering.max.messages", "1000000", err,
-                 errlen)) {
+                 errlen) ||
+        conf_extra(conf, kc->extra, err, errlen)) {
         rd_kafka_conf_destroy(conf);
         goto fail;
     }

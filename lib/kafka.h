@@ -63,9 +63,11 @@ int wh_kafka_consumer_commit(wh_kafka_consumer *c, char *err,
 /* Stops (pause = 1) or resumes fetching for every assigned partition. */
 void wh_kafka_consumer_pause_all(wh_kafka_consumer *c, int pause);
 /* Leaves the group: the rebalance callback sees the final revoke and the
- * stored offsets are committed. Poll returns nothing afterwards. Messages
- * still held by the caller stay valid until destroy. */
-void wh_kafka_consumer_close(wh_kafka_consumer *c);
+ * stored offsets are committed. Gives up after timeout_ms when Kafka does
+ * not answer (the group then notices the member is gone after its session
+ * timeout). Poll returns nothing afterwards. Messages still held by the
+ * caller stay valid until destroy. */
+void wh_kafka_consumer_close(wh_kafka_consumer *c, int timeout_ms);
 /* Closes if needed and frees. Every wh_kmsg of this consumer must have
  * been destroyed first (librdkafka waits for them). */
 void wh_kafka_consumer_destroy(wh_kafka_consumer *c);

@@ -43,11 +43,13 @@ check() {
 log() { echo "# $*"; }
 
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
+    local pid i
+    # newest first: workers stop while the broker and Postgres still run
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        pid=${PIDS[$i]}
+        kill "$pid" 2>/dev/null || continue
+        timeout 30 tail --pid="$pid" -f /dev/null 2>/dev/null ||
+            kill -9 "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
     if [ -d "$T/pg" ]; then

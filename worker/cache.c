@@ -98,24 +98,39 @@ static void free_list(const char *key, void *value, void *opaque)
     free(l);
 }
 
-static void clear(wk_cache *c)
+static void free_maps(wh_map *by_id, wh_map *by_app)
 {
-    wh_map_each(c->by_id, free_ep, NULL);
-    wh_map_each(c->by_app, free_list, NULL);
-    wh_map_destroy(c->by_id);
-    wh_map_destroy(c->by_app);
-    c->by_id = wh_map_new();
-    c->by_app = wh_map_new();
+    if (by_id) {
+        wh_map_each(by_id, free_ep, NULL);
+        wh_map_destroy(by_id);
+    }
+    if (by_app) {
+        wh_map_each(by_app, free_list, NULL);
+        wh_map_destroy(by_app);
+    }
 }
 
+/* Reads every endpoint into fresh maps and swaps them in only when the
+ * whole table was read: a failed reload keeps the old cache, so events are
+ * never fanned out against a half-empty one. */
 int wk_cache_reload(wk_cache *c, char *err, size_t errlen)
 {
+    wk_cache fresh = {.ctx = c->ctx, .by_id = wh_map_new(),
+                      .by_app = wh_map_new()};
     int found;
-    clear(c);
-    if (!c->by_id || !c->by_app)
+    if (!fresh.by_id || !fresh.by_app) {
+        free_maps(fresh.by_id, fresh.by_app);
         return wh_errf(err, errlen, "out of memory");
-    return wh_endpoints_load(c->ctx->db, &c->ctx->sb, NULL, install, c,
-                             &found, err, errlen);
+    }
+    if (wh_endpoints_load(c->ctx->db, &c->ctx->sb, NULL, install, &fresh,
+                          &found, err, errlen) != WH_OK) {
+        free_maps(fresh.by_id, fresh.by_app);
+        return WH_ERR;
+    }
+    free_maps(c->by_id, c->by_app);
+    c->by_id = fresh.by_id;
+    c->by_app = fresh.by_app;
+    return WH_OK;
 }
 
 int wk_cache_new(wk_ctx *ctx, wk_cache **out, char *err, size_t errlen)
@@ -124,8 +139,6 @@ int wk_cache_new(wk_ctx *ctx, wk_cache **out, char *err, size_t errlen)
     if (!c)
         return wh_errf(err, errlen, "out of memory");
     c->ctx = ctx;
-    c->by_id = wh_map_new();
-    c->by_app = wh_map_new();
     if (wk_cache_reload(c, err, errlen) != WH_OK) {
         wk_cache_destroy(c);
         return WH_ERR;
@@ -138,12 +151,7 @@ void wk_cache_destroy(wk_cache *c)
 {
     if (!c)
         return;
-    if (c->by_id)
-        wh_map_each(c->by_id, free_ep, NULL);
-    if (c->by_app)
-        wh_map_each(c->by_app, free_list, NULL);
-    wh_map_destroy(c->by_id);
-    wh_map_destroy(c->by_app);
+    free_maps(c->by_id, c->by_app);
     free(c);
 }
 

@@ -167,7 +167,7 @@ void wk_deliver_destroy(wk_deliver *d)
 {
     if (!d)
         return;
-    wh_kafka_consumer_close(d->consumer);
+    wh_kafka_consumer_close(d->consumer, 10000);
     wh_http_cancel_all(d->ctx->http);
     wk_tracker_destroy(d->tracker); /* releases held messages */
     wh_kafka_consumer_destroy(d->consumer);

@@ -96,7 +96,7 @@ void wk_fanout_destroy(wk_fanout *f)
 {
     if (!f)
         return;
-    wh_kafka_consumer_close(f->consumer);
+    wh_kafka_consumer_close(f->consumer, 10000);
     wk_tracker_destroy(f->tracker); /* releases held messages */
     wh_kafka_consumer_destroy(f->consumer);
     wh_buf_free(&f->buf);

@@ -69,12 +69,18 @@ static const wh_opt opts[] = {
     {"payload-max", "WEBHOOK_PAYLOAD_MAX", WH_OPT_SIZE, "512k", 1024,
      16 * 1024 * 1024, S(payload_max), "largest event payload accepted"},
     {"record-batch", "WORKER_RECORD_BATCH", WH_OPT_INT, "2000", 1, 100000,
-     S(record_batch), "attempt rows written per COPY"},
+     S(record_batch), "attempt rows that trigger a COPY to the history"},
     {"record-flush", "WORKER_RECORD_FLUSH", WH_OPT_DURATION, "20ms", 1, 10000,
      S(record_flush_ms), "longest an attempt row waits before it is written"},
     {"endpoint-refresh", "WORKER_ENDPOINT_REFRESH", WH_OPT_DURATION, "5m",
      1000, 86400000, S(endpoint_refresh_ms),
      "full endpoint reload period (changes also arrive by NOTIFY)"},
+    {"history-retention", "WEBHOOK_HISTORY_RETENTION", WH_OPT_DURATION,
+     "30d", 86400000, 3650LL * 86400000, S(history_retention_ms),
+     "attempt history older than this is dropped (whole days)"},
+    {"maintenance-interval", "WORKER_MAINTENANCE_INTERVAL", WH_OPT_DURATION,
+     "1h", 1000, 86400000, S(maintenance_ms),
+     "how often history partitions are created ahead and expired"},
     {"shutdown-timeout", "WORKER_SHUTDOWN_TIMEOUT", WH_OPT_DURATION, "20s", 0,
      600000, S(shutdown_timeout_ms),
      "on SIGTERM, how long in-flight attempts may finish"},
@@ -136,6 +142,24 @@ static void on_notify(wk_ctx *ctx)
     }
 }
 
+/* Creates the coming days' history partitions and drops expired ones
+ * (webhooks.maintain; a no-op when another worker holds its lock). */
+static void maintain(wk_ctx *ctx)
+{
+    char retention[64], err[512];
+    snprintf(retention, sizeof(retention), "%lld milliseconds",
+             (long long)ctx->s->history_retention_ms);
+    const char *params[] = {retention};
+    wh_db_result *r;
+    if (wh_db_query(ctx->db, "SELECT webhooks.maintain($1::interval)", 1,
+                    params, &r, err, sizeof(err)) != WH_OK) {
+        WH_WARN("history maintenance failed: %s", err);
+        return;
+    }
+    WH_DEBUG("history maintenance: %s", wh_db_get(r, 0, 0));
+    wh_db_result_free(r);
+}
+
 /* One loop iteration's worth of work; returns true if more is waiting. */
 static bool step(wk_ctx *ctx, bool consume, int timeout_ms)
 {
@@ -175,6 +199,7 @@ static bool step(wk_ctx *ctx, bool consume, int timeout_ms)
 static int run(wk_ctx *ctx)
 {
     int64_t next_reload = wh_mono_us() + ctx->s->endpoint_refresh_ms * 1000;
+    int64_t next_maintain = 0;
     int timeout = 0;
     char err[512];
     WH_INFO("worker %s running (role %s, %zu endpoints cached)",
@@ -189,6 +214,10 @@ static int run(wk_ctx *ctx)
             if (wk_cache_reload(ctx->cache, err, sizeof(err)) != WH_OK)
                 WH_ERROR("endpoint reload failed: %s", err);
             next_reload = wh_mono_us() + ctx->s->endpoint_refresh_ms * 1000;
+        }
+        if (ctx->deliver && wh_mono_us() >= next_maintain) {
+            maintain(ctx);
+            next_maintain = wh_mono_us() + ctx->s->maintenance_ms * 1000;
         }
     }
     WH_INFO("stopping: finishing %d attempts in flight (up to %lld ms)",

@@ -44,6 +44,8 @@ typedef struct {
     int64_t record_batch;
     int64_t record_flush_ms;
     int64_t endpoint_refresh_ms;
+    int64_t history_retention_ms;
+    int64_t maintenance_ms;
     int64_t shutdown_timeout_ms;
     const char *worker_id;
     const char *ca_file;
@@ -181,7 +183,6 @@ void wk_deliver_on_report(wk_deliver *d, void *msg_opaque, int ok,
 void wk_deliver_http_done(wh_http_req *req, void *opaque);
 /* Flushes the recorder when due; returns ms until the next deadline. */
 int64_t wk_deliver_tick(wk_deliver *d);
-/* Stops taking messages (shutdown); in-flight work continues. */
 size_t wk_deliver_pending(const wk_deliver *d);
 void wk_deliver_destroy(wk_deliver *d);
 
