@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/lib.sh - shared helpers for the integration and end-to-end tests.
 # Sourced by tests/integration/test_*.sh. Starts real parts in a private
 # temp dir: the mock-cluster broker, a throwaway PostgreSQL, workers and
@@ -42,9 +43,10 @@ check() {
 
 log() { echo "# $*"; }
 
-cleanup() {
+# stop_all: stops every process the test started, newest first, so
+# workers stop while the broker and Postgres still run.
+stop_all() {
     local pid i
-    # newest first: workers stop while the broker and Postgres still run
     for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
         pid=${PIDS[$i]}
         kill "$pid" 2>/dev/null || continue
@@ -52,6 +54,11 @@ cleanup() {
             kill -9 "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
+    PIDS=()
+}
+
+cleanup() {
+    stop_all
     if [ -d "$T/pg" ]; then
         "$ROOT/dev/pg.sh" stop "$T/pg" >/dev/null 2>&1 || true
     fi
@@ -63,7 +70,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# finish: stops everything, fails the test if any process reported a
+# sanitizer error or leak, prints the counts, exits 0 only if all passed.
 finish() {
+    stop_all
+    local reports
+    reports=$(grep -l -E "ERROR: (Address|Leak)Sanitizer|runtime error:" \
+        "$T"/*.log 2>/dev/null || true)
+    if [ -n "$reports" ]; then
+        not_ok "sanitizer reports in: $(echo "$reports" | xargs -n1 basename | tr '\n' ' ')"
+        # shellcheck disable=SC2086 # one file name per word
+        grep -h -A20 -E "ERROR: (Address|Leak)Sanitizer|runtime error:" $reports | head -60
+    fi
     echo "$passed passed, $failed failed"
     [ "$failed" -eq 0 ]
 }

@@ -593,6 +593,22 @@ else
     not_ok "the re-enabled endpoint gets deliveries again"
 fi
 
+# The worker is stopped while the broker is still up: stopped after it (as
+# the common cleanup does), it can wait for the broker forever.
+running() {
+    local stat
+    stat=$(ps -o stat= -p "$1" 2>/dev/null) && [ "${stat#Z}" = "$stat" ]
+}
+stopped() { ! running "$1"; }
+kill -TERM "${WORKER_PID[w1]}"
+if wait_for 30 stopped "${WORKER_PID[w1]}"; then
+    log "worker stopped on SIGTERM"
+else
+    log "worker did not stop within 30 s of SIGTERM; killed"
+    kill -KILL "${WORKER_PID[w1]}" 2>/dev/null || true
+fi
+wait "${WORKER_PID[w1]}" 2>/dev/null || true
+
 # ---- unreachable Kafka ---------------------------------------------------------
 for name in dead_one dead_stdin; do
     if ! wait_for 95 test -s "$T/$name.result"; then
