@@ -90,6 +90,15 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac,
                    const char *buf)
 {
     (void)rk;
+    /* librdkafka logs an offset reset caused by an error (offset out of
+     * range: the data was truncated or expired before it was consumed) as
+     * a warning; resets of new groups are only debug-logged. */
+    if (level <= 4 && strcmp(fac, "OFFSET") == 0 &&
+        strstr(buf, "offset reset")) {
+        atomic_fetch_add(&data_loss, 1);
+        WH_ERROR("DATA LOSS: kafka %s", buf);
+        return;
+    }
     if (level <= 3)
         WH_ERROR("kafka %s: %s", fac, buf);
     else if (level <= 4)

@@ -50,8 +50,9 @@ int wh_kafka_consumer_new(const wh_kafka_conf *conf, const char *group,
 /* Readable when poll has something; drain with wh_kafka_fd_drain. */
 int wh_kafka_consumer_fd(wh_kafka_consumer *c);
 /* Next message, or NULL when none arrived within timeout_ms. Consumer
- * errors are logged; an offset reset on a partition that had a position is
- * counted as data loss (wh_kafka_data_loss_count). */
+ * errors are logged. An offset reset caused by an error (the committed
+ * position no longer exists: truncation or retention) is logged as DATA
+ * LOSS and counted (wh_kafka_data_loss_count). */
 wh_kmsg *wh_kafka_consumer_poll(wh_kafka_consumer *c, int timeout_ms);
 /* Marks everything before next_offset on partition as done; it is
  * committed with the next automatic or explicit commit. */

@@ -84,8 +84,10 @@ static int is_json(const char *buf, size_t len, char *compact, size_t *clen,
                    char *err, size_t errlen)
 {
     wh_json d = {0};
-    if (wh_json_parse(&d, buf, len, (int32_t)(len + 1), err, errlen) != WH_OK)
+    if (wh_json_parse(&d, buf, len, (int32_t)(len + 1), err, errlen) != WH_OK) {
+        wh_json_free(&d);
         return 0;
+    }
     if (compact)
         *clen = wh_json_compact(&d, 0, compact);
     wh_json_free(&d);

@@ -249,6 +249,10 @@ int main(int argc, char **argv)
     memset(&ctx, 0, sizeof(ctx));
     ctx.s = &s;
 
+    if (argc == 2 && strcmp(argv[1], "--settings-markdown") == 0) {
+        wh_config_markdown(stdout, opts, WH_ARRAY_LEN(opts));
+        return 0;
+    }
     int lr = wh_config_load(opts, WH_ARRAY_LEN(opts), &s, argc, argv, NULL,
                             err, sizeof(err));
     if (lr == WH_AGAIN) {

@@ -1,0 +1,86 @@
+/* Unit tests for worker/tracker.c: offsets are released only as a done
+ * prefix, revoked partitions store nothing and free themselves, items of an
+ * unassigned partition are refused. */
+#include <stdlib.h>
+
+#include "test.h"
+#include "worker.h"
+
+static int released;
+
+static void release(wk_item *item)
+{
+    released++;
+    free(item);
+}
+
+static wk_item *item(void) { return calloc(1, sizeof(wk_item)); }
+
+static void test_prefix(void)
+{
+    wk_tracker *t = wk_tracker_new(release);
+    released = 0;
+    wk_tracker_assign(t, 3);
+    wk_item *a = item(), *b = item(), *c = item();
+    CHECK_INT(wk_tracker_add(t, a, 3, 10), WH_OK);
+    CHECK_INT(wk_tracker_add(t, b, 3, 11), WH_OK);
+    CHECK_INT(wk_tracker_add(t, c, 3, 15), WH_OK);
+    CHECK_INT(wk_tracker_pending(t), 3);
+    wk_tracker_done(t, c, NULL); /* later offset first: nothing released */
+    CHECK_INT(released, 0);
+    wk_tracker_done(t, b, NULL);
+    CHECK_INT(released, 0);
+    CHECK_INT(wk_tracker_pending(t), 3);
+    wk_tracker_done(t, a, NULL); /* head done: all three go */
+    CHECK_INT(released, 3);
+    CHECK_INT(wk_tracker_pending(t), 0);
+    wk_tracker_destroy(t);
+}
+
+static void test_unassigned(void)
+{
+    wk_tracker *t = wk_tracker_new(release);
+    wk_item *a = item();
+    CHECK_INT(wk_tracker_add(t, a, 1, 0), WH_DECLINED);
+    CHECK_INT(wk_tracker_add(t, a, -1, 0), WH_DECLINED);
+    CHECK_INT(wk_tracker_add(t, a, 5000, 0), WH_DECLINED);
+    free(a);
+    wk_tracker_destroy(t);
+}
+
+static void test_revoke(void)
+{
+    wk_tracker *t = wk_tracker_new(release);
+    released = 0;
+    wk_tracker_assign(t, 0);
+    wk_item *a = item(), *b = item();
+    CHECK_INT(wk_tracker_add(t, a, 0, 1), WH_OK);
+    CHECK_INT(wk_tracker_add(t, b, 0, 2), WH_OK);
+    wk_tracker_revoke(t, 0);
+    CHECK(wk_item_revoked(a));
+    /* a new assignment is a fresh state: old items never store into it */
+    wk_tracker_assign(t, 0);
+    wk_item *c = item();
+    CHECK_INT(wk_tracker_add(t, c, 0, 1), WH_OK);
+    CHECK(!wk_item_revoked(c));
+    wk_tracker_done(t, b, NULL);
+    wk_tracker_done(t, a, NULL); /* revoked state freed with its items */
+    CHECK_INT(released, 2);
+    wk_tracker_done(t, c, NULL);
+    CHECK_INT(released, 3);
+    CHECK_INT(wk_tracker_pending(t), 0);
+    wk_tracker_destroy(t);
+}
+
+static void test_destroy_releases(void)
+{
+    wk_tracker *t = wk_tracker_new(release);
+    released = 0;
+    wk_tracker_assign(t, 7);
+    for (int i = 0; i < 100; i++)
+        CHECK_INT(wk_tracker_add(t, item(), 7, i), WH_OK);
+    wk_tracker_destroy(t); /* undone items are released, never stored */
+    CHECK_INT(released, 100);
+}
+
+TEST_MAIN(test_prefix, test_unassigned, test_revoke, test_destroy_releases)
