@@ -90,6 +90,13 @@ int wh_db_alive(wh_db *db)
     return db->conn && PQstatus(db->conn) == CONNECTION_OK;
 }
 
+void wh_db_drop(wh_db *db)
+{
+    if (db->conn)
+        PQfinish(db->conn);
+    db->conn = NULL;
+}
+
 int wh_db_reconnect(wh_db *db, char *err, size_t errlen)
 {
     if (db->conn)

@@ -23,6 +23,9 @@ void wh_db_close(wh_db *db);
 /* 1 when the connection is usable. */
 int wh_db_alive(wh_db *db);
 
+/* Closes the connection but keeps db for a later wh_db_reconnect. */
+void wh_db_drop(wh_db *db);
+
 /* Drops and re-opens the connection (LISTEN channels are re-issued). */
 int wh_db_reconnect(wh_db *db, char *err, size_t errlen) WH_MUST_CHECK;
 

@@ -126,13 +126,9 @@ static void on_notify(wk_ctx *ctx)
         if (rc == WH_AGAIN)
             return;
         if (rc == WH_ERR) {
-            WH_WARN("%s; reconnecting", err);
-            if (wh_db_reconnect(ctx->listen_db, err, sizeof(err)) != WH_OK) {
-                WH_WARN("%s", err);
-                return;
-            }
-            if (wk_cache_reload(ctx->cache, err, sizeof(err)) != WH_OK)
-                WH_ERROR("endpoint reload failed: %s", err);
+            /* run() reconnects and reloads the endpoints */
+            WH_WARN("%s", err);
+            wh_db_drop(ctx->listen_db);
             return;
         }
         if (wk_cache_refresh(ctx->cache, id, err, sizeof(err)) != WH_OK)
@@ -199,7 +195,7 @@ static bool step(wk_ctx *ctx, bool consume, int timeout_ms)
 static int run(wk_ctx *ctx)
 {
     int64_t next_reload = wh_mono_us() + ctx->s->endpoint_refresh_ms * 1000;
-    int64_t next_maintain = 0;
+    int64_t next_maintain = 0, next_listen_retry = 0;
     int timeout = 0;
     char err[512];
     WH_INFO("worker %s running (role %s, %zu endpoints cached)",
@@ -214,6 +210,16 @@ static int run(wk_ctx *ctx)
             if (wk_cache_reload(ctx->cache, err, sizeof(err)) != WH_OK)
                 WH_ERROR("endpoint reload failed: %s", err);
             next_reload = wh_mono_us() + ctx->s->endpoint_refresh_ms * 1000;
+        }
+        if (!wh_db_alive(ctx->listen_db) && wh_mono_us() >= next_listen_retry) {
+            /* lost LISTEN: reconnect, then reload what we may have missed */
+            next_listen_retry = wh_mono_us() + 2 * 1000 * 1000;
+            if (wh_db_reconnect(ctx->listen_db, err, sizeof(err)) != WH_OK)
+                WH_WARN("%s", err);
+            else if (wk_cache_reload(ctx->cache, err, sizeof(err)) != WH_OK)
+                WH_ERROR("endpoint reload failed: %s", err);
+            else
+                WH_INFO("endpoint change notifications restored");
         }
         if (ctx->deliver && wh_mono_us() >= next_maintain) {
             maintain(ctx);
