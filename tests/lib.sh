@@ -19,27 +19,11 @@ set -euo pipefail
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${BUILD_DIR:-$ROOT/build}
 BIN=$BUILD/bin
-passed=0
-failed=0
+# shellcheck source=tests/check.sh
+. "$ROOT/tests/check.sh"
 T=$(mktemp -d /tmp/webhook-test.XXXXXX)
 chmod 755 "$T"
 PIDS=()
-
-ok() {
-    passed=$((passed + 1))
-    echo "ok - $1"
-}
-
-not_ok() {
-    failed=$((failed + 1))
-    echo "FAIL - $1"
-}
-
-check() {
-    local desc=$1
-    shift
-    if "$@"; then ok "$desc"; else not_ok "$desc"; fi
-}
 
 log() { echo "# $*"; }
 
@@ -112,7 +96,6 @@ stack_up() {
     "$BIN/webhook-devbroker" --port 0 --partitions "$partitions" \
         "${control[@]}" --ready-file "$T/kafka.env" >"$T/broker.out" 2>"$T/broker.log" &
     PIDS+=($!)
-    BROKER_PID=$!
     if ! wait_for 20 test -s "$T/kafka.env"; then
         not_ok "broker started"
         cat "$T/broker.log"
@@ -139,6 +122,7 @@ start_worker() {
     local name=$1
     shift
     env "$@" WORKER_ID="$name" "$BIN/webhook-worker" >>"$T/$name.log" 2>&1 &
+    # shellcheck disable=SC2034 # read by the tests
     WORKER_PID[$name]=$!
     PIDS+=($!)
 }

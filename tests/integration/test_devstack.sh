@@ -20,28 +20,11 @@ TOPICS=(webhook.events webhook.deliveries webhook.dead)
 GROUP_OPTS=(-X auto.offset.reset=earliest -X session.timeout.ms=6000
             -X heartbeat.interval.ms=500)
 
-passed=0
-failed=0
+# shellcheck source=tests/check.sh
+. "$ROOT/tests/check.sh"
 work=""
 pgdir=""
 broker_pid=""
-
-ok() {
-    passed=$((passed + 1))
-    echo "ok - $1"
-}
-
-not_ok() {
-    failed=$((failed + 1))
-    echo "FAIL - $1"
-}
-
-# check DESCRIPTION COMMAND...: runs the command, records the outcome.
-check() {
-    local desc=$1
-    shift
-    if "$@"; then ok "$desc"; else not_ok "$desc"; fi
-}
 
 port_in_use() {
     if command -v ss >/dev/null 2>&1; then
