@@ -55,7 +55,7 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
         format check-format
 all: $(BINS) $(UNIT_BIN)
 
-$(PROTO_C) $(PROTO_H): $(PROTO)
+$(PROTO_C) $(PROTO_H) &: $(PROTO)
 	@mkdir -p $(B)/gen
 	protoc-c --proto_path=proto --c_out=$(B)/gen $(PROTO)
 
@@ -121,8 +121,8 @@ test-integration: all
 	tests/run.sh --build $(B) integration
 
 test:
-	$(MAKE) all
-	$(MAKE) SANITIZER=address,undefined all
+	$(MAKE) -j$(shell nproc) all
+	$(MAKE) -j$(shell nproc) SANITIZER=address,undefined all
 	tests/run.sh --build build --sanitized-build build-san all
 
 run: all
