@@ -4,7 +4,7 @@
 set -uo pipefail
 
 ROOT=$(cd -- "$(dirname -- "$0")/.." && pwd)
-STATE=$ROOT/.dev
+STATE=${DEV_STATE_DIR:-$ROOT/.dev}
 [ -d "$STATE" ] || { echo "dev-down: nothing is running"; exit 0; }
 
 # workers first, so they can commit and leave their groups

@@ -8,7 +8,7 @@ set -euo pipefail
 
 ROOT=$(cd -- "$(dirname -- "$0")/.." && pwd)
 BIN=${BUILD_DIR:-$ROOT/build}/bin
-STATE=$ROOT/.dev
+STATE=${DEV_STATE_DIR:-$ROOT/.dev}
 
 stop() {
     trap - INT TERM EXIT

@@ -6,12 +6,13 @@
 # exactly what this started. Used by `make dev-up` and `make run`.
 #
 # Settings: DEV_KAFKA_PORT (default 9092), DEV_PG_PORT (default: free),
+# DEV_STATE_DIR (default .dev),
 # DEV_PARTITIONS (default 8), BUILD_DIR (default build).
 set -euo pipefail
 
 ROOT=$(cd -- "$(dirname -- "$0")/.." && pwd)
 BIN=${BUILD_DIR:-$ROOT/build}/bin
-STATE=$ROOT/.dev
+STATE=${DEV_STATE_DIR:-$ROOT/.dev}
 KAFKA_PORT=${DEV_KAFKA_PORT:-9092}
 PARTITIONS=${DEV_PARTITIONS:-8}
 
