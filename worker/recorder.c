@@ -1,9 +1,11 @@
 /*
  * recorder.c - batches attempt rows and writes them to webhooks.attempts
- * with one COPY per batch (see worker.h). Rows are encoded when added, so
- * a flush is a single round of PQputCopyData calls. A failed flush keeps
- * the batch and retries after a backoff with a fresh connection; nothing
- * is reported durable until COPY succeeded. Main thread only.
+ * with one COPY per batch (see worker.h), together with the retries those
+ * attempts scheduled, in one transaction. Rows are encoded when added, so a
+ * flush is one round of PQputCopyData calls per table. A failed flush
+ * keeps the batch and retries after a backoff with a fresh connection;
+ * nothing is reported durable until the transaction committed. Main
+ * thread only.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,8 @@ struct wk_recorder {
     wk_recorded_fn *fn;
     void *arg;
     wh_buf rows;
+    wh_buf retries;        /* COPY rows for the staging table */
+    size_t nretries;
     void **opaques;
     size_t n, cap;
     int64_t first_us;      /* when the oldest buffered row was added */
@@ -42,6 +46,8 @@ wk_recorder *wk_recorder_new(wk_ctx *ctx, wk_recorded_fn *fn, void *arg)
     r->opaques = calloc(r->cap, sizeof(*r->opaques));
     r->line = malloc(LINE_MAX);
     wh_buf_init(&r->rows, r->cap * LINE_MAX);
+    /* each retry carries its delivery as hex: bounded by what is in flight */
+    wh_buf_init(&r->retries, SIZE_MAX / 4);
     if (!r->opaques || !r->line) {
         wk_recorder_destroy(r);
         return NULL;
@@ -54,6 +60,7 @@ void wk_recorder_destroy(wk_recorder *r)
     if (!r)
         return;
     wh_buf_free(&r->rows);
+    wh_buf_free(&r->retries);
     free(r->opaques);
     free(r->line);
     free(r);
@@ -102,18 +109,66 @@ static int put_text(char *line, size_t *pos, const char *s, size_t n)
     return WH_OK;
 }
 
+/* Formats a wall-clock time for COPY; INT64_MAX is 'infinity'. */
+static void format_ts(int64_t us, char *ts, size_t cap)
+{
+    if (us == INT64_MAX) {
+        wh_strlcpy(ts, "infinity", cap);
+        return;
+    }
+    time_t secs = (time_t)(us / 1000000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t tl = strftime(ts, cap, "%Y-%m-%d %H:%M:%S", &tm);
+    snprintf(ts + tl, cap - tl, ".%06lld+00", (long long)(us % 1000000));
+}
+
+/* Appends the staging row of a's retry: delivery_id, endpoint_id, app,
+ * event_id, attempt, due_at, delivery (bytea hex), last_error,
+ * last_status. */
+static int add_retry(wk_recorder *r, const wk_attempt *a)
+{
+    static const char hex[] = "0123456789abcdef";
+    char ts[64], head[WH_ID_MAX * 4 + 256], tail[600];
+    size_t hp = 0, tp = 0;
+    format_ts(a->next_attempt_at_us, ts, sizeof(ts));
+    char num[16];
+    snprintf(num, sizeof(num), "%u", a->retry_attempt);
+    if (put_text(head, &hp, a->delivery_id, strlen(a->delivery_id)) ||
+        put_text(head, &hp, a->endpoint_id, strlen(a->endpoint_id)) ||
+        put_text(head, &hp, a->app, strlen(a->app)) ||
+        put_text(head, &hp, a->event_id, strlen(a->event_id)) ||
+        put_text(head, &hp, num, strlen(num)) ||
+        put_text(head, &hp, ts, strlen(ts)))
+        return WH_ERR;
+    tail[tp++] = '\t';
+    if (put_text(tail, &tp, a->error, a->error ? strlen(a->error) : 0))
+        return WH_ERR;
+    snprintf(num, sizeof(num), "%d", a->status_code);
+    if (put_text(tail, &tp, a->status_code ? num : NULL, strlen(num)))
+        return WH_ERR;
+    tail[tp - 1] = '\n';
+    if (wh_buf_add(&r->retries, head, hp) || wh_buf_add(&r->retries, "\\\\x", 3))
+        return WH_ERR;
+    const unsigned char *p = a->retry_delivery;
+    for (size_t i = 0; i < a->retry_len; i++) {
+        char h[2] = {hex[p[i] >> 4], hex[p[i] & 15]};
+        if (wh_buf_add(&r->retries, h, 2))
+            return WH_ERR;
+    }
+    if (wh_buf_add(&r->retries, tail, tp))
+        return WH_ERR;
+    r->nretries++;
+    return WH_OK;
+}
+
 int wk_recorder_add(wk_recorder *r, const wk_attempt *a, void *opaque)
 {
     char num[96];
     size_t pos = 0;
     char *l = r->line;
-    time_t secs = (time_t)(a->attempted_at_us / 1000000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    char ts[64];
-    size_t tl = strftime(ts, sizeof(ts), "%Y-%m-%d %H:%M:%S", &tm);
-    snprintf(ts + tl, sizeof(ts) - tl, ".%06lld+00",
-             (long long)(a->attempted_at_us % 1000000));
+    char ts[64], next[64] = "";
+    format_ts(a->attempted_at_us, ts, sizeof(ts));
 
     if (put_text(l, &pos, a->delivery_id, strlen(a->delivery_id)) ||
         put_text(l, &pos, a->event_id, strlen(a->event_id)) ||
@@ -139,9 +194,21 @@ int wk_recorder_add(wk_recorder *r, const wk_attempt *a, void *opaque)
         put_text(l, &pos, r->ctx->worker_id, strlen(r->ctx->worker_id)) ||
         put_text(l, &pos, ts, strlen(ts)))
         return WH_ERR;
-    l[pos - 1] = '\n';
-    if (r->n == r->cap || wh_buf_add(&r->rows, l, pos) != WH_OK)
+    if (a->next_attempt_at_us)
+        format_ts(a->next_attempt_at_us, next, sizeof(next));
+    if (put_text(l, &pos, a->next_attempt_at_us ? next : NULL, strlen(next)) ||
+        put_text(l, &pos, a->final ? "t" : "f", 1))
         return WH_ERR;
+    l[pos - 1] = '\n';
+    if (r->n == r->cap)
+        return WH_ERR;
+    size_t rows_len = r->rows.len, retries_len = r->retries.len;
+    if (wh_buf_add(&r->rows, l, pos) != WH_OK ||
+        (a->next_attempt_at_us && add_retry(r, a) != WH_OK)) {
+        r->rows.len = rows_len; /* keep the batch consistent */
+        r->retries.len = retries_len;
+        return WH_ERR;
+    }
     if (r->n == 0)
         r->first_us = wh_mono_us();
     r->opaques[r->n++] = opaque;
@@ -174,21 +241,55 @@ int wk_recorder_flush(wk_recorder *r, char *err, size_t errlen)
     char e[512];
     if (!wh_db_alive(db) && wh_db_reconnect(db, e, sizeof(e)) != WH_OK)
         goto fail;
+    if (wh_db_exec(db, "BEGIN", e, sizeof(e)) != WH_OK)
+        goto fail;
     if (wh_db_copy_begin(db,
                          "COPY webhooks.attempts (delivery_id, event_id, "
                          "endpoint_id, app, event_type, attempt, outcome, "
                          "status_code, latency_ms, error_class, error, "
-                         "response_snippet, worker, attempted_at) "
-                         "FROM STDIN",
-                         e, sizeof(e)) != WH_OK)
+                         "response_snippet, worker, attempted_at, "
+                         "next_attempt_at, final) FROM STDIN",
+                         e, sizeof(e)) != WH_OK ||
+        wh_db_copy_put(db, r->rows.data, r->rows.len, e, sizeof(e)) != WH_OK ||
+        wh_db_copy_end(db, e, sizeof(e)) != WH_OK)
         goto fail;
-    if (wh_db_copy_put(db, r->rows.data, r->rows.len, e, sizeof(e)) != WH_OK)
+    if (r->nretries > 0 &&
+        (wh_db_exec(db,
+                    "CREATE TEMP TABLE IF NOT EXISTS retries_stage "
+                    "(LIKE webhooks.retries) ON COMMIT DELETE ROWS",
+                    e, sizeof(e)) != WH_OK ||
+         wh_db_copy_begin(db,
+                          "COPY retries_stage (delivery_id, endpoint_id, app, "
+                          "event_id, attempt, due_at, delivery, last_error, "
+                          "last_status) FROM STDIN",
+                          e, sizeof(e)) != WH_OK ||
+         wh_db_copy_put(db, r->retries.data, r->retries.len, e, sizeof(e)) !=
+             WH_OK ||
+         wh_db_copy_end(db, e, sizeof(e)) != WH_OK ||
+         /* the newest attempt of a delivery wins; a redelivered older
+          * attempt never moves its retry back */
+         wh_db_exec(db,
+                    "INSERT INTO webhooks.retries (delivery_id, endpoint_id, "
+                    "app, event_id, attempt, due_at, delivery, last_error, "
+                    "last_status) SELECT DISTINCT ON (delivery_id) "
+                    "delivery_id, endpoint_id, app, event_id, attempt, "
+                    "due_at, delivery, last_error, last_status "
+                    "FROM retries_stage ORDER BY delivery_id, attempt DESC "
+                    "ON CONFLICT (delivery_id) DO UPDATE SET "
+                    "attempt = EXCLUDED.attempt, due_at = EXCLUDED.due_at, "
+                    "delivery = EXCLUDED.delivery, "
+                    "last_error = EXCLUDED.last_error, "
+                    "last_status = EXCLUDED.last_status "
+                    "WHERE EXCLUDED.attempt >= webhooks.retries.attempt",
+                    e, sizeof(e)) != WH_OK))
         goto fail;
-    if (wh_db_copy_end(db, e, sizeof(e)) != WH_OK)
+    if (wh_db_exec(db, "COMMIT", e, sizeof(e)) != WH_OK)
         goto fail;
     size_t n = r->n;
     r->n = 0;
+    r->nretries = 0;
     wh_buf_reset(&r->rows);
+    wh_buf_reset(&r->retries);
     r->backoff_ms = 0;
     for (size_t i = 0; i < n; i++)
         r->fn(r->opaques[i], r->arg);

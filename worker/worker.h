@@ -140,6 +140,15 @@ typedef struct {
     const char *snippet;
     size_t snippet_len;
     int64_t attempted_at_us;
+    bool final;                 /* the delivery ends with this attempt */
+    /* The retry scheduled by this attempt: next_attempt_at_us is 0 when
+     * there is none, INT64_MAX while the endpoint is disabled (resumed by
+     * `endpoint enable`). retry_delivery is the encoded Delivery to send,
+     * with its attempt number set; copied. */
+    int64_t next_attempt_at_us;
+    const void *retry_delivery;
+    size_t retry_len;
+    uint32_t retry_attempt;
 } wk_attempt;
 
 typedef struct wk_recorder wk_recorder;
@@ -154,7 +163,9 @@ int wk_recorder_add(wk_recorder *r, const wk_attempt *a,
                     void *opaque) WH_MUST_CHECK;
 /* Milliseconds until the batch must be written (0 = now, -1 = empty). */
 int64_t wk_recorder_due_ms(const wk_recorder *r);
-/* Writes the batch with COPY. On failure keeps it for the next try and
+/* Writes the batch in one transaction: attempt rows with COPY, and their
+ * retries through a staging table, so a retry is durable exactly when its
+ * attempt row is. On failure keeps the batch for the next try and
  * reconnects; WH_AGAIN while backing off. */
 int wk_recorder_flush(wk_recorder *r, char *err, size_t errlen) WH_MUST_CHECK;
 size_t wk_recorder_pending(const wk_recorder *r);
