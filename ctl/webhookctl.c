@@ -45,7 +45,8 @@ static const char usage_text[] =
     "  migrate                          apply the schema migrations\n"
     "  endpoint add --app A --url URL [--secret whsec_...] [--events 'a.*,b']\n"
     "               [--description D] [--unordered] [--max-in-flight N]\n"
-    "               [--rate-limit N/s] [--timeout 10s] [--json]\n"
+    "               [--rate-limit N/s] [--timeout 10s] [--retry-schedule 1s,1m]\n"
+    "               [--json]\n"
     "                                   register an endpoint; prints its id\n"
     "                                   (and the secret when generated)\n"
     "  endpoint list [--app A] [--json] list endpoints\n"
@@ -141,6 +142,7 @@ static int cmd_migrate(int argc, char **argv)
 
 typedef struct {
     const char *app, *url, *secret, *events, *description, *rate_limit;
+    const char *retry_schedule;
     bool unordered, json;
     int64_t max_in_flight, timeout_ms;
 } add_settings;
@@ -166,6 +168,9 @@ static const wh_opt add_opts[] = {
      "deliveries per second, e.g. 50/s"},
     {"timeout", NULL, WH_OPT_DURATION, NULL, 0, 120000, A(timeout_ms),
      "per-attempt timeout for this endpoint (100ms-120s)"},
+    {"retry-schedule", NULL, WH_OPT_STRING, NULL, 0, 0, A(retry_schedule),
+     "delays before each retry, e.g. 1s,2s,4s (default "
+     "5s,30s,2m,10m,30m,1h,3h,6h,12h,1d; 'none' for no retries)"},
     {"json", NULL, WH_OPT_BOOL, "false", 0, 0, A(json),
      "print {\"id\":..,\"secret\":..} instead of plain lines"},
 };
@@ -214,6 +219,7 @@ static int endpoint_add(int argc, char **argv)
         .max_in_flight = s.max_in_flight,
         .rate_limit_per_s = s.rate_limit ? parse_rate(s.rate_limit) : 0,
         .timeout_ms = s.timeout_ms,
+        .retry_schedule = s.retry_schedule,
     };
     char id[WH_ENDPOINT_ID_MAX], secret[WH_SECRET_TEXT_MAX];
     wh_db *db = connect_db();

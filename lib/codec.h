@@ -91,6 +91,7 @@ typedef enum {
     WH_DEAD_ATTEMPTS_EXHAUSTED = 2,
     WH_DEAD_EXPIRED = 3,
     WH_DEAD_ENDPOINT_GONE = 4,
+    WH_DEAD_REJECTED = 5,
 } wh_dead_reason;
 
 typedef struct {

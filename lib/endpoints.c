@@ -68,6 +68,14 @@ int wh_endpoints_add(wh_db *db, const wh_secretbox *sb,
     if (spec->timeout_ms && (spec->timeout_ms < 100 ||
                              spec->timeout_ms > 120000))
         return wh_errf(err, errlen, "--timeout must be 100ms-120s");
+    char retry_pg[WH_RETRY_TEXT_MAX];
+    if (spec->retry_schedule) {
+        wh_retry_policy rp;
+        if (wh_retry_policy_parse(spec->retry_schedule, &rp, e, sizeof(e)))
+            return wh_errf(err, errlen, "--retry-schedule: %s", e);
+        if (wh_retry_policy_to_pg(&rp, retry_pg, sizeof(retry_pg)) != WH_OK)
+            return wh_errf(err, errlen, "--retry-schedule: too long");
+    }
     if (new_id(id_out) != WH_OK)
         return wh_errf(err, errlen, "cannot generate an id");
 
@@ -90,15 +98,17 @@ int wh_endpoints_add(wh_db *db, const wh_secretbox *sb,
         spec->rate_limit_per_s ? rate : NULL,
         spec->timeout_ms ? tmo : NULL,
         spec->description ? spec->description : "",
+        spec->retry_schedule ? retry_pg : NULL,
     };
     wh_db_result *r;
     if (wh_db_query(db,
                     "INSERT INTO webhooks.endpoints (id, app, url, "
                     "secrets_sealed, event_types, ordered, max_in_flight, "
-                    "rate_limit_per_s, timeout_ms, description) VALUES "
+                    "rate_limit_per_s, timeout_ms, description, "
+                    "retry_schedule_ms) VALUES "
                     "($1, $2, $3, decode($4, 'base64'), $5, $6, $7, $8, $9, "
-                    "$10)",
-                    10, params, &r, err, errlen) != WH_OK)
+                    "$10, $11::integer[])",
+                    11, params, &r, err, errlen) != WH_OK)
         return WH_ERR;
     wh_db_result_free(r);
     if (!spec->secret)
@@ -162,7 +172,8 @@ int wh_endpoints_load(wh_db *db, const wh_secretbox *sb, const char *id,
                     "coalesce(rate_limit_per_s, 0), coalesce(timeout_ms, 0), "
                     "disabled, disabled_reason, description, "
                     "to_char(created_at AT TIME ZONE 'UTC', "
-                    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
+                    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+                    "retry_schedule_ms::text "
                     "FROM webhooks.endpoints "
                     "WHERE $1::text IS NULL OR id = $1 ORDER BY created_at, id",
                     1, params, &r, err, errlen) != WH_OK)
@@ -192,6 +203,19 @@ int wh_endpoints_load(wh_db *db, const wh_secretbox *sb, const char *id,
             rc = wh_errf(err, errlen, "out of memory");
             break;
         }
+        wh_retry_policy_default(&ep->retry);
+        if (!wh_db_isnull(r, i, 13)) {
+            char e[WH_ERRLEN];
+            if (wh_retry_policy_from_pg(wh_db_get(r, i, 13), &ep->retry, e,
+                                        sizeof(e)) != WH_OK) {
+                wh_errf(err, errlen, "endpoint %s: retry_schedule_ms: %s",
+                        ep->id, e);
+                wh_endpoint_free(ep);
+                rc = WH_ERR;
+                break;
+            }
+            ep->custom_retry = true;
+        }
         if (open_secrets(sb, ep, wh_db_get(r, i, 3), wh_db_getlen(r, i, 3),
                          err, errlen) != WH_OK) {
             wh_endpoint_free(ep);
@@ -220,5 +244,16 @@ int wh_endpoints_set_disabled(wh_db *db, const char *id, bool disabled,
         return WH_ERR;
     long n = wh_db_affected(r);
     wh_db_result_free(r);
-    return n > 0 ? WH_OK : WH_DECLINED;
+    if (n == 0)
+        return WH_DECLINED;
+    if (!disabled) {
+        const char *p1[] = {id};
+        if (wh_db_query(db,
+                        "UPDATE webhooks.retries SET due_at = now() "
+                        "WHERE endpoint_id = $1 AND due_at = 'infinity'",
+                        1, p1, &r, err, errlen) != WH_OK)
+            return WH_ERR;
+        wh_db_result_free(r);
+    }
+    return WH_OK;
 }

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 
 #include "db.h"
+#include "retry.h"
 #include "secretbox.h"
 #include "sign.h"
 #include "wh.h"
@@ -31,6 +32,8 @@ typedef struct wh_endpoint {
     bool disabled;
     char *disabled_reason;     /* owned, may be NULL */
     char created_at[40];
+    bool custom_retry;         /* retry differs from the default */
+    wh_retry_policy retry;
 } wh_endpoint;
 
 /* What `endpoint add` asks for. secret may be NULL to generate one. */
@@ -44,6 +47,7 @@ typedef struct {
     int64_t max_in_flight;     /* 0 = default */
     int64_t rate_limit_per_s;  /* 0 = unlimited */
     int64_t timeout_ms;        /* 0 = default */
+    const char *retry_schedule; /* "1s,2s,4s", NULL = default */
 } wh_endpoint_spec;
 
 /* Validates spec, seals the secret and inserts the row. On WH_OK id_out
@@ -62,7 +66,9 @@ int wh_endpoints_load(wh_db *db, const wh_secretbox *sb, const char *id,
                       wh_endpoint_fn *fn, void *opaque, int *found,
                       char *err, size_t errlen) WH_MUST_CHECK;
 
-/* Sets disabled state. WH_DECLINED when no such endpoint. */
+/* Sets disabled state. Enabling also makes the endpoint's paused
+ * deliveries (retries due at 'infinity') due now. WH_DECLINED when no such
+ * endpoint. */
 int wh_endpoints_set_disabled(wh_db *db, const char *id, bool disabled,
                               const char *reason, char *err,
                               size_t errlen) WH_MUST_CHECK;

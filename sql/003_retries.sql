@@ -11,7 +11,7 @@ CREATE TABLE IF NOT EXISTS webhooks.retries (
     endpoint_id  text NOT NULL,
     app          text NOT NULL,
     event_id     text NOT NULL,
-    attempt      integer NOT NULL CHECK (attempt >= 2),  -- the attempt to make
+    attempt      integer NOT NULL CHECK (attempt >= 1),  -- the attempt to make
     due_at       timestamptz NOT NULL,
     delivery     bytea NOT NULL,     -- webhook.v1.Delivery, attempt set
     last_error   text,

@@ -5,10 +5,19 @@
  * once its attempt row is durable in Postgres. Main thread only.
  *
  * Job states: QUEUED (in its lane) -> SENDING (HTTP in flight) ->
- * RECORDING (attempt buffered in the recorder) -> DONE (durable; released
- * by the tracker once every earlier offset is done too). A job of a revoked
- * partition that is still QUEUED is dropped unsent: the partition's next
- * owner delivers it.
+ * [DEAD_LETTERING (a failed delivery that ends here: its DeadLetter waits
+ * for Kafka's acknowledgement)] -> RECORDING (attempt buffered in the
+ * recorder, with the retry it schedules) -> DONE (durable; released by the
+ * tracker once every earlier offset is done too). Undecodable messages go
+ * straight to DEAD_LETTERING and are DONE on the acknowledgement. A job of a
+ * revoked partition that is still QUEUED is dropped unsent: the
+ * partition's next owner delivers it.
+ *
+ * After a failed attempt: a retryable failure (lib/retry.c) schedules the
+ * next attempt in webhooks.retries, in the same transaction as the attempt
+ * row; an exhausted or permanent failure is dead-lettered, then recorded
+ * as final; 410 Gone also disables the endpoint. A delivery to a disabled
+ * endpoint is parked as a retry due at 'infinity' until it is enabled.
  *
  * Lanes: an ordered endpoint has at most one attempt in flight, so
  * attempts leave in partition order; an unordered endpoint up to its
@@ -19,10 +28,17 @@
 #include <string.h>
 
 #include "log.h"
+#include "retry.h"
 #include "sign.h"
 #include "worker.h"
 
-typedef enum { JOB_QUEUED, JOB_SENDING, JOB_RECORDING, JOB_DONE } job_state;
+typedef enum {
+    JOB_QUEUED,
+    JOB_SENDING,
+    JOB_DEAD_LETTERING,
+    JOB_RECORDING,
+    JOB_DONE
+} job_state;
 
 struct lane;
 
@@ -37,6 +53,12 @@ typedef struct dl_job {
     wh_http_req req;
     char url[WH_URL_MAX + 1];
     int64_t attempted_at_us;
+    /* outcome of the attempt, kept while a dead letter is in flight */
+    int status;
+    int64_t latency_us;
+    char error_class[32];
+    char error[300];
+    bool undecodable;
 } dl_job;
 
 typedef struct lane {
@@ -185,11 +207,10 @@ size_t wk_deliver_pending(const wk_deliver *d)
     return wk_tracker_pending(d->tracker);
 }
 
-/* Records the outcome of j's attempt and lets its lane move on. */
-static void record(wk_deliver *d, dl_job *j, bool ok, int status,
-                   const char *error_class, const char *error,
-                   const char *snippet, size_t snippet_len,
-                   int64_t latency_us)
+/* Hands the attempt's outcome (kept in j) to the recorder, with the retry
+ * it schedules (next_at_us != 0: the encoded delivery is in d->buf). */
+static void record(wk_deliver *d, dl_job *j, bool ok, bool final,
+                   int64_t next_at_us, uint32_t next_attempt)
 {
     const wh_delivery *dv = wh_codec_delivery(j->dm);
     wk_attempt a = {
@@ -200,13 +221,18 @@ static void record(wk_deliver *d, dl_job *j, bool ok, int status,
         .event_type = dv->event.type,
         .attempt = dv->attempt,
         .succeeded = ok,
-        .status_code = status,
-        .latency_ms = latency_us / 1000,
-        .error_class = error_class,
-        .error = error,
-        .snippet = snippet,
-        .snippet_len = snippet_len,
+        .status_code = j->status,
+        .latency_ms = j->latency_us / 1000,
+        .error_class = ok ? NULL : j->error_class,
+        .error = ok ? NULL : j->error,
+        .snippet = j->req.snippet,
+        .snippet_len = j->req.snippet_len,
         .attempted_at_us = j->attempted_at_us,
+        .final = final,
+        .next_attempt_at_us = next_at_us,
+        .retry_delivery = next_at_us ? d->buf.data : NULL,
+        .retry_len = next_at_us ? d->buf.len : 0,
+        .retry_attempt = next_attempt,
     };
     if (ok)
         d->succeeded++;
@@ -222,6 +248,83 @@ static void record(wk_deliver *d, dl_job *j, bool ok, int status,
     }
 }
 
+/* Notes a failure that happened without a response from the endpoint. */
+static void set_failure(dl_job *j, const char *cls, const char *error)
+{
+    j->status = 0;
+    j->latency_us = 0;
+    j->req.snippet_len = 0;
+    wh_strlcpy(j->error_class, cls, sizeof(j->error_class));
+    wh_strlcpy(j->error, error, sizeof(j->error));
+}
+
+static void dead_letter(wk_deliver *d, dl_job *j, wh_dead_reason reason,
+                        const char *detail);
+
+/* Encodes j's delivery with attempt number `attempt` into d->buf and
+ * records the failed attempt with a retry due at due_us. */
+static void schedule_retry(wk_deliver *d, dl_job *j, uint32_t attempt,
+                           int64_t due_us)
+{
+    wh_delivery next = *wh_codec_delivery(j->dm);
+    char err[WH_ERRLEN];
+    next.attempt = attempt;
+    wh_buf_reset(&d->buf);
+    d->buf.max = next.event.payload_len + 64 * 1024;
+    if (wh_codec_delivery_encode(&next, &d->buf, err, sizeof(err)) != WH_OK) {
+        WH_ERROR("cannot encode the retry of %s: %s", next.delivery_id, err);
+        dead_letter(d, j, WH_DEAD_ATTEMPTS_EXHAUSTED, err);
+        return;
+    }
+    record(d, j, false, false, due_us, attempt);
+}
+
+/* Decides what follows j's failed attempt (outcome already in j). */
+static void after_failure(wk_deliver *d, dl_job *j, const wh_endpoint *ep)
+{
+    const wh_delivery *dv = wh_codec_delivery(j->dm);
+    wh_retry_verdict v = wh_retry_classify(j->status, j->error_class);
+    char detail[400];
+    if (v == WH_RETRY_GONE) {
+        char err[WH_ERRLEN], reason[WH_URL_MAX + 64];
+        snprintf(reason, sizeof(reason), "HTTP 410 Gone from %s", j->url);
+        if (wh_endpoints_set_disabled(d->ctx->db, dv->endpoint_id, true,
+                                      reason, err, sizeof(err)) == WH_ERR)
+            WH_ERROR("cannot disable endpoint %s after 410 Gone: %s",
+                     dv->endpoint_id, err);
+        else
+            WH_WARN("endpoint %s disabled: %s", dv->endpoint_id, reason);
+        dead_letter(d, j, WH_DEAD_ENDPOINT_GONE, reason);
+        return;
+    }
+    if (v == WH_RETRY_NO) {
+        snprintf(detail, sizeof(detail), "%s is not retried", j->error);
+        dead_letter(d, j, WH_DEAD_REJECTED, detail);
+        return;
+    }
+    wh_retry_policy def;
+    const wh_retry_policy *policy = ep ? &ep->retry : NULL;
+    if (!policy) {
+        wh_retry_policy_default(&def);
+        policy = &def;
+    }
+    int64_t now = wh_wall_us();
+    int64_t age_ms = dv->created_at_us ? (now - dv->created_at_us) / 1000 : 0;
+    int64_t delay_ms;
+    if (wh_retry_next(policy, dv->attempt, age_ms, wh_retry_random(),
+                      &delay_ms) != WH_OK) {
+        bool expired = dv->attempt < wh_retry_max_attempts(policy);
+        snprintf(detail, sizeof(detail), "%s after %u attempts: %s",
+                 expired ? "expired" : "gave up", dv->attempt, j->error);
+        dead_letter(d, j, expired ? WH_DEAD_EXPIRED
+                                  : WH_DEAD_ATTEMPTS_EXHAUSTED, detail);
+        return;
+    }
+    if ((j->status == 429 || j->status == 503) && j->req.retry_after_s >= 0)
+        delay_ms = wh_retry_after_delay(policy, j->req.retry_after_s, delay_ms);
+    schedule_retry(d, j, dv->attempt + 1, now + delay_ms * 1000);
+}
+
 static void pump(wk_deliver *d, lane *l);
 
 /* Starts j's attempt, or records why it cannot be made. */
@@ -231,16 +334,18 @@ static void start(wk_deliver *d, dl_job *j)
     const wh_endpoint *ep = wk_cache_get(d->ctx->cache, dv->endpoint_id);
     j->attempted_at_us = wh_wall_us();
     if (!ep) {
-        record(d, j, false, 0, "endpoint_not_found",
-               "endpoint no longer exists", NULL, 0, 0);
+        set_failure(j, "endpoint_not_found", "endpoint no longer exists");
+        dead_letter(d, j, WH_DEAD_ENDPOINT_GONE, "endpoint no longer exists");
         return;
     }
     if (ep->disabled) {
+        /* parked until `endpoint enable` makes the retry due */
         char why[300];
         snprintf(why, sizeof(why), "endpoint is disabled%s%s",
                  ep->disabled_reason ? ": " : "",
                  ep->disabled_reason ? ep->disabled_reason : "");
-        record(d, j, false, 0, "endpoint_disabled", why, NULL, 0, 0);
+        set_failure(j, "endpoint_disabled", why);
+        schedule_retry(d, j, dv->attempt, INT64_MAX);
         return;
     }
     char sig[WH_SIGNATURE_MAX + 1], err[WH_ERRLEN];
@@ -248,8 +353,8 @@ static void start(wk_deliver *d, dl_job *j)
     if (wh_sign(ep->secrets, ep->nsecrets, dv->delivery_id, ts,
                 dv->event.payload, dv->event.payload_len, sig,
                 sizeof(sig)) != WH_OK) {
-        record(d, j, false, 0, "signing", "cannot sign the request", NULL, 0,
-               0);
+        set_failure(j, "signing", "cannot sign the request");
+        after_failure(d, j, ep);
         return;
     }
     /* header lines: fixed ones plus the event's own */
@@ -291,7 +396,8 @@ static void start(wk_deliver *d, dl_job *j)
         free(extra[i]);
     j->req.headers = NULL;
     if (rc != WH_OK) {
-        record(d, j, false, 0, "other", err, NULL, 0, 0);
+        set_failure(j, "other", err);
+        after_failure(d, j, ep);
         return;
     }
     j->state = JOB_SENDING;
@@ -332,44 +438,64 @@ void wk_deliver_http_done(wh_http_req *req, void *opaque)
     l->in_flight--;
     bool ok = req->error_class == WH_HTTP_NONE && req->status >= 200 &&
               req->status <= 299;
-    char error[300];
-    const char *cls = NULL;
+    j->status = req->status;
+    j->latency_us = req->latency_us;
     if (req->error_class != WH_HTTP_NONE) {
-        cls = wh_http_error_name(req->error_class);
-        snprintf(error, sizeof(error), "%s", req->error);
+        wh_strlcpy(j->error_class, wh_http_error_name(req->error_class),
+                   sizeof(j->error_class));
+        wh_strlcpy(j->error, req->error, sizeof(j->error));
     } else if (!ok) {
-        cls = "http_status";
-        snprintf(error, sizeof(error), "HTTP %d", req->status);
+        wh_strlcpy(j->error_class, "http_status", sizeof(j->error_class));
+        snprintf(j->error, sizeof(j->error), "HTTP %d", req->status);
     }
-    record(d, j, ok, req->status, cls, ok ? NULL : error, req->snippet,
-           req->snippet_len, req->latency_us);
+    if (ok)
+        record(d, j, true, true, 0, 0);
+    else
+        after_failure(d, j,
+                      wk_cache_get(d->ctx->cache,
+                                   wh_codec_delivery(j->dm)->endpoint_id));
     pump(d, l);
 }
 
-static void dead_letter(wk_deliver *d, dl_job *j, const char *reason)
+/* Produces j's DeadLetter; the acknowledgement (wk_deliver_on_report)
+ * records the final attempt, or for an undecodable message marks it done. */
+static void dead_letter(wk_deliver *d, dl_job *j, wh_dead_reason reason,
+                        const char *detail)
 {
     size_t len;
-    const void *raw = wh_kmsg_value(j->km, &len);
+    const void *raw = j->undecodable ? wh_kmsg_value(j->km, &len) : NULL;
+    const wh_delivery *dv = j->dm ? wh_codec_delivery(j->dm) : NULL;
     char err[WH_ERRLEN];
     wh_dead_letter dl = {
-        .reason = WH_DEAD_UNDECODABLE,
-        .detail = reason,
+        .reason = reason,
+        .detail = detail,
+        .delivery = dv,
         .raw = raw,
-        .raw_len = len,
+        .raw_len = raw ? len : 0,
         .source_topic = wh_kmsg_topic(j->km),
         .source_partition = wh_kmsg_partition(j->km),
         .source_offset = wh_kmsg_offset(j->km),
+        .attempts = dv ? dv->attempt : 0,
+        .last_status_code = j->status,
+        .last_error = dv ? j->error : NULL,
         .dead_at_us = wh_wall_us(),
     };
-    WH_WARN("delivery message at %s [%d] @ %lld is undecodable, "
-            "dead-lettered: %s", dl.source_topic, (int)dl.source_partition,
-            (long long)dl.source_offset, reason);
+    if (j->undecodable)
+        WH_WARN("delivery message at %s [%d] @ %lld is undecodable, "
+                "dead-lettered: %s", dl.source_topic,
+                (int)dl.source_partition, (long long)dl.source_offset,
+                detail);
+    else
+        WH_INFO("delivery %s to %s dead-lettered: %s", dv->delivery_id,
+                dv->endpoint_id, detail);
+    j->state = JOB_DEAD_LETTERING;
     wh_buf_reset(&d->buf);
-    d->buf.max = len + 64 * 1024; /* the raw message may be large */
+    d->buf.max = (raw ? len : dv->event.payload_len) + 64 * 1024;
     if (wh_codec_dead_letter_encode(&dl, &d->buf, err, sizeof(err)) != WH_OK ||
-        wh_kafka_producer_send(d->ctx->producer, d->ctx->s->dead_topic, NULL,
-                               0, d->buf.data, d->buf.len, NULL, j, err,
-                               sizeof(err)) != WH_OK)
+        wh_kafka_producer_send(d->ctx->producer, d->ctx->s->dead_topic,
+                               dv ? dv->endpoint_id : NULL,
+                               dv ? strlen(dv->endpoint_id) : 0, d->buf.data,
+                               d->buf.len, NULL, j, err, sizeof(err)) != WH_OK)
         WH_ERROR("cannot dead-letter %s [%d] @ %lld: %s; its offset will "
                  "not be committed", dl.source_topic,
                  (int)dl.source_partition, (long long)dl.source_offset, err);
@@ -382,11 +508,18 @@ void wk_deliver_on_report(wk_deliver *d, void *msg_opaque, int ok,
     if (!ok) {
         WH_WARN("dead letter not accepted by Kafka (%s); sending again",
                 errstr);
-        dead_letter(d, j, "undecodable delivery message");
+        dead_letter(d, j,
+                    j->undecodable ? WH_DEAD_UNDECODABLE
+                                   : WH_DEAD_ATTEMPTS_EXHAUSTED,
+                    "dead letter sent again after a Kafka error");
         return;
     }
-    j->state = JOB_DONE;
-    wk_tracker_done(d->tracker, &j->item, d->consumer);
+    if (j->undecodable) {
+        j->state = JOB_DONE;
+        wk_tracker_done(d->tracker, &j->item, d->consumer);
+        return;
+    }
+    record(d, j, false, true, 0, 0);
 }
 
 static lane *lane_for(wk_deliver *d, const char *endpoint_id)
@@ -438,7 +571,8 @@ int wk_deliver_poll(wk_deliver *d, int budget)
         const void *val = wh_kmsg_value(km, &len);
         char err[WH_ERRLEN];
         if (wh_codec_delivery_decode(val, len, &j->dm, err, sizeof(err))) {
-            dead_letter(d, j, err);
+            j->undecodable = true;
+            dead_letter(d, j, WH_DEAD_UNDECODABLE, err);
             continue;
         }
         lane *l = lane_for(d, wh_codec_delivery(j->dm)->endpoint_id);

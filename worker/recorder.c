@@ -256,7 +256,8 @@ int wk_recorder_flush(wk_recorder *r, char *err, size_t errlen)
     if (r->nretries > 0 &&
         (wh_db_exec(db,
                     "CREATE TEMP TABLE IF NOT EXISTS retries_stage "
-                    "(LIKE webhooks.retries) ON COMMIT DELETE ROWS",
+                    "(LIKE webhooks.retries INCLUDING DEFAULTS) "
+                    "ON COMMIT DELETE ROWS",
                     e, sizeof(e)) != WH_OK ||
          wh_db_copy_begin(db,
                           "COPY retries_stage (delivery_id, endpoint_id, app, "

@@ -1,0 +1,388 @@
+/*
+ * main.c - webhook-scheduler: settings, start-up, the loop that moves due
+ * retries from webhooks.retries back onto the deliveries topic in bounded
+ * batches (batch.c), the wait between batches (a NOTIFY on
+ * webhooks_retries, the next due time or the poll interval, whichever
+ * comes first), reconnects with backoff, the periodic summary and the
+ * graceful stop. One thread; librdkafka's threads only wake it through
+ * the producer's pipe.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "scheduler.h"
+
+#define PROG "webhook-scheduler"
+#define CHANNEL "webhooks_retries"
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define SUMMARY_PERIOD_US (10 * 1000 * 1000LL)
+/* Room for "message.timeout.ms=N," in front of KAFKA_EXTRA. */
+#define EXTRA_PREFIX_MAX 64
+
+#define S(f) offsetof(sc_settings, f)
+
+static const wh_opt opts[] = {
+    {"kafka-brokers", "KAFKA_BROKERS", WH_OPT_STRING, "localhost:9092", 0, 0,
+     S(kafka_brokers), "Kafka bootstrap servers"},
+    {"kafka-extra", "KAFKA_EXTRA", WH_OPT_STRING, NULL, 0, 0, S(kafka_extra),
+     "more librdkafka properties, k=v,k=v (e.g. security.protocol=ssl)"},
+    {"database-url", "DATABASE_URL", WH_OPT_STRING, NULL, 0, 0,
+     S(database_url), "PostgreSQL connection URI (required)"},
+    {"deliveries-topic", "WEBHOOK_DELIVERIES_TOPIC", WH_OPT_STRING,
+     "webhook.deliveries", 0, 0, S(deliveries_topic),
+     "topic due retries are produced to"},
+    {"batch", "SCHEDULER_BATCH", WH_OPT_INT, "1000", 1, 100000, S(batch),
+     "retries claimed, produced and deleted per transaction"},
+    {"poll-interval", "SCHEDULER_POLL_INTERVAL", WH_OPT_DURATION, "500ms", 10,
+     60000, S(poll_interval_ms),
+     "longest sleep when nothing is due (notifications and the next due "
+     "time wake it sooner)"},
+    {"produce-timeout", "SCHEDULER_PRODUCE_TIMEOUT", WH_OPT_DURATION, "10s",
+     1000, 300000, S(produce_timeout_ms),
+     "how long Kafka may take to acknowledge a batch before it is rolled "
+     "back (also librdkafka's message.timeout.ms)"},
+    {"shutdown-timeout", "SCHEDULER_SHUTDOWN_TIMEOUT", WH_OPT_DURATION, "10s",
+     0, 600000, S(shutdown_timeout_ms),
+     "on SIGTERM, how long the batch in flight may take to finish"},
+    {"scheduler-id", "SCHEDULER_ID", WH_OPT_STRING, NULL, 0, 0,
+     S(scheduler_id), "name in logs and the Kafka client id (default "
+     "hostname-pid)"},
+    {"log-format", "LOG_FORMAT", WH_OPT_STRING, "auto", 0, 0, S(log_format),
+     "text, json, or auto (text on a terminal)"},
+    {"log-level", "LOG_LEVEL", WH_OPT_STRING, "info", 0, 0, S(log_level),
+     "debug, info, warn or error"},
+};
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* Counters of the current summary period, plus the running total. */
+typedef struct {
+    int64_t since_us;
+    uint64_t enqueued, batches, failed, postponed;
+    int64_t max_lag_ms; /* -1: nothing enqueued this period */
+    uint64_t total;
+} summary;
+
+static int64_t next_backoff(int64_t ms)
+{
+    if (ms <= 0)
+        return BACKOFF_MIN_MS;
+    return ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms * 2;
+}
+
+static void summary_log(summary *sm, bool force)
+{
+    int64_t now = wh_mono_us();
+    if (!force && now - sm->since_us < SUMMARY_PERIOD_US)
+        return;
+    double secs = (double)(now - sm->since_us) / 1e6;
+    char enq[24], batches[24], failed[24], postponed[24], rate[32], lag[24],
+        total[24];
+    snprintf(enq, sizeof(enq), "%" PRIu64, sm->enqueued);
+    snprintf(batches, sizeof(batches), "%" PRIu64, sm->batches);
+    snprintf(failed, sizeof(failed), "%" PRIu64, sm->failed);
+    snprintf(postponed, sizeof(postponed), "%" PRIu64, sm->postponed);
+    snprintf(rate, sizeof(rate), "%.1f",
+             secs > 0 ? (double)sm->enqueued / secs : 0.0);
+    snprintf(lag, sizeof(lag), "%" PRId64, sm->max_lag_ms);
+    snprintf(total, sizeof(total), "%" PRIu64, sm->total);
+    wh_log_kv(WH_LOG_INFO, "retries enqueued", "enqueued", enq, "batches",
+              batches, "failed_batches", failed, "postponed", postponed,
+              "rate_per_s", rate, "max_lag_ms",
+              sm->max_lag_ms >= 0 ? lag : NULL, "total", total, NULL);
+    uint64_t keep = sm->total;
+    memset(sm, 0, sizeof(*sm));
+    sm->since_us = now;
+    sm->max_lag_ms = -1;
+    sm->total = keep;
+}
+
+/* Reads every pending notification. Returns true when there was one.
+ * Drops the LISTEN connection when it broke (the loop re-opens it). */
+static bool drain_notifications(sc_ctx *ctx)
+{
+    char payload[64], err[WH_ERRLEN];
+    bool any = false;
+    if (!ctx->listen_db || !wh_db_alive(ctx->listen_db))
+        return false;
+    for (;;) {
+        int rc = wh_db_notification(ctx->listen_db, payload, sizeof(payload),
+                                    err, sizeof(err));
+        if (rc == WH_AGAIN)
+            break;
+        if (rc == WH_ERR) {
+            WH_WARN("%s; polling every %" PRId64 " ms until it is back", err,
+                    ctx->s->poll_interval_ms);
+            wh_db_drop(ctx->listen_db);
+            break;
+        }
+        any = true;
+    }
+    return any;
+}
+
+/* Sleeps until until_us (monotonic) or a stop request, serving delivery
+ * reports meanwhile. With wake_on_notify, a retry notification ends the
+ * sleep too. Returns true when a notification ended it. */
+static bool wait_until(sc_ctx *ctx, int64_t until_us, bool wake_on_notify)
+{
+    while (!stop_requested) {
+        int64_t left_us = until_us - wh_mono_us();
+        if (left_us <= 0)
+            return false;
+        struct pollfd pfd[2];
+        nfds_t n = 0;
+        pfd[n++] = (struct pollfd){wh_kafka_producer_fd(ctx->producer),
+                                   POLLIN, 0};
+        int ls = ctx->listen_db ? wh_db_socket(ctx->listen_db) : -1;
+        if (ls >= 0)
+            pfd[n++] = (struct pollfd){ls, POLLIN, 0};
+        int rc = poll(pfd, n, (int)((left_us + 999) / 1000));
+        if (rc < 0) {
+            if (errno == EINTR)
+                continue;
+            WH_ERROR("poll() failed: %s", strerror(errno));
+            usleep(10000);
+            continue;
+        }
+        if (pfd[0].revents) {
+            wh_kafka_fd_drain(pfd[0].fd);
+            wh_kafka_producer_poll(ctx->producer, 0);
+        }
+        if (n > 1 && pfd[1].revents && drain_notifications(ctx) &&
+            wake_on_notify)
+            return true;
+    }
+    return false;
+}
+
+/* Opens ctx->db, or re-opens it when the connection broke. */
+static int ensure_db(sc_ctx *ctx, char *err, size_t errlen)
+{
+    if (ctx->db && wh_db_alive(ctx->db))
+        return WH_OK;
+    if (!ctx->db)
+        return wh_db_connect(ctx->s->database_url, &ctx->db, err, errlen);
+    return wh_db_reconnect(ctx->db, err, errlen);
+}
+
+/* Opens a fresh LISTEN connection in place of a broken one. */
+static int ensure_listen(sc_ctx *ctx, char *err, size_t errlen)
+{
+    if (ctx->listen_db && wh_db_alive(ctx->listen_db))
+        return WH_OK;
+    wh_db_close(ctx->listen_db);
+    ctx->listen_db = NULL;
+    if (wh_db_connect(ctx->s->database_url, &ctx->listen_db, err, errlen) !=
+        WH_OK)
+        return WH_ERR;
+    if (wh_db_listen(ctx->listen_db, CHANNEL, err, errlen) != WH_OK) {
+        wh_db_close(ctx->listen_db);
+        ctx->listen_db = NULL;
+        return WH_ERR;
+    }
+    return WH_OK;
+}
+
+static void run(sc_ctx *ctx)
+{
+    const sc_settings *s = ctx->s;
+    summary sm = {.since_us = wh_mono_us(), .max_lag_ms = -1};
+    int64_t backoff_ms = 0, listen_backoff_ms = 0, listen_retry_us = 0;
+    bool settling = false;
+    char err[1024];
+
+    WH_INFO("scheduler %s running (batch %" PRId64 ", poll interval %" PRId64
+            " ms, topic %s)",
+            ctx->id, s->batch, s->poll_interval_ms, s->deliveries_topic);
+    while (!stop_requested) {
+        summary_log(&sm, false);
+        if (ensure_db(ctx, err, sizeof(err)) != WH_OK) {
+            backoff_ms = next_backoff(backoff_ms);
+            WH_WARN("%s (retrying in %" PRId64 " ms)", err, backoff_ms);
+            wait_until(ctx, wh_mono_us() + backoff_ms * 1000, false);
+            continue;
+        }
+        if ((!ctx->listen_db || !wh_db_alive(ctx->listen_db)) &&
+            wh_mono_us() >= listen_retry_us) {
+            if (ensure_listen(ctx, err, sizeof(err)) != WH_OK) {
+                listen_backoff_ms = next_backoff(listen_backoff_ms);
+                listen_retry_us = wh_mono_us() + listen_backoff_ms * 1000;
+                WH_WARN("LISTEN " CHANNEL ": %s (polling meanwhile; retrying "
+                        "in %" PRId64 " ms)", err, listen_backoff_ms);
+            } else if (listen_backoff_ms > 0) {
+                WH_INFO("retry notifications restored");
+                listen_backoff_ms = 0;
+            }
+        }
+        /* Messages of a rolled-back batch still queued: claiming their rows
+         * again before they settle would queue them a second time. */
+        int left = wh_kafka_producer_outq(ctx->producer);
+        if (left > 0) {
+            if (!settling)
+                WH_INFO("waiting for %d messages of a rolled-back batch "
+                        "to settle before claiming more", left);
+            settling = true;
+            wait_until(ctx, wh_mono_us() + 100 * 1000, false);
+            continue;
+        }
+        settling = false;
+        WH_IGNORE(drain_notifications(ctx));
+
+        sc_batch_result res;
+        int64_t t0 = wh_mono_us();
+        if (sc_batch_run(ctx, &res, err, sizeof(err)) != WH_OK) {
+            sm.failed++;
+            backoff_ms = next_backoff(backoff_ms);
+            WH_WARN("batch rolled back: %s (retrying in %" PRId64 " ms)", err,
+                    backoff_ms);
+            wait_until(ctx, wh_mono_us() + backoff_ms * 1000, false);
+            continue;
+        }
+        backoff_ms = 0;
+        if (res.claimed > 0) {
+            sm.batches++;
+            sm.enqueued += res.enqueued;
+            sm.total += res.enqueued;
+            sm.postponed += res.postponed;
+            if (res.lag_ms > sm.max_lag_ms)
+                sm.max_lag_ms = res.lag_ms;
+            WH_DEBUG("batch: claimed %zu, enqueued %zu, postponed %zu, lag "
+                     "%" PRId64 " ms, took %" PRId64 " ms",
+                     res.claimed, res.enqueued, res.postponed, res.lag_ms,
+                     (wh_mono_us() - t0) / 1000);
+        }
+        if (res.claimed == (size_t)s->batch)
+            continue; /* backlog: next batch at once */
+        int64_t until = wh_mono_us() + s->poll_interval_ms * 1000;
+        if (res.next_due_us > 0 && res.next_due_us < until)
+            until = res.next_due_us;
+        WH_IGNORE(wait_until(ctx, until, true));
+    }
+    summary_log(&sm, true);
+}
+
+/* KAFKA_EXTRA with message.timeout.ms set to the produce timeout in
+ * front, so messages of a batch that timed out are given up by librdkafka
+ * too (an explicit message.timeout.ms in KAFKA_EXTRA still wins). Returns
+ * a malloc'd string or NULL when out of memory. */
+static char *kafka_extra(const sc_settings *s)
+{
+    const char *user = s->kafka_extra ? s->kafka_extra : "";
+    size_t n = strlen(user) + EXTRA_PREFIX_MAX;
+    char *out = malloc(n);
+    if (!out)
+        return NULL;
+    snprintf(out, n, "message.timeout.ms=%" PRId64 "%s%s",
+             s->produce_timeout_ms, *user ? "," : "", user);
+    return out;
+}
+
+int main(int argc, char **argv)
+{
+    sc_settings s;
+    sc_ctx ctx;
+    char err[1024];
+    char *extra = NULL;
+    int rc = 1;
+    memset(&s, 0, sizeof(s));
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.s = &s;
+    ctx.stop = &stop_requested;
+    sc_batch_init(&ctx);
+
+    if (argc == 2 && strcmp(argv[1], "--settings-markdown") == 0) {
+        wh_config_markdown(stdout, opts, WH_ARRAY_LEN(opts));
+        return 0;
+    }
+    int lr = wh_config_load(opts, WH_ARRAY_LEN(opts), &s, argc, argv, NULL,
+                            err, sizeof(err));
+    if (lr == WH_AGAIN) {
+        wh_config_usage(stdout, PROG " [options]", opts, WH_ARRAY_LEN(opts));
+        return 0;
+    }
+    if (lr != WH_OK) {
+        fprintf(stderr, PROG ": %s (see --help)\n", err);
+        return 2;
+    }
+    if (wh_log_init(s.log_format, s.log_level, "scheduler", err,
+                    sizeof(err)) != WH_OK) {
+        fprintf(stderr, PROG ": %s\n", err);
+        return 2;
+    }
+    if (!s.database_url || !*s.database_url) {
+        fprintf(stderr, PROG ": DATABASE_URL is not set (see --help)\n");
+        return 2;
+    }
+    if (s.scheduler_id && *s.scheduler_id) {
+        if (wh_strlcpy(ctx.id, s.scheduler_id, sizeof(ctx.id)) != WH_OK) {
+            fprintf(stderr, PROG ": SCHEDULER_ID is longer than %zu bytes\n",
+                    sizeof(ctx.id) - 1);
+            return 2;
+        }
+    } else {
+        char host[64] = "scheduler";
+        gethostname(host, sizeof(host) - 1);
+        host[sizeof(host) - 1] = '\0';
+        snprintf(ctx.id, sizeof(ctx.id), "%s-%d", host, (int)getpid());
+    }
+    wh_config_log(opts, WH_ARRAY_LEN(opts), &s);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (!(extra = kafka_extra(&s))) {
+        WH_ERROR("out of memory");
+        goto out;
+    }
+    wh_kafka_conf kc = {
+        .brokers = s.kafka_brokers,
+        .client_id = ctx.id,
+        .extra = extra,
+    };
+    if (wh_kafka_producer_new(&kc, sc_batch_on_report, &ctx, &ctx.producer,
+                              err, sizeof(err)) != WH_OK) {
+        WH_ERROR("%s", err);
+        goto out;
+    }
+    run(&ctx);
+    rc = 0;
+    int64_t deadline = ctx.stop_deadline_us
+                           ? ctx.stop_deadline_us
+                           : wh_mono_us() + s.shutdown_timeout_ms * 1000;
+    int64_t left_ms = (deadline - wh_mono_us()) / 1000;
+    if (wh_kafka_producer_outq(ctx.producer) > 0 &&
+        wh_kafka_producer_flush(ctx.producer,
+                                left_ms > 0 ? (int)left_ms : 0, err,
+                                sizeof(err)) != WH_OK)
+        WH_WARN("%s (their retries were rolled back and stay scheduled)",
+                err);
+out:
+    wh_kafka_producer_destroy(ctx.producer);
+    wh_db_close(ctx.listen_db);
+    wh_db_close(ctx.db);
+    sc_batch_cleanup(&ctx);
+    free(extra);
+    WH_INFO("stopped");
+    return rc;
+}

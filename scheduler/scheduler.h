@@ -1,0 +1,122 @@
+/*
+ * scheduler.h - what the parts of webhook-scheduler share: its settings,
+ * the process context, and the batch that moves due retries from
+ * webhooks.retries to the deliveries topic (batch.c). main.c owns the
+ * loop, the waiting, reconnects and shutdown. Everything runs on the main
+ * thread; librdkafka's threads only wake it through the producer's pipe.
+ */
+#ifndef SC_SCHEDULER_H
+#define SC_SCHEDULER_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "db.h"
+#include "kafka.h"
+#include "wh.h"
+
+/* Largest encoded Delivery the scheduler moves; a bigger row is left in
+ * place (postponed, see sc_batch_run). */
+#define SC_DELIVERY_MAX (32u * 1024 * 1024)
+/* Longest delivery or endpoint id accepted from webhooks.retries. */
+#define SC_ID_MAX 1024
+/* Rows postponed by this long when they cannot be moved (undecodable,
+ * oversized or with an unusable id). */
+#define SC_POSTPONE_SQL "1 hour"
+
+typedef struct {
+    const char *kafka_brokers;
+    const char *kafka_extra;
+    const char *database_url;
+    const char *deliveries_topic;
+    int64_t batch;
+    int64_t poll_interval_ms;
+    int64_t produce_timeout_ms;
+    int64_t shutdown_timeout_ms;
+    const char *scheduler_id;
+    const char *log_format;
+    const char *log_level;
+} sc_settings;
+
+typedef struct {
+    const sc_settings *s;
+    char id[WH_ID_MAX];
+    wh_db *db;                      /* claims and deletes */
+    wh_db *listen_db;               /* LISTEN webhooks_retries */
+    wh_kafka_producer *producer;
+    const volatile sig_atomic_t *stop; /* set by SIGTERM/SIGINT */
+    int64_t stop_deadline_us;       /* mono time the shutdown must end by;
+                                       0 until a stop was requested */
+    /* Delivery reports of the batch in flight. Reports carry the batch's
+     * sequence number; those of an earlier, abandoned batch are counted
+     * in stale_reports and otherwise ignored. */
+    uint64_t seq;
+    size_t acked, nacked, stale_reports;
+    char report_err[WH_ERRLEN];     /* first failure of the batch */
+    /* Scratch reused by every batch. */
+    wh_buf value;                   /* decoded Delivery */
+    wh_buf ids;                     /* text[] literal of delivery ids */
+    wh_buf attempts;                /* int[] literal of their attempts */
+    wh_buf bad_ids;                 /* text[] literal of rows postponed */
+} sc_ctx;
+
+/* Outcome of one batch. */
+typedef struct {
+    size_t claimed;     /* rows locked by the claim */
+    size_t enqueued;    /* produced, acknowledged and deleted */
+    size_t postponed;   /* unusable rows moved SC_POSTPONE_SQL ahead */
+    int64_t lag_ms;     /* now - due_at of the oldest row claimed; -1 if
+                           nothing was claimed */
+    int64_t next_due_us; /* when claimed < batch: monotonic time (as
+                            wh_mono_us) the next retry is due, counting
+                            only rows not yet due at the claim (a row that
+                            became due since gives "now"); 0 when there is
+                            none or the batch was full */
+} sc_batch_result;
+
+/* Prepares the scratch buffers of ctx (allocates nothing). */
+void sc_batch_init(sc_ctx *ctx);
+/* Frees the scratch buffers. */
+void sc_batch_cleanup(sc_ctx *ctx);
+
+/*
+ * Runs one transaction: claims up to s->batch due rows (FOR UPDATE SKIP
+ * LOCKED, oldest due first), produces each row's delivery bytes to the
+ * deliveries topic keyed by its endpoint id, waits until Kafka has
+ * acknowledged all of them (at most s->produce_timeout_ms plus one
+ * second, less once a stop was requested), deletes exactly the claimed
+ * (delivery id, attempt) pairs and commits. Rows that cannot be moved are
+ * logged and postponed in the same transaction, never deleted.
+ *
+ * Returns WH_OK with *out filled (also when nothing was due). Returns
+ * WH_ERR after rolling back when a query failed (wh_db_alive(ctx->db)
+ * tells whether the connection survived) or when Kafka refused or did not
+ * acknowledge a message; no row is deleted then, and messages already
+ * produced will be produced again by a later batch. Messages of an
+ * abandoned batch may still be in the producer's queue afterwards
+ * (wh_kafka_producer_outq); the caller should let them settle before the
+ * next batch.
+ */
+int sc_batch_run(sc_ctx *ctx, sc_batch_result *out, char *err,
+                 size_t errlen) WH_MUST_CHECK;
+
+/* Delivery report callback for wh_kafka_producer_new (opaque: sc_ctx). */
+void sc_batch_on_report(void *opaque, void *msg_opaque, int ok,
+                        const char *errstr);
+
+/*
+ * Appends s[0..n) to b as one element of a Postgres array literal:
+ * double-quoted, with '"' and '\\' escaped by a backslash, preceded by a
+ * comma unless b is empty or ends in '{'. Returns WH_ERR (b unchanged)
+ * when it would exceed b's max.
+ */
+int sc_array_add(wh_buf *b, const char *s, size_t n) WH_MUST_CHECK;
+
+/* Decodes n hex digits (n even, either case) from hex into b, replacing
+ * its content. Returns WH_ERR, b then empty, on an odd length, a non-hex
+ * digit, or more than b's max bytes. */
+int sc_hex_decode(wh_buf *b, const char *hex, size_t n) WH_MUST_CHECK;
+
+#endif

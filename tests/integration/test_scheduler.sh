@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# test_scheduler.sh - webhook-scheduler against the mock broker and a
+# throwaway PostgreSQL. Rows are written to webhooks.retries with psql and
+# the deliveries topic is read back with kcat: due rows reach the topic
+# byte for byte, keyed by endpoint id, and leave the table; future and
+# 'infinity' rows stay; a retry is enqueued about when it is due; two
+# replicas enqueue a backlog exactly once; kill -9 mid-backlog loses
+# nothing; a broker outage and a PostgreSQL restart are survived. Prints
+# the drain rate of one scheduler and the duplicates the kill caused.
+. "$(dirname "$0")/../lib.sh"
+
+BACKLOG=20000
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() {
+    local p i
+    for ((i = 0; i < 100; i++)); do
+        p=$((20000 + RANDOM % 12000))
+        port_in_use "$p" || { echo "$p"; return 0; }
+    done
+    return 1
+}
+BROKER_CONTROL_PORT=$(free_port)
+export BROKER_CONTROL_PORT
+
+# control CMD: one fault-injection command to the dev broker; prints the reply.
+control() {
+    local reply=""
+    exec 4<>"/dev/tcp/127.0.0.1/$BROKER_CONTROL_PORT" || return 1
+    printf '%s\n' "$1" >&4
+    IFS= read -r -t 5 reply <&4 || true
+    exec 4>&-
+    [ "$reply" = ok ] || { echo "control '$1': $reply" >&2; return 1; }
+}
+
+declare -A SCHED_PID
+# start_scheduler NAME [VAR=VALUE ...]: pid in SCHED_PID[NAME], log in $T/NAME.log
+start_scheduler() {
+    local name=$1
+    shift
+    env LOG_LEVEL=debug SCHEDULER_ID="$name" "$@" "$BIN/webhook-scheduler" \
+        >>"$T/$name.log" 2>&1 &
+    SCHED_PID[$name]=$!
+    PIDS+=($!)
+}
+
+# stop_scheduler NAME: SIGTERM, wait; returns its exit status.
+stop_scheduler() {
+    local pid=${SCHED_PID[$1]} rc=0
+    kill -TERM "$pid"
+    wait "$pid" || rc=$?
+    return "$rc"
+}
+
+# insert PREFIX N DUE [FIRST]: N rows PREFIX-FIRST.., endpoint ep-(i%64),
+# delivery bytes "PREFIX-i", due at the SQL expression DUE.
+insert() {
+    local first=${4:-1}
+    sql "INSERT INTO webhooks.retries (delivery_id, endpoint_id, app, event_id,
+             attempt, due_at, delivery)
+         SELECT '$1-' || g, 'ep-' || (g % 64), 'app', 'ev-' || g, 2, $3,
+                convert_to('$1-' || g, 'UTF8')
+         FROM generate_series($first, $first + $2 - 1) g"
+}
+
+rows() { sql "SELECT count(*) FROM webhooks.retries WHERE delivery_id LIKE '$1-%'"; }
+no_rows() { [ "$(rows "$1")" -eq 0 ]; }
+rows_below() { [ "$(rows "$1")" -lt "$2" ]; }
+
+# dump_topic: every message of the deliveries topic as "key<TAB>value hex"
+# lines in $T/topic.txt (values may hold any byte, so kcat prints lengths).
+dump_topic() {
+    kcat -C -b "$KAFKA_BROKERS" -t webhook.deliveries -o beginning -e -q \
+        -f '%k\t%S\t%s\n' | python3 -c '
+import sys
+d = sys.stdin.buffer.read()
+i = 0
+while i < len(d):
+    a = d.index(b"\t", i)
+    b = d.index(b"\t", a + 1)
+    n = int(d[a + 1:b])
+    v = d[b + 1:b + 1 + max(n, 0)]
+    sys.stdout.write(d[i:a].decode() + "\t" + v.hex() + "\n")
+    i = b + 1 + max(n, 0) + 1
+' >"$T/topic.txt"
+}
+hex() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
+# on_topic PREFIX: messages whose value starts with PREFIX- (after dump_topic)
+on_topic() { grep -c -P "\t$(hex "$1-")" "$T/topic.txt" || true; }
+distinct_on_topic() { grep -P "\t$(hex "$1-")" "$T/topic.txt" | sort -u | wc -l; }
+enqueued_all() { dump_topic; [ "$(distinct_on_topic "$1")" -ge "$2" ]; }
+
+stack_up 8
+
+# --- basics: what is due moves, byte for byte, keyed by endpoint ---------
+sql "INSERT INTO webhooks.retries (delivery_id, endpoint_id, app, event_id,
+         attempt, due_at, delivery) VALUES
+     ('basic-1', 'ep-a', 'app', 'e1', 2, now() - interval '1 minute', decode('0a03616263', 'hex')),
+     ('basic-2', 'ep-b', 'app', 'e2', 3, now(), decode('0a03646566ff000a', 'hex')),
+     ('basic-\"q\"', 'ep-c', 'app', 'e3', 2, now(), convert_to('basic-quote', 'UTF8')),
+     ('basic-b\\s', 'ep-c', 'app', 'e4', 2, now(), convert_to('basic-backslash', 'UTF8')),
+     ('basic-{x,y}', 'ep-d', 'app', 'e5', 4, now(), convert_to('basic-brace', 'UTF8')),
+     ('basic-NULL', 'ep-e', 'app', 'e6', 2, now(), convert_to('basic-null', 'UTF8')),
+     ('basic-future', 'ep-f', 'app', 'e7', 2, now() + interval '1 hour', decode('00', 'hex')),
+     ('basic-off', 'ep-g', 'app', 'e8', 2, 'infinity', decode('01', 'hex'))"
+start_scheduler s1
+check "due rows leave the table" wait_for 15 sql_at_least \
+    "SELECT 6 - count(*) FROM webhooks.retries WHERE delivery_id LIKE 'basic-%'
+     AND delivery_id NOT IN ('basic-future', 'basic-off')" 6
+dump_topic
+cat >"$T/basic.want" <<EOF
+ep-a	0a03616263
+ep-b	0a03646566ff000a
+ep-c	$(hex basic-quote)
+ep-c	$(hex basic-backslash)
+ep-d	$(hex basic-brace)
+ep-e	$(hex basic-null)
+EOF
+check "exactly the due rows are on the topic, keyed by endpoint, bytes intact" \
+    diff <(sort "$T/basic.want") <(sort "$T/topic.txt")
+check "messages carry content-type application/x-protobuf" test "$(kcat -C \
+    -b "$KAFKA_BROKERS" -t webhook.deliveries -o beginning -e -q -f '%h\n' |
+    sort -u)" = "content-type=application/x-protobuf"
+check "a row due in an hour stays" test "$(rows basic-future)" -eq 1
+
+# --- timing: enqueued about when due -------------------------------------
+# 2 s ahead the insert notifies; 3.5 s ahead it does not (poll path)
+due2=$(sql "INSERT INTO webhooks.retries (delivery_id, endpoint_id, app, event_id,
+         attempt, due_at, delivery) VALUES ('soon-2', 'ep-s', 'app', 's', 2,
+         now() + interval '2 seconds', convert_to('soon-2', 'UTF8'))
+         RETURNING extract(epoch FROM due_at)")
+due35=$(sql "INSERT INTO webhooks.retries (delivery_id, endpoint_id, app, event_id,
+         attempt, due_at, delivery) VALUES ('soon-35', 'ep-s', 'app', 's', 2,
+         now() + interval '3.5 seconds', convert_to('soon-35', 'UTF8'))
+         RETURNING extract(epoch FROM due_at)")
+gone2="" gone35=""
+for ((i = 0; i < 400; i++)); do
+    left=$(sql "SELECT string_agg(delivery_id, ',') FROM webhooks.retries
+                WHERE delivery_id IN ('soon-2', 'soon-35')")
+    now=$(date +%s.%N)
+    [[ $left == *soon-2,* || $left == soon-2 ]] || gone2=${gone2:-$now}
+    [[ $left == *soon-35* ]] || gone35=${gone35:-$now}
+    [ -n "$gone2" ] && [ -n "$gone35" ] && break
+    sleep 0.02
+done
+late2=$(python3 -c "print('%.3f' % (${gone2:-1e12} - $due2))")
+late35=$(python3 -c "print('%.3f' % (${gone35:-1e12} - $due35))")
+log "retry due in 2 s (notified) enqueued ${late2} s after its due time"
+log "retry due in 3.5 s (polled) enqueued ${late35} s after its due time"
+check "a retry due in 2 s is enqueued within 1.5 s of its due time" \
+    python3 -c "import sys; sys.exit(not (-0.05 <= $late2 <= 1.5))"
+check "a retry due in 3.5 s is enqueued within 1.5 s of its due time" \
+    python3 -c "import sys; sys.exit(not (-0.05 <= $late35 <= 1.5))"
+check "SIGTERM stops the scheduler with status 0" stop_scheduler s1
+check "'infinity' rows are never enqueued" test "$(rows basic-off)" -eq 1
+dump_topic
+check "the disabled endpoint's row never reached the topic" \
+    test "$(grep -c '^ep-g' "$T/topic.txt" || true)" -eq 0
+
+# --- drain rate of one scheduler over a backlog --------------------------
+insert rate "$BACKLOG" "now() - interval '1 minute'"
+start=$(date +%s.%N)
+start_scheduler s2
+check "one scheduler drains a $BACKLOG-row backlog" wait_for 60 no_rows rate
+elapsed=$(python3 -c "print('%.2f' % ($(date +%s.%N) - $start))")
+rate=$(python3 -c "print(int($BACKLOG / $elapsed))")
+log "drain rate: $BACKLOG retries in ${elapsed} s = ${rate} retries/s (one scheduler, batch 1000, incl. start-up)"
+dump_topic
+check "each of the $BACKLOG retries is on the topic once" \
+    test "$(on_topic rate)" -eq "$BACKLOG" -a "$(distinct_on_topic rate)" -eq "$BACKLOG"
+check "scheduler s2 stops cleanly" stop_scheduler s2
+
+# --- two replicas share a backlog, each row once -------------------------
+insert two "$BACKLOG" "now() - interval '1 minute'"
+start_scheduler s3 SCHEDULER_BATCH=500
+start_scheduler s4 SCHEDULER_BATCH=500
+check "two schedulers drain a $BACKLOG-row backlog" wait_for 60 no_rows two
+check "scheduler s3 stops cleanly" stop_scheduler s3
+check "scheduler s4 stops cleanly" stop_scheduler s4
+dump_topic
+check "two replicas: exactly $BACKLOG messages, all distinct" \
+    test "$(on_topic two)" -eq "$BACKLOG" -a "$(distinct_on_topic two)" -eq "$BACKLOG"
+total_of() { grep -o 'total=[0-9]*' "$T/$1.log" | tail -1 | cut -d= -f2; }
+log "replica s3 enqueued $(total_of s3), s4 $(total_of s4)"
+check "both replicas took part" test "$(total_of s3)" -gt 0 -a "$(total_of s4)" -gt 0
+
+# --- kill -9 mid-backlog, then a restart: nothing lost -------------------
+insert kill "$BACKLOG" "now() - interval '1 minute'"
+check "broker answers slowly (rtt 100 ms)" control "rtt 1 100"
+start_scheduler s5
+if wait_for 30 rows_below kill $((BACKLOG - 2000)); then
+    kill -9 "${SCHED_PID[s5]}"
+    wait "${SCHED_PID[s5]}" 2>/dev/null || true
+    ok "scheduler killed with SIGKILL mid-backlog ($(rows kill) rows left)"
+else
+    not_ok "backlog started draining before the kill"
+fi
+check "broker back to full speed" control "rtt 1 0"
+start_scheduler s6
+check "after a restart the rest of the backlog drains" wait_for 60 no_rows kill
+check "scheduler s6 stops cleanly" stop_scheduler s6
+dump_topic
+killed_total=$(on_topic kill)
+log "kill -9: $killed_total messages for $BACKLOG retries, $((killed_total - BACKLOG)) duplicates (the batch in flight)"
+check "kill -9: every retry enqueued" test "$(distinct_on_topic kill)" -eq "$BACKLOG"
+check "kill -9: duplicates at most one batch" test $((killed_total - BACKLOG)) -le 1000
+
+# --- Kafka unavailable: nothing is deleted, then everything moves --------
+start_scheduler s7 SCHEDULER_PRODUCE_TIMEOUT=1s SCHEDULER_POLL_INTERVAL=60s
+sleep 0.5
+check "broker goes down" control "broker-down 1"
+insert kdown 50 "now()"
+sleep 3
+check "with the broker down the rows stay" test "$(rows kdown)" -eq 50
+check "failed batches are rolled back and logged" grep -q "batch rolled back" "$T/s7.log"
+check "broker comes back" control "broker-up 1"
+check "after the outage the rows are enqueued" wait_for 30 no_rows kdown
+check "every row of the outage reached the topic" wait_for 10 enqueued_all kdown 50
+log "broker outage: $(on_topic kdown) messages for 50 retries"
+
+# --- PostgreSQL restart: reconnect, LISTEN again --------------------------
+check "PostgreSQL restarted" "$ROOT/dev/pg.sh" restart "$T/pg"
+restored() { grep -q "retry notifications restored" "$T/s7.log"; }
+check "the scheduler listens again after the restart" wait_for 30 restored
+insert pg 10 "now()"
+# the poll interval is 60 s: only the notification can wake it this fast
+check "a retry inserted after the restart is enqueued at once" wait_for 3 no_rows pg
+check "scheduler s7 kept running" kill -0 "${SCHED_PID[s7]}"
+check "scheduler s7 stops cleanly" stop_scheduler s7
+check "no scheduler logged an error" \
+    test "$(cat "$T"/s[1-7].log | grep -c ' ERROR ' || true)" -eq 0
+finish
