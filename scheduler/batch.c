@@ -290,6 +290,7 @@ int sc_batch_run(sc_ctx *ctx, sc_batch_result *out, char *err,
     wh_buf_reset(&ctx->attempts);
     wh_buf_reset(&ctx->bad_ids);
 
+    int64_t t_claim = wh_mono_us(), t_delete = 0;
     if (wh_db_exec(ctx->db, "BEGIN", e, sizeof(e)) != WH_OK) {
         wh_errf(err, errlen, "BEGIN: %s", e);
         goto fail;
@@ -325,6 +326,8 @@ int sc_batch_run(sc_ctx *ctx, sc_batch_result *out, char *err,
     if (out->claimed == 0)
         goto commit;
 
+    int64_t t_kafka = wh_mono_us();
+    out->claim_ms = (t_kafka - t_claim) / 1000;
     ctx->seq++;
     ctx->acked = ctx->nacked = 0;
     ctx->report_err[0] = '\0';
@@ -338,6 +341,8 @@ int sc_batch_run(sc_ctx *ctx, sc_batch_result *out, char *err,
     if (produce_rows(ctx, r, &sent, &bad, deadline_us, err, errlen) != WH_OK ||
         wait_acks(ctx, sent, deadline_us, err, errlen) != WH_OK)
         goto fail;
+    t_delete = wh_mono_us();
+    out->kafka_ms = (t_delete - t_kafka) / 1000;
     if (wh_buf_addc(&ctx->ids, '}') || wh_buf_addc(&ctx->bad_ids, '}') ||
         wh_buf_addc(&ctx->attempts, '}')) {
         wh_errf(err, errlen, "out of memory");
@@ -367,6 +372,10 @@ commit:
         goto fail;
     }
     wh_db_result_free(r);
+    if (t_delete)
+        out->delete_ms = (wh_mono_us() - t_delete) / 1000;
+    else
+        out->claim_ms = (wh_mono_us() - t_claim) / 1000;
     out->enqueued = sent;
     out->postponed = bad;
     return WH_OK;

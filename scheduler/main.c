@@ -137,22 +137,45 @@ static bool drain_notifications(sc_ctx *ctx)
     return any;
 }
 
+/* Reads what arrived on the idle claim connection, so a connection the
+ * server closed is noticed (and closed) at once rather than at the next
+ * claim. */
+static void check_db(sc_ctx *ctx)
+{
+    char payload[64], err[WH_ERRLEN];
+    int rc;
+    while ((rc = wh_db_notification(ctx->db, payload, sizeof(payload), err,
+                                    sizeof(err))) == WH_OK) {
+    }
+    if (rc == WH_ERR) {
+        WH_WARN("database connection lost: %s", err);
+        wh_db_drop(ctx->db);
+    }
+}
+
 /* Sleeps until until_us (monotonic) or a stop request, serving delivery
- * reports meanwhile. With wake_on_notify, a retry notification ends the
- * sleep too. Returns true when a notification ended it. */
-static bool wait_until(sc_ctx *ctx, int64_t until_us, bool wake_on_notify)
+ * reports meanwhile. With wake_early, a retry notification or a lost
+ * database connection (to be re-opened) ends the sleep too. Returns true
+ * when one of those ended it. */
+static bool wait_until(sc_ctx *ctx, int64_t until_us, bool wake_early)
 {
     while (!stop_requested) {
         int64_t left_us = until_us - wh_mono_us();
         if (left_us <= 0)
             return false;
-        struct pollfd pfd[2];
-        nfds_t n = 0;
+        struct pollfd pfd[3];
+        nfds_t n = 0, ls = 0, ds = 0;
         pfd[n++] = (struct pollfd){wh_kafka_producer_fd(ctx->producer),
                                    POLLIN, 0};
-        int ls = ctx->listen_db ? wh_db_socket(ctx->listen_db) : -1;
-        if (ls >= 0)
-            pfd[n++] = (struct pollfd){ls, POLLIN, 0};
+        if (ctx->listen_db && wh_db_socket(ctx->listen_db) >= 0) {
+            ls = n;
+            pfd[n++] = (struct pollfd){wh_db_socket(ctx->listen_db), POLLIN,
+                                       0};
+        }
+        if (ctx->db && wh_db_socket(ctx->db) >= 0) {
+            ds = n;
+            pfd[n++] = (struct pollfd){wh_db_socket(ctx->db), POLLIN, 0};
+        }
         int rc = poll(pfd, n, (int)((left_us + 999) / 1000));
         if (rc < 0) {
             if (errno == EINTR)
@@ -165,9 +188,16 @@ static bool wait_until(sc_ctx *ctx, int64_t until_us, bool wake_on_notify)
             wh_kafka_fd_drain(pfd[0].fd);
             wh_kafka_producer_poll(ctx->producer, 0);
         }
-        if (n > 1 && pfd[1].revents && drain_notifications(ctx) &&
-            wake_on_notify)
-            return true;
+        if (ds && pfd[ds].revents) {
+            check_db(ctx);
+            if (wake_early && !wh_db_alive(ctx->db))
+                return true;
+        }
+        if (ls && pfd[ls].revents) {
+            bool notified = drain_notifications(ctx);
+            if (wake_early && (notified || !wh_db_alive(ctx->listen_db)))
+                return true;
+        }
     }
     return false;
 }
@@ -205,7 +235,7 @@ static void run(sc_ctx *ctx)
     const sc_settings *s = ctx->s;
     summary sm = {.since_us = wh_mono_us(), .max_lag_ms = -1};
     int64_t backoff_ms = 0, listen_backoff_ms = 0, listen_retry_us = 0;
-    bool settling = false;
+    bool settling = false, listened = false;
     char err[1024];
 
     WH_INFO("scheduler %s running (batch %" PRId64 ", poll interval %" PRId64
@@ -226,8 +256,10 @@ static void run(sc_ctx *ctx)
                 listen_retry_us = wh_mono_us() + listen_backoff_ms * 1000;
                 WH_WARN("LISTEN " CHANNEL ": %s (polling meanwhile; retrying "
                         "in %" PRId64 " ms)", err, listen_backoff_ms);
-            } else if (listen_backoff_ms > 0) {
-                WH_INFO("retry notifications restored");
+            } else {
+                if (listened)
+                    WH_INFO("retry notifications restored");
+                listened = true;
                 listen_backoff_ms = 0;
             }
         }
@@ -264,15 +296,20 @@ static void run(sc_ctx *ctx)
             if (res.lag_ms > sm.max_lag_ms)
                 sm.max_lag_ms = res.lag_ms;
             WH_DEBUG("batch: claimed %zu, enqueued %zu, postponed %zu, lag "
-                     "%" PRId64 " ms, took %" PRId64 " ms",
+                     "%" PRId64 " ms, took %" PRId64 " ms (claim %" PRId64
+                     ", kafka %" PRId64 ", delete+commit %" PRId64 ")",
                      res.claimed, res.enqueued, res.postponed, res.lag_ms,
-                     (wh_mono_us() - t0) / 1000);
+                     (wh_mono_us() - t0) / 1000, res.claim_ms, res.kafka_ms,
+                     res.delete_ms);
         }
         if (res.claimed == (size_t)s->batch)
             continue; /* backlog: next batch at once */
         int64_t until = wh_mono_us() + s->poll_interval_ms * 1000;
         if (res.next_due_us > 0 && res.next_due_us < until)
             until = res.next_due_us;
+        if ((!ctx->listen_db || !wh_db_alive(ctx->listen_db)) &&
+            listen_retry_us < until)
+            until = listen_retry_us;
         WH_IGNORE(wait_until(ctx, until, true));
     }
     summary_log(&sm, true);

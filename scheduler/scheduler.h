@@ -69,6 +69,9 @@ typedef struct {
     size_t postponed;   /* unusable rows moved SC_POSTPONE_SQL ahead */
     int64_t lag_ms;     /* now - due_at of the oldest row claimed; -1 if
                            nothing was claimed */
+    int64_t claim_ms, kafka_ms, delete_ms; /* time spent claiming,
+                            producing until acknowledged, deleting and
+                            committing */
     int64_t next_due_us; /* when claimed < batch: monotonic time (as
                             wh_mono_us) the next retry is due, counting
                             only rows not yet due at the claim (a row that
