@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # dev/up.sh - starts the local stack in the background: the mock-cluster
-# Kafka broker, a throwaway PostgreSQL, the schema and a worker. Writes
+# Kafka broker, a throwaway PostgreSQL, the schema, a worker and the retry
+# scheduler. Writes
 # .dev/env (KAFKA_BROKERS, DATABASE_URL, WEBHOOK_SECRET_KEY,
 # WEBHOOK_ALLOW_PRIVATE_NETS) for shells to source; dev/down.sh stops
 # exactly what this started. Used by `make dev-up` and `make run`.
@@ -23,10 +24,10 @@ die() {
 
 alive() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
 
-for b in webhook-devbroker webhook-worker webhookctl; do
+for b in webhook-devbroker webhook-worker webhook-scheduler webhookctl; do
     [ -x "$BIN/$b" ] || die "$BIN/$b is missing: run make first"
 done
-if alive broker || alive worker; then
+if alive broker || alive worker || alive scheduler; then
     die "the stack is already running (.dev/env); run 'make dev-down' first"
 fi
 rm -rf "$STATE"
@@ -68,14 +69,19 @@ set +a
 KAFKA_SESSION_TIMEOUT=6s KAFKA_HEARTBEAT_INTERVAL=500ms LOG_FORMAT=text \
     WORKER_ID=dev-worker nohup "$BIN/webhook-worker" >"$STATE/worker.log" 2>&1 &
 echo $! >"$STATE/worker.pid"
+LOG_FORMAT=text SCHEDULER_ID=dev-scheduler \
+    nohup "$BIN/webhook-scheduler" >"$STATE/scheduler.log" 2>&1 &
+echo $! >"$STATE/scheduler.pid"
 sleep 0.5
 alive worker || die "the worker exited: $(tail -5 "$STATE/worker.log")"
+alive scheduler || die "the scheduler exited: $(tail -5 "$STATE/scheduler.log")"
 
 cat <<EOT
 Local stack running:
   Kafka (mock cluster)  $KAFKA_BROKERS   log .dev/broker.log
   PostgreSQL            $DATABASE_URL   log .dev/pg.log
   webhook-worker        pid $(cat "$STATE/worker.pid")   log .dev/worker.log
+  webhook-scheduler     pid $(cat "$STATE/scheduler.pid")   log .dev/scheduler.log
 Use it from a shell:   set -a; . .dev/env; set +a
 Stop it:               make dev-down
 EOT

@@ -243,12 +243,15 @@ static void run(sc_ctx *ctx)
             ctx->id, s->batch, s->poll_interval_ms, s->deliveries_topic);
     while (!stop_requested) {
         summary_log(&sm, false);
+        bool reopen = ctx->db && !wh_db_alive(ctx->db);
         if (ensure_db(ctx, err, sizeof(err)) != WH_OK) {
             backoff_ms = next_backoff(backoff_ms);
             WH_WARN("%s (retrying in %" PRId64 " ms)", err, backoff_ms);
             wait_until(ctx, wh_mono_us() + backoff_ms * 1000, false);
             continue;
         }
+        if (reopen)
+            WH_INFO("database connection restored");
         if ((!ctx->listen_db || !wh_db_alive(ctx->listen_db)) &&
             wh_mono_us() >= listen_retry_us) {
             if (ensure_listen(ctx, err, sizeof(err)) != WH_OK) {
