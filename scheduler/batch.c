@@ -35,9 +35,9 @@ static const char claim_sql[] =
  * became due since is included (and gives 0), rows other schedulers hold
  * are not. 'infinity' (endpoint disabled) never becomes due. */
 static const char next_due_sql[] =
-    "SELECT ceil(extract(epoch FROM min(due_at) - clock_timestamp()) "
+    "SELECT ceil(extract(epoch FROM due_at - clock_timestamp()) "
     "* 1000)::bigint FROM webhooks.retries "
-    "WHERE due_at > now() AND due_at < 'infinity'";
+    "WHERE due_at > now() AND due_at < 'infinity' ORDER BY due_at LIMIT 1";
 
 static const char delete_sql[] =
     "DELETE FROM webhooks.retries r "
@@ -132,7 +132,7 @@ void sc_batch_on_report(void *opaque, void *msg_opaque, int ok,
 {
     sc_ctx *ctx = opaque;
     if ((uint64_t)(uintptr_t)msg_opaque != ctx->seq) {
-        ctx->stale_reports++;
+        ctx->late_acks += ok != 0;
         return;
     }
     if (ok) {
@@ -313,7 +313,7 @@ int sc_batch_run(sc_ctx *ctx, sc_batch_result *out, char *err,
             wh_errf(err, errlen, "finding the next due retry: %s", e);
             goto fail;
         }
-        if (!wh_db_isnull(nr, 0, 0)) {
+        if (wh_db_rows(nr) > 0) {
             long long ms = strtoll(wh_db_get(nr, 0, 0), NULL, 10);
             if (ms < 0)
                 ms = 0;

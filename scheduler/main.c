@@ -86,14 +86,14 @@ static int64_t next_backoff(int64_t ms)
     return ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms * 2;
 }
 
-static void summary_log(summary *sm, bool force)
+static void summary_log(const sc_ctx *ctx, summary *sm, bool force)
 {
     int64_t now = wh_mono_us();
     if (!force && now - sm->since_us < SUMMARY_PERIOD_US)
         return;
     double secs = (double)(now - sm->since_us) / 1e6;
     char enq[24], batches[24], failed[24], postponed[24], rate[32], lag[24],
-        total[24];
+        total[24], late[24];
     snprintf(enq, sizeof(enq), "%" PRIu64, sm->enqueued);
     snprintf(batches, sizeof(batches), "%" PRIu64, sm->batches);
     snprintf(failed, sizeof(failed), "%" PRIu64, sm->failed);
@@ -102,10 +102,12 @@ static void summary_log(summary *sm, bool force)
              secs > 0 ? (double)sm->enqueued / secs : 0.0);
     snprintf(lag, sizeof(lag), "%" PRId64, sm->max_lag_ms);
     snprintf(total, sizeof(total), "%" PRIu64, sm->total);
+    snprintf(late, sizeof(late), "%" PRIu64, ctx->late_acks);
     wh_log_kv(WH_LOG_INFO, "retries enqueued", "enqueued", enq, "batches",
               batches, "failed_batches", failed, "postponed", postponed,
               "rate_per_s", rate, "max_lag_ms",
-              sm->max_lag_ms >= 0 ? lag : NULL, "total", total, NULL);
+              sm->max_lag_ms >= 0 ? lag : NULL, "total", total,
+              "late_acks", late, NULL);
     uint64_t keep = sm->total;
     memset(sm, 0, sizeof(*sm));
     sm->since_us = now;
@@ -242,7 +244,7 @@ static void run(sc_ctx *ctx)
             " ms, topic %s)",
             ctx->id, s->batch, s->poll_interval_ms, s->deliveries_topic);
     while (!stop_requested) {
-        summary_log(&sm, false);
+        summary_log(ctx, &sm, false);
         bool reopen = ctx->db && !wh_db_alive(ctx->db);
         if (ensure_db(ctx, err, sizeof(err)) != WH_OK) {
             backoff_ms = next_backoff(backoff_ms);
@@ -315,7 +317,7 @@ static void run(sc_ctx *ctx)
             until = listen_retry_us;
         WH_IGNORE(wait_until(ctx, until, true));
     }
-    summary_log(&sm, true);
+    summary_log(ctx, &sm, true);
 }
 
 /* KAFKA_EXTRA with message.timeout.ms set to the produce timeout in

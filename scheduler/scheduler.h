@@ -50,10 +50,12 @@ typedef struct {
     int64_t stop_deadline_us;       /* mono time the shutdown must end by;
                                        0 until a stop was requested */
     /* Delivery reports of the batch in flight. Reports carry the batch's
-     * sequence number; those of an earlier, abandoned batch are counted
-     * in stale_reports and otherwise ignored. */
+     * sequence number; those of an earlier, rolled-back batch are ignored,
+     * except that acknowledgements among them are counted in late_acks
+     * (each is a message whose row stayed and will be produced again). */
     uint64_t seq;
-    size_t acked, nacked, stale_reports;
+    size_t acked, nacked;
+    uint64_t late_acks;
     char report_err[WH_ERRLEN];     /* first failure of the batch */
     /* Scratch reused by every batch. */
     wh_buf value;                   /* decoded Delivery */

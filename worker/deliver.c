@@ -71,7 +71,6 @@ struct wk_deliver {
     wk_ctx *ctx;
     wh_kafka_consumer *consumer;
     wk_tracker *tracker;
-    wk_recorder *recorder;
     wh_map *lanes;
     wh_buf buf;
     bool paused;
@@ -123,7 +122,7 @@ static void on_rebalance(void *opaque, int assigned, const int32_t *parts,
     if (!assigned) {
         /* Make finished attempts durable so their offsets can be
          * committed before the partitions move. */
-        if (wk_recorder_flush(d->recorder, err, sizeof(err)) == WH_ERR)
+        if (wk_recorder_flush(d->ctx->recorder, err, sizeof(err)) == WH_ERR)
             WH_WARN("%s", err);
     }
     for (size_t i = 0; i < n; i++) {
@@ -149,7 +148,6 @@ int wk_deliver_new(wk_ctx *ctx, wk_deliver **out, char *err, size_t errlen)
         return wh_errf(err, errlen, "out of memory");
     d->ctx = ctx;
     d->tracker = wk_tracker_new(release);
-    d->recorder = wk_recorder_new(ctx, recorded, d);
     d->lanes = wh_map_new();
     wh_buf_init(&d->buf, (size_t)ctx->s->payload_max + 64 * 1024);
     wh_kafka_conf kc = {
@@ -159,7 +157,7 @@ int wk_deliver_new(wk_ctx *ctx, wk_deliver **out, char *err, size_t errlen)
         .session_timeout_ms = ctx->s->session_timeout_ms,
         .heartbeat_ms = ctx->s->heartbeat_ms,
     };
-    if (!d->tracker || !d->recorder || !d->lanes) {
+    if (!d->tracker || !d->lanes) {
         wh_errf(err, errlen, "out of memory");
         goto fail;
     }
@@ -171,7 +169,6 @@ int wk_deliver_new(wk_ctx *ctx, wk_deliver **out, char *err, size_t errlen)
     return WH_OK;
 fail:
     wk_tracker_destroy(d->tracker);
-    wk_recorder_destroy(d->recorder);
     wh_map_destroy(d->lanes);
     wh_buf_free(&d->buf);
     free(d);
@@ -191,9 +188,9 @@ void wk_deliver_destroy(wk_deliver *d)
         return;
     wh_kafka_consumer_close(d->consumer, 10000);
     wh_http_cancel_all(d->ctx->http);
+    wk_recorder_forget(d->ctx->recorder, d);
     wk_tracker_destroy(d->tracker); /* releases held messages */
     wh_kafka_consumer_destroy(d->consumer);
-    wk_recorder_destroy(d->recorder);
     wh_map_each(d->lanes, free_lane, NULL);
     wh_map_destroy(d->lanes);
     wh_buf_free(&d->buf);
@@ -239,7 +236,7 @@ static void record(wk_deliver *d, dl_job *j, bool ok, bool final,
     else
         d->failed++;
     j->state = JOB_RECORDING;
-    if (wk_recorder_add(d->recorder, &a, j) != WH_OK) {
+    if (wk_recorder_add(d->ctx->recorder, &a, recorded, j, d) != WH_OK) {
         /* Cannot happen for validated deliveries; never drop silently:
          * leave the offset uncommitted so a restart retries it. */
         WH_ERROR("attempt of delivery %s could not be encoded for the "
@@ -592,14 +589,3 @@ int wk_deliver_poll(wk_deliver *d, int budget)
     return n;
 }
 
-int64_t wk_deliver_tick(wk_deliver *d)
-{
-    int64_t due = wk_recorder_due_ms(d->recorder);
-    if (due == 0) {
-        char err[512];
-        if (wk_recorder_flush(d->recorder, err, sizeof(err)) == WH_ERR)
-            WH_ERROR("%s", err);
-        due = wk_recorder_due_ms(d->recorder);
-    }
-    return due;
-}

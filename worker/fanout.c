@@ -1,9 +1,10 @@
 /*
  * fanout.c - the fan-out stage: consumes the events topic, decodes each
- * event, finds the endpoints subscribed to it and produces one Delivery per
- * endpoint to the deliveries topic, keyed by endpoint id. An event's offset
- * is stored only after Kafka acknowledged all of its deliveries (or its
- * dead letter); when any of them fails the whole fan-out is repeated,
+ * event, stores it in webhooks.events (for replay), finds the endpoints
+ * subscribed to it and produces one Delivery per endpoint to the
+ * deliveries topic, keyed by endpoint id. An event's offset is stored only
+ * after its row is durable and Kafka acknowledged all of its deliveries
+ * (or its dead letter); when any of them fails the whole fan-out is repeated,
  * which is safe because delivery ids are derived from (app, event,
  * endpoint). Main thread only.
  */
@@ -97,6 +98,7 @@ void wk_fanout_destroy(wk_fanout *f)
     if (!f)
         return;
     wh_kafka_consumer_close(f->consumer, 10000);
+    wk_recorder_forget(f->ctx->recorder, f);
     wk_tracker_destroy(f->tracker); /* releases held messages */
     wh_kafka_consumer_destroy(f->consumer);
     wh_buf_free(&f->buf);
@@ -149,6 +151,38 @@ static void unref(wk_fanout *f, fo_msg *m)
 {
     if (--m->pending == 0)
         finish(f, m);
+}
+
+static void event_recorded(void *opaque, void *arg)
+{
+    unref(arg, opaque);
+}
+
+/* Queues ev's row for webhooks.events; m waits for it. */
+static void store_event(wk_fanout *f, fo_msg *m, const wh_event *ev)
+{
+    char err[WH_ERRLEN];
+    wh_buf_reset(&f->buf);
+    if (wh_codec_event_encode(ev, &f->buf, err, sizeof(err)) != WH_OK) {
+        WH_ERROR("cannot encode event %s for storage: %s", ev->id, err);
+        m->failed = true;
+        return;
+    }
+    wk_event_row row = {
+        .app = ev->app,
+        .event_id = ev->id,
+        .event_type = ev->type,
+        .event = f->buf.data,
+        .event_len = f->buf.len,
+        .received_at_us = wh_wall_us(),
+    };
+    if (wk_recorder_add_event(f->ctx->recorder, &row, event_recorded, m, f) !=
+        WH_OK) {
+        WH_ERROR("cannot store event %s", ev->id);
+        m->failed = true;
+        return;
+    }
+    m->pending++;
 }
 
 static void emit(const wh_endpoint *ep, void *opaque)
@@ -239,6 +273,7 @@ static void fan_out(wk_fanout *f, fo_msg *m)
         return;
     }
     const wh_event *ev = wh_codec_event(em);
+    store_event(f, m, ev);
     f->cur = m;
     f->cur_ev = ev;
     if (ev->n_endpoints) {

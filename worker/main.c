@@ -156,6 +156,20 @@ static void maintain(wk_ctx *ctx)
     wh_db_result_free(r);
 }
 
+/* Writes the recorder's batch when it is due; returns ms until the next
+ * deadline (-1: nothing buffered). */
+static int64_t record(wk_ctx *ctx)
+{
+    int64_t due = wk_recorder_due_ms(ctx->recorder);
+    if (due == 0) {
+        char err[512];
+        if (wk_recorder_flush(ctx->recorder, err, sizeof(err)) == WH_ERR)
+            WH_ERROR("%s", err);
+        due = wk_recorder_due_ms(ctx->recorder);
+    }
+    return due;
+}
+
 /* One loop iteration's worth of work; returns true if more is waiting. */
 static bool step(wk_ctx *ctx, bool consume, int timeout_ms)
 {
@@ -202,7 +216,7 @@ static int run(wk_ctx *ctx)
             ctx->worker_id, ctx->s->role, wk_cache_size(ctx->cache));
     while (!stop_requested) {
         bool more = step(ctx, true, timeout);
-        int64_t due = ctx->deliver ? wk_deliver_tick(ctx->deliver) : -1;
+        int64_t due = record(ctx);
         timeout = more ? 0 : 100;
         if (due >= 0 && due < timeout)
             timeout = (int)due;
@@ -234,14 +248,11 @@ static int run(wk_ctx *ctx)
            (wh_http_running(ctx->http) > 0 ||
             (ctx->fanout && wh_kafka_producer_outq(ctx->producer) > 0))) {
         step(ctx, false, 50);
-        if (ctx->deliver)
-            WH_IGNORE(wk_deliver_tick(ctx->deliver) >= 0);
+        WH_IGNORE(record(ctx) >= 0);
     }
-    /* Last attempts to Postgres so their offsets can be committed. */
-    if (ctx->deliver) {
-        for (int i = 0; i < 50 && wk_deliver_tick(ctx->deliver) >= 0; i++)
-            usleep(20000);
-    }
+    /* Last rows to Postgres so their offsets can be committed. */
+    for (int i = 0; i < 50 && record(ctx) >= 0; i++)
+        usleep(20000);
     return 0;
 }
 
@@ -333,6 +344,10 @@ int main(int argc, char **argv)
         .client_id = ctx.worker_id,
         .extra = s.kafka_extra,
     };
+    if (!(ctx.recorder = wk_recorder_new(&ctx))) {
+        WH_ERROR("out of memory");
+        goto out;
+    }
     if (wh_kafka_producer_new(&kc, on_report, &ctx, &ctx.producer, err,
                               sizeof(err)) != WH_OK) {
         WH_ERROR("%s", err);
@@ -366,6 +381,7 @@ out:
     wk_deliver_destroy(ctx.deliver);
     wh_kafka_producer_destroy(ctx.producer);
     wh_http_destroy(ctx.http);
+    wk_recorder_destroy(ctx.recorder);
     wk_cache_destroy(ctx.cache);
     wh_db_close(ctx.listen_db);
     wh_db_close(ctx.db);

@@ -1,7 +1,9 @@
 /*
- * recorder.c - batches attempt rows and writes them to webhooks.attempts
- * with one COPY per batch (see worker.h), together with the retries those
- * attempts scheduled, in one transaction. Rows are encoded when added, so a
+ * recorder.c - batches the rows both stages make durable before their
+ * offsets move: events (webhooks.events, for replay), attempts
+ * (webhooks.attempts) and the retries those attempts scheduled
+ * (webhooks.retries), written with one COPY per table in one transaction
+ * (see worker.h). Rows are encoded when added, so a
  * flush is one round of PQputCopyData calls per table. A failed flush
  * keeps the batch and retries after a backoff with a fresh connection;
  * nothing is reported durable until the transaction committed. Main
@@ -15,14 +17,20 @@
 #include "log.h"
 #include "worker.h"
 
+typedef struct {
+    wk_recorded_fn *fn;
+    void *opaque, *arg;
+} waiter;
+
 struct wk_recorder {
     wk_ctx *ctx;
-    wk_recorded_fn *fn;
-    void *arg;
-    wh_buf rows;
+    wh_buf rows;           /* attempts */
+    size_t nattempts;
     wh_buf retries;        /* COPY rows for the staging table */
     size_t nretries;
-    void **opaques;
+    wh_buf events;
+    size_t nevents;
+    waiter *waiters;
     size_t n, cap;
     int64_t first_us;      /* when the oldest buffered row was added */
     int64_t retry_at_us;   /* backoff after a failed flush */
@@ -32,23 +40,23 @@ struct wk_recorder {
 
 #define LINE_MAX (8 * 1024)
 
-wk_recorder *wk_recorder_new(wk_ctx *ctx, wk_recorded_fn *fn, void *arg)
+wk_recorder *wk_recorder_new(wk_ctx *ctx)
 {
     wk_recorder *r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
     r->ctx = ctx;
-    r->fn = fn;
-    r->arg = arg;
-    /* Everything in flight may be waiting here while Postgres is away; the
-     * stages pause consumption at max_in_flight, plus one poll budget. */
-    r->cap = (size_t)ctx->s->max_in_flight + 4096;
-    r->opaques = calloc(r->cap, sizeof(*r->opaques));
+    /* Everything in flight may be waiting here while Postgres is away; each
+     * stage pauses consumption at max_in_flight, plus one poll budget. */
+    r->cap = 2 * ((size_t)ctx->s->max_in_flight + 4096);
+    r->waiters = calloc(r->cap, sizeof(*r->waiters));
     r->line = malloc(LINE_MAX);
     wh_buf_init(&r->rows, r->cap * LINE_MAX);
-    /* each retry carries its delivery as hex: bounded by what is in flight */
+    /* retries and events carry protobuf as hex: bounded by what is in
+     * flight */
     wh_buf_init(&r->retries, SIZE_MAX / 4);
-    if (!r->opaques || !r->line) {
+    wh_buf_init(&r->events, SIZE_MAX / 4);
+    if (!r->waiters || !r->line) {
         wk_recorder_destroy(r);
         return NULL;
     }
@@ -61,7 +69,8 @@ void wk_recorder_destroy(wk_recorder *r)
         return;
     wh_buf_free(&r->rows);
     wh_buf_free(&r->retries);
-    free(r->opaques);
+    wh_buf_free(&r->events);
+    free(r->waiters);
     free(r->line);
     free(r);
 }
@@ -123,12 +132,31 @@ static void format_ts(int64_t us, char *ts, size_t cap)
     snprintf(ts + tl, cap - tl, ".%06lld+00", (long long)(us % 1000000));
 }
 
+/* Appends bytes as a COPY text bytea value (\\x + hex). */
+static int put_bytea(wh_buf *b, const void *data, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = data;
+    char chunk[512];
+    if (wh_buf_add(b, "\\\\x", 3))
+        return WH_ERR;
+    for (size_t i = 0; i < len;) {
+        size_t n = 0;
+        for (; i < len && n + 2 <= sizeof(chunk); i++) {
+            chunk[n++] = hex[p[i] >> 4];
+            chunk[n++] = hex[p[i] & 15];
+        }
+        if (wh_buf_add(b, chunk, n))
+            return WH_ERR;
+    }
+    return WH_OK;
+}
+
 /* Appends the staging row of a's retry: delivery_id, endpoint_id, app,
  * event_id, attempt, due_at, delivery (bytea hex), last_error,
  * last_status. */
 static int add_retry(wk_recorder *r, const wk_attempt *a)
 {
-    static const char hex[] = "0123456789abcdef";
     char ts[64], head[WH_ID_MAX * 4 + 256], tail[600];
     size_t hp = 0, tp = 0;
     format_ts(a->next_attempt_at_us, ts, sizeof(ts));
@@ -148,21 +176,54 @@ static int add_retry(wk_recorder *r, const wk_attempt *a)
     if (put_text(tail, &tp, a->status_code ? num : NULL, strlen(num)))
         return WH_ERR;
     tail[tp - 1] = '\n';
-    if (wh_buf_add(&r->retries, head, hp) || wh_buf_add(&r->retries, "\\\\x", 3))
-        return WH_ERR;
-    const unsigned char *p = a->retry_delivery;
-    for (size_t i = 0; i < a->retry_len; i++) {
-        char h[2] = {hex[p[i] >> 4], hex[p[i] & 15]};
-        if (wh_buf_add(&r->retries, h, 2))
-            return WH_ERR;
-    }
-    if (wh_buf_add(&r->retries, tail, tp))
+    if (wh_buf_add(&r->retries, head, hp) ||
+        put_bytea(&r->retries, a->retry_delivery, a->retry_len) ||
+        wh_buf_add(&r->retries, tail, tp))
         return WH_ERR;
     r->nretries++;
     return WH_OK;
 }
 
-int wk_recorder_add(wk_recorder *r, const wk_attempt *a, void *opaque)
+static void add_waiter(wk_recorder *r, wk_recorded_fn *fn, void *opaque,
+                       void *arg)
+{
+    if (r->n == 0)
+        r->first_us = wh_mono_us();
+    r->waiters[r->n++] = (waiter){fn, opaque, arg};
+}
+
+void wk_recorder_forget(wk_recorder *r, void *arg)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (r->waiters[i].arg == arg)
+            r->waiters[i].fn = NULL;
+}
+
+int wk_recorder_add_event(wk_recorder *r, const wk_event_row *e,
+                          wk_recorded_fn *fn, void *opaque, void *arg)
+{
+    char head[WH_ID_MAX * 2 + WH_TYPE_MAX + 64], ts[64];
+    size_t hp = 0, before = r->events.len;
+    if (r->n == r->cap)
+        return WH_ERR;
+    format_ts(e->received_at_us, ts, sizeof(ts));
+    if (put_text(head, &hp, e->app, strlen(e->app)) ||
+        put_text(head, &hp, e->event_id, strlen(e->event_id)) ||
+        put_text(head, &hp, e->event_type, strlen(e->event_type)))
+        return WH_ERR;
+    if (wh_buf_add(&r->events, head, hp) ||
+        put_bytea(&r->events, e->event, e->event_len) ||
+        wh_buf_addf(&r->events, "\t%s\n", ts)) {
+        r->events.len = before;
+        return WH_ERR;
+    }
+    r->nevents++;
+    add_waiter(r, fn, opaque, arg);
+    return WH_OK;
+}
+
+int wk_recorder_add(wk_recorder *r, const wk_attempt *a, wk_recorded_fn *fn,
+                    void *opaque, void *arg)
 {
     char num[96];
     size_t pos = 0;
@@ -209,9 +270,8 @@ int wk_recorder_add(wk_recorder *r, const wk_attempt *a, void *opaque)
         r->retries.len = retries_len;
         return WH_ERR;
     }
-    if (r->n == 0)
-        r->first_us = wh_mono_us();
-    r->opaques[r->n++] = opaque;
+    r->nattempts++;
+    add_waiter(r, fn, opaque, arg);
     return WH_OK;
 }
 
@@ -243,7 +303,16 @@ int wk_recorder_flush(wk_recorder *r, char *err, size_t errlen)
         goto fail;
     if (wh_db_exec(db, "BEGIN", e, sizeof(e)) != WH_OK)
         goto fail;
-    if (wh_db_copy_begin(db,
+    if (r->nevents > 0 &&
+        (wh_db_copy_begin(db,
+                          "COPY webhooks.events (app, event_id, event_type, "
+                          "event, received_at) FROM STDIN",
+                          e, sizeof(e)) != WH_OK ||
+         wh_db_copy_put(db, r->events.data, r->events.len, e, sizeof(e)) !=
+             WH_OK ||
+         wh_db_copy_end(db, e, sizeof(e)) != WH_OK))
+        goto fail;
+    if (r->nattempts > 0 && (wh_db_copy_begin(db,
                          "COPY webhooks.attempts (delivery_id, event_id, "
                          "endpoint_id, app, event_type, attempt, outcome, "
                          "status_code, latency_ms, error_class, error, "
@@ -251,7 +320,7 @@ int wk_recorder_flush(wk_recorder *r, char *err, size_t errlen)
                          "next_attempt_at, final) FROM STDIN",
                          e, sizeof(e)) != WH_OK ||
         wh_db_copy_put(db, r->rows.data, r->rows.len, e, sizeof(e)) != WH_OK ||
-        wh_db_copy_end(db, e, sizeof(e)) != WH_OK)
+        wh_db_copy_end(db, e, sizeof(e)) != WH_OK))
         goto fail;
     if (r->nretries > 0 &&
         (wh_db_exec(db,
@@ -287,13 +356,14 @@ int wk_recorder_flush(wk_recorder *r, char *err, size_t errlen)
     if (wh_db_exec(db, "COMMIT", e, sizeof(e)) != WH_OK)
         goto fail;
     size_t n = r->n;
-    r->n = 0;
-    r->nretries = 0;
+    r->n = r->nattempts = r->nretries = r->nevents = 0;
     wh_buf_reset(&r->rows);
     wh_buf_reset(&r->retries);
+    wh_buf_reset(&r->events);
     r->backoff_ms = 0;
     for (size_t i = 0; i < n; i++)
-        r->fn(r->opaques[i], r->arg);
+        if (r->waiters[i].fn)
+            r->waiters[i].fn(r->waiters[i].opaque, r->waiters[i].arg);
     return WH_OK;
 fail:
     r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : 100;

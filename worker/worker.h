@@ -55,6 +55,7 @@ typedef struct {
 } wk_settings;
 
 typedef struct wk_cache wk_cache;
+typedef struct wk_recorder wk_recorder;
 typedef struct wk_fanout wk_fanout;
 typedef struct wk_deliver wk_deliver;
 
@@ -68,6 +69,7 @@ typedef struct {
     wh_kafka_producer *producer; /* deliveries and dead letters */
     wh_http *http;
     wk_cache *cache;
+    wk_recorder *recorder;       /* events, attempts and retries */
     wk_fanout *fanout;
     wk_deliver *deliver;
 } wk_ctx;
@@ -151,21 +153,35 @@ typedef struct {
     uint32_t retry_attempt;
 } wk_attempt;
 
-typedef struct wk_recorder wk_recorder;
-/* Called once the attempt added with opaque is durable. */
+/* An event as stored for replay: its protobuf encoding. */
+typedef struct {
+    const char *app;
+    const char *event_id;
+    const char *event_type;
+    const void *event;
+    size_t event_len;
+    int64_t received_at_us;
+} wk_event_row;
+
+/* Called once the row added with (fn, opaque, arg) is durable. */
 typedef void wk_recorded_fn(void *opaque, void *arg);
 
-wk_recorder *wk_recorder_new(wk_ctx *ctx, wk_recorded_fn *fn, void *arg);
+wk_recorder *wk_recorder_new(wk_ctx *ctx);
 void wk_recorder_destroy(wk_recorder *r);
-/* Buffers the attempt (copied). WH_ERR only when the row cannot be
- * encoded. */
-int wk_recorder_add(wk_recorder *r, const wk_attempt *a,
-                    void *opaque) WH_MUST_CHECK;
+/* Buffer the row (copied). WH_ERR only when the row cannot be encoded or
+ * the recorder is full (it holds everything in flight, so it is not). */
+int wk_recorder_add(wk_recorder *r, const wk_attempt *a, wk_recorded_fn *fn,
+                    void *opaque, void *arg) WH_MUST_CHECK;
+int wk_recorder_add_event(wk_recorder *r, const wk_event_row *e,
+                          wk_recorded_fn *fn, void *opaque,
+                          void *arg) WH_MUST_CHECK;
+/* A stage that goes away: its rows are still written, but nobody is told. */
+void wk_recorder_forget(wk_recorder *r, void *arg);
 /* Milliseconds until the batch must be written (0 = now, -1 = empty). */
 int64_t wk_recorder_due_ms(const wk_recorder *r);
-/* Writes the batch in one transaction: attempt rows with COPY, and their
- * retries through a staging table, so a retry is durable exactly when its
- * attempt row is. On failure keeps the batch for the next try and
+/* Writes the batch in one transaction: event rows and attempt rows with
+ * COPY, and the attempts' retries through a staging table, so a retry is
+ * durable exactly when its attempt row is. On failure keeps the batch for the next try and
  * reconnects; WH_AGAIN while backing off. */
 int wk_recorder_flush(wk_recorder *r, char *err, size_t errlen) WH_MUST_CHECK;
 size_t wk_recorder_pending(const wk_recorder *r);
@@ -192,8 +208,6 @@ void wk_deliver_on_report(wk_deliver *d, void *msg_opaque, int ok,
                           const char *errstr);
 /* HTTP completions. */
 void wk_deliver_http_done(wh_http_req *req, void *opaque);
-/* Flushes the recorder when due; returns ms until the next deadline. */
-int64_t wk_deliver_tick(wk_deliver *d);
 size_t wk_deliver_pending(const wk_deliver *d);
 void wk_deliver_destroy(wk_deliver *d);
 

@@ -4,8 +4,8 @@
 # delivered to a local receiver. Every one of the 10,000 deliveries must
 # arrive once with the exact compact payload and a valid Standard Webhooks
 # signature (checked by the receiver and again by the independent
-# standardwebhooks library), and webhooks.delivery_log must match what
-# arrived.
+# standardwebhooks library), webhooks.delivery_log must match what
+# arrived and webhooks.events must hold every event.
 . "$(dirname "$0")/../lib.sh"
 
 EVENTS=${E2E_EVENTS:-1000}
@@ -112,6 +112,9 @@ for p in problems[:5]:
 print(f"# {len(recs)} requests, {len(hist)} history rows")
 sys.exit(0 if all(g for _, g in checks) else 1)
 PY
+
+check "every event is stored for replay" \
+    test "$(sql "SELECT count(DISTINCT (app, event_id)) FROM webhooks.events")" -eq "$EVENTS"
 
 if [ -d "$ROOT/tests/verify/node_modules" ]; then
     check "the standardwebhooks library verifies all $total requests" \
