@@ -81,6 +81,10 @@ static const wh_opt opts[] = {
     {"maintenance-interval", "WORKER_MAINTENANCE_INTERVAL", WH_OPT_DURATION,
      "1h", 1000, 86400000, S(maintenance_ms),
      "how often history partitions are created ahead and expired"},
+    {"disable-after", "WEBHOOK_DISABLE_AFTER", WH_OPT_DURATION, "5d", 0,
+     365LL * 86400000, S(disable_after_ms),
+     "disable an endpoint whose every attempt failed for this long (0: "
+     "never)"},
     {"shutdown-timeout", "WORKER_SHUTDOWN_TIMEOUT", WH_OPT_DURATION, "20s", 0,
      600000, S(shutdown_timeout_ms),
      "on SIGTERM, how long in-flight attempts may finish"},
@@ -139,7 +143,8 @@ static void on_notify(wk_ctx *ctx)
 }
 
 /* Creates the coming days' history partitions and drops expired ones
- * (webhooks.maintain; a no-op when another worker holds its lock). */
+ * (webhooks.maintain; a no-op when another worker holds its lock), then
+ * disables endpoints that have been failing for WEBHOOK_DISABLE_AFTER. */
 static void maintain(wk_ctx *ctx)
 {
     char retention[64], err[512];
@@ -153,6 +158,22 @@ static void maintain(wk_ctx *ctx)
         return;
     }
     WH_DEBUG("history maintenance: %s", wh_db_get(r, 0, 0));
+    wh_db_result_free(r);
+    if (ctx->s->disable_after_ms <= 0)
+        return;
+    char period[64];
+    snprintf(period, sizeof(period), "%lld milliseconds",
+             (long long)ctx->s->disable_after_ms);
+    const char *p2[] = {period};
+    if (wh_db_query(ctx->db,
+                    "SELECT webhooks.disable_failing_endpoints($1::interval)",
+                    1, p2, &r, err, sizeof(err)) != WH_OK) {
+        WH_WARN("endpoint health check failed: %s", err);
+        return;
+    }
+    if (atoi(wh_db_get(r, 0, 0)) > 0)
+        WH_WARN("disabled %s endpoints that failed every attempt for %s",
+                wh_db_get(r, 0, 0), period);
     wh_db_result_free(r);
 }
 

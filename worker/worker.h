@@ -46,6 +46,7 @@ typedef struct {
     int64_t endpoint_refresh_ms;
     int64_t history_retention_ms;
     int64_t maintenance_ms;
+    int64_t disable_after_ms;
     int64_t shutdown_timeout_ms;
     const char *worker_id;
     const char *ca_file;
