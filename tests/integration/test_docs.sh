@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# test_docs.sh - the README's settings tables are the binaries' own
+# (--settings-markdown prints them from the same table that parses flags),
+# so the documentation cannot drift from the code.
+set -uo pipefail
+ROOT=$(cd -- "$(dirname -- "$0")/../.." && pwd)
+BUILD=${BUILD_DIR:-$ROOT/build}
+# shellcheck source=tests/check.sh
+. "$ROOT/tests/check.sh"
+
+for bin in webhook-worker webhook-scheduler; do
+    missing=$("$BUILD/bin/$bin" --settings-markdown | while IFS= read -r line; do
+        grep -qxF -- "$line" "$ROOT/README.md" || echo "$line"
+    done)
+    check "README lists every $bin setting as the binary does" test -z "$missing"
+    [ -z "$missing" ] || echo "$missing" | sed 's/^/#   missing: /'
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
