@@ -1,9 +1,10 @@
 /*
- * webhookctl.c - the admin CLI: schema migrations, endpoints and delivery
- * history. Each subcommand parses its own flag table (lib/config.h), talks
- * to Postgres through lib/db.h and exits 0 on success, 1 when the
- * operation failed (database unreachable, no such endpoint) and 2 on bad
- * usage or invalid input.
+ * webhookctl.c - the admin CLI: schema migrations, endpoints, delivery
+ * history, replays and dead letters. Each subcommand parses its own flag
+ * table (lib/config.h), talks to Postgres through lib/db.h (replays also
+ * to Kafka, through lib/replay.h) and exits 0 on success, 1 when the
+ * operation failed (database unreachable, no such endpoint, a delivery
+ * not replayed) and 2 on bad usage or invalid input.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -18,15 +19,21 @@
 #include "endpoints.h"
 #include "log.h"
 #include "pattern.h"
+#include "replay.h"
 #include "secretbox.h"
 #include "url.h"
 
 #define EXIT_FAIL 1
 #define EXIT_USAGE 2
+/* A replay gives up on Kafka after this long without an acknowledgement. */
+#define REPLAY_ACK_TIMEOUT_MS 30000
 
 typedef struct {
     const char *database_url;
     const char *secret_key;
+    const char *kafka_brokers;
+    const char *kafka_extra;
+    const char *deliveries_topic;
 } global_settings;
 
 static const wh_opt global_opts[] = {
@@ -36,6 +43,15 @@ static const wh_opt global_opts[] = {
     {"secret-key", "WEBHOOK_SECRET_KEY", WH_OPT_STRING, NULL, 0, 0,
      offsetof(global_settings, secret_key),
      "32-byte key (base64 or hex) sealing endpoint secrets"},
+    {"kafka-brokers", "KAFKA_BROKERS", WH_OPT_STRING, "localhost:9092", 0, 0,
+     offsetof(global_settings, kafka_brokers),
+     "Kafka bootstrap servers (replays)"},
+    {"kafka-extra", "KAFKA_EXTRA", WH_OPT_STRING, NULL, 0, 0,
+     offsetof(global_settings, kafka_extra),
+     "more librdkafka properties, k=v,k=v (e.g. security.protocol=ssl)"},
+    {"deliveries-topic", "WEBHOOK_DELIVERIES_TOPIC", WH_OPT_STRING,
+     "webhook.deliveries", 0, 0, offsetof(global_settings, deliveries_topic),
+     "topic replayed deliveries are produced to"},
 };
 
 static const char usage_text[] =
@@ -55,6 +71,22 @@ static const char usage_text[] =
     "  deliveries list [--endpoint ID] [--event ID] [--app A]\n"
     "                  [--outcome succeeded|failed] [--limit N] [--json]\n"
     "                                   delivery attempts, newest first\n"
+    "  replay --delivery ID | --event ID [--app A] |\n"
+    "         --endpoint ID --since T [--until T]\n"
+    "                       [--outcome failed|succeeded]\n"
+    "         [--limit N] [--dry-run]   send deliveries again with the same\n"
+    "                                   webhook-id\n"
+    "  dead-letters list [--endpoint ID] [--app A] [--since T] [--limit N]\n"
+    "                    [--json]       deliveries whose last attempt was\n"
+    "                                   final and failed, newest first\n"
+    "  dead-letters replay [--endpoint ID] [--app A] [--since T] [--limit N]\n"
+    "                      [--dry-run]  send them again\n"
+    "\n"
+    "T is a time Postgres reads ('2026-11-23 15:00', '2026-11-23T15:00:00Z')\n"
+    "or a duration meaning that long ago (30m, 2h, 7d). Replays read the\n"
+    "events stored in webhooks.events, so they reach back as far as its\n"
+    "retention. Dead letters are also produced to the webhook.dead topic\n"
+    "(webhook.v1.DeadLetter with the original event) for consumers.\n"
     "\n"
     "Run 'webhookctl COMMAND --help' for a command's options.\n";
 
@@ -515,6 +547,383 @@ static int cmd_deliveries(int argc, char **argv)
     return 0;
 }
 
+/* ---- replay and dead letters -------------------------------------------- */
+
+typedef struct {
+    const char *delivery, *event, *app, *endpoint, *since, *until, *outcome;
+    int64_t limit;
+    bool dry_run, json;
+} replay_settings;
+
+#define R(f) offsetof(replay_settings, f)
+static const wh_opt replay_opts[] = {
+    {"delivery", NULL, WH_OPT_STRING, NULL, 0, 0, R(delivery),
+     "replay this delivery (msg_...)"},
+    {"event", NULL, WH_OPT_STRING, NULL, 0, 0, R(event),
+     "replay every delivery of this event id, to each endpoint it went to"},
+    {"app", NULL, WH_OPT_STRING, NULL, 0, 0, R(app),
+     "the app of --event (needed when the id occurs in several apps)"},
+    {"endpoint", NULL, WH_OPT_STRING, NULL, 0, 0, R(endpoint),
+     "replay deliveries to this endpoint whose latest attempt is in "
+     "--since..--until"},
+    {"since", NULL, WH_OPT_STRING, NULL, 0, 0, R(since),
+     "with --endpoint: latest attempt at or after T (a time, or a duration "
+     "ago such as 2h)"},
+    {"until", NULL, WH_OPT_STRING, NULL, 0, 0, R(until),
+     "with --endpoint: latest attempt at or before T (default: no bound)"},
+    {"outcome", NULL, WH_OPT_STRING, NULL, 0, 0, R(outcome),
+     "with --endpoint: only deliveries whose latest attempt failed or "
+     "succeeded"},
+    {"limit", NULL, WH_OPT_INT, "10000", 1, WH_REPLAY_LIMIT_MAX, R(limit),
+     "most deliveries replayed"},
+    {"dry-run", NULL, WH_OPT_BOOL, "false", 0, 0, R(dry_run),
+     "list what would be replayed, send nothing"},
+};
+
+static const wh_opt dead_list_opts[] = {
+    {"endpoint", NULL, WH_OPT_STRING, NULL, 0, 0, R(endpoint),
+     "only dead letters of this endpoint"},
+    {"app", NULL, WH_OPT_STRING, NULL, 0, 0, R(app), "only this app"},
+    {"since", NULL, WH_OPT_STRING, NULL, 0, 0, R(since),
+     "only those whose last attempt was at or after T (a time, or a "
+     "duration ago such as 2h)"},
+    {"limit", NULL, WH_OPT_INT, "100", 1, 100000, R(limit),
+     "most rows shown"},
+    {"json", NULL, WH_OPT_BOOL, "false", 0, 0, R(json),
+     "one JSON object per line"},
+};
+
+static const wh_opt dead_replay_opts[] = {
+    {"endpoint", NULL, WH_OPT_STRING, NULL, 0, 0, R(endpoint),
+     "only dead letters of this endpoint"},
+    {"app", NULL, WH_OPT_STRING, NULL, 0, 0, R(app), "only this app"},
+    {"since", NULL, WH_OPT_STRING, NULL, 0, 0, R(since),
+     "only those whose last attempt was at or after T (a time, or a "
+     "duration ago such as 2h)"},
+    {"limit", NULL, WH_OPT_INT, "10000", 1, WH_REPLAY_LIMIT_MAX, R(limit),
+     "most deliveries replayed"},
+    {"dry-run", NULL, WH_OPT_BOOL, "false", 0, 0, R(dry_run),
+     "list what would be replayed, send nothing"},
+};
+
+#define DEAD_LETTERS_NOTE                                                   \
+    "Dead letters are deliveries whose last attempt was final and failed\n" \
+    "(webhooks.delivery_log). Each is also produced to the webhook.dead\n"  \
+    "topic as a webhook.v1.DeadLetter with the original event, for\n"       \
+    "consumers."
+
+/* Checks the ids a replay or listing was given; exits 2 on a bad one. */
+static void check_filter_ids(const replay_settings *s)
+{
+    char err[512];
+    if (s->delivery &&
+        wh_codec_check_id("--delivery", s->delivery, err, sizeof(err)))
+        die_usage("%s", err);
+    if (s->event && wh_codec_check_id("--event", s->event, err, sizeof(err)))
+        die_usage("%s", err);
+    if (s->app && wh_codec_check_app(s->app, err, sizeof(err)))
+        die_usage("--app: %s", err);
+    if (s->endpoint &&
+        wh_codec_check_endpoint_id(s->endpoint, err, sizeof(err)))
+        die_usage("--endpoint: %s", err);
+}
+
+/* Resolves a --since/--until value into out; exits 2 when it is not a
+ * time, 1 when the database failed. */
+static void resolve_time(wh_db *db, const char *flag, const char *text,
+                         char *out, size_t outlen)
+{
+    char err[1024];
+    int rc = wh_replay_resolve_time(db, text, out, outlen, err, sizeof(err));
+    if (rc == WH_OK)
+        return;
+    fprintf(stderr, "webhookctl: %s: %s\n", flag, err);
+    wh_db_close(db);
+    exit(rc == WH_DECLINED ? EXIT_USAGE : EXIT_FAIL);
+}
+
+typedef struct {
+    bool dry_run;
+} replay_out;
+
+static void print_replayed(void *opaque, const wh_replay_target *t,
+                           wh_replay_status st, const char *detail)
+{
+    const replay_out *o = opaque;
+    switch (st) {
+    case WH_REPLAY_SENT:
+    case WH_REPLAY_DRY_RUN:
+        printf("%s %s attempt %u\n", t->delivery_id, t->endpoint_id,
+               t->next_attempt);
+        if (t->endpoint_disabled)
+            fprintf(stderr, "webhookctl: note: endpoint %s is disabled; %s "
+                    "is held until it is enabled\n", t->endpoint_id,
+                    o->dry_run ? "the replay" : t->delivery_id);
+        break;
+    case WH_REPLAY_SKIPPED:
+        fprintf(stderr, "webhookctl: %s to %s skipped: %s\n", t->delivery_id,
+                t->endpoint_id, detail);
+        break;
+    case WH_REPLAY_NO_EVENT:
+    case WH_REPLAY_FAILED:
+        fprintf(stderr, "webhookctl: %s to %s not replayed: %s\n",
+                t->delivery_id, t->endpoint_id, detail);
+        break;
+    }
+}
+
+/* Runs a replay of f and prints its outcome. Returns the exit code. */
+static int run_replay(wh_db *db, const wh_replay_filter *f, bool dry_run)
+{
+    char err[1024];
+    wh_kafka_conf kc = {
+        .brokers = G.kafka_brokers,
+        .client_id = "webhookctl",
+        .extra = G.kafka_extra,
+    };
+    wh_replay_sink sink = {
+        .kafka = &kc,
+        .topic = G.deliveries_topic,
+        .ack_timeout_ms = REPLAY_ACK_TIMEOUT_MS,
+    };
+    replay_out o = {.dry_run = dry_run};
+    wh_replay_counts n;
+    if (!dry_run && (!G.deliveries_topic || !*G.deliveries_topic)) {
+        fprintf(stderr, "webhookctl: WEBHOOK_DELIVERIES_TOPIC is empty\n");
+        return EXIT_USAGE;
+    }
+    fflush(stdout);
+    int rc = wh_replay_run(db, f, dry_run ? NULL : &sink, print_replayed, &o,
+                           &n, err, sizeof(err));
+    if (rc == WH_DECLINED) {
+        fprintf(stderr, "webhookctl: %s: pass --app\n", err);
+        return EXIT_USAGE;
+    }
+    if (rc != WH_OK)
+        fprintf(stderr, "webhookctl: replay stopped: %s\n", err);
+    if (rc == WH_OK && n.selected == 0 && f->kind == WH_REPLAY_BY_DELIVERY) {
+        fprintf(stderr, "webhookctl: no delivery %s in the history\n",
+                f->delivery_id);
+        return EXIT_FAIL;
+    }
+    if (rc == WH_OK && n.selected == 0 && f->kind == WH_REPLAY_BY_EVENT) {
+        fprintf(stderr, "webhookctl: no deliveries of event %s%s%s in the "
+                "history\n", f->event_id, f->app ? " of app " : "",
+                f->app ? f->app : "");
+        return EXIT_FAIL;
+    }
+    printf("%s %zu deliver%s", dry_run ? "would replay" : "replayed", n.sent,
+           n.sent == 1 ? "y" : "ies");
+    if (n.skipped)
+        printf(", %zu skipped (retry scheduled)", n.skipped);
+    if (n.no_event + n.failed)
+        printf(", %zu not replayed", n.no_event + n.failed);
+    printf("\n");
+    if (n.more)
+        fprintf(stderr, "webhookctl: more deliveries match than --limit "
+                "%lld; only the first were taken\n", (long long)f->limit);
+    return rc != WH_OK || n.no_event || n.failed ? EXIT_FAIL : 0;
+}
+
+static int cmd_replay(int argc, char **argv)
+{
+    replay_settings s;
+    int first;
+    memset(&s, 0, sizeof(s));
+    parse_sub("webhookctl replay --delivery ID | --event ID [--app A] | "
+              "--endpoint ID --since T [--until T] [--outcome O] [options]",
+              replay_opts, WH_ARRAY_LEN(replay_opts), &s, argc, argv, &first);
+    if (first < argc)
+        die_usage("unexpected argument '%s'", argv[first]);
+    int selectors = !!s.delivery + !!s.event + !!s.endpoint;
+    if (selectors == 0)
+        die_usage("%s", "replay: say what to replay: --delivery ID, --event "
+                        "ID or --endpoint ID --since T");
+    if (selectors > 1)
+        die_usage("%s", "replay: --delivery, --event and --endpoint exclude "
+                        "each other");
+    if (s.app && !s.event)
+        die_usage("%s", "replay: --app goes with --event");
+    if ((s.since || s.until || s.outcome) && !s.endpoint)
+        die_usage("%s", "replay: --since, --until and --outcome go with "
+                        "--endpoint");
+    if (s.endpoint && !s.since)
+        die_usage("%s",
+                  "replay: --endpoint needs --since T (e.g. --since 1h)");
+    if (s.outcome && strcmp(s.outcome, "succeeded") != 0 &&
+        strcmp(s.outcome, "failed") != 0)
+        die_usage("--outcome must be succeeded or failed, not '%s'",
+                  s.outcome);
+    check_filter_ids(&s);
+    char since[WH_REPLAY_TIME_MAX], until[WH_REPLAY_TIME_MAX];
+    wh_db *db = connect_db();
+    if (s.since)
+        resolve_time(db, "--since", s.since, since, sizeof(since));
+    if (s.until)
+        resolve_time(db, "--until", s.until, until, sizeof(until));
+    wh_replay_filter f = {
+        .kind = s.delivery ? WH_REPLAY_BY_DELIVERY
+                : s.event  ? WH_REPLAY_BY_EVENT
+                           : WH_REPLAY_BY_ENDPOINT,
+        .delivery_id = s.delivery,
+        .event_id = s.event,
+        .app = s.app,
+        .endpoint_id = s.endpoint,
+        .since = s.since ? since : NULL,
+        .until = s.until ? until : NULL,
+        .outcome = s.outcome,
+        .limit = s.limit,
+    };
+    int rc = run_replay(db, &f, s.dry_run);
+    wh_db_close(db);
+    return rc;
+}
+
+typedef struct {
+    bool json;
+    wh_buf out;
+    int bad;
+} dead_list_state;
+
+static int print_dead_letter(void *opaque, const wh_replay_target *t,
+                             char *err, size_t errlen)
+{
+    dead_list_state *st = opaque;
+    (void)err;
+    (void)errlen;
+    if (!st->json) {
+        char status[16] = "";
+        if (t->last_status)
+            snprintf(status, sizeof(status), "%d", t->last_status);
+        printf("%-24s %-36s %-16s %-24s %3u %4s %s\n", t->last_attempt_at,
+               t->delivery_id, t->event_id, t->endpoint_id, t->attempts,
+               status, t->last_error);
+        return WH_OK;
+    }
+    wh_buf *b = &st->out;
+    wh_buf_reset(b);
+    int bad = wh_buf_add(b, "{\"delivery_id\":", 15) ||
+              wh_buf_json_str(b, t->delivery_id, strlen(t->delivery_id)) ||
+              wh_buf_add(b, ",\"event_id\":", 12) ||
+              wh_buf_json_str(b, t->event_id, strlen(t->event_id)) ||
+              wh_buf_add(b, ",\"endpoint_id\":", 15) ||
+              wh_buf_json_str(b, t->endpoint_id, strlen(t->endpoint_id)) ||
+              wh_buf_add(b, ",\"app\":", 7) ||
+              wh_buf_json_str(b, t->app, strlen(t->app)) ||
+              wh_buf_add(b, ",\"event_type\":", 14) ||
+              wh_buf_json_str(b, t->event_type, strlen(t->event_type)) ||
+              wh_buf_addf(b, ",\"attempts\":%u,\"status_code\":",
+                          t->attempts);
+    if (t->last_status)
+        bad = bad || wh_buf_addf(b, "%d", t->last_status);
+    else
+        bad = bad || wh_buf_add(b, "null", 4);
+    bad = bad || wh_buf_add(b, ",\"error_class\":", 15);
+    if (*t->last_error_class)
+        bad = bad || wh_buf_json_str(b, t->last_error_class,
+                                     strlen(t->last_error_class));
+    else
+        bad = bad || wh_buf_add(b, "null", 4);
+    bad = bad || wh_buf_add(b, ",\"error\":", 9);
+    if (*t->last_error)
+        bad = bad ||
+              wh_buf_json_str(b, t->last_error, strlen(t->last_error));
+    else
+        bad = bad || wh_buf_add(b, "null", 4);
+    bad = bad || wh_buf_addf(b, ",\"dead_at\":\"%s\"}", t->last_attempt_at);
+    if (bad)
+        st->bad++;
+    else
+        printf("%s\n", wh_buf_cstr(b));
+    return WH_OK;
+}
+
+static int dead_letters_list(int argc, char **argv)
+{
+    replay_settings s;
+    int first;
+    memset(&s, 0, sizeof(s));
+    parse_sub("webhookctl dead-letters list [options]\n\n" DEAD_LETTERS_NOTE,
+              dead_list_opts,
+              WH_ARRAY_LEN(dead_list_opts), &s, argc, argv, &first);
+    if (first < argc)
+        die_usage("unexpected argument '%s'", argv[first]);
+    check_filter_ids(&s);
+    char since[WH_REPLAY_TIME_MAX], err[1024];
+    wh_db *db = connect_db();
+    if (s.since)
+        resolve_time(db, "--since", s.since, since, sizeof(since));
+    wh_replay_filter f = {
+        .kind = WH_REPLAY_DEAD,
+        .app = s.app,
+        .endpoint_id = s.endpoint,
+        .since = s.since ? since : NULL,
+        .limit = s.limit,
+        .newest_first = true,
+    };
+    dead_list_state st = {.json = s.json};
+    wh_buf_init(&st.out, 64 * 1024);
+    if (!s.json)
+        printf("%-24s %-36s %-16s %-24s %3s %4s %s\n", "DEAD_AT",
+               "DELIVERY_ID", "EVENT_ID", "ENDPOINT_ID", "#", "HTTP",
+               "ERROR");
+    bool more;
+    int rc = wh_replay_select(db, &f, print_dead_letter, &st, NULL, &more,
+                              err, sizeof(err));
+    wh_buf_free(&st.out);
+    wh_db_close(db);
+    if (rc != WH_OK) {
+        fprintf(stderr, "webhookctl: %s\n", err);
+        return EXIT_FAIL;
+    }
+    if (st.bad)
+        fprintf(stderr, "webhookctl: %d dead letters too large to print\n",
+                st.bad);
+    if (more)
+        fprintf(stderr, "webhookctl: more dead letters match than --limit "
+                "%lld\n", (long long)s.limit);
+    return st.bad ? EXIT_FAIL : 0;
+}
+
+static int dead_letters_replay(int argc, char **argv)
+{
+    replay_settings s;
+    int first;
+    memset(&s, 0, sizeof(s));
+    parse_sub("webhookctl dead-letters replay [options]\n\n" DEAD_LETTERS_NOTE,
+              dead_replay_opts,
+              WH_ARRAY_LEN(dead_replay_opts), &s, argc, argv, &first);
+    if (first < argc)
+        die_usage("unexpected argument '%s'", argv[first]);
+    check_filter_ids(&s);
+    char since[WH_REPLAY_TIME_MAX];
+    wh_db *db = connect_db();
+    if (s.since)
+        resolve_time(db, "--since", s.since, since, sizeof(since));
+    wh_replay_filter f = {
+        .kind = WH_REPLAY_DEAD,
+        .app = s.app,
+        .endpoint_id = s.endpoint,
+        .since = s.since ? since : NULL,
+        .limit = s.limit,
+    };
+    int rc = run_replay(db, &f, s.dry_run);
+    wh_db_close(db);
+    return rc;
+}
+
+static int cmd_dead_letters(int argc, char **argv)
+{
+    if (argc < 2)
+        die_usage("%s", "dead-letters: expected list or replay");
+    if (strcmp(argv[1], "list") == 0)
+        return dead_letters_list(argc - 1, argv + 1);
+    if (strcmp(argv[1], "replay") == 0)
+        return dead_letters_replay(argc - 1, argv + 1);
+    die_usage("dead-letters: unknown command '%s' (list, replay)", argv[1]);
+    return EXIT_USAGE;
+}
+
 int main(int argc, char **argv)
 {
     char err[512];
@@ -544,6 +953,10 @@ int main(int argc, char **argv)
         return cmd_endpoint(sub_argc, sub_argv);
     if (strcmp(cmd, "deliveries") == 0)
         return cmd_deliveries(sub_argc, sub_argv);
+    if (strcmp(cmd, "replay") == 0)
+        return cmd_replay(sub_argc, sub_argv);
+    if (strcmp(cmd, "dead-letters") == 0)
+        return cmd_dead_letters(sub_argc, sub_argv);
     fprintf(stderr, "webhookctl: unknown command '%s'\n\n%s", cmd,
             usage_text);
     return EXIT_USAGE;
