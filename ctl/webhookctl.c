@@ -19,6 +19,7 @@
 #include "endpoints.h"
 #include "log.h"
 #include "pattern.h"
+#include "retry.h"
 #include "replay.h"
 #include "secretbox.h"
 #include "url.h"
@@ -66,6 +67,10 @@ static const char usage_text[] =
     "                                   register an endpoint; prints its id\n"
     "                                   (and the secret when generated)\n"
     "  endpoint list [--app A] [--json] list endpoints\n"
+    "  endpoint update ID [--url URL] [--events E] [--retry-schedule S|default]\n"
+    "               [--ordered|--unordered] [--max-in-flight N]\n"
+    "               [--rate-limit N/s|none] [--timeout T] [--description D]\n"
+    "                                   change an endpoint\n"
     "  endpoint disable ID [--reason R] stop deliveries to an endpoint\n"
     "  endpoint enable ID               resume deliveries\n"
     "  deliveries list [--endpoint ID] [--event ID] [--app A]\n"
@@ -323,6 +328,12 @@ static void print_endpoint(wh_endpoint *ep, void *opaque)
                                        strlen(ep->disabled_reason));
         else
             rc = rc || wh_buf_add(b, "null", 4);
+        char sched[WH_RETRY_TEXT_MAX];
+        if (ep->custom_retry &&
+            wh_retry_policy_format(&ep->retry, sched, sizeof(sched)) == WH_OK)
+            rc = rc || wh_buf_addf(b, ",\"retry_schedule\":\"%s\"", sched);
+        else
+            rc = rc || wh_buf_add(b, ",\"retry_schedule\":null", 22);
         rc = rc || wh_buf_add(b, ",\"description\":", 15) ||
              wh_buf_json_str(b, ep->description, strlen(ep->description)) ||
              wh_buf_addf(b, ",\"created_at\":\"%s\"}", ep->created_at);
@@ -377,16 +388,14 @@ static const wh_opt disable_opts[] = {
      offsetof(disable_settings, reason), "why, shown in listings"},
 };
 
-static int endpoint_toggle(int argc, char **argv, bool disable)
+/* Parses "SUBCOMMAND ID [flags]" with flags before or after the ID and
+ * returns the (validated) ID. */
+static const char *parse_with_id(const char *synopsis, const wh_opt *opts,
+                                 size_t nopts, void *settings, int argc,
+                                 char **argv)
 {
-    disable_settings s;
     int first, rest_first;
-    const char *synopsis = disable
-                               ? "webhookctl endpoint disable ID [--reason R]"
-                               : "webhookctl endpoint enable ID";
-    size_t nopts = disable ? WH_ARRAY_LEN(disable_opts) : 0;
-    memset(&s, 0, sizeof(s));
-    parse_sub(synopsis, disable_opts, nopts, &s, argc, argv, &first);
+    parse_sub(synopsis, opts, nopts, settings, argc, argv, &first);
     if (first >= argc)
         die_usage("%s", "missing endpoint ID");
     const char *id = argv[first];
@@ -395,23 +404,25 @@ static int endpoint_toggle(int argc, char **argv, bool disable)
     char **rest = calloc((size_t)argc, sizeof(*rest));
     if (!rest) {
         fprintf(stderr, "webhookctl: out of memory\n");
-        return EXIT_FAIL;
+        exit(EXIT_FAIL);
     }
     int nrest = 0;
     for (int i = 0; i < argc; i++)
         if (i != first)
             rest[nrest++] = argv[i];
-    parse_sub(synopsis, disable_opts, nopts, &s, nrest, rest, &rest_first);
+    parse_sub(synopsis, opts, nopts, settings, nrest, rest, &rest_first);
     if (rest_first < nrest)
         die_usage("unexpected argument '%s'", rest[rest_first]);
     free(rest);
     char err[1024];
     if (wh_codec_check_endpoint_id(id, err, sizeof(err)) != WH_OK)
         die_usage("%s", err);
-    wh_db *db = connect_db();
-    int rc = wh_endpoints_set_disabled(db, id, disable, s.reason, err,
-                                       sizeof(err));
-    wh_db_close(db);
+    return id;
+}
+
+/* Reports the result of a change to endpoint id; returns the exit code. */
+static int changed(int rc, const char *id, const char *err, const char *what)
+{
     if (rc == WH_DECLINED) {
         fprintf(stderr, "webhookctl: no endpoint %s\n", id);
         return EXIT_FAIL;
@@ -420,8 +431,125 @@ static int endpoint_toggle(int argc, char **argv, bool disable)
         fprintf(stderr, "webhookctl: %s\n", err);
         return EXIT_FAIL;
     }
-    printf("%s %s\n", id, disable ? "disabled" : "enabled");
+    printf("%s %s\n", id, what);
     return 0;
+}
+
+static int endpoint_toggle(int argc, char **argv, bool disable)
+{
+    disable_settings s;
+    const char *synopsis = disable
+                               ? "webhookctl endpoint disable ID [--reason R]"
+                               : "webhookctl endpoint enable ID";
+    size_t nopts = disable ? WH_ARRAY_LEN(disable_opts) : 0;
+    memset(&s, 0, sizeof(s));
+    const char *id = parse_with_id(synopsis, disable_opts, nopts, &s, argc,
+                                   argv);
+    char err[1024];
+    wh_db *db = connect_db();
+    int rc = wh_endpoints_set_disabled(db, id, disable, s.reason, err,
+                                       sizeof(err));
+    wh_db_close(db);
+    return changed(rc, id, err, disable ? "disabled" : "enabled");
+}
+
+typedef struct {
+    const char *url, *events, *description, *rate_limit, *retry_schedule;
+    bool ordered, unordered;
+    int64_t max_in_flight, timeout_ms;
+} update_settings;
+
+#define U(f) offsetof(update_settings, f)
+static const wh_opt update_opts[] = {
+    {"url", NULL, WH_OPT_STRING, NULL, 0, 0, U(url), "new URL"},
+    {"events", NULL, WH_OPT_STRING, NULL, 0, 0, U(events),
+     "new event-type filters"},
+    {"description", NULL, WH_OPT_STRING, NULL, 0, 0, U(description),
+     "new description"},
+    {"retry-schedule", NULL, WH_OPT_STRING, NULL, 0, 0, U(retry_schedule),
+     "delays before each retry, e.g. 1s,2s,4s; 'default' for the default "
+     "schedule, 'none' for no retries"},
+    {"ordered", NULL, WH_OPT_BOOL, "false", 0, 0, U(ordered),
+     "deliver in order, one at a time"},
+    {"unordered", NULL, WH_OPT_BOOL, "false", 0, 0, U(unordered),
+     "allow concurrent deliveries (see --max-in-flight)"},
+    {"max-in-flight", NULL, WH_OPT_INT, NULL, 1, 1000, U(max_in_flight),
+     "concurrent deliveries for an unordered endpoint"},
+    {"rate-limit", NULL, WH_OPT_STRING, NULL, 0, 0, U(rate_limit),
+     "deliveries per second, e.g. 50/s; 'none' to remove"},
+    {"timeout", NULL, WH_OPT_DURATION, NULL, 0, 120000, U(timeout_ms),
+     "per-attempt timeout (100ms-120s)"},
+};
+
+static int endpoint_update(int argc, char **argv)
+{
+    update_settings s;
+    char err[1024];
+    memset(&s, 0, sizeof(s));
+    const char *id = parse_with_id("webhookctl endpoint update ID [options]",
+                                   update_opts, WH_ARRAY_LEN(update_opts), &s,
+                                   argc, argv);
+    if (s.ordered && s.unordered)
+        die_usage("%s", "--ordered and --unordered exclude each other");
+    if (s.url && wh_url_check(s.url, err, sizeof(err)) != WH_OK)
+        die_usage("--url: %s", err);
+    if (s.events && wh_pattern_list_check(s.events, err, sizeof(err)) != WH_OK)
+        die_usage("--events: %s", err);
+    if (s.timeout_ms && s.timeout_ms < 100)
+        die_usage("%s", "--timeout must be at least 100ms");
+    char retry_pg[WH_RETRY_TEXT_MAX] = "";
+    if (s.retry_schedule && strcmp(s.retry_schedule, "default") != 0) {
+        wh_retry_policy rp;
+        if (wh_retry_policy_parse(s.retry_schedule, &rp, err, sizeof(err)))
+            die_usage("--retry-schedule: %s", err);
+        if (wh_retry_policy_to_pg(&rp, retry_pg, sizeof(retry_pg)) != WH_OK)
+            die_usage("%s", "--retry-schedule: too long");
+    }
+    char rate[32] = "", mif[16] = "", tmo[16] = "";
+    if (s.rate_limit && strcmp(s.rate_limit, "none") != 0)
+        snprintf(rate, sizeof(rate), "%lld", (long long)parse_rate(s.rate_limit));
+    if (s.max_in_flight)
+        snprintf(mif, sizeof(mif), "%lld", (long long)s.max_in_flight);
+    if (s.timeout_ms)
+        snprintf(tmo, sizeof(tmo), "%lld", (long long)s.timeout_ms);
+    if (!s.url && !s.events && !s.description && !s.retry_schedule &&
+        !s.ordered && !s.unordered && !mif[0] && !s.rate_limit && !tmo[0])
+        die_usage("%s", "nothing to change (see --help)");
+    const char *params[] = {
+        id,
+        s.url,
+        s.events,
+        s.description,
+        s.retry_schedule ? "t" : NULL,
+        retry_pg[0] ? retry_pg : NULL,
+        s.ordered ? "true" : s.unordered ? "false" : NULL,
+        mif[0] ? mif : NULL,
+        s.rate_limit ? "t" : NULL,
+        rate[0] ? rate : NULL,
+        tmo[0] ? tmo : NULL,
+    };
+    wh_db *db = connect_db();
+    wh_db_result *r;
+    int rc = wh_db_query(
+        db,
+        "UPDATE webhooks.endpoints SET url = coalesce($2, url), "
+        "event_types = coalesce($3, event_types), "
+        "description = coalesce($4, description), "
+        "retry_schedule_ms = CASE WHEN $5::text IS NULL THEN retry_schedule_ms "
+        "ELSE $6::integer[] END, "
+        "ordered = coalesce($7::boolean, ordered), "
+        "max_in_flight = coalesce($8::integer, max_in_flight), "
+        "rate_limit_per_s = CASE WHEN $9::text IS NULL THEN rate_limit_per_s "
+        "ELSE $10::integer END, "
+        "timeout_ms = coalesce($11::integer, timeout_ms), updated_at = now() "
+        "WHERE id = $1",
+        11, params, &r, err, sizeof(err));
+    if (rc == WH_OK) {
+        rc = wh_db_affected(r) > 0 ? WH_OK : WH_DECLINED;
+        wh_db_result_free(r);
+    }
+    wh_db_close(db);
+    return changed(rc, id, err, "updated");
 }
 
 static int cmd_endpoint(int argc, char **argv)
@@ -437,8 +565,10 @@ static int cmd_endpoint(int argc, char **argv)
         return endpoint_toggle(argc - 1, argv + 1, true);
     if (strcmp(sub, "enable") == 0)
         return endpoint_toggle(argc - 1, argv + 1, false);
-    die_usage("endpoint: unknown command '%s' (add, list, disable, enable)",
-              sub);
+    if (strcmp(sub, "update") == 0)
+        return endpoint_update(argc - 1, argv + 1);
+    die_usage("endpoint: unknown command '%s' (add, list, update, disable, "
+              "enable)", sub);
     return EXIT_USAGE;
 }
 

@@ -79,6 +79,20 @@ check "410: endpoint disabled with the reason" \
 check "400: dead-lettered without retries" wait_for 30 has_dead "$bad"
 check "400: one request" test "$(received bad)" -eq 1
 
+# endpoint update changes the schedule
+check "update --retry-schedule" "$BIN/webhookctl" endpoint update "$bad" --retry-schedule 2s,8s
+check "the new schedule is stored" test "$(sql "SELECT retry_schedule_ms::text FROM webhooks.endpoints WHERE id = '$bad'")" = "{2000,8000}"
+check "endpoint list --json shows it" bash -c "'$BIN/webhookctl' endpoint list --json | grep '\"id\":\"$bad\"' | grep -q '\"retry_schedule\":\"2s,8s\"'"
+check "update --retry-schedule default" "$BIN/webhookctl" endpoint update "$bad" --retry-schedule default
+check "the default is restored" test -z "$(sql "SELECT retry_schedule_ms FROM webhooks.endpoints WHERE id = '$bad'")"
+rc=0
+"$BIN/webhookctl" endpoint update "$bad" --retry-schedule 5s,1s >/dev/null 2>"$T/upd.err" || rc=$?
+check "a decreasing schedule is refused with exit 2" test "$rc" -eq 2
+check "with a clear message" grep -q "retry-schedule: step 2" "$T/upd.err"
+rc=0
+"$BIN/webhookctl" endpoint update ep_00000000nosuch --url http://127.0.0.1:1/x >/dev/null 2>&1 || rc=$?
+check "updating an unknown endpoint exits 1" test "$rc" -eq 1
+
 # a pending retry is parked while the endpoint is disabled, resumed on enable
 publish t.ok p1
 check "first attempt to the ok endpoint failed" wait_for 20 got_at_least ok 1
