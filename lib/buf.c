@@ -225,3 +225,34 @@ fail:
         b->data[saved] = '\0';
     return WH_ERR;
 }
+
+int wh_buf_set_hex(wh_buf *b, const char *hex, size_t n, size_t *bad_at)
+{
+    unsigned char chunk[4096];
+    size_t k = 0;
+    wh_buf_reset(b);
+    if (bad_at)
+        *bad_at = n;
+    if (n % 2 != 0 || n / 2 > b->max)
+        return WH_ERR;
+    for (size_t i = 0; i < n; i += 2) {
+        int hi = wh_hex_value(hex[i]), lo = wh_hex_value(hex[i + 1]);
+        if (hi < 0 || lo < 0) {
+            if (bad_at)
+                *bad_at = hi < 0 ? i : i + 1;
+            goto fail;
+        }
+        chunk[k++] = (unsigned char)(hi << 4 | lo);
+        if (k == sizeof(chunk)) {
+            if (wh_buf_add(b, chunk, k) != WH_OK)
+                goto fail;
+            k = 0;
+        }
+    }
+    if (wh_buf_add(b, chunk, k) != WH_OK)
+        goto fail;
+    return WH_OK;
+fail:
+    wh_buf_reset(b);
+    return WH_ERR;
+}

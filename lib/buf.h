@@ -56,4 +56,11 @@ const char *wh_buf_cstr(wh_buf *b);
  * rule) is replaced by the escape \ufffd. s may contain NUL bytes. */
 int wh_buf_json_str(wh_buf *b, const char *s, size_t n) WH_MUST_CHECK;
 
+/* Replaces b's content with the bytes the hexadecimal text hex[0..n)
+ * encodes. WH_ERR (b left empty) when n is odd, a character is not a hex
+ * digit, or the bytes exceed b's max; *bad_at (may be NULL) then gets the
+ * offset of the bad digit, or n. */
+int wh_buf_set_hex(wh_buf *b, const char *hex, size_t n,
+                   size_t *bad_at) WH_MUST_CHECK;
+
 #endif

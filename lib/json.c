@@ -101,20 +101,11 @@ static int utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c |= 0x20;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 /* The value of 4 hex digits at s[0..4), or -1. */
 static int32_t hex4(const unsigned char *s)
 {
-    int a = hexval(s[0]), b = hexval(s[1]), c = hexval(s[2]), d = hexval(s[3]);
+    int a = wh_hex_value((char)s[0]), b = wh_hex_value((char)s[1]),
+        c = wh_hex_value((char)s[2]), d = wh_hex_value((char)s[3]);
     if ((a | b | c | d) < 0)
         return -1;
     return a << 12 | b << 8 | c << 4 | d;

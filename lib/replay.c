@@ -278,45 +278,20 @@ fail:
 
 /* ---- events and deliveries ---------------------------------------------- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Replaces b's content with the bytes of hex[0..n). */
 static int hex_decode(wh_buf *b, const char *hex, size_t n, char *err,
                       size_t errlen)
 {
-    unsigned char chunk[4096];
-    size_t k = 0;
-    wh_buf_reset(b);
+    size_t bad;
     if (n % 2 != 0)
         return wh_errf(err, errlen, "stored event: odd number of hex digits");
     if (n / 2 > b->max)
         return wh_errf(err, errlen, "stored event is %zu bytes, the limit is "
                        "%zu", n / 2, b->max);
-    for (size_t i = 0; i < n; i += 2) {
-        int hi = hexval(hex[i]), lo = hexval(hex[i + 1]);
-        if (hi < 0 || lo < 0) {
-            wh_buf_reset(b);
-            return wh_errf(err, errlen, "stored event: bad hex digit at %zu",
-                           hi < 0 ? i : i + 1);
-        }
-        chunk[k++] = (unsigned char)(hi << 4 | lo);
-        if (k == sizeof(chunk) || i + 2 == n) {
-            if (wh_buf_add(b, chunk, k) != WH_OK) {
-                wh_buf_reset(b);
-                return wh_errf(err, errlen, "out of memory");
-            }
-            k = 0;
-        }
-    }
+    if (wh_buf_set_hex(b, hex, n, &bad) != WH_OK)
+        return bad < n ? wh_errf(err, errlen,
+                                 "stored event: bad hex digit at %zu", bad)
+                       : wh_errf(err, errlen, "out of memory");
     return WH_OK;
 }
 

@@ -20,21 +20,10 @@
 #define KEY_HEX_LEN 64
 #define KEY_FORM    "32 bytes, base64 or hex encoded"
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int decode_hex_key(const char *s, unsigned char key[KEY_LEN])
 {
     for (size_t i = 0; i < KEY_LEN; i++) {
-        int hi = hex_value(s[2 * i]), lo = hex_value(s[2 * i + 1]);
+        int hi = wh_hex_value(s[2 * i]), lo = wh_hex_value(s[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return WH_ERR;
         key[i] = (unsigned char)(hi << 4 | lo);

@@ -80,6 +80,17 @@ int wh_parse_duration_ms(const char *s, int64_t *out_ms)
     return WH_OK;
 }
 
+int wh_hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 int wh_random_bytes(void *buf, size_t len)
 {
     unsigned char *p = buf;

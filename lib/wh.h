@@ -45,6 +45,9 @@ int wh_strlcpy(char *dst, const char *src, size_t dstlen);
  * milliseconds. Returns WH_ERR on malformed input or overflow. */
 int wh_parse_duration_ms(const char *s, int64_t *out_ms) WH_MUST_CHECK;
 
+/* Value of a hexadecimal digit (either case), or -1. */
+int wh_hex_value(char c);
+
 /* Fills buf with len cryptographically random bytes. */
 int wh_random_bytes(void *buf, size_t len) WH_MUST_CHECK;
 

@@ -90,42 +90,6 @@ int sc_array_add(wh_buf *b, const char *s, size_t n)
     return WH_OK;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-int sc_hex_decode(wh_buf *b, const char *hex, size_t n)
-{
-    unsigned char chunk[4096];
-    size_t k = 0;
-    wh_buf_reset(b);
-    if (n % 2 != 0 || n / 2 > b->max)
-        return WH_ERR;
-    for (size_t i = 0; i < n; i += 2) {
-        int hi = hexval(hex[i]), lo = hexval(hex[i + 1]);
-        if (hi < 0 || lo < 0)
-            goto fail;
-        chunk[k++] = (unsigned char)(hi << 4 | lo);
-        if (k == sizeof(chunk)) {
-            if (wh_buf_add(b, chunk, k))
-                goto fail;
-            k = 0;
-        }
-    }
-    if (wh_buf_add(b, chunk, k))
-        goto fail;
-    return WH_OK;
-fail:
-    wh_buf_reset(b);
-    return WH_ERR;
-}
 
 void sc_batch_on_report(void *opaque, void *msg_opaque, int ok,
                         const char *errstr)
@@ -235,8 +199,8 @@ static int produce_rows(sc_ctx *ctx, wh_db_result *r, size_t *sent,
         const char *why = NULL;
         if (hexlen / 2 > SC_DELIVERY_MAX)
             why = "delivery larger than the scheduler's limit";
-        else if (sc_hex_decode(&ctx->value, wh_db_get(r, i, C_HEX),
-                               hexlen) != WH_OK)
+        else if (wh_buf_set_hex(&ctx->value, wh_db_get(r, i, C_HEX),
+                                 hexlen, NULL) != WH_OK)
             why = "delivery is not valid hex";
         else if (!digits(attempt, alen))
             why = "attempt is not a number";

@@ -119,9 +119,5 @@ void sc_batch_on_report(void *opaque, void *msg_opaque, int ok,
  */
 int sc_array_add(wh_buf *b, const char *s, size_t n) WH_MUST_CHECK;
 
-/* Decodes n hex digits (n even, either case) from hex into b, replacing
- * its content. Returns WH_ERR, b then empty, on an odd length, a non-hex
- * digit, or more than b's max bytes. */
-int sc_hex_decode(wh_buf *b, const char *hex, size_t n) WH_MUST_CHECK;
 
 #endif

@@ -216,5 +216,34 @@ static void test_json_str_bounds(void)
     wh_buf_free(&b);
 }
 
-TEST_MAIN(test_empty, test_add_and_grow, test_max, test_addf,
+static void test_set_hex(void)
+{
+    wh_buf b;
+    size_t bad = 0;
+    wh_buf_init(&b, 4);
+    CHECK_INT(wh_buf_set_hex(&b, "00ff7Fa0", 8, &bad), WH_OK);
+    CHECK_MEM(b.data, b.len, "\x00\xff\x7f\xa0", 4);
+    CHECK_INT(wh_buf_set_hex(&b, "", 0, NULL), WH_OK);
+    CHECK_INT(b.len, 0);
+    CHECK_INT(wh_buf_set_hex(&b, "abc", 3, &bad), WH_ERR);
+    CHECK_INT(bad, 3);
+    CHECK_INT(wh_buf_set_hex(&b, "00g1", 4, &bad), WH_ERR);
+    CHECK_INT(bad, 2);
+    CHECK_INT(b.len, 0);
+    CHECK_INT(wh_buf_set_hex(&b, "0011223344", 10, &bad), WH_ERR); /* > max */
+    CHECK_INT(bad, 10);
+    CHECK_INT(b.len, 0);
+    wh_buf_free(&b);
+    /* more than one internal chunk */
+    wh_buf_init(&b, 10000);
+    char hex[20001];
+    for (int i = 0; i < 10000; i++)
+        memcpy(hex + 2 * i, (i % 2) ? "5a" : "a5", 2);
+    CHECK_INT(wh_buf_set_hex(&b, hex, 20000, NULL), WH_OK);
+    CHECK(b.len == 10000 && (unsigned char)b.data[9999] == 0x5a &&
+          (unsigned char)b.data[4096] == 0xa5);
+    wh_buf_free(&b);
+}
+
+TEST_MAIN(test_set_hex, test_empty, test_add_and_grow, test_max, test_addf,
           test_reset_free_reuse, test_json_str, test_json_str_bounds)
