@@ -293,8 +293,10 @@ N=$(n_endpoints)
 pycheck "endpoint list --json prints one object per endpoint" "$T/out" '
 assert len(rows) == int(E["N"]), len(rows)
 keys = {"id", "app", "url", "events", "ordered", "max_in_flight", "rate_limit_per_s",
-        "timeout_ms", "disabled", "disabled_reason", "description", "created_at"}
+        "timeout_ms", "disabled", "disabled_reason", "retry_schedule", "description",
+        "created_at"}
 assert all(set(r) == keys for r in rows), rows[0]
+assert all(r["retry_schedule"] is None for r in rows), rows
 j = [r for r in rows if r["id"] == E["EP_JSON"]][0]
 assert (j["app"], j["events"], j["ordered"], j["max_in_flight"], j["rate_limit_per_s"],
         j["timeout_ms"], j["disabled"]) == ("other", "order.*,invoice.**", False, 4, 50,
