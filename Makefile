@@ -23,7 +23,7 @@ WARN      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
              -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral
 CFLAGS    ?= -O2 -g
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) \
-             -Ilib -Iproducer -Iworker -I$(B)/gen $(shell pkg-config --cflags $(PKGS))
+             -Ilib -Iproducer -Iworker -Ischeduler -I$(B)/gen $(shell pkg-config --cflags $(PKGS))
 LDLIBS    := $(shell pkg-config --libs $(PKGS)) -lpthread -lm
 ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
 
@@ -107,8 +107,9 @@ $(B)/bin/webhook-receiver: $(B)/obj/dev/receiver.o $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# worker modules with unit tests of their own
+# worker and scheduler modules with unit tests of their own
 $(B)/tests/test_tracker: $(B)/obj/worker/tracker.o
+$(B)/tests/test_scheduler: $(B)/obj/scheduler/batch.o
 
 $(B)/tests/%: $(B)/obj/tests/unit/%.o $(LIB_A)
 	@mkdir -p $(dir $@)
