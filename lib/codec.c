@@ -620,6 +620,7 @@ static void fill_pb_delivery(const wh_delivery *d, Webhook__V1__Delivery *pb,
     pb->source_topic = (char *)(d->source_topic ? d->source_topic : "");
     pb->source_partition = d->source_partition;
     pb->source_offset = d->source_offset;
+    pb->kind = (Webhook__V1__Delivery__Kind)d->kind;
 }
 
 int wh_codec_delivery_encode(const wh_delivery *d, wh_buf *out, char *err,
@@ -661,6 +662,11 @@ int wh_codec_delivery_decode(const void *buf, size_t len,
     d->source_topic = m->pb->source_topic;
     d->source_partition = m->pb->source_partition;
     d->source_offset = m->pb->source_offset;
+    d->kind = m->pb->kind == WEBHOOK__V1__DELIVERY__KIND__KIND_RETRY
+                  ? WH_DELIVERY_RETRY
+              : m->pb->kind == WEBHOOK__V1__DELIVERY__KIND__KIND_REPLAY
+                  ? WH_DELIVERY_REPLAY
+                  : WH_DELIVERY_NEW;
     if (view_pb_event(m->pb->event, &d->event, &m->endpoints, &m->headers,
                       err, errlen))
         goto fail;

@@ -45,10 +45,18 @@ typedef struct {
     const wh_header_kv *headers;
 } wh_event;
 
+/* Why a delivery message exists (webhook.v1.Delivery.Kind). */
+typedef enum {
+    WH_DELIVERY_NEW = 0,    /* made by the fan-out stage */
+    WH_DELIVERY_RETRY = 1,  /* a scheduled retry */
+    WH_DELIVERY_REPLAY = 2  /* sent again on request */
+} wh_delivery_kind;
+
 typedef struct {
     const char *delivery_id;
     const char *endpoint_id;
     uint32_t attempt;
+    wh_delivery_kind kind;
     int64_t created_at_us;
     const char *source_topic;
     int32_t source_partition;

@@ -2,8 +2,12 @@
  * recorder.c - batches the rows both stages make durable before their
  * offsets move: events (webhooks.events, for replay), attempts
  * (webhooks.attempts) and the retries those attempts scheduled
- * (webhooks.retries), written with one COPY per table in one transaction
- * (see worker.h). Rows are encoded when added, so a
+ * (webhooks.retries), and the changes to ordered lanes (webhooks.lanes,
+ * webhooks.parked), written with one COPY per table in one transaction
+ * (see worker.h). Retry and lane rows pass the ownership fence: only those
+ * whose (partition, epoch) still owns its deliveries-topic partition in
+ * webhooks.lane_owners are applied, under a share lock on those rows so an
+ * owner change waits for the transaction. Rows are encoded when added, so a
  * flush is one round of PQputCopyData calls per table. A failed flush
  * keeps the batch and retries after a backoff with a fresh connection;
  * nothing is reported durable until the transaction committed. Main
@@ -13,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <assert.h>
 
 #include "log.h"
 #include "worker.h"
@@ -30,6 +35,8 @@ struct wk_recorder {
     size_t nretries;
     wh_buf events;
     size_t nevents;
+    wh_buf lanes;          /* COPY rows for lane_stage */
+    size_t nlanes;
     waiter *waiters;
     size_t n, cap;
     int64_t first_us;      /* when the oldest buffered row was added */
@@ -48,7 +55,7 @@ wk_recorder *wk_recorder_new(wk_ctx *ctx)
     r->ctx = ctx;
     /* Everything in flight may be waiting here while Postgres is away; each
      * stage pauses consumption at max_in_flight, plus one poll budget. */
-    r->cap = 2 * ((size_t)ctx->s->max_in_flight + 4096);
+    r->cap = 4 * ((size_t)ctx->s->max_in_flight + 4096);
     r->waiters = calloc(r->cap, sizeof(*r->waiters));
     r->line = malloc(LINE_MAX);
     wh_buf_init(&r->rows, r->cap * LINE_MAX);
@@ -56,6 +63,7 @@ wk_recorder *wk_recorder_new(wk_ctx *ctx)
      * flight */
     wh_buf_init(&r->retries, SIZE_MAX / 4);
     wh_buf_init(&r->events, SIZE_MAX / 4);
+    wh_buf_init(&r->lanes, SIZE_MAX / 4);
     if (!r->waiters || !r->line) {
         wk_recorder_destroy(r);
         return NULL;
@@ -70,6 +78,7 @@ void wk_recorder_destroy(wk_recorder *r)
     wh_buf_free(&r->rows);
     wh_buf_free(&r->retries);
     wh_buf_free(&r->events);
+    wh_buf_free(&r->lanes);
     free(r->waiters);
     free(r->line);
     free(r);
@@ -154,7 +163,7 @@ static int put_bytea(wh_buf *b, const void *data, size_t len)
 
 /* Appends the staging row of a's retry: delivery_id, endpoint_id, app,
  * event_id, attempt, due_at, delivery (bytea hex), last_error,
- * last_status. */
+ * last_status, part, epoch. */
 static int add_retry(wk_recorder *r, const wk_attempt *a)
 {
     char ts[64], head[WH_ID_MAX * 4 + 256], tail[600];
@@ -175,7 +184,8 @@ static int add_retry(wk_recorder *r, const wk_attempt *a)
     snprintf(num, sizeof(num), "%d", a->status_code);
     if (put_text(tail, &tp, a->status_code ? num : NULL, strlen(num)))
         return WH_ERR;
-    tail[tp - 1] = '\n';
+    tp += (size_t)snprintf(tail + tp, sizeof(tail) - tp, "%d\t%lld\n",
+                           (int)a->partition, (long long)a->epoch);
     if (wh_buf_add(&r->retries, head, hp) ||
         put_bytea(&r->retries, a->retry_delivery, a->retry_len) ||
         wh_buf_add(&r->retries, tail, tp))
@@ -197,6 +207,41 @@ void wk_recorder_forget(wk_recorder *r, void *arg)
     for (size_t i = 0; i < r->n; i++)
         if (r->waiters[i].arg == arg)
             r->waiters[i].fn = NULL;
+}
+
+int wk_recorder_add_lane(wk_recorder *r, const wk_lane_op *op,
+                         wk_recorded_fn *fn, void *opaque, void *arg)
+{
+    static const char ops[] = {[WK_LANE_BLOCK] = 'b', [WK_LANE_UNBLOCK] = 'u',
+                               [WK_LANE_PARK] = 'p', [WK_LANE_UNPARK] = 'd'};
+    char head[WH_ID_MAX * 2 + 160];
+    size_t hp = 0, before = r->lanes.len;
+    if (r->n == r->cap)
+        return WH_ERR;
+    int n = snprintf(head, sizeof(head), "%zu\t%c\t", r->nlanes,
+                     ops[op->op]);
+    hp = (size_t)n;
+    if (put_text(head, &hp, op->endpoint_id, strlen(op->endpoint_id)))
+        return WH_ERR;
+    n = snprintf(head + hp, sizeof(head) - hp, "%d\t%lld\t",
+                 (int)op->partition, (long long)op->epoch);
+    hp += (size_t)n;
+    if (put_text(head, &hp, op->delivery_id, strlen(op->delivery_id)))
+        return WH_ERR;
+    n = snprintf(head + hp, sizeof(head) - hp, "%u\t%lld\t", op->attempt,
+                 (long long)op->position);
+    hp += (size_t)n;
+    if (wh_buf_add(&r->lanes, head, hp) ||
+        (op->op == WK_LANE_PARK
+             ? put_bytea(&r->lanes, op->delivery, op->delivery_len)
+             : wh_buf_add(&r->lanes, "\\N", 2)) ||
+        wh_buf_add(&r->lanes, "\n", 1)) {
+        r->lanes.len = before;
+        return WH_ERR;
+    }
+    r->nlanes++;
+    add_waiter(r, fn, opaque, arg);
+    return WH_OK;
 }
 
 int wk_recorder_add_event(wk_recorder *r, const wk_event_row *e,
@@ -264,6 +309,7 @@ int wk_recorder_add(wk_recorder *r, const wk_attempt *a, wk_recorded_fn *fn,
     if (r->n == r->cap)
         return WH_ERR;
     size_t rows_len = r->rows.len, retries_len = r->retries.len;
+    assert(!a->next_attempt_at_us || a->epoch > 0);
     if (wh_buf_add(&r->rows, l, pos) != WH_OK ||
         (a->next_attempt_at_us && add_retry(r, a) != WH_OK)) {
         r->rows.len = rows_len; /* keep the batch consistent */
@@ -289,6 +335,92 @@ int64_t wk_recorder_due_ms(const wk_recorder *r)
 }
 
 size_t wk_recorder_pending(const wk_recorder *r) { return r->n; }
+
+/* Share-locks the deliveries topic's ownership rows for the rest of the
+ * transaction: an owner change (deliver.c, on assignment) waits for it, so
+ * the new owner loads lane state only after these writes. */
+static int fence(wk_recorder *r, char *e, size_t elen)
+{
+    const char *p[1] = {r->ctx->s->deliveries_topic};
+    wh_db_result *res = NULL;
+    if (wh_db_query(r->ctx->db,
+                    "SELECT partition FROM webhooks.lane_owners "
+                    "WHERE topic = $1 FOR SHARE",
+                    1, p, &res, e, elen) != WH_OK)
+        return WH_ERR;
+    wh_db_result_free(res);
+    return WH_OK;
+}
+
+/* Drops the staged rows whose (partition, epoch) no longer owns the
+ * partition. */
+static int fenced_delete(wk_recorder *r, const char *table, const char *col,
+                         char *e, size_t elen)
+{
+    char sql[512];
+    const char *p[1] = {r->ctx->s->deliveries_topic};
+    wh_db_result *res = NULL;
+    snprintf(sql, sizeof(sql),
+             "DELETE FROM %s s WHERE NOT EXISTS (SELECT 1 FROM "
+             "webhooks.lane_owners o WHERE o.topic = $1 AND "
+             "o.partition = s.%s AND o.epoch = s.epoch)", table, col);
+    if (wh_db_query(r->ctx->db, sql, 1, p, &res, e, elen) != WH_OK)
+        return WH_ERR;
+    long dropped = wh_db_affected(res);
+    wh_db_result_free(res);
+    if (dropped > 0)
+        WH_INFO("dropped %ld %s rows of partitions this worker no longer "
+                "owns", dropped, table);
+    return WH_OK;
+}
+
+/* Applies the staged lane changes: each endpoint's last block or unblock
+ * sets its lane's head, parks create the lane if needed and insert in
+ * order (a delivery parked twice keeps its first place), then unparks
+ * delete. */
+static int write_lanes(wk_recorder *r, char *e, size_t elen)
+{
+    wh_db *db = r->ctx->db;
+    if (wh_db_exec(db,
+                   "CREATE TEMP TABLE IF NOT EXISTS lane_stage (seq integer, "
+                   "op \"char\", endpoint_id text, partition integer, "
+                   "epoch bigint, delivery_id text, attempt integer, "
+                   "position bigint, delivery bytea) ON COMMIT DELETE ROWS",
+                   e, elen) != WH_OK ||
+        wh_db_copy_begin(db, "COPY lane_stage FROM STDIN", e, elen) !=
+            WH_OK ||
+        wh_db_copy_put(db, r->lanes.data, r->lanes.len, e, elen) != WH_OK ||
+        wh_db_copy_end(db, e, elen) != WH_OK ||
+        fenced_delete(r, "lane_stage", "partition", e, elen) != WH_OK)
+        return WH_ERR;
+    return wh_db_exec(
+        db,
+        "INSERT INTO webhooks.lanes AS l (endpoint_id, partition, "
+        "head_delivery_id, head_attempt) "
+        "SELECT DISTINCT ON (endpoint_id) endpoint_id, partition, "
+        "CASE WHEN op = 'b' THEN delivery_id END, "
+        "CASE WHEN op = 'b' THEN attempt END "
+        "FROM lane_stage WHERE op IN ('b', 'u') ORDER BY endpoint_id, seq DESC "
+        "ON CONFLICT (endpoint_id) DO UPDATE SET "
+        "partition = EXCLUDED.partition, "
+        "head_delivery_id = EXCLUDED.head_delivery_id, "
+        "head_attempt = EXCLUDED.head_attempt, updated_at = now(), "
+        "blocked_at = CASE WHEN l.head_delivery_id IS NULL AND "
+        "EXCLUDED.head_delivery_id IS NOT NULL THEN now() "
+        "ELSE l.blocked_at END;"
+        "INSERT INTO webhooks.lanes (endpoint_id, partition) "
+        "SELECT DISTINCT ON (endpoint_id) endpoint_id, partition "
+        "FROM lane_stage WHERE op = 'p' ORDER BY endpoint_id, seq "
+        "ON CONFLICT (endpoint_id) DO NOTHING;"
+        "INSERT INTO webhooks.parked (endpoint_id, position, delivery_id, "
+        "delivery) SELECT endpoint_id, position, delivery_id, delivery "
+        "FROM lane_stage WHERE op = 'p' ORDER BY seq "
+        "ON CONFLICT (endpoint_id, delivery_id) DO NOTHING;"
+        "DELETE FROM webhooks.parked p USING lane_stage s "
+        "WHERE s.op = 'd' AND p.endpoint_id = s.endpoint_id "
+        "AND p.delivery_id = s.delivery_id",
+        e, elen);
+}
 
 int wk_recorder_flush(wk_recorder *r, char *err, size_t errlen)
 {
@@ -322,20 +454,23 @@ int wk_recorder_flush(wk_recorder *r, char *err, size_t errlen)
         wh_db_copy_put(db, r->rows.data, r->rows.len, e, sizeof(e)) != WH_OK ||
         wh_db_copy_end(db, e, sizeof(e)) != WH_OK))
         goto fail;
+    if ((r->nretries > 0 || r->nlanes > 0) && fence(r, e, sizeof(e)) != WH_OK)
+        goto fail;
     if (r->nretries > 0 &&
         (wh_db_exec(db,
                     "CREATE TEMP TABLE IF NOT EXISTS retries_stage "
-                    "(LIKE webhooks.retries INCLUDING DEFAULTS) "
-                    "ON COMMIT DELETE ROWS",
+                    "(LIKE webhooks.retries INCLUDING DEFAULTS, "
+                    "part integer, epoch bigint) ON COMMIT DELETE ROWS",
                     e, sizeof(e)) != WH_OK ||
          wh_db_copy_begin(db,
                           "COPY retries_stage (delivery_id, endpoint_id, app, "
                           "event_id, attempt, due_at, delivery, last_error, "
-                          "last_status) FROM STDIN",
+                          "last_status, part, epoch) FROM STDIN",
                           e, sizeof(e)) != WH_OK ||
          wh_db_copy_put(db, r->retries.data, r->retries.len, e, sizeof(e)) !=
              WH_OK ||
          wh_db_copy_end(db, e, sizeof(e)) != WH_OK ||
+         fenced_delete(r, "retries_stage", "part", e, sizeof(e)) != WH_OK ||
          /* the newest attempt of a delivery wins; a redelivered older
           * attempt never moves its retry back */
          wh_db_exec(db,
@@ -353,10 +488,13 @@ int wk_recorder_flush(wk_recorder *r, char *err, size_t errlen)
                     "WHERE EXCLUDED.attempt >= webhooks.retries.attempt",
                     e, sizeof(e)) != WH_OK))
         goto fail;
+    if (r->nlanes > 0 && write_lanes(r, e, sizeof(e)) != WH_OK)
+        goto fail;
     if (wh_db_exec(db, "COMMIT", e, sizeof(e)) != WH_OK)
         goto fail;
     size_t n = r->n;
-    r->n = r->nattempts = r->nretries = r->nevents = 0;
+    r->n = r->nattempts = r->nretries = r->nevents = r->nlanes = 0;
+    wh_buf_reset(&r->lanes);
     wh_buf_reset(&r->rows);
     wh_buf_reset(&r->retries);
     wh_buf_reset(&r->events);

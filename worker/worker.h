@@ -38,6 +38,9 @@ typedef struct {
     int64_t connect_timeout_ms;
     const char *allow_private_nets;
     int64_t max_in_flight;
+    int64_t lane_queue_max;
+    int64_t breaker_failures;
+    int64_t breaker_cooldown_ms;
     int64_t max_host_connections;
     int64_t snippet_max;
     int64_t payload_max;
@@ -152,7 +155,34 @@ typedef struct {
     const void *retry_delivery;
     size_t retry_len;
     uint32_t retry_attempt;
+    /* The deliveries-topic partition and its ownership epoch: the retry is
+     * written only while the epoch still owns the partition. */
+    int32_t partition;
+    int64_t epoch;
 } wk_attempt;
+
+/* A change to an ordered lane (sql/006_lanes.sql), written in the batch it
+ * was added to, in the order added, and only while (partition, epoch) still
+ * owns the partition; otherwise dropped (the partition's new owner redoes
+ * the work from the uncommitted offsets). */
+typedef enum {
+    WK_LANE_BLOCK,   /* wait for delivery_id's retry `attempt` */
+    WK_LANE_UNBLOCK, /* the head ended: drain the parked deliveries */
+    WK_LANE_PARK,    /* park the delivery (encoded) at `position` */
+    WK_LANE_UNPARK   /* the parked delivery ended (or became the head) */
+} wk_lane_op_kind;
+
+typedef struct {
+    wk_lane_op_kind op;
+    const char *endpoint_id;
+    int32_t partition;
+    int64_t epoch;
+    const char *delivery_id;
+    uint32_t attempt;         /* BLOCK */
+    int64_t position;         /* PARK */
+    const void *delivery;     /* PARK: webhook.v1.Delivery, copied */
+    size_t delivery_len;
+} wk_lane_op;
 
 /* An event as stored for replay: its protobuf encoding. */
 typedef struct {
@@ -176,6 +206,11 @@ int wk_recorder_add(wk_recorder *r, const wk_attempt *a, wk_recorded_fn *fn,
 int wk_recorder_add_event(wk_recorder *r, const wk_event_row *e,
                           wk_recorded_fn *fn, void *opaque,
                           void *arg) WH_MUST_CHECK;
+/* Buffers a lane change; fn (may be NULL) runs once it is durable or was
+ * dropped by the ownership fence. */
+int wk_recorder_add_lane(wk_recorder *r, const wk_lane_op *op,
+                         wk_recorded_fn *fn, void *opaque,
+                         void *arg) WH_MUST_CHECK;
 /* A stage that goes away: its rows are still written, but nobody is told. */
 void wk_recorder_forget(wk_recorder *r, void *arg);
 /* Milliseconds until the batch must be written (0 = now, -1 = empty). */
@@ -210,6 +245,20 @@ void wk_deliver_on_report(wk_deliver *d, void *msg_opaque, int ok,
 /* HTTP completions. */
 void wk_deliver_http_done(wh_http_req *req, void *opaque);
 size_t wk_deliver_pending(const wk_deliver *d);
+/* Lane work that waits for a time (Postgres backoff) or for the loop
+ * (durable outcomes); call every loop iteration. */
+void wk_deliver_tick(wk_deliver *d);
+/* Milliseconds until wk_deliver_tick has work (0 = now, -1 = none). */
+int64_t wk_deliver_due_ms(const wk_deliver *d);
+typedef struct {
+    int64_t sent, succeeded, failed; /* attempts */
+    int64_t parked;                  /* deliveries parked behind a lane */
+    int64_t stale;                   /* stale retries ignored */
+    int64_t blocked;                 /* times a lane was blocked */
+    int64_t active;                  /* consumed, outcome not yet durable */
+    int64_t lanes;                   /* lanes in memory */
+} wk_deliver_stats;
+void wk_deliver_counts(const wk_deliver *d, wk_deliver_stats *st);
 void wk_deliver_destroy(wk_deliver *d);
 
 /* Producer messages carry a tag so reports reach the right stage. */
