@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# test_hol.sh - head-of-line isolation: an ordered endpoint that times out
+# must not slow the other endpoints on its deliveries partition. All
+# endpoints share one partition. Phase "base" delivers HOL_EVENTS events to
+# 10 healthy endpoints; phase "hol" delivers as many to 10 healthy
+# endpoints plus one whose requests time out. The healthy endpoints' rate
+# in phase "hol" must be at least 90% of phase "base" (each phase is run
+# twice and the better run counts, to keep scheduling noise out). Sized to
+# stay well inside the dev broker's per-partition retention.
+. "$(dirname "$0")/../lib.sh"
+
+EVENTS=${HOL_EVENTS:-1000}
+HEALTHY=10
+stack_up 1
+
+secret=$(new_secret)
+start_receiver fast --secret "$secret"
+start_receiver slow --secret "$secret" --delay-ms 5000
+fast=$(cat "$T/fast.port")
+slow=$(cat "$T/slow.port")
+
+for phase in base1 base2 hol1 hol2; do
+    for ((i = 0; i < HEALTHY; i++)); do
+        "$BIN/webhookctl" endpoint add --app "$phase" --events 'h.*' \
+            --url "http://127.0.0.1:$fast/$phase/e$i" --secret "$secret" >/dev/null
+    done
+done
+for phase in hol1 hol2; do
+    "$BIN/webhookctl" endpoint add --app "$phase" --events 'h.*' \
+        --url "http://127.0.0.1:$slow/$phase/slow" --secret "$secret" \
+        --timeout 500ms >/dev/null
+done
+"$BIN/webhook-scheduler" >"$T/scheduler.log" 2>&1 &
+PIDS+=($!)
+start_worker w1
+
+# rate PHASE: deliveries per second to the healthy endpoints of PHASE,
+# first to last receipt.
+rate() {
+    python3 - "$T/fast.jsonl" "/$1/" <<'PY'
+import json, sys
+ts = [r["received_at_us"] for r in map(json.loads, open(sys.argv[1]))
+      if r["path"].startswith(sys.argv[2]) and 200 <= r["status"] < 300]
+print("%d %.1f" % (len(ts), len(ts) / max(1e-6, (max(ts) - min(ts)) / 1e6) if ts else 0))
+PY
+}
+
+declare -A RATE
+for phase in base1 hol1 base2 hol2; do
+    python3 - "$phase" "$EVENTS" >"$T/$phase.ndjson" <<'PY'
+import sys
+p, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    print('{"id":"%s-%d","app":"%s","type":"h.x","payload":{"seq":%d,"pad":"%s"}}' % (p, i, p, i, "x" * 100))
+PY
+    want=$(( $(received fast) + EVENTS * HEALTHY ))
+    "$BIN/webhook-produce" --quiet <"$T/$phase.ndjson"
+    if wait_for 180 got_at_least fast "$want"; then
+        read -r n r <<<"$(rate "$phase")"
+        RATE[$phase]=$r
+        log "$phase: $n deliveries to healthy endpoints at $r/s"
+        check "$phase: every healthy delivery arrived ($n)" \
+            test "$n" -eq "$((EVENTS * HEALTHY))"
+    else
+        not_ok "$phase: deliveries arrived ($(received fast) of $want)"
+        RATE[$phase]=0
+    fi
+done
+
+base=$(python3 -c "print(max(${RATE[base1]}, ${RATE[base2]}))")
+hol=$(python3 -c "print(max(${RATE[hol1]}, ${RATE[hol2]}))")
+ratio=$(python3 -c "print('%.3f' % ($hol / $base if $base else 0))")
+log "healthy endpoints: ${base}/s alone, ${hol}/s beside a timing-out endpoint (ratio $ratio)"
+check "a timing-out endpoint costs its neighbours at most 10%" \
+    python3 -c "import sys; sys.exit(0 if $ratio >= 0.9 else 1)"
+check "the timing-out endpoint's lane is blocked or draining" \
+    sql_at_least "SELECT count(*) FROM webhooks.lane_status" 1
+check "its later deliveries wait parked" \
+    sql_at_least "SELECT count(*) FROM webhooks.parked" 1
+check "the broker kept every message (no data loss)" \
+    bash -c "! grep -q 'DATA LOSS' '$T/w1.log'"
+finish
