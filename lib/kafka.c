@@ -441,6 +441,8 @@ int wh_kafka_producer_new(const wh_kafka_conf *kc, wh_kafka_dr_fn *dr,
         conf_set(conf, "linger.ms", num, err, errlen) ||
         conf_set(conf, "queue.buffering.max.messages", "1000000", err,
                  errlen) ||
+        (kc->keep_order &&
+         conf_set(conf, "message.timeout.ms", "0", err, errlen)) ||
         conf_extra(conf, kc->extra, err, errlen)) {
         rd_kafka_conf_destroy(conf);
         goto fail;

@@ -10,6 +10,8 @@
 #ifndef WH_KAFKA_H
 #define WH_KAFKA_H
 
+#include <stdbool.h>
+
 #include "wh.h"
 
 typedef struct {
@@ -19,6 +21,10 @@ typedef struct {
     int64_t session_timeout_ms; /* consumer group session timeout */
     int64_t heartbeat_ms;
     int64_t linger_ms;          /* producer batching delay */
+    /* Producer: never time a message out (message.timeout.ms=0), so with
+     * idempotence a message is never given up while a later one to the
+     * same partition is delivered; sending waits out broker outages. */
+    bool keep_order;
 } wh_kafka_conf;
 
 /* A consumed message. Owned by the caller once polled: release it with

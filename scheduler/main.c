@@ -3,9 +3,10 @@
  * retries from webhooks.retries back onto the deliveries topic in bounded
  * batches (batch.c), the wait between batches (a NOTIFY on
  * webhooks_retries, the next due time or the poll interval, whichever
- * comes first), reconnects with backoff, the periodic summary and the
- * graceful stop. One thread; librdkafka's threads only wake it through
- * the producer's pipe.
+ * comes first), reconnects with backoff, the periodic summary, the
+ * operations HTTP server (metrics, health and readiness, served while
+ * waiting and between batches) and the graceful stop. One thread;
+ * librdkafka's threads only wake it through the producer's pipe.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -19,6 +20,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "scheduler.h"
 
 #define PROG "webhook-scheduler"
@@ -29,7 +31,13 @@
 /* Room for "message.timeout.ms=N," in front of KAFKA_EXTRA. */
 #define EXTRA_PREFIX_MAX 64
 
-#define S(f) offsetof(sc_settings, f)
+/* The settings batch.c reads plus those only main.c reads. */
+typedef struct {
+    sc_settings sc;
+    const char *metrics_listen;
+} settings;
+
+#define S(f) offsetof(settings, sc.f)
 
 static const wh_opt opts[] = {
     {"kafka-brokers", "KAFKA_BROKERS", WH_OPT_STRING, "localhost:9092", 0, 0,
@@ -57,6 +65,10 @@ static const wh_opt opts[] = {
     {"scheduler-id", "SCHEDULER_ID", WH_OPT_STRING, NULL, 0, 0,
      S(scheduler_id), "name in logs and the Kafka client id (default "
      "hostname-pid)"},
+    {"metrics-listen", "SCHEDULER_METRICS_LISTEN", WH_OPT_STRING, NULL, 0, 0,
+     offsetof(settings, metrics_listen),
+     "HOST:PORT serving /metrics, /healthz and /readyz (port 0 picks one; "
+     "unset: off)"},
     {"log-format", "LOG_FORMAT", WH_OPT_STRING, "auto", 0, 0, S(log_format),
      "text, json, or auto (text on a terminal)"},
     {"log-level", "LOG_LEVEL", WH_OPT_STRING, "info", 0, 0, S(log_level),
@@ -70,6 +82,16 @@ static void on_signal(int sig)
     (void)sig;
     stop_requested = 1;
 }
+
+/* The operations server (NULL when off) and the totals it exports. */
+static wh_metrics *metrics;
+static struct {
+    int64_t started_us;
+    int64_t enqueued, postponed, batches, failed, connect_failed;
+    int64_t last_claimed;     /* rows claimed by the latest batch */
+    int64_t last_lag_ms;      /* its oldest row's lateness; 0 if none */
+    int64_t last_batch_wall_us; /* when the latest batch committed */
+} totals;
 
 /* Counters of the current summary period, plus the running total. */
 typedef struct {
@@ -155,6 +177,15 @@ static void check_db(sc_ctx *ctx)
     }
 }
 
+/* /readyz: the claim connection to Postgres is up. */
+static void update_ready(const sc_ctx *ctx)
+{
+    if (ctx->db && wh_db_alive(ctx->db))
+        wh_metrics_set_ready(metrics, true, NULL);
+    else
+        wh_metrics_set_ready(metrics, false, "no database connection");
+}
+
 /* Sleeps until until_us (monotonic) or a stop request, serving delivery
  * reports meanwhile. With wake_early, a retry notification or a lost
  * database connection (to be re-opened) ends the sleep too. Returns true
@@ -165,7 +196,7 @@ static bool wait_until(sc_ctx *ctx, int64_t until_us, bool wake_early)
         int64_t left_us = until_us - wh_mono_us();
         if (left_us <= 0)
             return false;
-        struct pollfd pfd[3];
+        struct pollfd pfd[4];
         nfds_t n = 0, ls = 0, ds = 0;
         pfd[n++] = (struct pollfd){wh_kafka_producer_fd(ctx->producer),
                                    POLLIN, 0};
@@ -178,6 +209,8 @@ static bool wait_until(sc_ctx *ctx, int64_t until_us, bool wake_early)
             ds = n;
             pfd[n++] = (struct pollfd){wh_db_socket(ctx->db), POLLIN, 0};
         }
+        if (metrics)
+            pfd[n++] = (struct pollfd){wh_metrics_fd(metrics), POLLIN, 0};
         int rc = poll(pfd, n, (int)((left_us + 999) / 1000));
         if (rc < 0) {
             if (errno == EINTR)
@@ -186,12 +219,14 @@ static bool wait_until(sc_ctx *ctx, int64_t until_us, bool wake_early)
             usleep(10000);
             continue;
         }
+        wh_metrics_serve(metrics);
         if (pfd[0].revents) {
             wh_kafka_fd_drain(pfd[0].fd);
             wh_kafka_producer_poll(ctx->producer, 0);
         }
         if (ds && pfd[ds].revents) {
             check_db(ctx);
+            update_ready(ctx);
             if (wake_early && !wh_db_alive(ctx->db))
                 return true;
         }
@@ -245,8 +280,11 @@ static void run(sc_ctx *ctx)
             ctx->id, s->batch, s->poll_interval_ms, s->deliveries_topic);
     while (!stop_requested) {
         summary_log(ctx, &sm, false);
+        wh_metrics_serve(metrics);
         bool reopen = ctx->db && !wh_db_alive(ctx->db);
         if (ensure_db(ctx, err, sizeof(err)) != WH_OK) {
+            totals.connect_failed++;
+            update_ready(ctx);
             backoff_ms = next_backoff(backoff_ms);
             WH_WARN("%s (retrying in %" PRId64 " ms)", err, backoff_ms);
             wait_until(ctx, wh_mono_us() + backoff_ms * 1000, false);
@@ -254,6 +292,7 @@ static void run(sc_ctx *ctx)
         }
         if (reopen)
             WH_INFO("database connection restored");
+        update_ready(ctx);
         if ((!ctx->listen_db || !wh_db_alive(ctx->listen_db)) &&
             wh_mono_us() >= listen_retry_us) {
             if (ensure_listen(ctx, err, sizeof(err)) != WH_OK) {
@@ -286,6 +325,7 @@ static void run(sc_ctx *ctx)
         int64_t t0 = wh_mono_us();
         if (sc_batch_run(ctx, &res, err, sizeof(err)) != WH_OK) {
             sm.failed++;
+            totals.failed++;
             backoff_ms = next_backoff(backoff_ms);
             WH_WARN("batch rolled back: %s (retrying in %" PRId64 " ms)", err,
                     backoff_ms);
@@ -293,7 +333,13 @@ static void run(sc_ctx *ctx)
             continue;
         }
         backoff_ms = 0;
+        totals.last_claimed = (int64_t)res.claimed;
+        totals.last_lag_ms = res.claimed > 0 ? res.lag_ms : 0;
+        totals.last_batch_wall_us = wh_wall_us();
         if (res.claimed > 0) {
+            totals.batches++;
+            totals.enqueued += (int64_t)res.enqueued;
+            totals.postponed += (int64_t)res.postponed;
             sm.batches++;
             sm.enqueued += res.enqueued;
             sm.total += res.enqueued;
@@ -317,7 +363,121 @@ static void run(sc_ctx *ctx)
             until = listen_retry_us;
         WH_IGNORE(wait_until(ctx, until, true));
     }
+    wh_metrics_set_ready(metrics, false, "shutting down");
     summary_log(ctx, &sm, true);
+}
+
+static double m_uptime(void *o)
+{
+    (void)o;
+    return (double)(wh_mono_us() - totals.started_us) / 1e6;
+}
+
+static double m_lag(void *o)
+{
+    (void)o;
+    return (double)totals.last_lag_ms / 1e3;
+}
+
+static double m_last_batch(void *o)
+{
+    (void)o;
+    return (double)totals.last_batch_wall_us / 1e6;
+}
+
+static double m_late_acks(void *o)
+{
+    return (double)((const sc_ctx *)o)->late_acks;
+}
+
+static double m_producer_queue(void *o)
+{
+    const sc_ctx *ctx = o;
+    return ctx->producer ? wh_kafka_producer_outq(ctx->producer) : 0;
+}
+
+static double m_data_loss(void *o)
+{
+    (void)o;
+    return (double)wh_kafka_data_loss_count();
+}
+
+static double m_db_main(void *o)
+{
+    const sc_ctx *ctx = o;
+    return ctx->db && wh_db_alive(ctx->db);
+}
+
+static double m_db_listen(void *o)
+{
+    const sc_ctx *ctx = o;
+    return ctx->listen_db && wh_db_alive(ctx->listen_db);
+}
+
+/* What /metrics exports; docs/operations.md explains each. */
+static int metrics_register(sc_ctx *ctx, char *err, size_t errlen)
+{
+    static const struct {
+        wh_metric_type type;
+        const char *name, *labels, *help;
+        const int64_t *value;
+        wh_metric_fn *fn;
+    } defs[] = {
+        {WH_METRIC_COUNTER, "webhook_scheduler_retries_enqueued_total", NULL,
+         "Due retries produced to the deliveries topic and deleted.",
+         &totals.enqueued, NULL},
+        {WH_METRIC_COUNTER, "webhook_scheduler_retries_postponed_total", NULL,
+         "Unusable retry rows moved " SC_POSTPONE_SQL " ahead.",
+         &totals.postponed, NULL},
+        {WH_METRIC_COUNTER, "webhook_scheduler_batches_total", NULL,
+         "Committed batches that moved at least one row.", &totals.batches,
+         NULL},
+        {WH_METRIC_COUNTER, "webhook_scheduler_batch_failures_total", NULL,
+         "Batches rolled back (query or Kafka failure).", &totals.failed,
+         NULL},
+        {WH_METRIC_COUNTER, "webhook_scheduler_connect_failures_total", NULL,
+         "Failed attempts to open the database connection.",
+         &totals.connect_failed, NULL},
+        {WH_METRIC_GAUGE, "webhook_scheduler_last_batch_size", NULL,
+         "Rows claimed by the latest batch (the batch size means a "
+         "backlog).", &totals.last_claimed, NULL},
+        {WH_METRIC_GAUGE, "webhook_scheduler_lag_seconds", NULL,
+         "How late the oldest retry of the latest batch was (0 when none "
+         "was due).", NULL, m_lag},
+        {WH_METRIC_GAUGE, "webhook_scheduler_last_batch_timestamp_seconds",
+         NULL,
+         "Unix time the latest batch finished without error (0: none yet).",
+         NULL, m_last_batch},
+        {WH_METRIC_COUNTER, "webhook_scheduler_late_acks_total", NULL,
+         "Acknowledgements that arrived after their batch was rolled back "
+         "(each one is produced again).", NULL, m_late_acks},
+        {WH_METRIC_GAUGE, "webhook_scheduler_kafka_producer_queue_messages",
+         NULL, "Produced messages Kafka has not acknowledged yet.", NULL,
+         m_producer_queue},
+        {WH_METRIC_COUNTER, "webhook_scheduler_kafka_data_loss_total", NULL,
+         "Consumer offset resets caused by an error (DATA LOSS in the log).",
+         NULL, m_data_loss},
+        {WH_METRIC_GAUGE, "webhook_scheduler_database_connected",
+         "connection=main", "1 while the Postgres connection is up.", NULL,
+         m_db_main},
+        {WH_METRIC_GAUGE, "webhook_scheduler_database_connected",
+         "connection=listen", "1 while the Postgres connection is up.", NULL,
+         m_db_listen},
+        {WH_METRIC_GAUGE, "webhook_scheduler_uptime_seconds", NULL,
+         "Seconds since the scheduler started.", NULL, m_uptime},
+    };
+    for (size_t i = 0; i < WH_ARRAY_LEN(defs); i++) {
+        int rc = defs[i].value
+                     ? wh_metrics_add(metrics, defs[i].type, defs[i].name,
+                                      defs[i].labels, defs[i].help,
+                                      defs[i].value, err, errlen)
+                     : wh_metrics_add_fn(metrics, defs[i].type, defs[i].name,
+                                         defs[i].labels, defs[i].help,
+                                         defs[i].fn, ctx, err, errlen);
+        if (rc != WH_OK)
+            return WH_ERR;
+    }
+    return WH_OK;
 }
 
 /* KAFKA_EXTRA with message.timeout.ms set to the produce timeout in
@@ -338,14 +498,16 @@ static char *kafka_extra(const sc_settings *s)
 
 int main(int argc, char **argv)
 {
+    settings cfg;
     sc_settings s;
     sc_ctx ctx;
     char err[1024];
     char *extra = NULL;
     int rc = 1;
-    memset(&s, 0, sizeof(s));
+    memset(&cfg, 0, sizeof(cfg));
     memset(&ctx, 0, sizeof(ctx));
     ctx.s = &s;
+    totals.started_us = wh_mono_us();
     ctx.stop = &stop_requested;
     sc_batch_init(&ctx);
 
@@ -353,8 +515,9 @@ int main(int argc, char **argv)
         wh_config_markdown(stdout, opts, WH_ARRAY_LEN(opts));
         return 0;
     }
-    int lr = wh_config_load(opts, WH_ARRAY_LEN(opts), &s, argc, argv, NULL,
+    int lr = wh_config_load(opts, WH_ARRAY_LEN(opts), &cfg, argc, argv, NULL,
                             err, sizeof(err));
+    s = cfg.sc;
     if (lr == WH_AGAIN) {
         wh_config_usage(stdout, PROG " [options]", opts, WH_ARRAY_LEN(opts));
         return 0;
@@ -384,7 +547,7 @@ int main(int argc, char **argv)
         host[sizeof(host) - 1] = '\0';
         snprintf(ctx.id, sizeof(ctx.id), "%s-%d", host, (int)getpid());
     }
-    wh_config_log(opts, WH_ARRAY_LEN(opts), &s);
+    wh_config_log(opts, WH_ARRAY_LEN(opts), &cfg);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -393,6 +556,15 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    wh_metrics_conf mc = {.listen = cfg.metrics_listen};
+    if (wh_metrics_new(&mc, &metrics, err, sizeof(err)) != WH_OK ||
+        metrics_register(&ctx, err, sizeof(err)) != WH_OK) {
+        WH_ERROR("%s", err);
+        goto out;
+    }
+    if (metrics)
+        WH_INFO("serving /metrics, /healthz and /readyz on http://%s",
+                wh_metrics_address(metrics));
     if (!(extra = kafka_extra(&s))) {
         WH_ERROR("out of memory");
         goto out;
@@ -424,6 +596,7 @@ out:
     wh_db_close(ctx.listen_db);
     wh_db_close(ctx.db);
     sc_batch_cleanup(&ctx);
+    wh_metrics_destroy(metrics);
     free(extra);
     WH_INFO("stopped");
     return rc;

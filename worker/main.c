@@ -3,7 +3,9 @@
  * shutdown. One thread waits on curl's sockets plus the Kafka consumers'
  * and producer's wake-up pipes and the LISTEN connection, then lets each
  * part make progress: fan-out, delivery, delivery reports, HTTP
- * completions, the attempt recorder and endpoint-cache refreshes.
+ * completions, the attempt recorder and endpoint-cache refreshes; the
+ * operations HTTP server (metrics, health and readiness) is served from
+ * the same loop.
  */
 #include <signal.h>
 #include <stddef.h>
@@ -14,9 +16,16 @@
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "worker.h"
 
-#define S(f) offsetof(wk_settings, f)
+/* The stages' settings plus those only main.c reads. */
+typedef struct {
+    wk_settings wk;
+    const char *metrics_listen;
+} settings;
+
+#define S(f) offsetof(settings, wk.f)
 
 static const wh_opt opts[] = {
     {"kafka-brokers", "KAFKA_BROKERS", WH_OPT_STRING, "localhost:9092", 0, 0,
@@ -60,6 +69,18 @@ static const wh_opt opts[] = {
     {"max-in-flight", "WORKER_MAX_IN_FLIGHT", WH_OPT_INT, "20000", 10,
      1000000, S(max_in_flight),
      "messages a stage holds before it pauses consumption"},
+    {"lane-queue-max", "WORKER_LANE_QUEUE_MAX", WH_OPT_INT, "1000", 1,
+     1000000, S(lane_queue_max),
+     "deliveries one endpoint's lane queues in memory; later ones wait "
+     "parked in Postgres"},
+    {"breaker-failures", "WORKER_BREAKER_FAILURES", WH_OPT_INT, "5", 0, 1000,
+     S(breaker_failures),
+     "consecutive failures (no response, 429, 5xx) that open an endpoint's "
+     "circuit breaker (0 = no breaker)"},
+    {"breaker-cooldown", "WORKER_BREAKER_COOLDOWN", WH_OPT_DURATION, "1s", 10,
+     3600000, S(breaker_cooldown_ms),
+     "first pause of an open breaker before one trial request; doubles on "
+     "each failed trial, up to 64 times"},
     {"max-host-connections", "WEBHOOK_MAX_HOST_CONNECTIONS", WH_OPT_INT, "64",
      0, 10000, S(max_host_connections),
      "concurrent connections per endpoint host (0 = unlimited)"},
@@ -94,6 +115,10 @@ static const wh_opt opts[] = {
      "extra CA bundle for endpoint TLS verification"},
     {"user-agent", "WEBHOOK_USER_AGENT", WH_OPT_STRING, "webhook-worker/0.1",
      0, 0, S(user_agent), "User-Agent of delivery requests"},
+    {"metrics-listen", "WORKER_METRICS_LISTEN", WH_OPT_STRING, NULL, 0, 0,
+     offsetof(settings, metrics_listen),
+     "HOST:PORT serving /metrics, /healthz and /readyz (port 0 picks one; "
+     "unset: off)"},
     {"log-format", "LOG_FORMAT", WH_OPT_STRING, "auto", 0, 0, S(log_format),
      "text, json, or auto (text on a terminal)"},
     {"log-level", "LOG_LEVEL", WH_OPT_STRING, "info", 0, 0, S(log_level),
@@ -101,6 +126,12 @@ static const wh_opt opts[] = {
 };
 
 static volatile sig_atomic_t stop_requested;
+
+/* The operations server (NULL when off) and what it exports beyond the
+ * stages' own state. */
+static wh_metrics *metrics;
+static int64_t started_us, produced_acked, produced_failed;
+static wk_deliver_stats deliver_stats; /* taken just before serving */
 
 static void on_signal(int sig)
 {
@@ -113,6 +144,10 @@ static void on_report(void *opaque, void *msg_opaque, int ok,
 {
     wk_ctx *ctx = opaque;
     wk_msg_tag *tag = msg_opaque;
+    if (ok)
+        produced_acked++;
+    else
+        produced_failed++;
     if (!tag)
         return;
     if (tag->owner == WK_MSG_FANOUT)
@@ -194,7 +229,7 @@ static int64_t record(wk_ctx *ctx)
 /* One loop iteration's worth of work; returns true if more is waiting. */
 static bool step(wk_ctx *ctx, bool consume, int timeout_ms)
 {
-    int fds[4], ready[4] = {0};
+    int fds[5], ready[5] = {0};
     size_t nfds = 0;
     int fo = -1, dl = -1, pr, ls;
     if (ctx->fanout)
@@ -205,7 +240,12 @@ static bool step(wk_ctx *ctx, bool consume, int timeout_ms)
     ls = wh_db_socket(ctx->listen_db) >= 0 ? (int)nfds : -1;
     if (ls >= 0)
         fds[nfds++] = wh_db_socket(ctx->listen_db);
+    if (metrics)
+        fds[nfds++] = wh_metrics_fd(metrics);
     wh_http_wait(ctx->http, fds, ready, nfds, timeout_ms);
+    if (metrics && ctx->deliver)
+        wk_deliver_counts(ctx->deliver, &deliver_stats);
+    wh_metrics_serve(metrics);
 
     bool more = false;
     if (fo >= 0 && ready[fo])
@@ -222,9 +262,168 @@ static bool step(wk_ctx *ctx, bool consume, int timeout_ms)
     wh_http_perform(ctx->http, wk_deliver_http_done, ctx->deliver);
     if (ctx->fanout)
         wk_fanout_tick(ctx->fanout);
+    if (ctx->deliver)
+        wk_deliver_tick(ctx->deliver);
     if (ls >= 0 && ready[ls])
         on_notify(ctx);
     return more;
+}
+
+/* /readyz: both Postgres connections are up (the loop is running). */
+static void update_ready(wk_ctx *ctx)
+{
+    if (!wh_db_alive(ctx->db))
+        wh_metrics_set_ready(metrics, false, "database connection lost");
+    else if (!wh_db_alive(ctx->listen_db))
+        wh_metrics_set_ready(metrics, false,
+                             "endpoint notification connection lost");
+    else
+        wh_metrics_set_ready(metrics, true, NULL);
+}
+
+static double m_uptime(void *o)
+{
+    (void)o;
+    return (double)(wh_mono_us() - started_us) / 1e6;
+}
+
+static double m_in_flight(void *o)
+{
+    const wk_ctx *ctx = o;
+    return ctx->http ? wh_http_running(ctx->http) : 0;
+}
+
+static double m_recorder_pending(void *o)
+{
+    const wk_ctx *ctx = o;
+    return ctx->recorder ? (double)wk_recorder_pending(ctx->recorder) : 0;
+}
+
+static double m_fanout_pending(void *o)
+{
+    const wk_ctx *ctx = o;
+    return ctx->fanout ? (double)wk_fanout_pending(ctx->fanout) : 0;
+}
+
+static double m_deliver_pending(void *o)
+{
+    const wk_ctx *ctx = o;
+    return ctx->deliver ? (double)wk_deliver_pending(ctx->deliver) : 0;
+}
+
+static double m_producer_queue(void *o)
+{
+    const wk_ctx *ctx = o;
+    return ctx->producer ? wh_kafka_producer_outq(ctx->producer) : 0;
+}
+
+static double m_endpoints(void *o)
+{
+    const wk_ctx *ctx = o;
+    return ctx->cache ? (double)wk_cache_size(ctx->cache) : 0;
+}
+
+static double m_data_loss(void *o)
+{
+    (void)o;
+    return (double)wh_kafka_data_loss_count();
+}
+
+static double m_db_main(void *o)
+{
+    const wk_ctx *ctx = o;
+    return ctx->db && wh_db_alive(ctx->db);
+}
+
+static double m_db_listen(void *o)
+{
+    const wk_ctx *ctx = o;
+    return ctx->listen_db && wh_db_alive(ctx->listen_db);
+}
+
+/* What /metrics exports; docs/operations.md explains each. */
+static int metrics_register(wk_ctx *ctx, char *err, size_t errlen)
+{
+    static const struct {
+        wh_metric_type type;
+        const char *name, *labels, *help;
+        wh_metric_fn *fn;
+    } fns[] = {
+        {WH_METRIC_GAUGE, "webhook_worker_uptime_seconds", NULL,
+         "Seconds since the worker started.", m_uptime},
+        {WH_METRIC_GAUGE, "webhook_worker_http_requests_in_flight", NULL,
+         "Delivery attempts waiting for their HTTP response.", m_in_flight},
+        {WH_METRIC_GAUGE, "webhook_worker_recorder_pending_rows", NULL,
+         "Rows buffered for the next write to Postgres.",
+         m_recorder_pending},
+        {WH_METRIC_GAUGE, "webhook_worker_pending_messages", "stage=fanout",
+         "Consumed messages whose offset cannot be committed yet.",
+         m_fanout_pending},
+        {WH_METRIC_GAUGE, "webhook_worker_pending_messages", "stage=deliver",
+         "Consumed messages whose offset cannot be committed yet.",
+         m_deliver_pending},
+        {WH_METRIC_GAUGE, "webhook_worker_kafka_producer_queue_messages",
+         NULL, "Produced messages Kafka has not acknowledged yet.",
+         m_producer_queue},
+        {WH_METRIC_GAUGE, "webhook_worker_endpoints_cached", NULL,
+         "Endpoints in the in-memory cache.", m_endpoints},
+        {WH_METRIC_COUNTER, "webhook_worker_kafka_data_loss_total", NULL,
+         "Consumer offset resets caused by an error (DATA LOSS in the log).",
+         m_data_loss},
+        {WH_METRIC_GAUGE, "webhook_worker_database_connected",
+         "connection=main", "1 while the Postgres connection is up.",
+         m_db_main},
+        {WH_METRIC_GAUGE, "webhook_worker_database_connected",
+         "connection=listen", "1 while the Postgres connection is up.",
+         m_db_listen},
+    };
+    for (size_t i = 0; i < WH_ARRAY_LEN(fns); i++)
+        if (wh_metrics_add_fn(metrics, fns[i].type, fns[i].name,
+                              fns[i].labels, fns[i].help, fns[i].fn, ctx, err,
+                              errlen) != WH_OK)
+            return WH_ERR;
+    static const struct {
+        wh_metric_type type;
+        const char *name, *labels, *help;
+        const int64_t *value;
+    } values[] = {
+        {WH_METRIC_COUNTER, "webhook_worker_delivery_requests_total", NULL,
+         "HTTP requests sent to endpoints.", &deliver_stats.sent},
+        {WH_METRIC_COUNTER, "webhook_worker_delivery_attempts_total",
+         "outcome=succeeded", "Delivery attempts by outcome.",
+         &deliver_stats.succeeded},
+        {WH_METRIC_COUNTER, "webhook_worker_delivery_attempts_total",
+         "outcome=failed", "Delivery attempts by outcome.",
+         &deliver_stats.failed},
+        {WH_METRIC_COUNTER, "webhook_worker_deliveries_parked_total", NULL,
+         "Deliveries parked in Postgres behind a blocked ordered lane.",
+         &deliver_stats.parked},
+        {WH_METRIC_COUNTER, "webhook_worker_lane_blocks_total", NULL,
+         "Times an ordered lane was blocked by a failed head.",
+         &deliver_stats.blocked},
+        {WH_METRIC_COUNTER, "webhook_worker_stale_retries_total", NULL,
+         "Retries ignored because their delivery had moved on.",
+         &deliver_stats.stale},
+        {WH_METRIC_GAUGE, "webhook_worker_deliveries_active", NULL,
+         "Deliveries consumed whose outcome is not durable yet.",
+         &deliver_stats.active},
+        {WH_METRIC_GAUGE, "webhook_worker_lanes", NULL,
+         "Endpoint lanes held in memory.", &deliver_stats.lanes},
+    };
+    for (size_t i = 0; i < WH_ARRAY_LEN(values); i++)
+        if (wh_metrics_add(metrics, values[i].type, values[i].name,
+                           values[i].labels, values[i].help, values[i].value,
+                           err, errlen) != WH_OK)
+            return WH_ERR;
+    const char *produced = "Messages produced to Kafka, by delivery report.";
+    if (wh_metrics_add(metrics, WH_METRIC_COUNTER,
+                       "webhook_worker_kafka_produced_total", "result=acked",
+                       produced, &produced_acked, err, errlen) != WH_OK ||
+        wh_metrics_add(metrics, WH_METRIC_COUNTER,
+                       "webhook_worker_kafka_produced_total", "result=failed",
+                       produced, &produced_failed, err, errlen) != WH_OK)
+        return WH_ERR;
+    return WH_OK;
 }
 
 static int run(wk_ctx *ctx)
@@ -236,9 +435,13 @@ static int run(wk_ctx *ctx)
     WH_INFO("worker %s running (role %s, %zu endpoints cached)",
             ctx->worker_id, ctx->s->role, wk_cache_size(ctx->cache));
     while (!stop_requested) {
+        update_ready(ctx);
         bool more = step(ctx, true, timeout);
         int64_t due = record(ctx);
         timeout = more ? 0 : 100;
+        if (due >= 0 && due < timeout)
+            timeout = (int)due;
+        due = ctx->deliver ? wk_deliver_due_ms(ctx->deliver) : -1;
         if (due >= 0 && due < timeout)
             timeout = (int)due;
         if (wh_mono_us() >= next_reload) {
@@ -261,6 +464,7 @@ static int run(wk_ctx *ctx)
             next_maintain = wh_mono_us() + ctx->s->maintenance_ms * 1000;
         }
     }
+    wh_metrics_set_ready(metrics, false, "shutting down");
     WH_INFO("stopping: finishing %d attempts in flight (up to %lld ms)",
             wh_http_running(ctx->http),
             (long long)ctx->s->shutdown_timeout_ms);
@@ -279,20 +483,23 @@ static int run(wk_ctx *ctx)
 
 int main(int argc, char **argv)
 {
+    settings cfg;
     wk_settings s;
     wk_ctx ctx;
     char err[1024];
     int rc = 1;
-    memset(&s, 0, sizeof(s));
+    memset(&cfg, 0, sizeof(cfg));
     memset(&ctx, 0, sizeof(ctx));
     ctx.s = &s;
+    started_us = wh_mono_us();
 
     if (argc == 2 && strcmp(argv[1], "--settings-markdown") == 0) {
         wh_config_markdown(stdout, opts, WH_ARRAY_LEN(opts));
         return 0;
     }
-    int lr = wh_config_load(opts, WH_ARRAY_LEN(opts), &s, argc, argv, NULL,
+    int lr = wh_config_load(opts, WH_ARRAY_LEN(opts), &cfg, argc, argv, NULL,
                             err, sizeof(err));
+    s = cfg.wk;
     if (lr == WH_AGAIN) {
         wh_config_usage(stdout, "webhook-worker [options]", opts,
                         WH_ARRAY_LEN(opts));
@@ -339,7 +546,7 @@ int main(int argc, char **argv)
         snprintf(ctx.worker_id, sizeof(ctx.worker_id), "%s-%d", host,
                  (int)getpid());
     }
-    wh_config_log(opts, WH_ARRAY_LEN(opts), &s);
+    wh_config_log(opts, WH_ARRAY_LEN(opts), &cfg);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -347,6 +554,16 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+
+    wh_metrics_conf mc = {.listen = cfg.metrics_listen};
+    if (wh_metrics_new(&mc, &metrics, err, sizeof(err)) != WH_OK ||
+        metrics_register(&ctx, err, sizeof(err)) != WH_OK) {
+        WH_ERROR("%s", err);
+        goto out;
+    }
+    if (metrics)
+        WH_INFO("serving /metrics, /healthz and /readyz on http://%s",
+                wh_metrics_address(metrics));
 
     if (wh_db_connect(s.database_url, &ctx.db, err, sizeof(err)) != WH_OK ||
         wh_db_connect(s.database_url, &ctx.listen_db, err, sizeof(err)) !=
@@ -364,6 +581,7 @@ int main(int argc, char **argv)
         .brokers = s.kafka_brokers,
         .client_id = ctx.worker_id,
         .extra = s.kafka_extra,
+        .keep_order = true, /* deliveries keep their events' order */
     };
     if (!(ctx.recorder = wk_recorder_new(&ctx))) {
         WH_ERROR("out of memory");
@@ -408,6 +626,7 @@ out:
     wh_db_close(ctx.db);
     wh_netlist_free(ctx.allow);
     wh_secretbox_cleanup(&ctx.sb);
+    wh_metrics_destroy(metrics);
     WH_INFO("stopped");
     return rc;
 }
