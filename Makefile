@@ -3,6 +3,7 @@
 #   make                      build every binary into build/bin
 #   make SANITIZER=address,undefined   instrumented tree in build-san/
 #   make test                 unit, integration and end-to-end tests
+#   make test-long            the ordering fault test at a larger scale
 #   make run                  local stack + demo (Ctrl-C stops it)
 #   make dev-up / dev-down    local stack in the background
 #   make bench                benchmarks
@@ -43,7 +44,8 @@ SCHED_SRC     := $(wildcard scheduler/*.c)
 CTL_SRC       := $(wildcard ctl/*.c)
 BINS := $(B)/bin/webhook-worker $(B)/bin/webhookctl \
         $(B)/bin/webhook-produce $(B)/bin/webhook-produce-example \
-        $(B)/bin/webhook-devbroker $(B)/bin/webhook-receiver
+        $(B)/bin/webhook-devbroker $(B)/bin/webhook-receiver \
+        $(B)/bin/webhook-ordercheck
 ifneq ($(SCHED_SRC),)
 BINS += $(B)/bin/webhook-scheduler
 endif
@@ -51,7 +53,7 @@ endif
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all test test-unit test-integration run dev-up dev-down bench clean \
+.PHONY: all test test-long test-unit test-integration run dev-up dev-down bench clean \
         format check-format
 all: $(BINS) $(UNIT_BIN)
 
@@ -107,6 +109,10 @@ $(B)/bin/webhook-receiver: $(B)/obj/dev/receiver.o $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(B)/bin/webhook-ordercheck: $(B)/obj/dev/ordercheck.o $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+
 # worker and scheduler modules with unit tests of their own
 $(B)/tests/test_tracker: $(B)/obj/worker/tracker.o
 $(B)/tests/test_scheduler: $(B)/obj/scheduler/batch.o
@@ -125,6 +131,10 @@ test:
 	$(MAKE) -j$(shell nproc) all
 	$(MAKE) -j$(shell nproc) SANITIZER=address,undefined all
 	tests/run.sh --build build --sanitized-build build-san all
+
+# the ordering fault test at a larger scale (about 15 minutes)
+test-long: all
+	ORDERING_LONG=1 BUILD_DIR=$(CURDIR)/$(B) tests/integration/test_ordering.sh
 
 run: all
 	dev/run.sh

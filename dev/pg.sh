@@ -56,12 +56,14 @@ as_pg() {
 }
 
 # A port is taken when something listens on it or a live connection uses
-# it locally; connections in TIME-WAIT (left by a server we just stopped)
-# do not keep postgres from binding it again.
+# it locally; connections that are closing (TIME-WAIT, FIN-WAIT, LAST-ACK:
+# left by a server we just stopped) do not keep postgres from binding it
+# again.
 port_in_use() {
     local port=$1
     if command -v ss >/dev/null 2>&1; then
-        [ -n "$(ss -Htan state all exclude time-wait "sport = :$port" 2>/dev/null)" ]
+        [ -n "$(ss -Htan state listening state established state syn-sent \
+            state syn-recv state close-wait "sport = :$port" 2>/dev/null)" ]
     else
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
     fi

@@ -7,8 +7,9 @@
  * Content-Length and chunked bodies) that verifies webhook signatures,
  * answers with a configurable status (failure injection for tests),
  * records every delivery as a JSON line and optionally prints one line per
- * delivery for demos. Delays, record flushes and count-file updates are
- * timers of the same loop.
+ * delivery for demos. Delays (global or per path prefix), record flushes
+ * and count-file updates are timers of the same loop; --fail-window rules
+ * compare the uptime (since listening) with their window.
  */
 #include "base64.h"
 #include "buf.h"
@@ -48,6 +49,9 @@
 #define OUT_MAX            (OUT_HIGH + 8 * 1024)
 #define SECRET_MAX         64
 #define FAIL_PATH_MAX      64
+#define FAIL_WINDOW_MAX    256
+#define DELAY_PATH_MAX     64
+#define WINDOW_MAX_MS      (7LL * 24 * 3600 * 1000) /* window bounds: 0..7 d */
 #define PREFIX_MAX         255
 #define IDS_MAX            (1u << 20)         /* ids tracked by --fail-first */
 #define RECORD_FLUSH_US    (100 * 1000)
@@ -71,6 +75,22 @@ typedef struct {
     wh_secret secret;
 } path_secret;
 
+/* --fail-window: 503 for paths starting with prefix while the uptime is in
+ * [from_ms, to_ms). */
+typedef struct {
+    char prefix[PREFIX_MAX + 1];
+    size_t prefix_len;
+    int64_t from_ms, to_ms;
+} fail_window;
+
+/* --delay-path: responses for paths starting with prefix are held delay_ms
+ * (the longest matching prefix wins, over --delay-ms). */
+typedef struct {
+    char prefix[PREFIX_MAX + 1];
+    size_t prefix_len;
+    long delay_ms;
+} delay_path;
+
 static struct {
     char listen_host[256];
     char listen_port[8];
@@ -83,6 +103,10 @@ static struct {
     size_t nsecrets;
     const char *fail_paths[FAIL_PATH_MAX];
     size_t nfail_paths;
+    fail_window fail_windows[FAIL_WINDOW_MAX];
+    size_t nfail_windows;
+    delay_path delay_paths[DELAY_PATH_MAX];
+    size_t ndelay_paths;
     int status;          /* 0 = decide per request */
     long fail_first;
     double fail_rate;
@@ -96,7 +120,8 @@ static struct {
 enum {
     OPT_LISTEN = 256, OPT_PORT_FILE, OPT_SECRET, OPT_STATUS, OPT_FAIL_FIRST,
     OPT_FAIL_RATE, OPT_SEED, OPT_DELAY_MS, OPT_FAIL_PATH, OPT_RETRY_AFTER,
-    OPT_RECORD, OPT_PRINT, OPT_COUNT_FILE, OPT_HELP = 'h'
+    OPT_RECORD, OPT_PRINT, OPT_COUNT_FILE, OPT_FAIL_WINDOW, OPT_DELAY_PATH,
+    OPT_HELP = 'h'
 };
 
 /* The one table of flags: drives getopt_long and --help. */
@@ -134,6 +159,17 @@ static const struct {
     {"fail-path", OPT_FAIL_PATH, "PREFIX",
      "answer 500 to requests whose path starts with\n"
      "PREFIX. Repeatable"},
+    {"fail-window", OPT_FAIL_WINDOW, "PREFIX=FROM_MS-TO_MS",
+     "answer 503 to requests whose path starts with\n"
+     "PREFIX while the uptime (ms since the receiver\n"
+     "started listening) is in [FROM_MS, TO_MS);\n"
+     "0 <= FROM_MS < TO_MS <= 604800000 (7 days).\n"
+     "Repeatable (also for one PREFIX), at most 256"},
+    {"delay-path", OPT_DELAY_PATH, "PREFIX=MS",
+     "hold responses to requests whose path starts\n"
+     "with PREFIX for MS ms (0..600000) instead of\n"
+     "--delay-ms; the longest matching prefix wins.\n"
+     "Repeatable, at most 64 prefixes"},
     {"retry-after", OPT_RETRY_AFTER, "N",
      "add 'Retry-After: N' to 429 and 503 answers"},
     {"record", OPT_RECORD, "PATH",
@@ -220,6 +256,7 @@ static struct {
     uint64_t count_written;
     int64_t count_due_us;
     int64_t accept_resume_us; /* 0 = accepting is not backed off */
+    int64_t started_us;       /* monotonic time the listener opened */
 } srv = {.ep = -1, .lfd = -1, .sfd = -1, .record_fd = -1,
          .count_written = UINT64_MAX};
 
@@ -362,7 +399,10 @@ static void usage(FILE *f)
         snprintf(head, sizeof head, "--%s%s%s", options[i].name,
                  options[i].arg ? " " : "",
                  options[i].arg ? options[i].arg : "");
-        fprintf(f, "  %-25s ", head);
+        if (strlen(head) > 25)
+            fprintf(f, "  %s\n  %-25s ", head, "");
+        else
+            fprintf(f, "  %-25s ", head);
         for (const char *p = options[i].help; *p; p++) {
             fputc(*p, f);
             if (*p == '\n')
@@ -373,8 +413,14 @@ static void usage(FILE *f)
     fputs("\n"
           "Every POST is a webhook request. Answers: 204 when the signature\n"
           "is valid or unchecked, 401 when invalid; the first matching rule\n"
-          "of --fail-path, --status, --fail-first, --fail-rate wins over\n"
-          "that. --fail-first counts requests without webhook-id as one id.\n"
+          "of --fail-path (500), --fail-window (503), --status, --fail-first\n"
+          "(500), --fail-rate (500) wins over that, in this order.\n"
+          "--fail-first counts every request, also those another rule\n"
+          "answered, and counts requests without webhook-id as one id;\n"
+          "--fail-rate draws only for requests that reach it. The delay\n"
+          "(--delay-path, else --delay-ms) applies to every answer.\n"
+          "PREFIX arguments start with '/' and are at most 255 bytes; they\n"
+          "match the path without its query string.\n"
           "Other methods get 405, except GET/HEAD /healthz (always 200).\n"
           "\n"
           "Record fields: seq, received_at_us (wall clock), method, path\n"
@@ -458,6 +504,68 @@ static void parse_secret(const char *arg)
     cfg.have_default_secret = true;
 }
 
+/* Splits "PREFIX=VALUE" at its last '=' into prefix (PREFIX_MAX + 1
+ * bytes) and returns VALUE; exits 2 on a malformed argument (syntax is
+ * the option's argument form, for the message). */
+static const char *split_prefix(const char *opt, const char *syntax,
+                                const char *arg, char *prefix,
+                                size_t *prefix_len)
+{
+    const char *eq = strrchr(arg, '=');
+    if (!eq)
+        die_usage("--%s %s: expected %s", opt, arg, syntax);
+    size_t plen = (size_t)(eq - arg);
+    if (plen == 0 || arg[0] != '/')
+        die_usage("--%s %s: PREFIX must start with '/'", opt, arg);
+    if (plen > PREFIX_MAX)
+        die_usage("--%s: PREFIX longer than %d bytes", opt, PREFIX_MAX);
+    memcpy(prefix, arg, plen);
+    prefix[plen] = '\0';
+    *prefix_len = plen;
+    return eq + 1;
+}
+
+static void parse_fail_window(const char *arg)
+{
+    if (cfg.nfail_windows == FAIL_WINDOW_MAX)
+        die_usage("--fail-window: at most %d windows", FAIL_WINDOW_MAX);
+    fail_window *w = &cfg.fail_windows[cfg.nfail_windows];
+    const char *range = split_prefix("fail-window", "PREFIX=FROM_MS-TO_MS",
+                                     arg, w->prefix, &w->prefix_len);
+    const char *dash = strchr(range, '-');
+    char from[32];
+    long a, b;
+    if (!dash || (size_t)(dash - range) >= sizeof from)
+        die_usage("--fail-window %s: expected PREFIX=FROM_MS-TO_MS", arg);
+    memcpy(from, range, (size_t)(dash - range));
+    from[dash - range] = '\0';
+    if (parse_long(from, 0, WINDOW_MAX_MS, &a) != WH_OK ||
+        parse_long(dash + 1, 0, WINDOW_MAX_MS, &b) != WH_OK)
+        die_usage("--fail-window %s: FROM_MS and TO_MS must be "
+                  "milliseconds 0..%lld",
+                  arg, WINDOW_MAX_MS);
+    if (a >= b)
+        die_usage("--fail-window %s: FROM_MS must be below TO_MS", arg);
+    w->from_ms = a;
+    w->to_ms = b;
+    cfg.nfail_windows++;
+}
+
+static void parse_delay_path(const char *arg)
+{
+    if (cfg.ndelay_paths == DELAY_PATH_MAX)
+        die_usage("--delay-path: at most %d prefixes", DELAY_PATH_MAX);
+    delay_path *dp = &cfg.delay_paths[cfg.ndelay_paths];
+    const char *ms = split_prefix("delay-path", "PREFIX=MS", arg, dp->prefix,
+                                  &dp->prefix_len);
+    if (parse_long(ms, 0, DELAY_MAX_MS, &dp->delay_ms) != WH_OK)
+        die_usage("--delay-path %s: MS must be 0..%d", arg, DELAY_MAX_MS);
+    for (size_t i = 0; i < cfg.ndelay_paths; i++)
+        if (strcmp(cfg.delay_paths[i].prefix, dp->prefix) == 0)
+            die_usage("--delay-path: prefix %s given twice", dp->prefix);
+    cfg.ndelay_paths++;
+}
+
 static void parse_args(int argc, char **argv)
 {
     struct option longopts[WH_ARRAY_LEN(options) + 1];
@@ -525,6 +633,12 @@ static void parse_args(int argc, char **argv)
             if (cfg.nfail_paths == FAIL_PATH_MAX)
                 die_usage("--fail-path: at most %d prefixes", FAIL_PATH_MAX);
             cfg.fail_paths[cfg.nfail_paths++] = optarg;
+            break;
+        case OPT_FAIL_WINDOW:
+            parse_fail_window(optarg);
+            break;
+        case OPT_DELAY_PATH:
+            parse_delay_path(optarg);
             break;
         case OPT_RETRY_AFTER:
             if (parse_long(optarg, 0, 31536000, &cfg.retry_after) != WH_OK)
@@ -794,6 +908,32 @@ static bool path_fails(const char *path)
     return false;
 }
 
+/* Whether a --fail-window rule for path covers the current uptime. */
+static bool path_in_fail_window(const char *path, int64_t now_us)
+{
+    int64_t up_ms = (now_us - srv.started_us) / 1000;
+    for (size_t i = 0; i < cfg.nfail_windows; i++) {
+        const fail_window *w = &cfg.fail_windows[i];
+        if (up_ms >= w->from_ms && up_ms < w->to_ms &&
+            strncmp(path, w->prefix, w->prefix_len) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The hold time of a response to path, in ms (0: none). */
+static long delay_for(const char *path)
+{
+    const delay_path *best = NULL;
+    for (size_t i = 0; i < cfg.ndelay_paths; i++) {
+        const delay_path *dp = &cfg.delay_paths[i];
+        if (strncmp(path, dp->prefix, dp->prefix_len) == 0 &&
+            (!best || dp->prefix_len > best->prefix_len))
+            best = dp;
+    }
+    return best ? best->delay_ms : cfg.delay_ms;
+}
+
 /* ---- responses ---------------------------------------------------------- */
 
 static void conn_update_interest(conn *c);
@@ -851,7 +991,8 @@ static void delay_add(conn *c, int64_t due_us)
     assert(!c->delayed);
     c->delayed = true;
     c->due_us = due_us;
-    /* Every delay is the same length, so inserting from the tail is O(1). */
+    /* Delays mostly share one length, so inserting from the tail is
+     * usually O(1); at most CONN_MAX entries are walked otherwise. */
     conn *after = srv.delay_tail;
     while (after && after->due_us > due_us)
         after = after->dprev;
@@ -1153,6 +1294,9 @@ static void handle_webhook(conn *c, const char *base, const char *body,
     if (path_fails(path)) {
         status = 500;
         text = "injected failure (--fail-path)\n";
+    } else if (path_in_fail_window(path, wh_mono_us())) {
+        status = 503;
+        text = "injected failure (--fail-window)\n";
     } else if (cfg.status) {
         status = cfg.status;
     } else if (nth > 0 && nth <= (uint32_t)cfg.fail_first) {
@@ -1179,13 +1323,14 @@ static void handle_webhook(conn *c, const char *base, const char *body,
     if (cfg.print)
         print_line(&d);
 
-    bool hold = cfg.delay_ms > 0;
+    long delay_ms = delay_for(path);
+    bool hold = delay_ms > 0;
     if (queue_response(c, status, text, closing, hold) != WH_OK) {
         c->close_after = true;
         return;
     }
     if (hold)
-        delay_add(c, wh_mono_us() + cfg.delay_ms * 1000);
+        delay_add(c, wh_mono_us() + (int64_t)delay_ms * 1000);
 }
 
 static void request_reset(conn *c)
@@ -1634,6 +1779,7 @@ static int setup(char *err, size_t errlen)
                        strerror(errno));
     if (open_listener(err, errlen) != WH_OK)
         return WH_ERR;
+    srv.started_us = wh_mono_us();
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_LISTEN};
     struct epoll_event sev = {.events = EPOLLIN, .data.u64 = TAG_SIGNAL};
     if (epoll_ctl(srv.ep, EPOLL_CTL_ADD, srv.lfd, &ev) != 0 ||

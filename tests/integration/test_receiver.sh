@@ -392,6 +392,69 @@ else
     fail "--fail-rate 0.5: both outcomes seen" "$R1"
 fi
 
+# ---- per-path faults: --fail-window and --delay-path ----------------------------
+
+# /win fails from the start for 3 s, /later from 2.5 s to 10 min; /win/x
+# also has --fail-rate 0 behind it and /other has no rule at all. The
+# first requests go out right after the receiver listens (well before
+# 2.5 s), the second ones once 3.5 s have passed since it started.
+W0=$(ms_now)
+start_receiver win --fail-window /win=0-3000 --fail-window /later=2500-600000 \
+    --fail-rate 0 --retry-after 1
+W_EARLY="$(post "$PORT" /win/a fw1 1 v1,x "$TMP/body2") $(post "$PORT" /other fw2 1 v1,x "$TMP/body2") $(post "$PORT" /later/a fw3 1 v1,x "$TMP/body2")"
+W_EARLY_MS=$(($(ms_now) - W0))
+if [ "$W_EARLY_MS" -lt 2500 ]; then
+    check "--fail-window: inside the window 503, other paths and a later window 204" \
+        "503 204 204" "$W_EARLY"
+else
+    fail "--fail-window: early requests took too long to test (${W_EARLY_MS} ms)"
+fi
+WH=$(curl -s -D - -o /dev/null -X POST --data-binary @"$TMP/body2" \
+    "http://127.0.0.1:$PORT/win/b?q=1" | tr -d '\r')
+check "--fail-window matches the path without the query, with Retry-After" \
+    "HTTP/1.1 503 Service Unavailable|Retry-After: 1" \
+    "$(printf '%s\n' "$WH" | grep -E '^(HTTP|Retry-After)' | paste -sd'|')"
+while [ $(($(ms_now) - W0)) -lt 3500 ]; do sleep 0.1; done
+check "--fail-window: after the window 204, inside the later window 503" "204 204 503" \
+    "$(post "$PORT" /win/a fw4 1 v1,x "$TMP/body2") $(post "$PORT" /other fw5 1 v1,x "$TMP/body2") $(post "$PORT" /later/a fw6 1 v1,x "$TMP/body2")"
+wait_lines "$TMP/win.jsonl" 7 || true
+check "--fail-window: recorded statuses" "503 204" \
+    "$(rec_statuses "$TMP/win.jsonl" fw1) $(rec_statuses "$TMP/win.jsonl" fw4)"
+
+# /slow is held 1.5 s; /slow/quick (longer prefix) and everything else
+# fall back to --delay-ms 0 and must not wait for it.
+start_receiver dpath --delay-path /slow=1500 --delay-path /slow/quick=0
+D0=$(ms_now)
+curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary @"$TMP/body2" \
+    "http://127.0.0.1:$PORT/slow/1" >"$TMP/dp_slow.code" &
+DPSLOW=$!
+sleep 0.1
+F0=$(ms_now)
+FAST="$(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary @"$TMP/body2" "http://127.0.0.1:$PORT/fast") $(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary @"$TMP/body2" "http://127.0.0.1:$PORT/slow/quick/1")"
+F1=$(ms_now)
+wait "$DPSLOW"
+D1=$(ms_now)
+check "--delay-path: all answered 204" "204 204 204" "$(cat "$TMP/dp_slow.code") $FAST"
+if [ $((F1 - F0)) -lt 700 ]; then
+    pass "--delay-path: other paths answered while /slow is held ($((F1 - F0)) ms)"
+else
+    fail "--delay-path: other paths answered while /slow is held" "$((F1 - F0)) ms"
+fi
+if [ $((D1 - D0)) -ge 1500 ] && [ $((D1 - D0)) -lt 4000 ]; then
+    pass "--delay-path /slow=1500: held $((D1 - D0)) ms"
+else
+    fail "--delay-path /slow=1500: held 1500..4000 ms" "$((D1 - D0)) ms"
+fi
+start_receiver dboth --delay-ms 1500 --delay-path /now=0
+B0=$(ms_now)
+BQ=$(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary @"$TMP/body2" "http://127.0.0.1:$PORT/now/1")
+B1=$(ms_now)
+if [ "$BQ" = 204 ] && [ $((B1 - B0)) -lt 700 ]; then
+    pass "--delay-path PREFIX=0 exempts a path from --delay-ms"
+else
+    fail "--delay-path PREFIX=0 exempts a path from --delay-ms" "$BQ in $((B1 - B0)) ms"
+fi
+
 # ---- --print -------------------------------------------------------------------
 
 start_receiver pr --print --secret "$SECRET_A"
@@ -466,12 +529,25 @@ set +e
 "$RECEIVER" --listen 127.0.0.1:99999 >/dev/null 2>&1; A5=$?
 "$RECEIVER" extra >/dev/null 2>&1; A6=$?
 "$RECEIVER" --help >"$TMP/help" 2>&1; A7=$?
+BADW=""
+for arg in "--fail-window /x=5-3" "--fail-window /x=3-3" "--fail-window x=0-1" \
+    "--fail-window /x=a-1" "--fail-window /x" "--fail-window /x=1-" \
+    "--fail-window /x=0-604800001" "--delay-path /x=-1" "--delay-path /x" \
+    "--delay-path /x=600001" "--delay-path /x=1 --delay-path /x=2" \
+    "--delay-path =5"; do
+    # shellcheck disable=SC2086 # one option and its argument per word
+    "$RECEIVER" $arg >/dev/null 2>"$TMP/arg.err"
+    rc=$?
+    [ "$rc" = 2 ] && grep -q -- "${arg%% *}" "$TMP/arg.err" ||
+        BADW="$BADW [$arg: exit $rc, $(head -n 1 "$TMP/arg.err")]"
+done
 set -e
 check "bad arguments exit 2" "2 2 2 2 2 2" "$A1 $A2 $A3 $A4 $A5 $A6"
+check "bad --fail-window/--delay-path exit 2 naming the option" "" "$BADW"
 check "--help exits 0" "0" "$A7"
 MISSING=""
 for flag in listen port-file secret status fail-first fail-rate seed delay-ms \
-    fail-path retry-after record print count-file help; do
+    fail-path fail-window delay-path retry-after record print count-file help; do
     grep -q -- "--$flag" "$TMP/help" || MISSING="$MISSING $flag"
 done
 check "--help documents every flag" "" "$MISSING"
@@ -479,7 +555,7 @@ check "--help documents every flag" "" "$MISSING"
 # ---- every receiver exits cleanly (no sanitizer reports) ----------------------------
 
 BAD=""
-for name in ff delay st rate rate2 pr lim; do
+for name in ff delay st rate rate2 win dpath dboth pr lim; do
     eval "pid=\${PID_$name:-}"
     [ -n "$pid" ] || continue
     kill -TERM "$pid" 2>/dev/null || true
