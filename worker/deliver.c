@@ -592,6 +592,15 @@ static void start(wk_deliver *d, dl_job *j)
 {
     const wh_delivery *dv = wh_codec_delivery(j->dm);
     const wh_endpoint *ep = wk_cache_get(d->ctx->cache, dv->endpoint_id);
+    if (ep && ep->disabled && j->head) {
+        /* The retry that `endpoint enable` released can arrive before the
+         * change notification: read the endpoint again before parking. */
+        char err[WH_ERRLEN];
+        if (wk_cache_refresh(d->ctx->cache, dv->endpoint_id, err,
+                             sizeof(err)) != WH_OK)
+            WH_WARN("cannot re-read endpoint %s: %s", dv->endpoint_id, err);
+        ep = wk_cache_get(d->ctx->cache, dv->endpoint_id);
+    }
     j->attempted_at_us = wh_wall_us();
     j->holds_slot = true;
     j->lane->in_flight++;
