@@ -9,6 +9,8 @@
 # against the plain build and again against the sanitizer build (only those
 # listed in SANITIZED_INTEGRATION, when set), where any sanitizer report fails
 # them. A test that dies without printing its counts counts as 1 failure.
+# TEST_JOBS (default 2) integration tests run at once; SERIAL_INTEGRATION
+# (default test_hol.sh, a timing measurement) run last, one at a time.
 set -uo pipefail
 
 ROOT=$(cd -- "$(dirname -- "$0")/.." && pwd)
@@ -32,14 +34,13 @@ total_fail=0
 failed_tests=()
 LOGDIR=$(mktemp -d /tmp/webhook-tests.XXXXXX)
 
-# run NAME COMMAND...: runs one test program, adds its counts.
-run() {
-    local name=$1 log counts p f start rc
-    shift
-    log="$LOGDIR/$(echo "$name" | tr '/ ' '__').log"
-    start=$SECONDS
-    "$@" >"$log" 2>&1
-    rc=$?
+# logname NAME: where the output of test NAME goes.
+logname() { echo "$LOGDIR/$(echo "$1" | tr '/ ' '__').log"; }
+
+# tally NAME RC SECONDS: adds the counts of a finished test program.
+tally() {
+    local name=$1 rc=$2 secs=$3 log counts p f
+    log=$(logname "$name")
     counts=$(grep -E '^([^ ]+: )?[0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
     if [[ $counts =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
         p=${BASH_REMATCH[1]}
@@ -53,12 +54,81 @@ run() {
     fi
     total_pass=$((total_pass + p))
     total_fail=$((total_fail + f))
-    printf '%-52s %6d passed %4d failed %5ds\n' "$name" "$p" "$f" $((SECONDS - start))
+    printf '%-52s %6d passed %4d failed %5ds\n' "$name" "$p" "$f" "$secs"
     if [ "$f" -gt 0 ]; then
         failed_tests+=("$name")
         grep -E '^(FAIL|not ok)|CHECK failed|expected|Sanitizer|runtime error' "$log" | head -20 | sed 's/^/    /'
         echo "    (full output: $log)"
     fi
+}
+
+# run NAME COMMAND...: runs one test program now, adds its counts.
+run() {
+    local name=$1 start rc
+    shift
+    start=$SECONDS
+    "$@" >"$(logname "$name")" 2>&1
+    rc=$?
+    tally "$name" "$rc" $((SECONDS - start))
+}
+
+# Integration tests are independent (own temp dirs, ports, Postgres and
+# broker) and spend most of their time waiting, so TEST_JOBS of them run at
+# once; those in SERIAL_INTEGRATION (timing measurements) run afterwards,
+# alone.
+TEST_JOBS=${TEST_JOBS:-2}
+SERIAL_INTEGRATION=${SERIAL_INTEGRATION:-test_hol.sh}
+queued=()   # "NAME<TAB>BUILD_DIR<TAB>SCRIPT"
+serial=()
+
+# bg_run NAME COMMAND...: runs a test program in the background; its exit
+# status and duration land next to its log.
+bg_run() {
+    local name=$1 log
+    shift
+    log=$(logname "$name")
+    (
+        start=$SECONDS
+        "$@" >"$log" 2>&1
+        echo "$? $((SECONDS - start))" >"$log.rc"
+    ) &
+    running+=("$name")
+}
+
+# reap: tallies the background tests that finished.
+reap() {
+    local keep=() name log rc secs
+    for name in "${running[@]}"; do
+        log=$(logname "$name")
+        if [ -s "$log.rc" ]; then
+            read -r rc secs <"$log.rc"
+            tally "$name" "$rc" "$secs"
+        else
+            keep+=("$name")
+        fi
+    done
+    running=("${keep[@]}")
+}
+
+run_queued() {
+    local entry name dir script
+    running=()
+    for entry in "${queued[@]}"; do
+        IFS=$'\t' read -r name dir script <<<"$entry"
+        while [ "${#running[@]}" -ge "$TEST_JOBS" ]; do
+            wait -n 2>/dev/null || true
+            reap
+        done
+        bg_run "$name" env BUILD_DIR="$ROOT/$dir" "$script"
+    done
+    while [ "${#running[@]}" -gt 0 ]; do
+        wait -n 2>/dev/null || true
+        reap
+    done
+    for entry in "${serial[@]}"; do
+        IFS=$'\t' read -r name dir script <<<"$entry"
+        run "$name" env BUILD_DIR="$ROOT/$dir" "$script"
+    done
 }
 
 unit() {
@@ -76,7 +146,11 @@ integration() {
         if [ -n "$only" ] && [[ " $only " != *" $name "* ]]; then
             continue
         fi
-        run "integration $name [$dir]" env BUILD_DIR="$ROOT/$dir" "$t"
+        if [[ " $SERIAL_INTEGRATION " == *" $name "* ]]; then
+            serial+=("integration $name [$dir]"$'\t'"$dir"$'\t'"$t")
+        else
+            queued+=("integration $name [$dir]"$'\t'"$dir"$'\t'"$t")
+        fi
     done
 }
 
@@ -87,6 +161,7 @@ fi
 if [ "$WHAT" != unit ]; then
     integration "$BUILD"
     [ -n "$SANBUILD" ] && integration "$SANBUILD" "$SANITIZED_INTEGRATION"
+    run_queued
 fi
 
 if [ ${#failed_tests[@]} -gt 0 ]; then

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # test_hol.sh - head-of-line isolation: an ordered endpoint that times out
 # must not slow the other endpoints on its deliveries partition. All
-# endpoints share one partition. Phase "base" delivers HOL_EVENTS events to
-# 10 healthy endpoints; phase "hol" delivers as many to 10 healthy
-# endpoints plus one whose requests time out. The healthy endpoints' rate
-# in phase "hol" must be at least 90% of phase "base" (each phase is run
-# three times, alternating, and the best run counts, to keep scheduling
-# noise out). Sized to
-# stay well inside the dev broker's per-partition retention.
+# endpoints share one partition. Every phase delivers HOL_EVENTS events to
+# 10 healthy endpoints plus an eleventh: healthy in phase "base", timing out
+# in phase "hol" (its lane blocks and its deliveries are parked). The ten
+# healthy endpoints' rate in phase "hol" must be at least 90% of phase
+# "base". Each phase runs three times, alternating, and the best run counts,
+# to keep scheduling noise out. Sized to stay well inside the dev broker's
+# per-partition retention.
 . "$(dirname "$0")/../lib.sh"
 
 EVENTS=${HOL_EVENTS:-1000}
@@ -25,6 +25,13 @@ for phase in base1 base2 base3 hol1 hol2 hol3; do
         "$BIN/webhookctl" endpoint add --app "$phase" --events 'h.*' \
             --url "http://127.0.0.1:$fast/$phase/e$i" --secret "$secret" >/dev/null
     done
+done
+# the eleventh endpoint: healthy in the base phases, timing out in the hol
+# phases, so both carry the same load
+for phase in base1 base2 base3; do
+    "$BIN/webhookctl" endpoint add --app "$phase" --events 'h.*' \
+        --url "http://127.0.0.1:$fast/$phase-extra" --secret "$secret" \
+        --timeout 500ms >/dev/null
 done
 for phase in hol1 hol2 hol3; do
     "$BIN/webhookctl" endpoint add --app "$phase" --events 'h.*' \
@@ -55,6 +62,7 @@ for i in range(n):
     print('{"id":"%s-%d","app":"%s","type":"h.x","payload":{"seq":%d,"pad":"%s"}}' % (p, i, p, i, "x" * 100))
 PY
     want=$(( $(received fast) + EVENTS * HEALTHY ))
+    case $phase in base*) want=$((want + EVENTS)) ;; esac
     "$BIN/webhook-produce" --quiet <"$T/$phase.ndjson"
     if wait_for 180 got_at_least fast "$want"; then
         read -r n r <<<"$(rate "$phase")"

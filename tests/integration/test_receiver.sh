@@ -329,7 +329,7 @@ wait_lines "$TMP/ff.jsonl" 5 || true
 check "--fail-first: recorded statuses" "500 500 204 204" "$(rec_statuses "$TMP/ff.jsonl" msg_ff)"
 check "no secret: valid is null" "null" "$(rec "$TMP/ff.jsonl" msg_ff valid)"
 
-start_receiver delay --delay-ms 500
+start_receiver delay --delay-ms 1000
 T0=$(ms_now)
 DPIDS=()
 for i in 1 2 3 4; do
@@ -345,11 +345,11 @@ wait "${DPIDS[@]}"
 T1=$(ms_now)
 check "--delay-ms: delayed responses are 204" "204 204 204 204" "$(for i in 1 2 3 4; do printf '%s ' "$(cat "$TMP/d$i.code")"; done | sed 's/ $//')"
 ELAPSED=$((T1 - T0))
-# One after the other would take 2000 ms.
-if [ "$ELAPSED" -ge 500 ] && [ "$ELAPSED" -lt 1500 ]; then
-    pass "--delay-ms 500: four concurrent requests took ${ELAPSED} ms in all"
+# One after the other would take 4000 ms.
+if [ "$ELAPSED" -ge 1000 ] && [ "$ELAPSED" -lt 3000 ]; then
+    pass "--delay-ms 1000: four concurrent requests took ${ELAPSED} ms in all"
 else
-    fail "--delay-ms 500: four concurrent requests took ${ELAPSED} ms (want 500..1500)"
+    fail "--delay-ms 1000: four concurrent requests took ${ELAPSED} ms (want 1000..3000)"
 fi
 if [ "$HZ" = 200 ] && [ $((HZ1 - HZ0)) -lt 300 ]; then
     pass "--delay-ms: /healthz answered during the delay"
@@ -421,9 +421,9 @@ wait_lines "$TMP/win.jsonl" 7 || true
 check "--fail-window: recorded statuses" "503 204" \
     "$(rec_statuses "$TMP/win.jsonl" fw1) $(rec_statuses "$TMP/win.jsonl" fw4)"
 
-# /slow is held 1.5 s; /slow/quick (longer prefix) and everything else
+# /slow is held 3 s; /slow/quick (longer prefix) and everything else
 # fall back to --delay-ms 0 and must not wait for it.
-start_receiver dpath --delay-path /slow=1500 --delay-path /slow/quick=0
+start_receiver dpath --delay-path /slow=3000 --delay-path /slow/quick=0
 D0=$(ms_now)
 curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary @"$TMP/body2" \
     "http://127.0.0.1:$PORT/slow/1" >"$TMP/dp_slow.code" &
@@ -435,21 +435,21 @@ F1=$(ms_now)
 wait "$DPSLOW"
 D1=$(ms_now)
 check "--delay-path: all answered 204" "204 204 204" "$(cat "$TMP/dp_slow.code") $FAST"
-if [ $((F1 - F0)) -lt 700 ]; then
+if [ $((F1 - F0)) -lt 2000 ]; then
     pass "--delay-path: other paths answered while /slow is held ($((F1 - F0)) ms)"
 else
     fail "--delay-path: other paths answered while /slow is held" "$((F1 - F0)) ms"
 fi
-if [ $((D1 - D0)) -ge 1500 ] && [ $((D1 - D0)) -lt 4000 ]; then
-    pass "--delay-path /slow=1500: held $((D1 - D0)) ms"
+if [ $((D1 - D0)) -ge 3000 ] && [ $((D1 - D0)) -lt 6000 ]; then
+    pass "--delay-path /slow=3000: held $((D1 - D0)) ms"
 else
-    fail "--delay-path /slow=1500: held 1500..4000 ms" "$((D1 - D0)) ms"
+    fail "--delay-path /slow=3000: held 3000..6000 ms" "$((D1 - D0)) ms"
 fi
-start_receiver dboth --delay-ms 1500 --delay-path /now=0
+start_receiver dboth --delay-ms 3000 --delay-path /now=0
 B0=$(ms_now)
 BQ=$(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary @"$TMP/body2" "http://127.0.0.1:$PORT/now/1")
 B1=$(ms_now)
-if [ "$BQ" = 204 ] && [ $((B1 - B0)) -lt 700 ]; then
+if [ "$BQ" = 204 ] && [ $((B1 - B0)) -lt 2000 ]; then
     pass "--delay-path PREFIX=0 exempts a path from --delay-ms"
 else
     fail "--delay-path PREFIX=0 exempts a path from --delay-ms" "$BQ in $((B1 - B0)) ms"

@@ -29,7 +29,7 @@ flaky=$(ep flaky t.flaky 1s,4s)
 down=$(ep down t.down 200ms,400ms)
 gone=$(ep gone t.gone 1s)
 bad=$(ep bad t.bad 1s)
-ok_ep=$(ep ok t.ok 2s)
+ok_ep=$(ep ok t.ok 10s) # first retry 5-10 s later: time to disable it
 
 start_worker w1
 "$BIN/webhook-scheduler" >"$T/scheduler.log" 2>&1 &
