@@ -24,6 +24,8 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "db.h"
+#include "kafka.h"
 #include "log.h"
 
 #define BACKLOG 64
@@ -237,6 +239,51 @@ int wh_metrics_add_fn(wh_metrics *m, wh_metric_type type, const char *name,
                       void *opaque, char *err, size_t errlen)
 {
     return add(m, type, name, labels, help, NULL, fn, opaque, err, errlen);
+}
+
+static double process_uptime(void *o)
+{
+    return (double)(wh_mono_us() - *(const int64_t *)o) / 1e6;
+}
+
+static double process_data_loss(void *o)
+{
+    (void)o;
+    return (double)wh_kafka_data_loss_count();
+}
+
+static double process_db(void *o)
+{
+    wh_db *const *db = o;
+    return *db && wh_db_alive(*db);
+}
+
+int wh_metrics_add_process(wh_metrics *m, const char *prefix,
+                           const char *program, const int64_t *started_us,
+                           wh_db *const *db, wh_db *const *listen_db,
+                           char *err, size_t errlen)
+{
+    char up[WH_METRICS_NAME_MAX + 1], loss[WH_METRICS_NAME_MAX + 1],
+        connected[WH_METRICS_NAME_MAX + 1], help[128];
+    const char *db_help = "1 while the Postgres connection is up.";
+    snprintf(up, sizeof(up), "%s_uptime_seconds", prefix);
+    snprintf(loss, sizeof(loss), "%s_kafka_data_loss_total", prefix);
+    snprintf(connected, sizeof(connected), "%s_database_connected", prefix);
+    snprintf(help, sizeof(help), "Seconds since the %s started.", program);
+    if (wh_metrics_add_fn(m, WH_METRIC_GAUGE, up, NULL, help, process_uptime,
+                          (void *)started_us, err, errlen) != WH_OK ||
+        wh_metrics_add_fn(m, WH_METRIC_COUNTER, loss, NULL,
+                          "Consumer offset resets caused by an error (DATA "
+                          "LOSS in the log).",
+                          process_data_loss, NULL, err, errlen) != WH_OK ||
+        wh_metrics_add_fn(m, WH_METRIC_GAUGE, connected, "connection=main",
+                          db_help, process_db, (void *)db, err,
+                          errlen) != WH_OK ||
+        wh_metrics_add_fn(m, WH_METRIC_GAUGE, connected, "connection=listen",
+                          db_help, process_db, (void *)listen_db, err,
+                          errlen) != WH_OK)
+        return WH_ERR;
+    return WH_OK;
 }
 
 /* The shortest of %.15g..%.17g that reads back as v. */

@@ -83,6 +83,19 @@ int wh_metrics_add_fn(wh_metrics *m, wh_metric_type type, const char *name,
                       const char *labels, const char *help, wh_metric_fn *fn,
                       void *opaque, char *err, size_t errlen) WH_MUST_CHECK;
 
+struct wh_db;
+/* Registers the series every program exports, named <prefix>_...:
+ * uptime_seconds (since *started_us, a wh_mono_us time; help "Seconds
+ * since the <program> started."), kafka_data_loss_total
+ * (wh_kafka_data_loss_count) and database_connected{connection=main|
+ * listen} (1 while *db / *listen_db is alive; the pointers are read at
+ * each scrape). Everything pointed to must outlive m. */
+int wh_metrics_add_process(wh_metrics *m, const char *prefix,
+                           const char *program, const int64_t *started_us,
+                           struct wh_db *const *db,
+                           struct wh_db *const *listen_db, char *err,
+                           size_t errlen) WH_MUST_CHECK;
+
 /* What /readyz answers: 200 "ready", or 503 "not ready: <reason>"
  * (reason copied, cut at WH_METRICS_REASON_MAX bytes; NULL = "not
  * ready"). Cheap enough for a loop to call every iteration. */

@@ -367,12 +367,6 @@ static void run(sc_ctx *ctx)
     summary_log(ctx, &sm, true);
 }
 
-static double m_uptime(void *o)
-{
-    (void)o;
-    return (double)(wh_mono_us() - totals.started_us) / 1e6;
-}
-
 static double m_lag(void *o)
 {
     (void)o;
@@ -394,24 +388,6 @@ static double m_producer_queue(void *o)
 {
     const sc_ctx *ctx = o;
     return ctx->producer ? wh_kafka_producer_outq(ctx->producer) : 0;
-}
-
-static double m_data_loss(void *o)
-{
-    (void)o;
-    return (double)wh_kafka_data_loss_count();
-}
-
-static double m_db_main(void *o)
-{
-    const sc_ctx *ctx = o;
-    return ctx->db && wh_db_alive(ctx->db);
-}
-
-static double m_db_listen(void *o)
-{
-    const sc_ctx *ctx = o;
-    return ctx->listen_db && wh_db_alive(ctx->listen_db);
 }
 
 /* What /metrics exports; docs/operations.md explains each. */
@@ -454,17 +430,6 @@ static int metrics_register(sc_ctx *ctx, char *err, size_t errlen)
         {WH_METRIC_GAUGE, "webhook_scheduler_kafka_producer_queue_messages",
          NULL, "Produced messages Kafka has not acknowledged yet.", NULL,
          m_producer_queue},
-        {WH_METRIC_COUNTER, "webhook_scheduler_kafka_data_loss_total", NULL,
-         "Consumer offset resets caused by an error (DATA LOSS in the log).",
-         NULL, m_data_loss},
-        {WH_METRIC_GAUGE, "webhook_scheduler_database_connected",
-         "connection=main", "1 while the Postgres connection is up.", NULL,
-         m_db_main},
-        {WH_METRIC_GAUGE, "webhook_scheduler_database_connected",
-         "connection=listen", "1 while the Postgres connection is up.", NULL,
-         m_db_listen},
-        {WH_METRIC_GAUGE, "webhook_scheduler_uptime_seconds", NULL,
-         "Seconds since the scheduler started.", NULL, m_uptime},
     };
     for (size_t i = 0; i < WH_ARRAY_LEN(defs); i++) {
         int rc = defs[i].value
@@ -477,7 +442,9 @@ static int metrics_register(sc_ctx *ctx, char *err, size_t errlen)
         if (rc != WH_OK)
             return WH_ERR;
     }
-    return WH_OK;
+    return wh_metrics_add_process(metrics, "webhook_scheduler", "scheduler",
+                                  &totals.started_us, &ctx->db,
+                                  &ctx->listen_db, err, errlen);
 }
 
 /* KAFKA_EXTRA with message.timeout.ms set to the produce timeout in

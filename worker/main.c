@@ -281,12 +281,6 @@ static void update_ready(wk_ctx *ctx)
         wh_metrics_set_ready(metrics, true, NULL);
 }
 
-static double m_uptime(void *o)
-{
-    (void)o;
-    return (double)(wh_mono_us() - started_us) / 1e6;
-}
-
 static double m_in_flight(void *o)
 {
     const wk_ctx *ctx = o;
@@ -323,34 +317,18 @@ static double m_endpoints(void *o)
     return ctx->cache ? (double)wk_cache_size(ctx->cache) : 0;
 }
 
-static double m_data_loss(void *o)
-{
-    (void)o;
-    return (double)wh_kafka_data_loss_count();
-}
-
-static double m_db_main(void *o)
-{
-    const wk_ctx *ctx = o;
-    return ctx->db && wh_db_alive(ctx->db);
-}
-
-static double m_db_listen(void *o)
-{
-    const wk_ctx *ctx = o;
-    return ctx->listen_db && wh_db_alive(ctx->listen_db);
-}
-
 /* What /metrics exports; docs/operations.md explains each. */
 static int metrics_register(wk_ctx *ctx, char *err, size_t errlen)
 {
+    if (wh_metrics_add_process(metrics, "webhook_worker", "worker",
+                               &started_us, &ctx->db, &ctx->listen_db, err,
+                               errlen) != WH_OK)
+        return WH_ERR;
     static const struct {
         wh_metric_type type;
         const char *name, *labels, *help;
         wh_metric_fn *fn;
     } fns[] = {
-        {WH_METRIC_GAUGE, "webhook_worker_uptime_seconds", NULL,
-         "Seconds since the worker started.", m_uptime},
         {WH_METRIC_GAUGE, "webhook_worker_http_requests_in_flight", NULL,
          "Delivery attempts waiting for their HTTP response.", m_in_flight},
         {WH_METRIC_GAUGE, "webhook_worker_recorder_pending_rows", NULL,
@@ -367,15 +345,6 @@ static int metrics_register(wk_ctx *ctx, char *err, size_t errlen)
          m_producer_queue},
         {WH_METRIC_GAUGE, "webhook_worker_endpoints_cached", NULL,
          "Endpoints in the in-memory cache.", m_endpoints},
-        {WH_METRIC_COUNTER, "webhook_worker_kafka_data_loss_total", NULL,
-         "Consumer offset resets caused by an error (DATA LOSS in the log).",
-         m_data_loss},
-        {WH_METRIC_GAUGE, "webhook_worker_database_connected",
-         "connection=main", "1 while the Postgres connection is up.",
-         m_db_main},
-        {WH_METRIC_GAUGE, "webhook_worker_database_connected",
-         "connection=listen", "1 while the Postgres connection is up.",
-         m_db_listen},
     };
     for (size_t i = 0; i < WH_ARRAY_LEN(fns); i++)
         if (wh_metrics_add_fn(metrics, fns[i].type, fns[i].name,

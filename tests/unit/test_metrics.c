@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -375,6 +376,32 @@ static void test_exposition(void)
     wh_metrics_destroy(m);
 }
 
+/* The series every program exports; no database connection: both read 0. */
+static void test_process_series(void)
+{
+    wh_metrics *m = server(4, 1000);
+    char err[256];
+    int64_t started = wh_mono_us() - 2500000;
+    struct wh_db *none = NULL;
+    CHECK(wh_metrics_add_process(m, "prog", "program", &started, &none,
+                                 &none, err, sizeof(err)) == WH_OK);
+    int status;
+    const char *body = body_of(get(m, "/metrics", &status));
+    CHECK_INT(status, 200);
+    CHECK(strstr(body, "# HELP prog_uptime_seconds Seconds since the "
+                       "program started.\n# TYPE prog_uptime_seconds gauge\n"
+                       "prog_uptime_seconds 2.") != NULL);
+    CHECK(strstr(body, "# TYPE prog_kafka_data_loss_total counter\n"
+                       "prog_kafka_data_loss_total 0\n") != NULL);
+    CHECK(strstr(body, "prog_database_connected{connection=\"main\"} 0\n"
+                       "prog_database_connected{connection=\"listen\"} 0\n")
+          != NULL);
+    /* registering them twice is refused */
+    CHECK(wh_metrics_add_process(m, "prog", "program", &started, &none,
+                                 &none, err, sizeof(err)) == WH_ERR);
+    wh_metrics_destroy(m);
+}
+
 static void test_probes(void)
 {
     wh_metrics *m = server(0, 0);
@@ -703,6 +730,6 @@ static void test_many_requests(void)
 }
 
 TEST_MAIN(test_disabled, test_listen_addresses, test_registry_checks,
-          test_exposition, test_probes, test_http_errors, test_request_limit,
+          test_exposition, test_process_series, test_probes, test_http_errors, test_request_limit,
           test_connection_limits, test_large_answer, test_accept_pause,
           test_many_requests)
