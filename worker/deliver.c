@@ -326,9 +326,9 @@ static bool lane_ordered(wk_deliver *d, const lane *l)
     return !ep || ep->ordered;
 }
 
-static int lane_limit(wk_deliver *d, const lane *l)
+/* Attempts a lane of endpoint ep (NULL: gone) may have in flight. */
+static int lane_limit(const wh_endpoint *ep)
 {
-    const wh_endpoint *ep = wk_cache_get(d->ctx->cache, l->endpoint_id);
     if (!ep || ep->ordered || ep->max_in_flight < 1)
         return 1;
     return ep->max_in_flight;
@@ -777,7 +777,8 @@ again:
 static void pump(wk_deliver *d, lane *l)
 {
     while (!l->detached && l->state != LANE_BLOCKED) {
-        if (l->in_flight >= lane_limit(d, l))
+        const wh_endpoint *ep = wk_cache_get(d->ctx->cache, l->endpoint_id);
+        if (l->in_flight >= lane_limit(ep))
             return;
         if (!l->qhead) {
             if (l->state != LANE_DRAINING || l->in_flight > 0)
@@ -794,7 +795,6 @@ static void pump(wk_deliver *d, lane *l)
         }
         /* the endpoint's breaker and rate limit */
         int64_t now = wh_mono_us();
-        const wh_endpoint *ep = wk_cache_get(d->ctx->cache, l->endpoint_id);
         if (ep)
             wh_bucket_set_rate(&l->bucket, ep->rate_limit_per_s, 0, now);
         int64_t wait = wh_breaker_wait_us(&l->breaker, now);
