@@ -18,6 +18,7 @@ PACKAGES=(
     kcat                                         # publishing from the shell
     python3 jq curl openssl ca-certificates procps iproute2 # tests
     nodejs                                       # signature verification in tests
+    wrk                                          # make bench: the HTTP ceiling
 )
 
 $SUDO apt-get update

@@ -2,17 +2,31 @@
  * http.c - HTTP adapter over libcurl's multi interface (see http.h).
  * Owned by one thread (the worker's delivery loop). Easy handles are kept
  * in a free list and reused; connections live in the multi handle's cache.
+ *
+ * Sockets are watched with epoll through curl's socket interface
+ * (CURLMOPT_SOCKETFUNCTION / CURLMOPT_TIMERFUNCTION and
+ * curl_multi_socket_action), so one loop iteration costs in proportion to
+ * the sockets that have something to say, not to the requests in flight:
+ * with a thousand slow endpoints, curl_multi_perform and curl_multi_poll
+ * would walk all of them on every wake-up. The caller's own descriptors
+ * are polled together with the epoll descriptor, one poll(2) per wait.
  */
 #include "http.h"
 
 #include <curl/curl.h>
+#include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 #include "url.h"
 
 #define POOL_MAX 4096
+#define EVENTS_MAX 1024
+#define WAIT_FDS_MAX 8
 
 struct wh_http {
     CURLM *multi;
@@ -23,6 +37,10 @@ struct wh_http {
     int npool;
     int running;
     wh_http_req *active; /* doubly linked through prev_/next_ */
+    int epfd;
+    int64_t timer_at_us; /* curl's next timeout, -1: none */
+    int nevents;         /* ready sockets found by the last wait */
+    struct epoll_event events[EVENTS_MAX];
 };
 
 static int curl_ready;
@@ -43,6 +61,38 @@ const char *wh_http_error_name(wh_http_error e)
     return "other";
 }
 
+/* curl tells which sockets to watch for what. */
+static int on_socket(CURL *easy, curl_socket_t s, int what, void *arg,
+                     void *socketp)
+{
+    wh_http *h = arg;
+    (void)easy;
+    (void)socketp;
+    if (what == CURL_POLL_REMOVE) {
+        /* the socket may be closed already, which removed it */
+        epoll_ctl(h->epfd, EPOLL_CTL_DEL, s, NULL);
+        return 0;
+    }
+    struct epoll_event ev = {0};
+    if (what & CURL_POLL_IN)
+        ev.events |= EPOLLIN;
+    if (what & CURL_POLL_OUT)
+        ev.events |= EPOLLOUT;
+    ev.data.fd = s;
+    if (epoll_ctl(h->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
+        epoll_ctl(h->epfd, EPOLL_CTL_ADD, s, &ev);
+    return 0;
+}
+
+/* curl asks to be called back after timeout_ms (-1: never). */
+static int on_timer(CURLM *multi, long timeout_ms, void *arg)
+{
+    wh_http *h = arg;
+    (void)multi;
+    h->timer_at_us = timeout_ms < 0 ? -1 : wh_mono_us() + timeout_ms * 1000;
+    return 0;
+}
+
 int wh_http_new(const wh_http_conf *conf, wh_http **out, char *err,
                 size_t errlen)
 {
@@ -55,16 +105,22 @@ int wh_http_new(const wh_http_conf *conf, wh_http **out, char *err,
     wh_http *h = calloc(1, sizeof(*h));
     if (!h)
         return wh_errf(err, errlen, "out of memory");
+    h->epfd = epoll_create1(EPOLL_CLOEXEC);
+    h->timer_at_us = -1;
     h->conf = *conf;
     h->user_agent = strdup(conf->user_agent ? conf->user_agent : "webhook");
     h->ca_file = conf->ca_file ? strdup(conf->ca_file) : NULL;
     h->pool = calloc(POOL_MAX, sizeof(*h->pool));
     h->multi = curl_multi_init();
-    if (!h->user_agent || !h->pool || !h->multi ||
+    if (!h->user_agent || !h->pool || !h->multi || h->epfd < 0 ||
         (conf->ca_file && !h->ca_file)) {
         wh_http_destroy(h);
         return wh_errf(err, errlen, "curl_multi_init() failed");
     }
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
     if (h->conf.snippet_max < 0 || h->conf.snippet_max > WH_HTTP_SNIPPET_MAX)
         h->conf.snippet_max = WH_HTTP_SNIPPET_MAX;
     if (conf->max_host_connections > 0)
@@ -86,6 +142,8 @@ void wh_http_destroy(wh_http *h)
         curl_easy_cleanup(h->pool[i]);
     if (h->multi)
         curl_multi_cleanup(h->multi);
+    if (h->epfd >= 0)
+        close(h->epfd);
     free(h->pool);
     free(h->user_agent);
     free(h->ca_file);
@@ -263,18 +321,30 @@ void wh_http_cancel_all(wh_http *h)
 void wh_http_wait(wh_http *h, const int *fds, int *ready, size_t nfds,
                   int timeout_ms)
 {
-    struct curl_waitfd w[8];
-    size_t n = nfds < WH_ARRAY_LEN(w) ? nfds : WH_ARRAY_LEN(w);
+    struct pollfd p[1 + WAIT_FDS_MAX];
+    size_t n = nfds < WAIT_FDS_MAX ? nfds : WAIT_FDS_MAX;
+    p[0].fd = h->epfd;
+    p[0].events = POLLIN;
     for (size_t i = 0; i < n; i++) {
-        w[i].fd = fds[i];
-        w[i].events = CURL_WAIT_POLLIN;
-        w[i].revents = 0;
+        p[1 + i].fd = fds[i];
+        p[1 + i].events = POLLIN;
     }
-    curl_multi_poll(h->multi, w, (unsigned)n, timeout_ms, NULL);
+    if (h->timer_at_us >= 0) {
+        int64_t left = h->timer_at_us - wh_mono_us();
+        int ms = left <= 0 ? 0 : (int)((left + 999) / 1000);
+        if (timeout_ms < 0 || ms < timeout_ms)
+            timeout_ms = ms;
+    }
+    if (h->nevents > 0) /* not handed to curl yet */
+        timeout_ms = 0;
+    int rc = poll(p, 1 + n, timeout_ms);
     for (size_t i = 0; i < n; i++)
-        ready[i] = (w[i].revents & CURL_WAIT_POLLIN) != 0;
+        ready[i] = rc > 0 && (p[1 + i].revents & (POLLIN | POLLHUP | POLLERR));
+    if (rc > 0 && (p[0].revents & POLLIN) && h->nevents == 0) {
+        int got = epoll_wait(h->epfd, h->events, EVENTS_MAX, 0);
+        h->nevents = got > 0 ? got : 0;
+    }
 }
-
 static wh_http_error classify(CURLcode rc, const wh_http_req *req)
 {
     switch (rc) {
@@ -298,36 +368,68 @@ static wh_http_error classify(CURLcode rc, const wh_http_req *req)
     }
 }
 
-void wh_http_perform(wh_http *h, wh_http_done_fn *done, void *opaque)
+/* Hands curl what the last wait found and what timed out. */
+static void act(wh_http *h)
 {
     int still;
-    curl_multi_perform(h->multi, &still);
-    CURLMsg *m;
-    int left;
-    while ((m = curl_multi_info_read(h->multi, &left)) != NULL) {
-        if (m->msg != CURLMSG_DONE)
-            continue;
-        CURL *e = m->easy_handle;
-        CURLcode rc = m->data.result;
-        wh_http_req *req = NULL;
-        curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&req);
-        long status = 0;
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-        req->latency_us = wh_mono_us() - req->started_us_;
-        if (rc == CURLE_OK) {
-            req->status = (int)status;
-            req->error_class = WH_HTTP_NONE;
-        } else {
-            req->status = 0;
-            req->error_class = classify(rc, req);
-            if (req->error_class == WH_HTTP_BLOCKED)
-                snprintf(req->error, sizeof(req->error), "%s", req->blocked_);
-            else if (req->error[0] == '\0')
-                snprintf(req->error, sizeof(req->error), "%s",
-                         curl_easy_strerror(rc));
+    int n = h->nevents;
+    h->nevents = 0;
+    for (int i = 0; i < n; i++) {
+        uint32_t e = h->events[i].events;
+        int mask = 0;
+        if (e & EPOLLIN)
+            mask |= CURL_CSELECT_IN;
+        if (e & EPOLLOUT)
+            mask |= CURL_CSELECT_OUT;
+        if (e & (EPOLLERR | EPOLLHUP))
+            mask |= CURL_CSELECT_ERR;
+        curl_multi_socket_action(h->multi, h->events[i].data.fd, mask,
+                                 &still);
+    }
+    if (h->timer_at_us >= 0 && wh_mono_us() >= h->timer_at_us) {
+        h->timer_at_us = -1;
+        curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &still);
+    }
+}
+
+void wh_http_perform(wh_http *h, wh_http_done_fn *done, void *opaque)
+{
+    /* Requests started by done callbacks are sent in the same call: curl
+     * asks for an immediate timeout when a handle is added. */
+    for (int round = 0; round < 4; round++) {
+        act(h);
+        CURLMsg *m;
+        int left, finished = 0;
+        while ((m = curl_multi_info_read(h->multi, &left)) != NULL) {
+            if (m->msg != CURLMSG_DONE)
+                continue;
+            finished++;
+            CURL *e = m->easy_handle;
+            CURLcode rc = m->data.result;
+            wh_http_req *req = NULL;
+            curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&req);
+            long status = 0;
+            curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+            req->latency_us = wh_mono_us() - req->started_us_;
+            if (rc == CURLE_OK) {
+                req->status = (int)status;
+                req->error_class = WH_HTTP_NONE;
+            } else {
+                req->status = 0;
+                req->error_class = classify(rc, req);
+                if (req->error_class == WH_HTTP_BLOCKED)
+                    snprintf(req->error, sizeof(req->error), "%s",
+                             req->blocked_);
+                else if (req->error[0] == '\0')
+                    snprintf(req->error, sizeof(req->error), "%s",
+                             curl_easy_strerror(rc));
+            }
+            release(h, req);
+            done(req, opaque);
         }
-        release(h, req);
-        done(req, opaque);
+        if (finished == 0 || h->timer_at_us < 0 ||
+            h->timer_at_us > wh_mono_us())
+            break;
     }
 }
 

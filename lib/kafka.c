@@ -28,12 +28,16 @@ struct wh_kafka_consumer {
     int unclean; /* close gave up: destroy must not try again */
 };
 
+#define WARM_TOPICS_MAX 4
+
 struct wh_kafka_producer {
     rd_kafka_t *rk;
     rd_kafka_queue_t *queue;
     wh_kafka_dr_fn *dr;
     void *opaque;
     int pipe[2];
+    rd_kafka_topic_t *warm[WARM_TOPICS_MAX]; /* see wh_kafka_producer_warm */
+    int nwarm;
 };
 
 static atomic_uint_fast64_t data_loss;
@@ -502,6 +506,17 @@ int wh_kafka_producer_send(wh_kafka_producer *p, const char *topic,
     return WH_OK;
 }
 
+void wh_kafka_producer_warm(wh_kafka_producer *p, const char *topic)
+{
+    if (p->nwarm >= WARM_TOPICS_MAX)
+        return;
+    /* a new topic handle asks the cluster for the topic's partition
+     * leaders in the background; held until the producer is destroyed */
+    rd_kafka_topic_t *t = rd_kafka_topic_new(p->rk, topic, NULL);
+    if (t)
+        p->warm[p->nwarm++] = t;
+}
+
 int wh_kafka_producer_fd(wh_kafka_producer *p) { return p->pipe[0]; }
 
 void wh_kafka_producer_poll(wh_kafka_producer *p, int timeout_ms)
@@ -531,6 +546,8 @@ void wh_kafka_producer_destroy(wh_kafka_producer *p)
     if (!p)
         return;
     rd_kafka_queue_destroy(p->queue);
+    for (int i = 0; i < p->nwarm; i++)
+        rd_kafka_topic_destroy(p->warm[i]);
     rd_kafka_destroy(p->rk);
     close(p->pipe[0]);
     close(p->pipe[1]);

@@ -101,6 +101,11 @@ int wh_kafka_producer_send(wh_kafka_producer *p, const char *topic,
                            size_t vlen, const char *const *headers,
                            void *msg_opaque, char *err,
                            size_t errlen) WH_MUST_CHECK;
+/* Looks up topic's partition leaders now, in the background, so the first
+ * message to it is not held back while they are found (without this the
+ * first message after start-up waits hundreds of milliseconds). Up to 4
+ * topics per producer. */
+void wh_kafka_producer_warm(wh_kafka_producer *p, const char *topic);
 int wh_kafka_producer_fd(wh_kafka_producer *p);
 /* Serves delivery reports (calls dr). */
 void wh_kafka_producer_poll(wh_kafka_producer *p, int timeout_ms);

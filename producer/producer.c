@@ -55,6 +55,7 @@ int wh_producer_new(const wh_producer_conf *conf, wh_producer **out,
     }
     if (wh_kafka_producer_new(&kc, on_report, p, &p->kp, err, errlen))
         goto fail;
+    wh_kafka_producer_warm(p->kp, p->topic);
     *out = p;
     return WH_OK;
 fail:

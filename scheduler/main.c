@@ -546,6 +546,7 @@ int main(int argc, char **argv)
         WH_ERROR("%s", err);
         goto out;
     }
+    wh_kafka_producer_warm(ctx.producer, ctx.s->deliveries_topic);
     run(&ctx);
     rc = 0;
     int64_t deadline = ctx.stop_deadline_us

@@ -88,6 +88,24 @@ table_rows() {
     sql "SELECT $q"
 }
 
+# perf_start NAME PID / perf_stop: with BENCH_PERF=DIR, records call
+# graphs of PID into DIR/NAME.perf.data while a scenario runs.
+PERF_PID=
+perf_start() {
+    [ -n "${BENCH_PERF:-}" ] || return 0
+    mkdir -p "$BENCH_PERF"
+    local target=(-p "$2")
+    [ "${BENCH_PERF_ALL:-0}" = 1 ] && target=(-a)
+    perf record ${BENCH_PERF_OPTS:--g} -F 999 -o "$BENCH_PERF/$1.perf.data" "${target[@]}" >"$T/perf-$1.log" 2>&1 &
+    PERF_PID=$!
+}
+perf_stop() {
+    [ -n "$PERF_PID" ] || return 0
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+    PERF_PID=
+}
+
 now_us() { python3 -c 'import time; print(int(time.time() * 1e6))'; }
 
 log "stack: broker with $PARTITIONS partitions, PostgreSQL 15, temp dir $T"
@@ -154,7 +172,7 @@ first, count, rate = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 eps, size = int(sys.argv[4]), int(sys.argv[5])
 out = sys.stdout
 if rate > 0:
-    time.sleep(2)
+    time.sleep(float(__import__("os").environ.get("BENCH_WARM", "2")))
 t0 = time.time()
 for i in range(first, first + count):
     if rate > 0:
@@ -175,6 +193,7 @@ w_cpu0=$(cpu_ticks "${WORKER_PID[w1]}")
 pg_cpu0=$(pg_ticks)
 t_pub0=$(now_us)
 log "publishing $EVENTS events of $PAYLOAD_BYTES-byte payload"
+perf_start a "${WORKER_PID[w1]}"
 gen_events 0 "$EVENTS" | "$BIN/webhook-produce" --quiet || die "webhook-produce failed"
 t_pub1=$(now_us)
 if ! wait_for "$WAIT_S" got_at_least recv "$total"; then
@@ -185,6 +204,7 @@ wait_for 60 sql_at_least \
 w_cpu1=$(cpu_ticks "${WORKER_PID[w1]}")
 pg_cpu1=$(pg_ticks)
 rows1=$(table_rows)
+perf_stop
 
 # ---- scenario (a), latency pass: paced publishing, no backlog --------------
 if [ -z "$LAT_RATE" ]; then
