@@ -156,24 +156,51 @@ static void on_report(void *opaque, void *msg_opaque, int ok,
         wk_deliver_on_report(ctx->deliver, msg_opaque, ok, errstr);
 }
 
+/* A burst of endpoint changes bigger than this (a bulk import) is read
+ * with one reload of every endpoint instead of one query per endpoint. */
+#define NOTIFY_BATCH 256
+
+/* When a full endpoint reload is due (0: none); notifications that arrive
+ * before it are covered by it. */
+static int64_t bulk_reload_at_us;
+
 static void on_notify(wk_ctx *ctx)
 {
-    char id[128], err[512];
+    static char ids[NOTIFY_BATCH][128];
+    char scratch[128], err[512];
+    size_t n = 0;
+    bool overflow = false;
     for (;;) {
-        int rc = wh_db_notification(ctx->listen_db, id, sizeof(id), err,
+        char *id = n < NOTIFY_BATCH ? ids[n] : scratch;
+        int rc = wh_db_notification(ctx->listen_db, id, sizeof(ids[0]), err,
                                     sizeof(err));
         if (rc == WH_AGAIN)
-            return;
+            break;
         if (rc == WH_ERR) {
             /* run() reconnects and reloads the endpoints */
             WH_WARN("%s", err);
             wh_db_drop(ctx->listen_db);
             return;
         }
-        if (wk_cache_refresh(ctx->cache, id, err, sizeof(err)) != WH_OK)
-            WH_ERROR("endpoint %s refresh failed: %s", id, err);
+        if (n < NOTIFY_BATCH)
+            n++;
         else
-            WH_DEBUG("endpoint %s refreshed", id);
+            overflow = true;
+    }
+    if (bulk_reload_at_us)
+        return; /* the pending reload reads these changes too */
+    if (overflow) {
+        /* let the rest of the burst arrive, then read everything once */
+        bulk_reload_at_us = wh_mono_us() + 200 * 1000;
+        WH_INFO("more than %d endpoints changed at once; reloading all "
+                "endpoints", NOTIFY_BATCH);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (wk_cache_refresh(ctx->cache, ids[i], err, sizeof(err)) != WH_OK)
+            WH_ERROR("endpoint %s refresh failed: %s", ids[i], err);
+        else
+            WH_DEBUG("endpoint %s refreshed", ids[i]);
     }
 }
 
@@ -413,6 +440,12 @@ static int run(wk_ctx *ctx)
         due = ctx->deliver ? wk_deliver_due_ms(ctx->deliver) : -1;
         if (due >= 0 && due < timeout)
             timeout = (int)due;
+        if (bulk_reload_at_us && wh_mono_us() >= bulk_reload_at_us &&
+            wh_db_alive(ctx->listen_db)) {
+            on_notify(ctx); /* what arrived until now is in the reload */
+            bulk_reload_at_us = 0;
+            next_reload = 0;
+        }
         if (wh_mono_us() >= next_reload) {
             if (wk_cache_reload(ctx->cache, err, sizeof(err)) != WH_OK)
                 WH_ERROR("endpoint reload failed: %s", err);
@@ -561,6 +594,8 @@ int main(int argc, char **argv)
         WH_ERROR("%s", err);
         goto out;
     }
+    wh_kafka_producer_warm(ctx.producer, s.deliveries_topic);
+    wh_kafka_producer_warm(ctx.producer, s.dead_topic);
     wh_http_conf hc = {
         .user_agent = s.user_agent,
         .allow = ctx.allow,
