@@ -6,6 +6,7 @@
  * operation failed (database unreachable, no such endpoint, a delivery
  * not replayed) and 2 on bad usage or invalid input.
  */
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include "config.h"
 #include "db.h"
 #include "endpoints.h"
+#include "json.h"
 #include "log.h"
 #include "pattern.h"
 #include "retry.h"
@@ -66,6 +68,13 @@ static const char usage_text[] =
     "               [--json]\n"
     "                                   register an endpoint; prints its id\n"
     "                                   (and the secret when generated)\n"
+    "  endpoint import [--json] [FILE]  register the endpoints of FILE (or\n"
+    "                                   stdin): one JSON object per line with\n"
+    "                                   the members app, url, secret, events,\n"
+    "                                   description, unordered, max_in_flight,\n"
+    "                                   rate_limit, timeout, retry_schedule;\n"
+    "                                   all or none (one transaction); prints\n"
+    "                                   ID [SECRET] per endpoint\n"
     "  endpoint list [--app A] [--json] list endpoints\n"
     "  endpoint update ID [--url URL] [--events E] [--retry-schedule S|default]\n"
     "               [--ordered|--unordered] [--max-in-flight N]\n"
@@ -278,6 +287,204 @@ static int endpoint_add(int argc, char **argv)
             printf("%s\n", secret);
     }
     return 0;
+}
+
+/* ---- endpoint import ---------------------------------------------------- */
+
+typedef struct {
+    bool json;
+} import_settings;
+
+static const wh_opt import_opts[] = {
+    {"json", NULL, WH_OPT_BOOL, "false", 0, 0,
+     offsetof(import_settings, json),
+     "print {\"line\":..,\"id\":..,\"secret\":..} instead of plain lines"},
+};
+
+/* One string member of an import line into out; absent or null leaves
+ * *out NULL. */
+static int import_string(const wh_json *d, const char *key, char *buf,
+                         size_t cap, const char **out, char *err,
+                         size_t errlen)
+{
+    *out = NULL;
+    int32_t t = wh_json_get(d, 0, key);
+    if (t < 0 || d->toks[t].type == WH_JSON_NULL)
+        return WH_OK;
+    size_t len;
+    if (wh_json_string(d, t, buf, cap, &len) != WH_OK || strlen(buf) != len)
+        return wh_errf(err, errlen, "\"%s\" must be a string (at most %zu "
+                       "bytes, no NUL)", key, cap - 1);
+    *out = buf;
+    return WH_OK;
+}
+
+/* Reads one import line (an object with the members `endpoint add` has
+ * as flags) into spec; the strings live in bufs. */
+static int import_line(const wh_json *d, wh_endpoint_spec *spec,
+                       char bufs[][WH_URL_MAX + 1], char *err, size_t errlen)
+{
+    static const char *const known[] = {
+        "app", "url", "secret", "events", "description", "unordered",
+        "max_in_flight", "rate_limit", "timeout", "retry_schedule"};
+    if (d->toks[0].type != WH_JSON_OBJECT)
+        return wh_errf(err, errlen, "expected a JSON object");
+    for (int32_t k = wh_json_child(d, 0); k >= 0; k = wh_json_next(d, k)) {
+        bool ok = false;
+        for (size_t i = 0; i < WH_ARRAY_LEN(known) && !ok; i++)
+            ok = wh_json_streq(d, k, known[i]);
+        if (!ok) {
+            char name[64];
+            if (wh_json_string(d, k, name, sizeof(name), NULL) != WH_OK)
+                wh_strlcpy(name, "(long name)", sizeof(name));
+            return wh_errf(err, errlen, "unknown member \"%s\"", name);
+        }
+    }
+    const char *rate = NULL, *timeout = NULL;
+    if (import_string(d, "app", bufs[0], WH_URL_MAX + 1, &spec->app, err,
+                      errlen) ||
+        import_string(d, "url", bufs[1], WH_URL_MAX + 1, &spec->url, err,
+                      errlen) ||
+        import_string(d, "secret", bufs[2], WH_URL_MAX + 1, &spec->secret,
+                      err, errlen) ||
+        import_string(d, "events", bufs[3], WH_URL_MAX + 1,
+                      &spec->event_types, err, errlen) ||
+        import_string(d, "description", bufs[4], WH_URL_MAX + 1,
+                      &spec->description, err, errlen) ||
+        import_string(d, "rate_limit", bufs[5], WH_URL_MAX + 1, &rate, err,
+                      errlen) ||
+        import_string(d, "timeout", bufs[6], WH_URL_MAX + 1, &timeout, err,
+                      errlen) ||
+        import_string(d, "retry_schedule", bufs[7], WH_URL_MAX + 1,
+                      &spec->retry_schedule, err, errlen))
+        return WH_ERR;
+    if (!spec->app || !spec->url)
+        return wh_errf(err, errlen, "\"app\" and \"url\" are required");
+    int32_t t = wh_json_get(d, 0, "unordered");
+    if (t >= 0) {
+        if (d->toks[t].type != WH_JSON_TRUE &&
+            d->toks[t].type != WH_JSON_FALSE)
+            return wh_errf(err, errlen, "\"unordered\" must be true or false");
+        spec->unordered = d->toks[t].type == WH_JSON_TRUE;
+    }
+    t = wh_json_get(d, 0, "max_in_flight");
+    if (t >= 0 && (wh_json_int64(d, t, &spec->max_in_flight) != WH_OK ||
+                   spec->max_in_flight < 1 || spec->max_in_flight > 1000))
+        return wh_errf(err, errlen, "\"max_in_flight\" must be 1-1000");
+    if (rate) {
+        char *end;
+        long long v = strtoll(rate, &end, 10);
+        if (end == rate || v < 1 || v > 1000000 ||
+            (*end && strcmp(end, "/s") != 0))
+            return wh_errf(err, errlen, "\"rate_limit\": '%s' is not a rate "
+                           "like 50/s", rate);
+        spec->rate_limit_per_s = v;
+    }
+    if (timeout && wh_parse_duration_ms(timeout, &spec->timeout_ms) != WH_OK)
+        return wh_errf(err, errlen, "\"timeout\": '%s' is not a duration "
+                       "like 10s", timeout);
+    return WH_OK;
+}
+
+/* Creates the endpoints described by FILE (or stdin), one JSON object per
+ * line, in one transaction: a bad line adds none of them. */
+static int endpoint_import(int argc, char **argv)
+{
+    import_settings s;
+    int first;
+    memset(&s, 0, sizeof(s));
+    parse_sub("webhookctl endpoint import [--json] [FILE]", import_opts,
+              WH_ARRAY_LEN(import_opts), &s, argc, argv, &first);
+    if (argc - first > 1)
+        die_usage("unexpected argument '%s'", argv[first + 1]);
+    FILE *in = stdin;
+    const char *name = "stdin";
+    if (first < argc && strcmp(argv[first], "-") != 0) {
+        name = argv[first];
+        if (!(in = fopen(name, "r"))) {
+            fprintf(stderr, "webhookctl: cannot open %s: %s\n", name,
+                    strerror(errno));
+            return EXIT_USAGE;
+        }
+    }
+    wh_secretbox sb;
+    load_box(&sb);
+    wh_db *db = connect_db();
+    char err[1024];
+    wh_buf out;
+    wh_buf_init(&out, SIZE_MAX / 4);
+    wh_json doc = {0};
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    long lineno = 0, added = 0;
+    int rc = EXIT_USAGE;
+    static char bufs[8][WH_URL_MAX + 1];
+    if (wh_db_exec(db, "BEGIN", err, sizeof(err)) != WH_OK) {
+        rc = EXIT_FAIL;
+        goto fail;
+    }
+    while ((n = getline(&line, &cap, in)) >= 0) {
+        lineno++;
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = '\0';
+        if (n == 0)
+            continue;
+        wh_endpoint_spec spec;
+        memset(&spec, 0, sizeof(spec));
+        char e[WH_ERRLEN], id[WH_ENDPOINT_ID_MAX], secret[WH_SECRET_TEXT_MAX];
+        if (wh_json_parse(&doc, line, (size_t)n, 256, e, sizeof(e)) != WH_OK ||
+            import_line(&doc, &spec, bufs, e, sizeof(e)) != WH_OK) {
+            snprintf(err, sizeof(err), "%s line %ld: %s", name, lineno, e);
+            goto fail;
+        }
+        if (wh_endpoints_add(db, &sb, &spec, id, secret, e, sizeof(e)) !=
+            WH_OK) {
+            snprintf(err, sizeof(err), "%s line %ld: %s", name, lineno, e);
+            if (strstr(e, "query failed"))
+                rc = EXIT_FAIL;
+            goto fail;
+        }
+        added++;
+        char row[WH_ENDPOINT_ID_MAX + WH_SECRET_TEXT_MAX + 64];
+        if (s.json)
+            snprintf(row, sizeof(row), "{\"line\":%ld,\"id\":\"%s\"%s%s%s}\n",
+                     lineno, id, secret[0] ? ",\"secret\":\"" : "", secret,
+                     secret[0] ? "\"" : "");
+        else
+            snprintf(row, sizeof(row), "%s%s%s\n", id, secret[0] ? " " : "",
+                     secret);
+        if (wh_buf_add(&out, row, strlen(row)) != WH_OK) {
+            snprintf(err, sizeof(err), "out of memory");
+            rc = EXIT_FAIL;
+            goto fail;
+        }
+    }
+    if (ferror(in)) {
+        snprintf(err, sizeof(err), "cannot read %s: %s", name,
+                 strerror(errno));
+        rc = EXIT_FAIL;
+        goto fail;
+    }
+    if (wh_db_exec(db, "COMMIT", err, sizeof(err)) != WH_OK) {
+        rc = EXIT_FAIL;
+        goto fail;
+    }
+    fwrite(out.data, 1, out.len, stdout);
+    fprintf(stderr, "webhookctl: imported %ld endpoints\n", added);
+    rc = 0;
+    goto done;
+fail:
+    fprintf(stderr, "webhookctl: %s; nothing was imported\n", err);
+done:
+    free(line);
+    wh_json_free(&doc);
+    wh_buf_free(&out);
+    wh_db_close(db);
+    wh_secretbox_cleanup(&sb);
+    if (in != stdin)
+        fclose(in);
+    return rc;
 }
 
 typedef struct {
@@ -555,10 +762,13 @@ static int endpoint_update(int argc, char **argv)
 static int cmd_endpoint(int argc, char **argv)
 {
     if (argc < 2)
-        die_usage("%s", "endpoint: expected add, list, disable or enable");
+        die_usage("%s", "endpoint: expected add, import, list, update, "
+                        "disable or enable");
     const char *sub = argv[1];
     if (strcmp(sub, "add") == 0)
         return endpoint_add(argc - 1, argv + 1);
+    if (strcmp(sub, "import") == 0)
+        return endpoint_import(argc - 1, argv + 1);
     if (strcmp(sub, "list") == 0)
         return endpoint_list(argc - 1, argv + 1);
     if (strcmp(sub, "disable") == 0)
@@ -567,8 +777,8 @@ static int cmd_endpoint(int argc, char **argv)
         return endpoint_toggle(argc - 1, argv + 1, false);
     if (strcmp(sub, "update") == 0)
         return endpoint_update(argc - 1, argv + 1);
-    die_usage("endpoint: unknown command '%s' (add, list, update, disable, "
-              "enable)", sub);
+    die_usage("endpoint: unknown command '%s' (add, import, list, update, "
+              "disable, enable)", sub);
     return EXIT_USAGE;
 }
 

@@ -116,7 +116,7 @@ check "webhookctl without a command lists the global options" \
     grep -qF -- "--database-url" "$T/err"
 expect "unknown command exits 2" 2 "webhookctl: unknown command 'frobnicate'" "$C" frobnicate
 expect "unknown global option exits 2" 2 "unknown option --frob" "$C" --frob migrate
-expect "endpoint without a subcommand exits 2" 2 "endpoint: expected add, list, disable or enable" \
+expect "endpoint without a subcommand exits 2" 2 "endpoint: expected add, import, list, update, disable or enable" \
     "$C" endpoint
 expect "unknown endpoint subcommand exits 2" 2 "endpoint: unknown command 'remove'" \
     "$C" endpoint remove
@@ -279,6 +279,43 @@ expect "endpoint add with an unknown option exits 2" 2 "webhookctl: unknown opti
 expect "endpoint add with a stray argument exits 2" 2 "webhookctl: unexpected argument 'now'" \
     "$C" endpoint add --app shop --url https://example.com/h now
 check "rejected adds store nothing" test "$(n_endpoints)" -eq $((before + 7))
+
+# ---- endpoint import -----------------------------------------------------------
+printf '%s\n' \
+    '{"app":"imp1","url":"https://example.com/i1","events":"order.*"}' '' \
+    '{"app":"imp2","url":"https://example.com/i2","secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw","unordered":true,"max_in_flight":4,"rate_limit":"5/s","timeout":"2s","retry_schedule":"1s,2s","description":"bulk"}' \
+    >"$T/import.ndjson"
+expect "endpoint import of a valid file exits 0" 0 "imported 2 endpoints" \
+    "$C" endpoint import --json "$T/import.ndjson"
+pycheck "endpoint import prints line, id and the generated secret only" "$T/out" '
+assert [r["line"] for r in rows] == [1, 3], rows
+assert rows[0]["id"].startswith("ep_") and rows[0]["secret"].startswith("whsec_")
+assert "secret" not in rows[1], rows[1]'
+stored=$(sql "SELECT concat_ws(' ', app, event_types, ordered, max_in_flight, rate_limit_per_s, timeout_ms, retry_schedule_ms, description) FROM webhooks.endpoints WHERE app IN ('imp1', 'imp2') ORDER BY app" | tr '\n' '|')
+check "endpoint import stores every member" test "$stored" = "imp1 order.* t 1 |imp2 * f 4 5 2000 {1000,2000} bulk|"
+imported=$(sql "SELECT count(*) FROM webhooks.endpoints")
+printf '%s\n' '{"app":"imp3","url":"https://example.com/i3"}' '{"app":"imp4","url":"ftp://x"}' >"$T/bad1.ndjson"
+expect "endpoint import with a bad URL on line 2 exits 2" 2 "line 2: URL must start with https:// or http://; nothing was imported" \
+    "$C" endpoint import "$T/bad1.ndjson"
+printf '%s\n' '{"app":"imp5","url":"https://example.com/i5","color":"red"}' >"$T/bad2.ndjson"
+expect "endpoint import names an unknown member" 2 'line 1: unknown member "color"' \
+    "$C" endpoint import "$T/bad2.ndjson"
+expect "endpoint import rejects a line that is not JSON" 2 "stdin line 1: invalid JSON" \
+    sh -c "echo 'app=x' | '$C' endpoint import"
+expect "endpoint import rejects a bad max_in_flight" 2 '"max_in_flight" must be 1-1000' \
+    sh -c "echo '{\"app\":\"a\",\"url\":\"https://e.com/\",\"max_in_flight\":0}' | '$C' endpoint import -"
+expect "endpoint import of a missing file exits 2" 2 "cannot open $T/none.ndjson" \
+    "$C" endpoint import "$T/none.ndjson"
+check "a failed import adds nothing" test "$(sql "SELECT count(*) FROM webhooks.endpoints")" -eq "$imported"
+python3 -c '
+for i in range(1000):
+    print("{\"app\":\"bulk%d\",\"url\":\"https://example.com/b%d\"}" % (i, i))' >"$T/bulk.ndjson"
+expect "endpoint import of 1,000 endpoints exits 0" 0 "imported 1000 endpoints" \
+    "$C" endpoint import "$T/bulk.ndjson"
+check "endpoint import prints one line per endpoint" test "$(wc -l <"$T/out")" -eq 1000
+check "the 1,000 endpoints are stored" test \
+    "$(sql "SELECT count(*) FROM webhooks.endpoints WHERE app LIKE 'bulk%'")" -eq 1000
+sql "DELETE FROM webhooks.endpoints WHERE app LIKE 'imp%' OR app LIKE 'bulk%'" >/dev/null
 
 # ---- endpoint list / disable / enable ----------------------------------------
 expect "endpoint list exits 0" 0 "" "$C" endpoint list
