@@ -61,6 +61,10 @@ typedef struct wh_http_req {
     void *easy_;
     void *owner_;
     struct wh_http_req *prev_, *next_; /* requests in flight */
+    struct wh_http_req *qprev_, *qnext_; /* waiting for a connection, or
+                                            failed to start */
+    struct wh_http_host *host_;
+    int wait_;                           /* 1: queued, 2: failed to start */
     struct curl_slist *slist_;
     int64_t started_us_;
     char blocked_[160];
@@ -73,7 +77,10 @@ int wh_http_new(const wh_http_conf *conf, wh_http **out, char *err,
                 size_t errlen) WH_MUST_CHECK;
 void wh_http_destroy(wh_http *h);
 
-/* Starts req; its outcome is reported by a later wh_http_perform. */
+/* Starts req; its outcome is reported by a later wh_http_perform. With
+ * max_host_connections set, requests beyond it wait in a queue of their
+ * host (scheme, host and port) and are handed to curl as connections free
+ * up; their timeout starts then. */
 int wh_http_start(wh_http *h, wh_http_req *req, char *err,
                   size_t errlen) WH_MUST_CHECK;
 /* Aborts req without calling done. */

@@ -7,6 +7,7 @@
  * operations HTTP server (metrics, health and readiness) is served from
  * the same loop.
  */
+#include <malloc.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -494,6 +495,11 @@ int main(int argc, char **argv)
     memset(&ctx, 0, sizeof(ctx));
     ctx.s = &s;
     started_us = wh_mono_us();
+    /* Deliveries come and go by the thousand: keep freed memory in the
+     * heap instead of returning it to the kernel and faulting it back in
+     * (page faults were a tenth of the worker's time under load). */
+    mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
+    mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
 
     if (argc == 2 && strcmp(argv[1], "--settings-markdown") == 0) {
         wh_config_markdown(stdout, opts, WH_ARRAY_LEN(opts));
