@@ -221,12 +221,21 @@ static const wh_opt add_opts[] = {
      "print {\"id\":..,\"secret\":..} instead of plain lines"},
 };
 
-static int64_t parse_rate(const char *s)
+/* "50/s" or "50" as deliveries per second, or -1. */
+static int64_t rate_value(const char *s)
 {
     char *end;
     long long v = strtoll(s, &end, 10);
     if (end == s || v < 1 || v > 1000000 ||
         (*end && strcmp(end, "/s") != 0))
+        return -1;
+    return v;
+}
+
+static int64_t parse_rate(const char *s)
+{
+    int64_t v = rate_value(s);
+    if (v < 0)
         die_usage("--rate-limit: '%s' is not a rate like 50/s", s);
     return v;
 }
@@ -371,15 +380,9 @@ static int import_line(const wh_json *d, wh_endpoint_spec *spec,
     if (t >= 0 && (wh_json_int64(d, t, &spec->max_in_flight) != WH_OK ||
                    spec->max_in_flight < 1 || spec->max_in_flight > 1000))
         return wh_errf(err, errlen, "\"max_in_flight\" must be 1-1000");
-    if (rate) {
-        char *end;
-        long long v = strtoll(rate, &end, 10);
-        if (end == rate || v < 1 || v > 1000000 ||
-            (*end && strcmp(end, "/s") != 0))
-            return wh_errf(err, errlen, "\"rate_limit\": '%s' is not a rate "
-                           "like 50/s", rate);
-        spec->rate_limit_per_s = v;
-    }
+    if (rate && (spec->rate_limit_per_s = rate_value(rate)) < 0)
+        return wh_errf(err, errlen, "\"rate_limit\": '%s' is not a rate like "
+                       "50/s", rate);
     if (timeout && wh_parse_duration_ms(timeout, &spec->timeout_ms) != WH_OK)
         return wh_errf(err, errlen, "\"timeout\": '%s' is not a duration "
                        "like 10s", timeout);
