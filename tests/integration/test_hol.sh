@@ -80,8 +80,15 @@ base=$(python3 -c "print(max(${RATE[base1]}, ${RATE[base2]}, ${RATE[base3]}))")
 hol=$(python3 -c "print(max(${RATE[hol1]}, ${RATE[hol2]}, ${RATE[hol3]}))")
 ratio=$(python3 -c "print('%.3f' % ($hol / $base if $base else 0))")
 log "healthy endpoints: ${base}/s alone, ${hol}/s beside a timing-out endpoint (ratio $ratio)"
-check "a timing-out endpoint costs its neighbours at most 10%" \
-    python3 -c "import sys; sys.exit(0 if $ratio >= 0.9 else 1)"
+# Under AddressSanitizer the same runs vary by a factor of two (4,600 to
+# 8,800/s seen in one run), so the sanitized build gets a wider margin; a
+# blocked neighbour shows as a ratio near 0.1 either way.
+limit=0.9
+if ldd "$BIN/webhook-worker" | grep -q libasan; then
+    limit=0.8
+fi
+check "a timing-out endpoint costs its neighbours at most $(python3 -c "print(round((1 - $limit) * 100))")%" \
+    python3 -c "import sys; sys.exit(0 if $ratio >= $limit else 1)"
 check "the timing-out endpoint's lane is blocked or draining" \
     sql_at_least "SELECT count(*) FROM webhooks.lane_status" 1
 check "its later deliveries wait parked" \
