@@ -578,12 +578,7 @@ void wh_http_perform(wh_http *h, wh_http_done_fn *done, void *opaque)
         }
         while (h->failed) {
             wh_http_req *req = h->failed;
-            h->failed = req->qnext_;
-            req->qnext_ = NULL;
-            req->wait_ = 0;
-            curl_slist_free_all(req->slist_);
-            req->slist_ = NULL;
-            h->running--;
+            drop_waiting(h, req);
             req->status = 0;
             req->error_class = WH_HTTP_OTHER;
             req->latency_us = 0;
