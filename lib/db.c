@@ -144,15 +144,15 @@ int wh_db_exec(wh_db *db, const char *sql, char *err, size_t errlen)
     return rc;
 }
 
-int wh_db_query(wh_db *db, const char *sql, int nparams,
-                const char *const *params, wh_db_result **out, char *err,
-                size_t errlen)
+static int query(wh_db *db, const char *sql, int nparams,
+                 const char *const *params, int format, wh_db_result **out,
+                 char *err, size_t errlen)
 {
     *out = NULL;
     if (!db->conn)
         return wh_errf(err, errlen, "PQexecParams() failed: not connected");
-    PGresult *res =
-        PQexecParams(db->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    PGresult *res = PQexecParams(db->conn, sql, nparams, NULL, params, NULL,
+                                 NULL, format);
     if (result_ok(db, res, "query failed", err, errlen) != WH_OK) {
         PQclear(res);
         return WH_ERR;
@@ -165,6 +165,20 @@ int wh_db_query(wh_db *db, const char *sql, int nparams,
     r->res = res;
     *out = r;
     return WH_OK;
+}
+
+int wh_db_query(wh_db *db, const char *sql, int nparams,
+                const char *const *params, wh_db_result **out, char *err,
+                size_t errlen)
+{
+    return query(db, sql, nparams, params, 0, out, err, errlen);
+}
+
+int wh_db_query_raw(wh_db *db, const char *sql, int nparams,
+                    const char *const *params, wh_db_result **out, char *err,
+                    size_t errlen)
+{
+    return query(db, sql, nparams, params, 1, out, err, errlen);
 }
 
 int wh_db_rows(const wh_db_result *r) { return PQntuples(r->res); }

@@ -38,6 +38,13 @@ int wh_db_exec(wh_db *db, const char *sql, char *err,
 int wh_db_query(wh_db *db, const char *sql, int nparams,
                 const char *const *params, wh_db_result **out, char *err,
                 size_t errlen) WH_MUST_CHECK;
+/* wh_db_query with every column in binary format: text and bytea cells
+ * are their raw bytes (NUL-terminated all the same, and a bytea may hold
+ * NULs: use wh_db_getlen); cast other types to text in the query. Saves
+ * the server hex-encoding a bytea and the client decoding it. */
+int wh_db_query_raw(wh_db *db, const char *sql, int nparams,
+                    const char *const *params, wh_db_result **out,
+                    char *err, size_t errlen) WH_MUST_CHECK;
 int wh_db_rows(const wh_db_result *r);
 int wh_db_cols(const wh_db_result *r);
 const char *wh_db_colname(const wh_db_result *r, int col);

@@ -51,6 +51,11 @@ static const wh_opt opts[] = {
      "topic due retries are produced to"},
     {"batch", "SCHEDULER_BATCH", WH_OPT_INT, "1000", 1, 100000, S(batch),
      "retries claimed, produced and deleted per transaction"},
+    {"pipeline", "SCHEDULER_PIPELINE", WH_OPT_INT, "2", 1, SC_PIPELINE_MAX,
+     S(pipeline),
+     "batches in flight at once, each on its own database connection: "
+     "while Kafka acknowledges one, the next is claimed (1: one at a "
+     "time)"},
     {"poll-interval", "SCHEDULER_POLL_INTERVAL", WH_OPT_DURATION, "500ms", 10,
      60000, S(poll_interval_ms),
      "longest sleep when nothing is due (notifications and the next due "
@@ -167,20 +172,21 @@ static bool drain_notifications(sc_ctx *ctx)
 static void check_db(sc_ctx *ctx)
 {
     char payload[64], err[WH_ERRLEN];
+    wh_db *db = ctx->batch[0].db;
     int rc;
-    while ((rc = wh_db_notification(ctx->db, payload, sizeof(payload), err,
+    while ((rc = wh_db_notification(db, payload, sizeof(payload), err,
                                     sizeof(err))) == WH_OK) {
     }
     if (rc == WH_ERR) {
         WH_WARN("database connection lost: %s", err);
-        wh_db_drop(ctx->db);
+        wh_db_drop(db);
     }
 }
 
 /* /readyz: the claim connection to Postgres is up. */
 static void update_ready(const sc_ctx *ctx)
 {
-    if (ctx->db && wh_db_alive(ctx->db))
+    if (ctx->batch[0].db && wh_db_alive(ctx->batch[0].db))
         wh_metrics_set_ready(metrics, true, NULL);
     else
         wh_metrics_set_ready(metrics, false, "no database connection");
@@ -205,9 +211,10 @@ static bool wait_until(sc_ctx *ctx, int64_t until_us, bool wake_early)
             pfd[n++] = (struct pollfd){wh_db_socket(ctx->listen_db), POLLIN,
                                        0};
         }
-        if (ctx->db && wh_db_socket(ctx->db) >= 0) {
+        wh_db *db = ctx->batch[0].db;
+        if (db && wh_db_socket(db) >= 0) {
             ds = n;
-            pfd[n++] = (struct pollfd){wh_db_socket(ctx->db), POLLIN, 0};
+            pfd[n++] = (struct pollfd){wh_db_socket(db), POLLIN, 0};
         }
         if (metrics)
             pfd[n++] = (struct pollfd){wh_metrics_fd(metrics), POLLIN, 0};
@@ -227,7 +234,7 @@ static bool wait_until(sc_ctx *ctx, int64_t until_us, bool wake_early)
         if (ds && pfd[ds].revents) {
             check_db(ctx);
             update_ready(ctx);
-            if (wake_early && !wh_db_alive(ctx->db))
+            if (wake_early && !wh_db_alive(db))
                 return true;
         }
         if (ls && pfd[ls].revents) {
@@ -239,14 +246,18 @@ static bool wait_until(sc_ctx *ctx, int64_t until_us, bool wake_early)
     return false;
 }
 
-/* Opens ctx->db, or re-opens it when the connection broke. */
+/* Opens the connection of every slot, or re-opens those that broke. */
 static int ensure_db(sc_ctx *ctx, char *err, size_t errlen)
 {
-    if (ctx->db && wh_db_alive(ctx->db))
-        return WH_OK;
-    if (!ctx->db)
-        return wh_db_connect(ctx->s->database_url, &ctx->db, err, errlen);
-    return wh_db_reconnect(ctx->db, err, errlen);
+    for (int64_t i = 0; i < ctx->s->pipeline; i++) {
+        sc_batch *b = &ctx->batch[i];
+        if (b->db && wh_db_alive(b->db))
+            continue;
+        if (!b->db ? wh_db_connect(ctx->s->database_url, &b->db, err, errlen)
+                   : wh_db_reconnect(b->db, err, errlen))
+            return WH_ERR;
+    }
+    return WH_OK;
 }
 
 /* Opens a fresh LISTEN connection in place of a broken one. */
@@ -267,22 +278,94 @@ static int ensure_listen(sc_ctx *ctx, char *err, size_t errlen)
     return WH_OK;
 }
 
+/* Counts a batch that committed. */
+static void account(summary *sm, const sc_batch *b, const sc_batch_result *res)
+{
+    totals.last_claimed = (int64_t)res->claimed;
+    totals.last_lag_ms = res->claimed > 0 ? res->lag_ms : 0;
+    totals.last_batch_wall_us = wh_wall_us();
+    if (res->claimed == 0)
+        return;
+    totals.batches++;
+    totals.enqueued += (int64_t)res->enqueued;
+    totals.postponed += (int64_t)res->postponed;
+    sm->batches++;
+    sm->enqueued += res->enqueued;
+    sm->total += res->enqueued;
+    sm->postponed += res->postponed;
+    if (res->lag_ms > sm->max_lag_ms)
+        sm->max_lag_ms = res->lag_ms;
+    WH_DEBUG("batch: claimed %zu, enqueued %zu, postponed %zu, lag %" PRId64
+             " ms, took %" PRId64 " ms (claim %" PRId64 ", kafka %" PRId64
+             ", delete+commit %" PRId64 ")",
+             res->claimed, res->enqueued, res->postponed, res->lag_ms,
+             (wh_mono_us() - b->t_claim) / 1000, res->claim_ms, res->kafka_ms,
+             res->delete_ms);
+}
+
+static void failed(summary *sm, const char *err)
+{
+    sm->failed++;
+    totals.failed++;
+    WH_WARN("batch rolled back: %s", err);
+}
+
+/* Ends every open batch, oldest first (the slot after `next` is the
+ * oldest). Returns WH_ERR when one of them was rolled back. */
+static int end_open(sc_ctx *ctx, summary *sm, int64_t next)
+{
+    char err[1024];
+    int rc = WH_OK;
+    for (int64_t k = 1; k <= ctx->s->pipeline; k++) {
+        sc_batch *b = &ctx->batch[(next + k) % ctx->s->pipeline];
+        sc_batch_result res;
+        if (!b->open)
+            continue;
+        if (sc_batch_end(ctx, b, &res, err, sizeof(err)) != WH_OK) {
+            failed(sm, err);
+            rc = WH_ERR;
+            continue;
+        }
+        account(sm, b, &res);
+    }
+    return rc;
+}
+
+static bool any_open(const sc_ctx *ctx)
+{
+    for (int64_t i = 0; i < ctx->s->pipeline; i++)
+        if (ctx->batch[i].open)
+            return true;
+    return false;
+}
+
+/*
+ * The loop. Batches run on the slots in turn: a full batch (a backlog) is
+ * left open while its messages are acknowledged and the next slot claims
+ * the next batch; coming back to a slot ends its batch first. A batch
+ * that is not full ends every open one, then the loop sleeps until the
+ * next retry is due, a notification, or the poll interval. After a
+ * rollback every open batch is ended and no new one is claimed until the
+ * producer's queue is empty.
+ */
 static void run(sc_ctx *ctx)
 {
     const sc_settings *s = ctx->s;
     summary sm = {.since_us = wh_mono_us(), .max_lag_ms = -1};
     int64_t backoff_ms = 0, listen_backoff_ms = 0, listen_retry_us = 0;
+    int64_t next = 0; /* the slot of the next batch */
     bool settling = false, listened = false;
     char err[1024];
 
-    WH_INFO("scheduler %s running (batch %" PRId64 ", poll interval %" PRId64
-            " ms, topic %s)",
-            ctx->id, s->batch, s->poll_interval_ms, s->deliveries_topic);
+    WH_INFO("scheduler %s running (batch %" PRId64 ", pipeline %" PRId64
+            ", poll interval %" PRId64 " ms, topic %s)",
+            ctx->id, s->batch, s->pipeline, s->poll_interval_ms,
+            s->deliveries_topic);
     while (!stop_requested) {
         summary_log(ctx, &sm, false);
         wh_metrics_serve(metrics);
-        bool reopen = ctx->db && !wh_db_alive(ctx->db);
-        if (ensure_db(ctx, err, sizeof(err)) != WH_OK) {
+        bool reopen = ctx->batch[0].db && !wh_db_alive(ctx->batch[0].db);
+        if (!any_open(ctx) && ensure_db(ctx, err, sizeof(err)) != WH_OK) {
             totals.connect_failed++;
             update_ready(ctx);
             backoff_ms = next_backoff(backoff_ms);
@@ -308,8 +391,9 @@ static void run(sc_ctx *ctx)
             }
         }
         /* Messages of a rolled-back batch still queued: claiming their rows
-         * again before they settle would queue them a second time. */
-        int left = wh_kafka_producer_outq(ctx->producer);
+         * again before they settle would queue them a second time. With no
+         * batch open, anything queued is theirs. */
+        int left = any_open(ctx) ? 0 : wh_kafka_producer_outq(ctx->producer);
         if (left > 0) {
             if (!settling)
                 WH_INFO("waiting for %d messages of a rolled-back batch "
@@ -321,48 +405,47 @@ static void run(sc_ctx *ctx)
         settling = false;
         WH_IGNORE(drain_notifications(ctx));
 
-        sc_batch_result res;
-        int64_t t0 = wh_mono_us();
-        if (sc_batch_run(ctx, &res, err, sizeof(err)) != WH_OK) {
-            sm.failed++;
-            totals.failed++;
+        sc_batch *b = &ctx->batch[next];
+        int rc = WH_OK;
+        if (b->open) {
+            sc_batch_result res;
+            if (sc_batch_end(ctx, b, &res, err, sizeof(err)) != WH_OK) {
+                failed(&sm, err);
+                rc = WH_ERR;
+            } else {
+                account(&sm, b, &res);
+            }
+        }
+        if (rc == WH_OK && sc_batch_begin(ctx, b, err, sizeof(err)) != WH_OK) {
+            failed(&sm, err);
+            rc = WH_ERR;
+        }
+        if (rc == WH_OK && !b->open)
+            account(&sm, b, &b->res); /* nothing was due */
+        if (rc == WH_OK && b->res.claimed == (size_t)s->batch) {
+            next = (next + 1) % s->pipeline; /* backlog: claim the next */
+            backoff_ms = 0;
+            continue;
+        }
+        if (end_open(ctx, &sm, next) != WH_OK)
+            rc = WH_ERR;
+        if (rc != WH_OK) {
             backoff_ms = next_backoff(backoff_ms);
-            WH_WARN("batch rolled back: %s (retrying in %" PRId64 " ms)", err,
-                    backoff_ms);
+            WH_INFO("claiming again in %" PRId64 " ms", backoff_ms);
             wait_until(ctx, wh_mono_us() + backoff_ms * 1000, false);
             continue;
         }
         backoff_ms = 0;
-        totals.last_claimed = (int64_t)res.claimed;
-        totals.last_lag_ms = res.claimed > 0 ? res.lag_ms : 0;
-        totals.last_batch_wall_us = wh_wall_us();
-        if (res.claimed > 0) {
-            totals.batches++;
-            totals.enqueued += (int64_t)res.enqueued;
-            totals.postponed += (int64_t)res.postponed;
-            sm.batches++;
-            sm.enqueued += res.enqueued;
-            sm.total += res.enqueued;
-            sm.postponed += res.postponed;
-            if (res.lag_ms > sm.max_lag_ms)
-                sm.max_lag_ms = res.lag_ms;
-            WH_DEBUG("batch: claimed %zu, enqueued %zu, postponed %zu, lag "
-                     "%" PRId64 " ms, took %" PRId64 " ms (claim %" PRId64
-                     ", kafka %" PRId64 ", delete+commit %" PRId64 ")",
-                     res.claimed, res.enqueued, res.postponed, res.lag_ms,
-                     (wh_mono_us() - t0) / 1000, res.claim_ms, res.kafka_ms,
-                     res.delete_ms);
-        }
-        if (res.claimed == (size_t)s->batch)
-            continue; /* backlog: next batch at once */
         int64_t until = wh_mono_us() + s->poll_interval_ms * 1000;
-        if (res.next_due_us > 0 && res.next_due_us < until)
-            until = res.next_due_us;
+        if (b->res.next_due_us > 0 && b->res.next_due_us < until)
+            until = b->res.next_due_us;
         if ((!ctx->listen_db || !wh_db_alive(ctx->listen_db)) &&
             listen_retry_us < until)
             until = listen_retry_us;
         WH_IGNORE(wait_until(ctx, until, true));
     }
+    /* a stop: the open batches finish (within the shutdown timeout) */
+    WH_IGNORE(end_open(ctx, &sm, next));
     wh_metrics_set_ready(metrics, false, "shutting down");
     summary_log(ctx, &sm, true);
 }
@@ -443,7 +526,7 @@ static int metrics_register(sc_ctx *ctx, char *err, size_t errlen)
             return WH_ERR;
     }
     return wh_metrics_add_process(metrics, "webhook_scheduler", "scheduler",
-                                  &totals.started_us, &ctx->db,
+                                  &totals.started_us, &ctx->batch[0].db,
                                   &ctx->listen_db, err, errlen);
 }
 
@@ -562,7 +645,6 @@ int main(int argc, char **argv)
 out:
     wh_kafka_producer_destroy(ctx.producer);
     wh_db_close(ctx.listen_db);
-    wh_db_close(ctx.db);
     sc_batch_cleanup(&ctx);
     wh_metrics_destroy(metrics);
     free(extra);

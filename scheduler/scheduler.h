@@ -18,13 +18,15 @@
 #include "wh.h"
 
 /* Largest encoded Delivery the scheduler moves; a bigger row is left in
- * place (postponed, see sc_batch_run). */
+ * place (postponed, see sc_batch_end). */
 #define SC_DELIVERY_MAX (32u * 1024 * 1024)
 /* Longest delivery or endpoint id accepted from webhooks.retries. */
 #define SC_ID_MAX 1024
 /* Rows postponed by this long when they cannot be moved (undecodable,
  * oversized or with an unusable id). */
 #define SC_POSTPONE_SQL "1 hour"
+/* Most batches in flight at once (SCHEDULER_PIPELINE). */
+#define SC_PIPELINE_MAX 8
 
 typedef struct {
     const char *kafka_brokers;
@@ -32,6 +34,7 @@ typedef struct {
     const char *database_url;
     const char *deliveries_topic;
     int64_t batch;
+    int64_t pipeline;
     int64_t poll_interval_ms;
     int64_t produce_timeout_ms;
     int64_t shutdown_timeout_ms;
@@ -39,30 +42,6 @@ typedef struct {
     const char *log_format;
     const char *log_level;
 } sc_settings;
-
-typedef struct {
-    const sc_settings *s;
-    char id[WH_ID_MAX];
-    wh_db *db;                      /* claims and deletes */
-    wh_db *listen_db;               /* LISTEN webhooks_retries */
-    wh_kafka_producer *producer;
-    const volatile sig_atomic_t *stop; /* set by SIGTERM/SIGINT */
-    int64_t stop_deadline_us;       /* mono time the shutdown must end by;
-                                       0 until a stop was requested */
-    /* Delivery reports of the batch in flight. Reports carry the batch's
-     * sequence number; those of an earlier, rolled-back batch are ignored,
-     * except that acknowledgements among them are counted in late_acks
-     * (each is a message whose row stayed and will be produced again). */
-    uint64_t seq;
-    size_t acked, nacked;
-    uint64_t late_acks;
-    char report_err[WH_ERRLEN];     /* first failure of the batch */
-    /* Scratch reused by every batch. */
-    wh_buf value;                   /* decoded Delivery */
-    wh_buf ids;                     /* text[] literal of delivery ids */
-    wh_buf attempts;                /* int[] literal of their attempts */
-    wh_buf bad_ids;                 /* text[] literal of rows postponed */
-} sc_ctx;
 
 /* Outcome of one batch. */
 typedef struct {
@@ -81,30 +60,77 @@ typedef struct {
                             none or the batch was full */
 } sc_batch_result;
 
-/* Prepares the scratch buffers of ctx (allocates nothing). */
+/* One batch slot: a database connection and the transaction it holds
+ * open while Kafka acknowledges the batch's messages. */
+typedef struct {
+    wh_db *db;                      /* claims and deletes */
+    bool open;                      /* a claimed batch awaits sc_batch_end */
+    wh_db_result *rows;             /* the claimed rows while open */
+    /* Delivery reports of the open batch carry its sequence number; those
+     * of a batch no longer open are late (sc_ctx.late_acks). */
+    uint64_t seq;
+    size_t sent, bad, acked, nacked;
+    char report_err[WH_ERRLEN];     /* first failure of the batch */
+    int64_t t_claim, t_kafka, deadline_us;
+    sc_batch_result res;
+    /* Scratch reused by every batch of the slot. */
+    wh_buf ids;                     /* text[] literal of delivery ids */
+    wh_buf attempts;                /* int[] literal of their attempts */
+    wh_buf bad_ids;                 /* text[] literal of rows postponed */
+} sc_batch;
+
+typedef struct {
+    const sc_settings *s;
+    char id[WH_ID_MAX];
+    /* s->pipeline slots, each with its own connection: while Kafka
+     * acknowledges one batch, the next is claimed and produced on the
+     * next slot. batch[0]'s connection is the one /readyz reports on. */
+    sc_batch batch[SC_PIPELINE_MAX];
+    wh_db *listen_db;               /* LISTEN webhooks_retries */
+    wh_kafka_producer *producer;
+    const volatile sig_atomic_t *stop; /* set by SIGTERM/SIGINT */
+    int64_t stop_deadline_us;       /* mono time the shutdown must end by;
+                                       0 until a stop was requested */
+    uint64_t seq;                   /* sequence number of the latest batch */
+    /* Acknowledgements that arrived after their batch was rolled back:
+     * each is a message whose row stayed and will be produced again. */
+    uint64_t late_acks;
+} sc_ctx;
+
+/* Prepares the scratch buffers of ctx and its slots (allocates
+ * nothing). */
 void sc_batch_init(sc_ctx *ctx);
-/* Frees the scratch buffers. */
+/* Frees the scratch buffers and closes the slots' connections. */
 void sc_batch_cleanup(sc_ctx *ctx);
 
 /*
- * Runs one transaction: claims up to s->batch due rows (FOR UPDATE SKIP
- * LOCKED, oldest due first), produces each row's delivery bytes to the
- * deliveries topic keyed by its endpoint id, waits until Kafka has
- * acknowledged all of them (at most s->produce_timeout_ms plus one
- * second, less once a stop was requested), deletes exactly the claimed
- * (delivery id, attempt) pairs and commits. Rows that cannot be moved are
- * logged and postponed in the same transaction, never deleted.
+ * A batch is one transaction on one slot, in two halves.
  *
- * Returns WH_OK with *out filled (also when nothing was due). Returns
- * WH_ERR after rolling back when a query failed (wh_db_alive(ctx->db)
- * tells whether the connection survived) or when Kafka refused or did not
- * acknowledge a message; no row is deleted then, and messages already
- * produced will be produced again by a later batch. Messages of an
- * abandoned batch may still be in the producer's queue afterwards
- * (wh_kafka_producer_outq); the caller should let them settle before the
- * next batch.
+ * sc_batch_begin: BEGIN, claim up to s->batch due rows (FOR UPDATE SKIP
+ * LOCKED, oldest due first) and queue each row's delivery bytes to the
+ * deliveries topic keyed by its endpoint id. Returns WH_OK with b->res
+ * filled so far; b->open is then true when rows were claimed (the
+ * transaction stays open for sc_batch_end), false when none were due (it
+ * committed). Rows claimed by another open slot are skipped.
+ *
+ * sc_batch_end: waits until Kafka has acknowledged every message of the
+ * batch (at most s->produce_timeout_ms plus one second from the claim,
+ * less once a stop was requested), deletes exactly the claimed
+ * (delivery id, attempt) pairs and commits. Rows that cannot be moved are
+ * logged and postponed in the same transaction, never deleted. Returns
+ * WH_OK with *out filled.
+ *
+ * Both return WH_ERR after rolling back (b->open false) when a query
+ * failed (wh_db_alive(b->db) tells whether the connection survived) or
+ * when Kafka refused or did not acknowledge a message; no row is deleted
+ * then, and messages already produced will be produced again by a later
+ * batch. Messages of an abandoned batch may still be in the producer's
+ * queue afterwards (wh_kafka_producer_outq); the caller should let them
+ * settle before claiming again.
  */
-int sc_batch_run(sc_ctx *ctx, sc_batch_result *out, char *err,
+int sc_batch_begin(sc_ctx *ctx, sc_batch *b, char *err,
+                   size_t errlen) WH_MUST_CHECK;
+int sc_batch_end(sc_ctx *ctx, sc_batch *b, sc_batch_result *out, char *err,
                  size_t errlen) WH_MUST_CHECK;
 
 /* Delivery report callback for wh_kafka_producer_new (opaque: sc_ctx). */
