@@ -691,7 +691,7 @@ static int refill(wk_deliver *d, lane *l)
     wh_db_result *r = NULL;
     if (l->unflushed > 0) {
         /* what this lane parked or unparked must be visible first */
-        if (wk_recorder_flush(d->ctx->recorder, err, sizeof(err)) != WH_OK) {
+        if (wk_recorder_sync(d->ctx->recorder, err, sizeof(err)) != WH_OK) {
             WH_WARN("lane %s waits for Postgres: %s", l->endpoint_id, err);
             return WH_AGAIN;
         }
@@ -973,7 +973,7 @@ static void on_rebalance(void *opaque, int assigned, const int32_t *parts,
     if (!assigned) {
         /* Make finished attempts durable so their offsets can be
          * committed before the partitions move. */
-        if (wk_recorder_flush(d->ctx->recorder, err, sizeof(err)) == WH_ERR)
+        if (wk_recorder_sync(d->ctx->recorder, err, sizeof(err)) != WH_OK)
             WH_WARN("%s", err);
     }
     for (size_t i = 0; i < n; i++) {

@@ -1,9 +1,10 @@
 /*
  * main.c - webhook-worker: settings, start-up, the event loop and graceful
  * shutdown. One thread waits on curl's sockets plus the Kafka consumers'
- * and producer's wake-up pipes and the LISTEN connection, then lets each
- * part make progress: fan-out, delivery, delivery reports, HTTP
- * completions, the attempt recorder and endpoint-cache refreshes; the
+ * and producer's wake-up pipes, the recorder's eventfd and the LISTEN
+ * connection, then lets each part make progress: fan-out, delivery,
+ * delivery reports, HTTP completions, the attempt recorder (whose
+ * transactions run on its own thread) and endpoint-cache refreshes; the
  * operations HTTP server (metrics, health and readiness) is served from
  * the same loop.
  */
@@ -257,7 +258,7 @@ static int64_t record(wk_ctx *ctx)
 /* One loop iteration's worth of work; returns true if more is waiting. */
 static bool step(wk_ctx *ctx, bool consume, int timeout_ms)
 {
-    int fds[5], ready[5] = {0};
+    int fds[6], ready[6] = {0};
     size_t nfds = 0;
     int fo = -1, dl = -1, pr, ls;
     if (ctx->fanout)
@@ -265,6 +266,9 @@ static bool step(wk_ctx *ctx, bool consume, int timeout_ms)
     if (ctx->deliver)
         fds[dl = (int)nfds++] = wk_deliver_fd(ctx->deliver);
     fds[pr = (int)nfds++] = wh_kafka_producer_fd(ctx->producer);
+    /* a written batch wakes the loop; record() settles it (and clears
+     * the eventfd) */
+    fds[nfds++] = wk_recorder_fd(ctx->recorder);
     ls = wh_db_socket(ctx->listen_db) >= 0 ? (int)nfds : -1;
     if (ls >= 0)
         fds[nfds++] = wh_db_socket(ctx->listen_db);
@@ -426,7 +430,7 @@ static int metrics_register(wk_ctx *ctx, char *err, size_t errlen)
 static int run(wk_ctx *ctx)
 {
     int64_t next_reload = wh_mono_us() + ctx->s->endpoint_refresh_ms * 1000;
-    int64_t next_maintain = 0, next_listen_retry = 0;
+    int64_t next_maintain = 0, next_listen_retry = 0, next_db_retry = 0;
     int timeout = 0;
     char err[512];
     WH_INFO("worker %s running (role %s, %zu endpoints cached)",
@@ -451,6 +455,15 @@ static int run(wk_ctx *ctx)
             if (wk_cache_reload(ctx->cache, err, sizeof(err)) != WH_OK)
                 WH_ERROR("endpoint reload failed: %s", err);
             next_reload = wh_mono_us() + ctx->s->endpoint_refresh_ms * 1000;
+        }
+        if (!wh_db_alive(ctx->db) && wh_mono_us() >= next_db_retry) {
+            /* the connection for loads and maintenance (the recorder has
+             * its own) */
+            next_db_retry = wh_mono_us() + 1000 * 1000;
+            if (wh_db_reconnect(ctx->db, err, sizeof(err)) != WH_OK)
+                WH_WARN("%s", err);
+            else
+                WH_INFO("database connection restored");
         }
         if (!wh_db_alive(ctx->listen_db) && wh_mono_us() >= next_listen_retry) {
             /* lost LISTEN: reconnect, then reload what we may have missed */
@@ -479,8 +492,12 @@ static int run(wk_ctx *ctx)
         WH_IGNORE(record(ctx) >= 0);
     }
     /* Last rows to Postgres so their offsets can be committed. */
-    for (int i = 0; i < 50 && record(ctx) >= 0; i++)
-        usleep(20000);
+    for (int i = 0; i < 5 && wk_recorder_pending(ctx->recorder) > 0; i++) {
+        if (wk_recorder_sync(ctx->recorder, err, sizeof(err)) != WH_OK) {
+            WH_WARN("%s", err);
+            usleep(200000);
+        }
+    }
     return 0;
 }
 

@@ -3,7 +3,9 @@
  * process-wide context handed to the fan-out and delivery stages, and the
  * interfaces of those stages, the endpoint cache, the offset tracker and
  * the attempt recorder. Everything runs on the main thread's event loop
- * (main.c); librdkafka's threads only wake it through pipes.
+ * (main.c) except the recorder's transactions, which run on its own
+ * thread and wake the loop through an eventfd; librdkafka's threads only
+ * wake it through pipes.
  */
 #ifndef WH_WORKER_H
 #define WH_WORKER_H
@@ -67,7 +69,7 @@ typedef struct {
     const wk_settings *s;
     char worker_id[128];
     wh_secretbox sb;
-    wh_db *db;                   /* recorder and cache loads */
+    wh_db *db;                   /* cache, lane and partition loads, maintenance */
     wh_db *listen_db;            /* LISTEN webhooks_endpoints */
     wh_netlist *allow;
     wh_kafka_producer *producer; /* deliveries and dead letters */
@@ -213,13 +215,24 @@ int wk_recorder_add_lane(wk_recorder *r, const wk_lane_op *op,
                          void *arg) WH_MUST_CHECK;
 /* A stage that goes away: its rows are still written, but nobody is told. */
 void wk_recorder_forget(wk_recorder *r, void *arg);
-/* Milliseconds until the batch must be written (0 = now, -1 = empty). */
+/* Milliseconds until wk_recorder_flush has work (0 = now, -1 = nothing
+ * to do until rows are added or wk_recorder_fd turns readable). */
 int64_t wk_recorder_due_ms(const wk_recorder *r);
-/* Writes the batch in one transaction: event rows and attempt rows with
- * COPY, and the attempts' retries through a staging table, so a retry is
- * durable exactly when its attempt row is. On failure keeps the batch for the next try and
- * reconnects; WH_AGAIN while backing off. */
+/* Moves the writing on without blocking: settles the batch the recorder's
+ * thread finished (its waiters run here, on the calling thread) and hands
+ * it the next one. A batch is one transaction: event rows and attempt
+ * rows with COPY, and the attempts' retries through a staging table, so a
+ * retry is durable exactly when its attempt row is. A failed write keeps
+ * the batch, reconnects, and is tried again after a backoff: WH_ERR
+ * reports the failure (once), WH_AGAIN while backing off. */
 int wk_recorder_flush(wk_recorder *r, char *err, size_t errlen) WH_MUST_CHECK;
+/* Blocks until every row added so far is durable and its waiter ran.
+ * WH_ERR when a write failed or is backing off after a failure (the rows
+ * stay buffered), or when called from a waiter. */
+int wk_recorder_sync(wk_recorder *r, char *err, size_t errlen) WH_MUST_CHECK;
+/* Readable when the thread finished a batch: call wk_recorder_flush. */
+int wk_recorder_fd(const wk_recorder *r);
+/* Rows buffered or being written. */
 size_t wk_recorder_pending(const wk_recorder *r);
 
 /* ---- stages (fanout.c, deliver.c) --------------------------------------- */
