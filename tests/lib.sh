@@ -111,7 +111,7 @@ stack_up() {
     WEBHOOK_SECRET_KEY=$(head -c 32 /dev/urandom | base64)
     export WEBHOOK_SECRET_KEY
     export WEBHOOK_ALLOW_PRIVATE_NETS=127.0.0.0/8,::1/128
-    export KAFKA_SESSION_TIMEOUT=6s KAFKA_HEARTBEAT_INTERVAL=500ms
+    export KAFKA_SESSION_TIMEOUT=${KAFKA_SESSION_TIMEOUT:-6s} KAFKA_HEARTBEAT_INTERVAL=${KAFKA_HEARTBEAT_INTERVAL:-500ms}
     export LOG_FORMAT=text
     "$BIN/webhookctl" migrate >"$T/migrate.log"
 }

@@ -191,9 +191,19 @@ slow_wait() {
     done
 }
 
-# await PREFIX N: waits until N successful attempts of apps PREFIX* are
-# recorded (the receipts arrive first).
+# receipts_at_least RECEIVER N: the receiver counted N requests (its
+# count file, rewritten every 200 ms: no load on the stack).
+receipts_at_least() {
+    [ "$(received "$1")" -ge "$2" ]
+}
+
+# await PREFIX N RECEIVER RECEIPTS: waits until RECEIVER has counted
+# RECEIPTS requests in all, then until N successful attempts of apps
+# PREFIX* are recorded (the receipts arrive first, so the history is
+# counted only once or twice).
 await() {
+    wait_for "$WAIT_S" receipts_at_least "$3" "$4" ||
+        log "only $(received "$3") of $4 requests reached $3 within ${WAIT_S}s"
     slow_wait "$WAIT_S" sql_at_least \
         "SELECT count(*) FROM webhooks.attempts WHERE outcome = 'succeeded' AND app LIKE '$1%'" "$2" ||
         log "only $(succeeded "$1") of $2 successful attempts of $1* recorded within ${WAIT_S}s"
@@ -284,26 +294,28 @@ wait_for 60 grep -q "running" "$T/w1.log" || die "worker not running: see $T/w1.
 # a few events to warm the producer path and connections (not measured)
 publish sw 0 50 50 >/dev/null
 
-# scenario NAME PREFIX EXPECT GEN-ARGS...: publishes and waits for EXPECT
-# successful attempts of apps PREFIX*, with snapshots around it.
+# scenario NAME PREFIX EXPECT NEW GEN-ARGS...: publishes and waits for
+# NEW more requests at recv and EXPECT successful attempts of apps
+# PREFIX*, with snapshots around it.
 scenario() {
-    local name=$1 prefix=$2 expect=$3
-    shift 3
+    local name=$1 prefix=$2 expect=$3 new=$4 base
+    shift 4
     log "scenario ($name): publishing"
+    base=$(received recv)
     snap "$name.0"
     perf_start "$name"
     publish "$@"
     echo "$(now_us)" >"$T/$name.published"
-    await "$prefix" "$expect"
+    await "$prefix" "$expect" recv "$((base + new))"
     perf_stop
     snap "$name.1"
 }
 
-scenario a sa "$A_EVENTS" sa 0 "$A_EVENTS" "$A_ENDPOINTS"
-scenario b sb "$B_EVENTS" sb 0 "$B_EVENTS" "$B_ENDPOINTS"
+scenario a sa "$A_EVENTS" "$A_EVENTS" sa 0 "$A_EVENTS" "$A_ENDPOINTS"
+scenario b sb "$B_EVENTS" "$B_EVENTS" sb 0 "$B_EVENTS" "$B_ENDPOINTS"
 c_failing=$((C_EVENTS / C_ENDPOINTS * (C_ENDPOINTS / 10)))
-scenario c sc "$((C_EVENTS - c_failing))" sc 0 "$C_EVENTS" "$C_ENDPOINTS"
-scenario d sd "$((D_EVENTS * D_ENDPOINTS))" sd 0 "$D_EVENTS" 1
+scenario c sc "$((C_EVENTS - c_failing))" "$((C_EVENTS - c_failing))" sc 0 "$C_EVENTS" "$C_ENDPOINTS"
+scenario d sd "$((D_EVENTS * D_ENDPOINTS))" "$((D_EVENTS * D_ENDPOINTS))" sd 0 "$D_EVENTS" 1
 
 no_retries_left() {
     [ "$(sql "SELECT NOT EXISTS (SELECT 1 FROM webhooks.retries WHERE app LIKE 'se%')")" = t ]
@@ -327,6 +339,7 @@ slow_wait "$WAIT_S" sql_at_least \
     die "only $(sql "SELECT count(*) FROM webhooks.retries WHERE app LIKE 'se%'") of $E_RETRIES retries were scheduled"
 log "scenario (e): $E_RETRIES retries due at once"
 sched_lines0=$(wc -l <"$T/s1.log")
+e_base=$(received aux)
 snap e.0
 perf_start e
 sql "UPDATE webhooks.retries SET due_at = now() WHERE app LIKE 'se%'" >/dev/null
@@ -334,7 +347,7 @@ e_t0=$(now_us)
 wait_for "$WAIT_S" no_retries_left ||
     log "retries left after ${WAIT_S}s: $(sql "SELECT count(*) FROM webhooks.retries WHERE app LIKE 'se%'")"
 e_t1=$(now_us)
-await se "$E_RETRIES"
+await se "$E_RETRIES" aux "$((e_base + E_RETRIES))"
 perf_stop
 snap e.1
 tail -n +"$((sched_lines0 + 1))" "$T/s1.log" | grep "batch: claimed" >"$T/e.batches" || true
@@ -351,7 +364,7 @@ PY
 fi
 F_EVENTS=$((F_RATE * F_SECONDS))
 log "scenario (f): $F_EVENTS events at $F_RATE/s to (a)'s endpoints"
-scenario f sa "$((A_EVENTS + F_EVENTS))" sa "$A_EVENTS" "$F_EVENTS" "$A_ENDPOINTS" "$F_RATE"
+scenario f sa "$((A_EVENTS + F_EVENTS))" "$F_EVENTS" sa "$A_EVENTS" "$F_EVENTS" "$A_ENDPOINTS" "$F_RATE"
 
 # stop the receivers so their records are complete
 for r in recv aux; do
