@@ -22,7 +22,6 @@
  * eventfd when a batch is done.
  */
 #include <assert.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
