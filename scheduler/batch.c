@@ -331,8 +331,7 @@ fail:
     return WH_ERR;
 }
 
-int sc_batch_end(sc_ctx *ctx, sc_batch *b, sc_batch_result *out, char *err,
-                 size_t errlen)
+int sc_batch_end(sc_ctx *ctx, sc_batch *b, char *err, size_t errlen)
 {
     char e[WH_ERRLEN];
     assert(b->open);
@@ -372,7 +371,6 @@ int sc_batch_end(sc_ctx *ctx, sc_batch *b, sc_batch_result *out, char *err,
     b->res.delete_ms = (wh_mono_us() - t_delete) / 1000;
     b->res.enqueued = b->sent;
     b->res.postponed = b->bad;
-    *out = b->res;
     return WH_OK;
 fail:
     rollback(b);

@@ -279,8 +279,9 @@ static int ensure_listen(sc_ctx *ctx, char *err, size_t errlen)
 }
 
 /* Counts a batch that committed. */
-static void account(summary *sm, const sc_batch *b, const sc_batch_result *res)
+static void account(summary *sm, const sc_batch *b)
 {
+    const sc_batch_result *res = &b->res;
     totals.last_claimed = (int64_t)res->claimed;
     totals.last_lag_ms = res->claimed > 0 ? res->lag_ms : 0;
     totals.last_batch_wall_us = wh_wall_us();
@@ -318,15 +319,14 @@ static int end_open(sc_ctx *ctx, summary *sm, int64_t next)
     int rc = WH_OK;
     for (int64_t k = 1; k <= ctx->s->pipeline; k++) {
         sc_batch *b = &ctx->batch[(next + k) % ctx->s->pipeline];
-        sc_batch_result res;
         if (!b->open)
             continue;
-        if (sc_batch_end(ctx, b, &res, err, sizeof(err)) != WH_OK) {
+        if (sc_batch_end(ctx, b, err, sizeof(err)) != WH_OK) {
             failed(sm, err);
             rc = WH_ERR;
             continue;
         }
-        account(sm, b, &res);
+        account(sm, b);
     }
     return rc;
 }
@@ -408,12 +408,11 @@ static void run(sc_ctx *ctx)
         sc_batch *b = &ctx->batch[next];
         int rc = WH_OK;
         if (b->open) {
-            sc_batch_result res;
-            if (sc_batch_end(ctx, b, &res, err, sizeof(err)) != WH_OK) {
+            if (sc_batch_end(ctx, b, err, sizeof(err)) != WH_OK) {
                 failed(&sm, err);
                 rc = WH_ERR;
             } else {
-                account(&sm, b, &res);
+                account(&sm, b);
             }
         }
         if (rc == WH_OK && sc_batch_begin(ctx, b, err, sizeof(err)) != WH_OK) {
@@ -421,7 +420,7 @@ static void run(sc_ctx *ctx)
             rc = WH_ERR;
         }
         if (rc == WH_OK && !b->open)
-            account(&sm, b, &b->res); /* nothing was due */
+            account(&sm, b); /* nothing was due */
         if (rc == WH_OK && b->res.claimed == (size_t)s->batch) {
             next = (next + 1) % s->pipeline; /* backlog: claim the next */
             backoff_ms = 0;

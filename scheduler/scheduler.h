@@ -118,7 +118,7 @@ void sc_batch_cleanup(sc_ctx *ctx);
  * less once a stop was requested), deletes exactly the claimed
  * (delivery id, attempt) pairs and commits. Rows that cannot be moved are
  * logged and postponed in the same transaction, never deleted. Returns
- * WH_OK with *out filled.
+ * WH_OK with b->res complete.
  *
  * Both return WH_ERR after rolling back (b->open false) when a query
  * failed (wh_db_alive(b->db) tells whether the connection survived) or
@@ -130,7 +130,7 @@ void sc_batch_cleanup(sc_ctx *ctx);
  */
 int sc_batch_begin(sc_ctx *ctx, sc_batch *b, char *err,
                    size_t errlen) WH_MUST_CHECK;
-int sc_batch_end(sc_ctx *ctx, sc_batch *b, sc_batch_result *out, char *err,
+int sc_batch_end(sc_ctx *ctx, sc_batch *b, char *err,
                  size_t errlen) WH_MUST_CHECK;
 
 /* Delivery report callback for wh_kafka_producer_new (opaque: sc_ctx). */
