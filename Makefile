@@ -113,9 +113,8 @@ $(B)/bin/webhook-ordercheck: $(B)/obj/dev/ordercheck.o $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# worker and scheduler modules with unit tests of their own
+# worker modules with unit tests of their own
 $(B)/tests/test_tracker: $(B)/obj/worker/tracker.o
-$(B)/tests/test_scheduler: $(B)/obj/scheduler/batch.o
 
 $(B)/tests/%: $(B)/obj/tests/unit/%.o $(LIB_A)
 	@mkdir -p $(dir $@)

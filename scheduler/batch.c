@@ -1,11 +1,10 @@
 /*
- * batch.c - one scheduler batch (see scheduler.h): claim due rows of
- * webhooks.retries with FOR UPDATE SKIP LOCKED, produce their deliveries
- * to Kafka, wait for every acknowledgement, then delete the claimed
- * (delivery id, attempt) pairs and commit. Any failure rolls back, so a
- * row leaves the table only after Kafka holds its message. Also the two
- * small codec the batch needs: Postgres array literals. Called
- * from the scheduler's main loop, main thread only.
+ * batch.c - one scheduler batch (see scheduler.h): claim and delete due
+ * rows of webhooks.retries in one statement (FOR UPDATE SKIP LOCKED),
+ * produce their deliveries to Kafka, wait for every acknowledgement, then
+ * commit. Any failure rolls back, so a row leaves the table only after
+ * Kafka holds its message. Called from the scheduler's main loop, main
+ * thread only.
  */
 #include <assert.h>
 #include <inttypes.h>
@@ -16,22 +15,42 @@
 #include "log.h"
 #include "scheduler.h"
 
-/* Columns of the claim query. */
-enum { C_ID, C_ENDPOINT, C_ATTEMPT, C_DELIVERY, C_LAG };
+/* Columns of the claim query. A postponed row has only C_ID. */
+enum { C_ID, C_ENDPOINT, C_DELIVERY, C_LAG };
 
-/* The ids and attempts of a batch are copies of what the claim already
- * holds in memory; this only guards against arithmetic surprises. */
-#define ARRAY_MAX (SIZE_MAX / 4)
-
-/* Fetched in binary format (wh_db_query_raw): the delivery as its bytes,
- * the numbers cast to text. */
+/*
+ * The claim: locks up to $1 due rows, oldest first, skipping rows other
+ * transactions hold, and deletes them in the same statement, returning
+ * what the batch produces. The delete commits only after Kafka has
+ * acknowledged every message (sc_batch_end); a rollback puts the rows
+ * back. Rows whose delivery is larger than $2 bytes cannot be produced:
+ * they are moved SC_POSTPONE_SQL ahead instead and come back with only
+ * their id.
+ *
+ * The rows are found again by their ctid, which the lock keeps stable
+ * until the transaction ends: a TID scan, where a join on delivery_id
+ * cost a primary-key lookup per row (about three times the whole claim).
+ * A locked row that another transaction updated after this statement
+ * began is invisible to the delete and simply stays for a later batch.
+ *
+ * Fetched in binary format (wh_db_query_raw): the delivery as its bytes,
+ * the lag cast to text.
+ */
 static const char claim_sql[] =
-    "SELECT delivery_id, endpoint_id, attempt::text, delivery, "
+    "WITH c AS (SELECT ctid AS t, octet_length(delivery) > $2::bigint AS big "
+    "FROM webhooks.retries WHERE due_at <= now() "
+    "ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED), "
+    "d AS (DELETE FROM webhooks.retries "
+    "WHERE ctid = ANY(ARRAY(SELECT t FROM c WHERE NOT big)) "
+    "RETURNING delivery_id, endpoint_id, delivery, due_at), "
+    "p AS (UPDATE webhooks.retries SET due_at = now() + interval '"
+    SC_POSTPONE_SQL "' WHERE ctid = ANY(ARRAY(SELECT t FROM c WHERE big)) "
+    "RETURNING delivery_id) "
+    "SELECT delivery_id, endpoint_id, delivery, "
     "(CASE WHEN isfinite(due_at) "
     "THEN floor(extract(epoch FROM now() - due_at) * 1000)::bigint "
-    "ELSE 0 END)::text "
-    "FROM webhooks.retries WHERE due_at <= now() "
-    "ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED";
+    "ELSE 0 END)::text FROM d "
+    "UNION ALL SELECT delivery_id, NULL, NULL, NULL FROM p";
 
 /* Runs in the claim's transaction, so now() is the claim time: a row that
  * became due since is included (and gives 0), rows other schedulers hold
@@ -41,27 +60,8 @@ static const char next_due_sql[] =
     "* 1000)::bigint FROM webhooks.retries "
     "WHERE due_at > now() AND due_at < 'infinity' ORDER BY due_at LIMIT 1";
 
-static const char delete_sql[] =
-    "DELETE FROM webhooks.retries r "
-    "USING unnest($1::text[], $2::int[]) AS c(delivery_id, attempt) "
-    "WHERE r.delivery_id = c.delivery_id AND r.attempt = c.attempt";
-
-static const char postpone_sql[] =
-    "UPDATE webhooks.retries SET due_at = now() + interval '" SC_POSTPONE_SQL
-    "' WHERE delivery_id = ANY($1::text[])";
-
 static const char *const headers[] = {"content-type",
                                       "application/x-protobuf", NULL};
-
-void sc_batch_init(sc_ctx *ctx)
-{
-    for (size_t i = 0; i < SC_PIPELINE_MAX; i++) {
-        sc_batch *b = &ctx->batch[i];
-        wh_buf_init(&b->ids, ARRAY_MAX);
-        wh_buf_init(&b->attempts, ARRAY_MAX);
-        wh_buf_init(&b->bad_ids, ARRAY_MAX);
-    }
-}
 
 void sc_batch_cleanup(sc_ctx *ctx)
 {
@@ -71,35 +71,8 @@ void sc_batch_cleanup(sc_ctx *ctx)
         b->rows = NULL;
         wh_db_close(b->db);
         b->db = NULL;
-        wh_buf_free(&b->ids);
-        wh_buf_free(&b->attempts);
-        wh_buf_free(&b->bad_ids);
     }
 }
-
-int sc_array_add(wh_buf *b, const char *s, size_t n)
-{
-    bool comma = b->len > 0 && b->data[b->len - 1] != '{';
-    size_t need = (comma ? 1 : 0) + 2 + n;
-    for (size_t i = 0; i < n; i++)
-        need += s[i] == '"' || s[i] == '\\';
-    if (need > b->max - b->len)
-        return WH_ERR;
-    if ((comma && wh_buf_addc(b, ',')) || wh_buf_addc(b, '"'))
-        return WH_ERR;
-    size_t start = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] != '"' && s[i] != '\\')
-            continue;
-        if (wh_buf_add(b, s + start, i - start) || wh_buf_addc(b, '\\'))
-            return WH_ERR;
-        start = i;
-    }
-    if (wh_buf_add(b, s + start, n - start) || wh_buf_addc(b, '"'))
-        return WH_ERR;
-    return WH_OK;
-}
-
 
 void sc_batch_on_report(void *opaque, void *msg_opaque, int ok,
                         const char *errstr)
@@ -191,65 +164,29 @@ static int wait_acks(sc_ctx *ctx, sc_batch *b, char *err, size_t errlen)
     return WH_OK;
 }
 
-static bool digits(const char *s, size_t n)
-{
-    if (n == 0 || n > 10)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-    return true;
-}
-
-/* Produces the claimed rows; unusable ones go to b->bad_ids. */
+/* Produces the claimed rows; the postponed ones are only logged. */
 static int produce_rows(sc_ctx *ctx, sc_batch *b, char *err, size_t errlen)
 {
     wh_db_result *r = b->rows;
     int n = wh_db_rows(r);
     for (int i = 0; i < n; i++) {
-        const char *id = wh_db_get(r, i, C_ID);
-        size_t idlen = wh_db_getlen(r, i, C_ID);
-        const char *attempt = wh_db_get(r, i, C_ATTEMPT);
-        size_t alen = wh_db_getlen(r, i, C_ATTEMPT);
-        const char *why = NULL;
-        if (wh_db_getlen(r, i, C_DELIVERY) > SC_DELIVERY_MAX)
-            why = "delivery larger than the scheduler's limit";
-        else if (!digits(attempt, alen))
-            why = "attempt is not a number";
-        if (why) {
+        if (wh_db_isnull(r, i, C_ENDPOINT)) {
             wh_log_kv(WH_LOG_ERROR, "retry postponed by " SC_POSTPONE_SQL,
-                      "delivery_id", id, "reason", why, NULL);
-            if (sc_array_add(&b->bad_ids, id, idlen) != WH_OK)
-                return wh_errf(err, errlen, "out of memory");
+                      "delivery_id", wh_db_get(r, i, C_ID), "reason",
+                      "delivery larger than the scheduler's limit", NULL);
             b->bad++;
             continue;
         }
+        int64_t lag = strtoll(wh_db_get(r, i, C_LAG), NULL, 10);
+        if (lag > b->res.lag_ms)
+            b->res.lag_ms = lag;
         if (send_one(ctx, b, wh_db_get(r, i, C_ENDPOINT),
                      wh_db_getlen(r, i, C_ENDPOINT),
                      wh_db_get(r, i, C_DELIVERY),
                      wh_db_getlen(r, i, C_DELIVERY), err, errlen) != WH_OK)
             return WH_ERR;
         b->sent++;
-        if (sc_array_add(&b->ids, id, idlen) != WH_OK ||
-            (b->attempts.len > 1 && wh_buf_addc(&b->attempts, ',')) ||
-            wh_buf_add(&b->attempts, attempt, alen))
-            return wh_errf(err, errlen, "out of memory");
     }
-    return WH_OK;
-}
-
-/* Runs a statement with array parameters that returns no rows. */
-static int exec_arrays(sc_batch *b, const char *sql, int nparams,
-                       const char *const *params, long *affected,
-                       const char *what, char *err, size_t errlen)
-{
-    char e[WH_ERRLEN];
-    wh_db_result *r;
-    if (wh_db_query(b->db, sql, nparams, params, &r, e, sizeof(e)) != WH_OK)
-        return wh_errf(err, errlen, "%s: %s", what, e);
-    if (affected)
-        *affected = wh_db_affected(r);
-    wh_db_result_free(r);
     return WH_OK;
 }
 
@@ -275,15 +212,12 @@ static int find_next_due(sc_batch *b, char *err, size_t errlen)
 
 int sc_batch_begin(sc_ctx *ctx, sc_batch *b, char *err, size_t errlen)
 {
-    char e[WH_ERRLEN], limit[24];
+    char e[WH_ERRLEN], limit[24], max[24];
     assert(!b->open && !b->rows);
     memset(&b->res, 0, sizeof(b->res));
     b->res.lag_ms = -1;
     b->sent = b->bad = b->acked = b->nacked = 0;
     b->report_err[0] = '\0';
-    wh_buf_reset(&b->ids);
-    wh_buf_reset(&b->attempts);
-    wh_buf_reset(&b->bad_ids);
 
     b->t_claim = wh_mono_us();
     b->deadline_us = b->t_claim + (ctx->s->produce_timeout_ms + 1000) * 1000;
@@ -292,16 +226,15 @@ int sc_batch_begin(sc_ctx *ctx, sc_batch *b, char *err, size_t errlen)
         goto fail;
     }
     snprintf(limit, sizeof(limit), "%" PRId64, ctx->s->batch);
-    const char *p1[] = {limit};
-    if (wh_db_query_raw(b->db, claim_sql, 1, p1, &b->rows, e, sizeof(e)) !=
+    snprintf(max, sizeof(max), "%u", SC_DELIVERY_MAX);
+    const char *p1[] = {limit, max};
+    if (wh_db_query_raw(b->db, claim_sql, 2, p1, &b->rows, e, sizeof(e)) !=
         WH_OK) {
         wh_errf(err, errlen, "claiming due retries: %s", e);
         goto fail;
     }
     b->res.claimed = (size_t)wh_db_rows(b->rows);
     assert(b->res.claimed <= (size_t)ctx->s->batch);
-    if (b->res.claimed > 0)
-        b->res.lag_ms = strtoll(wh_db_get(b->rows, 0, C_LAG), NULL, 10);
     if (b->res.claimed < (size_t)ctx->s->batch &&
         find_next_due(b, err, errlen) != WH_OK)
         goto fail;
@@ -318,13 +251,11 @@ int sc_batch_begin(sc_ctx *ctx, sc_batch *b, char *err, size_t errlen)
     }
     b->seq = ++ctx->seq;
     b->open = true;
-    if (wh_buf_addc(&b->ids, '{') || wh_buf_addc(&b->bad_ids, '{') ||
-        wh_buf_addc(&b->attempts, '{')) {
-        wh_errf(err, errlen, "out of memory");
-        goto fail;
-    }
     if (produce_rows(ctx, b, err, errlen) != WH_OK)
         goto fail;
+    /* the producer copied every message */
+    wh_db_result_free(b->rows);
+    b->rows = NULL;
     return WH_OK;
 fail:
     rollback(b);
@@ -337,38 +268,14 @@ int sc_batch_end(sc_ctx *ctx, sc_batch *b, char *err, size_t errlen)
     assert(b->open);
     if (wait_acks(ctx, b, err, errlen) != WH_OK)
         goto fail;
-    int64_t t_delete = wh_mono_us();
-    b->res.kafka_ms = (t_delete - b->t_kafka) / 1000;
-    if (wh_buf_addc(&b->ids, '}') || wh_buf_addc(&b->bad_ids, '}') ||
-        wh_buf_addc(&b->attempts, '}')) {
-        wh_errf(err, errlen, "out of memory");
-        goto fail;
-    }
-    if (b->bad > 0) {
-        const char *pp[] = {wh_buf_cstr(&b->bad_ids)};
-        if (exec_arrays(b, postpone_sql, 1, pp, NULL,
-                        "postponing unusable retries", err, errlen) != WH_OK)
-            goto fail;
-    }
-    if (b->sent > 0) {
-        long deleted = 0;
-        const char *pd[] = {wh_buf_cstr(&b->ids), wh_buf_cstr(&b->attempts)};
-        if (exec_arrays(b, delete_sql, 2, pd, &deleted,
-                        "deleting enqueued retries", err, errlen) != WH_OK)
-            goto fail;
-        if ((size_t)deleted != b->sent)
-            WH_WARN("deleted %ld of %zu enqueued retries; the others "
-                    "changed while claimed and stay scheduled",
-                    deleted, b->sent);
-    }
+    int64_t t_commit = wh_mono_us();
+    b->res.kafka_ms = (t_commit - b->t_kafka) / 1000;
     if (wh_db_exec(b->db, "COMMIT", e, sizeof(e)) != WH_OK) {
         wh_errf(err, errlen, "COMMIT: %s", e);
         goto fail;
     }
     b->open = false;
-    wh_db_result_free(b->rows);
-    b->rows = NULL;
-    b->res.delete_ms = (wh_mono_us() - t_delete) / 1000;
+    b->res.commit_ms = (wh_mono_us() - t_commit) / 1000;
     b->res.enqueued = b->sent;
     b->res.postponed = b->bad;
     return WH_OK;

@@ -298,10 +298,10 @@ static void account(summary *sm, const sc_batch *b)
         sm->max_lag_ms = res->lag_ms;
     WH_DEBUG("batch: claimed %zu, enqueued %zu, postponed %zu, lag %" PRId64
              " ms, took %" PRId64 " ms (claim %" PRId64 ", kafka %" PRId64
-             ", delete+commit %" PRId64 ")",
+             ", commit %" PRId64 ")",
              res->claimed, res->enqueued, res->postponed, res->lag_ms,
              (wh_mono_us() - b->t_claim) / 1000, res->claim_ms, res->kafka_ms,
-             res->delete_ms);
+             res->commit_ms);
 }
 
 static void failed(summary *sm, const char *err)
@@ -558,7 +558,6 @@ int main(int argc, char **argv)
     ctx.s = &s;
     totals.started_us = wh_mono_us();
     ctx.stop = &stop_requested;
-    sc_batch_init(&ctx);
 
     if (argc == 2 && strcmp(argv[1], "--settings-markdown") == 0) {
         wh_config_markdown(stdout, opts, WH_ARRAY_LEN(opts));

@@ -12,18 +12,15 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "buf.h"
 #include "db.h"
 #include "kafka.h"
 #include "wh.h"
 
 /* Largest encoded Delivery the scheduler moves; a bigger row is left in
- * place (postponed, see sc_batch_end). */
+ * place (postponed, see sc_batch_begin). */
 #define SC_DELIVERY_MAX (32u * 1024 * 1024)
-/* Longest delivery or endpoint id accepted from webhooks.retries. */
-#define SC_ID_MAX 1024
-/* Rows postponed by this long when they cannot be moved (undecodable,
- * oversized or with an unusable id). */
+/* Rows postponed by this long when they cannot be moved (larger than
+ * SC_DELIVERY_MAX). */
 #define SC_POSTPONE_SQL "1 hour"
 /* Most batches in flight at once (SCHEDULER_PIPELINE). */
 #define SC_PIPELINE_MAX 8
@@ -45,13 +42,13 @@ typedef struct {
 
 /* Outcome of one batch. */
 typedef struct {
-    size_t claimed;     /* rows locked by the claim */
+    size_t claimed;     /* rows the claim took (deleted or postponed) */
     size_t enqueued;    /* produced, acknowledged and deleted */
     size_t postponed;   /* unusable rows moved SC_POSTPONE_SQL ahead */
-    int64_t lag_ms;     /* now - due_at of the oldest row claimed; -1 if
-                           nothing was claimed */
-    int64_t claim_ms, kafka_ms, delete_ms; /* time spent claiming,
-                            producing until acknowledged, deleting and
+    int64_t lag_ms;     /* now - due_at of the oldest row produced; -1 if
+                           none was */
+    int64_t claim_ms, kafka_ms, commit_ms; /* time spent claiming (and
+                            deleting), producing until acknowledged, and
                             committing */
     int64_t next_due_us; /* when claimed < batch: monotonic time (as
                             wh_mono_us) the next retry is due, counting
@@ -65,7 +62,7 @@ typedef struct {
 typedef struct {
     wh_db *db;                      /* claims and deletes */
     bool open;                      /* a claimed batch awaits sc_batch_end */
-    wh_db_result *rows;             /* the claimed rows while open */
+    wh_db_result *rows;             /* the claimed rows while producing */
     /* Delivery reports of the open batch carry its sequence number; those
      * of a batch no longer open are late (sc_ctx.late_acks). */
     uint64_t seq;
@@ -73,10 +70,6 @@ typedef struct {
     char report_err[WH_ERRLEN];     /* first failure of the batch */
     int64_t t_claim, t_kafka, deadline_us;
     sc_batch_result res;
-    /* Scratch reused by every batch of the slot. */
-    wh_buf ids;                     /* text[] literal of delivery ids */
-    wh_buf attempts;                /* int[] literal of their attempts */
-    wh_buf bad_ids;                 /* text[] literal of rows postponed */
 } sc_batch;
 
 typedef struct {
@@ -97,28 +90,25 @@ typedef struct {
     uint64_t late_acks;
 } sc_ctx;
 
-/* Prepares the scratch buffers of ctx and its slots (allocates
- * nothing). */
-void sc_batch_init(sc_ctx *ctx);
-/* Frees the scratch buffers and closes the slots' connections. */
+/* Frees what the slots hold and closes their connections. */
 void sc_batch_cleanup(sc_ctx *ctx);
 
 /*
  * A batch is one transaction on one slot, in two halves.
  *
  * sc_batch_begin: BEGIN, claim up to s->batch due rows (FOR UPDATE SKIP
- * LOCKED, oldest due first) and queue each row's delivery bytes to the
- * deliveries topic keyed by its endpoint id. Returns WH_OK with b->res
- * filled so far; b->open is then true when rows were claimed (the
- * transaction stays open for sc_batch_end), false when none were due (it
- * committed). Rows claimed by another open slot are skipped.
+ * LOCKED, oldest due first) and delete them in the same statement, then
+ * queue each row's delivery bytes to the deliveries topic keyed by its
+ * endpoint id. Rows that cannot be moved are logged and postponed in the
+ * same statement, never deleted. Returns WH_OK with b->res filled so far;
+ * b->open is then true when rows were claimed (the transaction stays open
+ * for sc_batch_end), false when none were due (it committed). Rows claimed
+ * by another open slot are skipped.
  *
  * sc_batch_end: waits until Kafka has acknowledged every message of the
  * batch (at most s->produce_timeout_ms plus one second from the claim,
- * less once a stop was requested), deletes exactly the claimed
- * (delivery id, attempt) pairs and commits. Rows that cannot be moved are
- * logged and postponed in the same transaction, never deleted. Returns
- * WH_OK with b->res complete.
+ * less once a stop was requested) and commits, which is when the claimed
+ * rows leave the table. Returns WH_OK with b->res complete.
  *
  * Both return WH_ERR after rolling back (b->open false) when a query
  * failed (wh_db_alive(b->db) tells whether the connection survived) or
@@ -136,14 +126,6 @@ int sc_batch_end(sc_ctx *ctx, sc_batch *b, char *err,
 /* Delivery report callback for wh_kafka_producer_new (opaque: sc_ctx). */
 void sc_batch_on_report(void *opaque, void *msg_opaque, int ok,
                         const char *errstr);
-
-/*
- * Appends s[0..n) to b as one element of a Postgres array literal:
- * double-quoted, with '"' and '\\' escaped by a backslash, preceded by a
- * comma unless b is empty or ends in '{'. Returns WH_ERR (b unchanged)
- * when it would exceed b's max.
- */
-int sc_array_add(wh_buf *b, const char *s, size_t n) WH_MUST_CHECK;
 
 
 #endif
