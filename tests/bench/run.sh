@@ -84,6 +84,28 @@ done
 CLK_TCK=$(getconf CLK_TCK)
 OS_NAME=$(sed -n 's/^PRETTY_NAME=//p' /etc/os-release | tr -d '"')
 CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+# The kernel's DAMON monitor, where one runs (its actions, e.g. "pageout"
+# for proactive reclaim, or "off"): on a small machine its sampling takes
+# a share of a core every half second, which shows in (f)'s tail.
+damon_state() {
+    local k state actions=()
+    for k in /sys/kernel/mm/damon/admin/kdamonds/[0-9]*; do
+        [ -r "$k/state" ] || continue
+        read -r state <"$k/state" || continue
+        [ "$state" = on ] || continue
+        local a
+        for a in "$k"/contexts/*/schemes/*/action; do
+            [ -r "$a" ] && actions+=("$(cat "$a")")
+        done
+        [ ${#actions[@]} -gt 0 ] || actions+=(monitor)
+    done
+    if [ ${#actions[@]} -gt 0 ]; then
+        printf '%s\n' "${actions[@]}" | sort -u | paste -sd+
+    else
+        echo off
+    fi
+}
+DAMON=$(damon_state)
 
 # ticks PID: utime + stime of one process (with its reaped children if
 # WITH_CHILDREN=1), in clock ticks.
@@ -463,7 +485,8 @@ ceiling = float("$ceiling_rps")
 a = r["a_deliveries_per_s"]
 lost = sum(r[k + "_lost"] for k in "abcdef")
 out = {
-    "machine": {"cores": $(nproc), "cpu": "$CPU_MODEL", "os": "$OS_NAME"},
+    "machine": {"cores": $(nproc), "cpu": "$CPU_MODEL", "os": "$OS_NAME",
+                "kernel_damon": "$DAMON"},
     "ceiling_rps": round(ceiling, 1),
     "ceiling_connections": $WRK_CONNECTIONS,
     "ceiling_ratio": round(a / ceiling, 3) if ceiling else 0.0,
@@ -488,7 +511,8 @@ targets = {
     "f_p99_lt_50ms": r["f_p99_ms"] < 50,
 }
 out["targets_met"] = targets
-rows = [("ceiling: wrk -> receiver, %d conns" % $WRK_CONNECTIONS, "%.0f req/s" % ceiling)]
+rows = [("machine", "%d cores, %s, kernel DAMON %s" % ($(nproc), "$CPU_MODEL", "$DAMON")),
+        ("ceiling: wrk -> receiver, %d conns" % $WRK_CONNECTIONS, "%.0f req/s" % ceiling)]
 names = {"a": "a: 1,000 ordered endpoints", "b": "b: 100,000 endpoints",
          "c": "c: 10% failing, healthy 90%", "d": "d: fan-out 1 -> 100",
          "e": "e: retry storm, deliveries", "f": "f: fixed rate %d/s" % r["f_rate_per_s"]}
