@@ -84,6 +84,19 @@ int wh_buf_addc(wh_buf *b, char c)
     return wh_buf_add(b, &c, 1);
 }
 
+int wh_buf_grow(wh_buf *b, size_t n, void **at)
+{
+    *at = NULL;
+    if (n == 0)
+        return WH_OK;
+    if (reserve(b, n) != WH_OK)
+        return WH_ERR;
+    *at = b->data + b->len;
+    b->len += n;
+    b->data[b->len] = '\0';
+    return WH_OK;
+}
+
 int wh_buf_addf(wh_buf *b, const char *fmt, ...)
 {
     va_list ap, ap2;

@@ -42,6 +42,10 @@ int wh_buf_add(wh_buf *b, const void *p, size_t n) WH_MUST_CHECK;
 /* Appends one byte. */
 int wh_buf_addc(wh_buf *b, char c) WH_MUST_CHECK;
 
+/* Appends n bytes for the caller to fill and points *at to them (NULL
+ * when n is 0); their content is undefined until written. */
+int wh_buf_grow(wh_buf *b, size_t n, void **at) WH_MUST_CHECK;
+
 /* Appends printf-style formatted text (WH_ERR also on a formatting
  * error). */
 int wh_buf_addf(wh_buf *b, const char *fmt, ...) WH_PRINTF(2, 3) WH_MUST_CHECK;

@@ -582,12 +582,10 @@ static int append_packed(wh_buf *out, size_t need, char *err, size_t errlen,
     if (need > out->max - out->len)
         return wh_errf(err, errlen, "encoded message of %zu bytes "
                                     "exceeds the buffer limit", need);
-    size_t at = out->len;
-    /* grow to fit, then pack in place */
-    for (size_t i = 0; i < need; i++)
-        if (wh_buf_addc(out, 0) != WH_OK)
-            return wh_errf(err, errlen, "out of memory");
-    *dst = need ? (uint8_t *)out->data + at : NULL;
+    void *at;
+    if (wh_buf_grow(out, need, &at) != WH_OK)
+        return wh_errf(err, errlen, "out of memory");
+    *dst = at;
     return WH_OK;
 }
 

@@ -43,6 +43,18 @@ static void test_add_and_grow(void)
     CHECK_INT(wh_buf_add(&b, "a\0b", 3), WH_OK);
     CHECK_INT(b.len, 3);
     CHECK_MEM(b.data, 4, "a\0b\0", 4);
+
+    /* grow hands out room to fill in place, still NUL-terminated */
+    void *at = &b;
+    CHECK_INT(wh_buf_grow(&b, 0, &at), WH_OK);
+    CHECK(at == NULL);
+    CHECK_INT(b.len, 3);
+    CHECK_INT(wh_buf_grow(&b, 5000, &at), WH_OK);
+    CHECK(at == b.data + 3);
+    CHECK_INT(b.len, 5003);
+    CHECK_INT(b.data[b.len], '\0');
+    memset(at, 'g', 5000);
+    CHECK_INT(b.data[5002], 'g');
     wh_buf_free(&b);
 }
 
@@ -58,6 +70,9 @@ static void test_max(void)
     CHECK_INT(wh_buf_add(&b, "x", 1), WH_ERR);
     CHECK_INT(wh_buf_addf(&b, "%d", 1), WH_ERR);
     CHECK_INT(wh_buf_json_str(&b, "", 0), WH_ERR);
+    void *at = &b;
+    CHECK_INT(wh_buf_grow(&b, 1, &at), WH_ERR);
+    CHECK(at == NULL);
     CHECK_INT(wh_buf_add(&b, "", 0), WH_OK);
     CHECK_STR(wh_buf_cstr(&b), "12345678");
     CHECK_INT(b.len, 8);
