@@ -54,7 +54,19 @@ struct wh_http {
     int64_t timer_at_us; /* curl's next timeout, -1: none */
     int nevents;         /* ready sockets found by the last wait */
     struct epoll_event events[EVENTS_MAX];
+    uint8_t *fds;        /* per socket: FD_* bits */
+    size_t nfds;
 };
+
+/* What epoll holds for a socket, so a kept-alive connection stays
+ * registered between requests: curl drops its interest at the end of
+ * every transfer and asks again at the next, which cost a delete and an
+ * add (two or three epoll_ctl calls per request). The close hook clears
+ * the bits, since closing a socket takes it out of epoll. */
+#define FD_IN 1u
+#define FD_OUT 2u
+#define FD_REGISTERED 4u /* in epoll with FD_IN / FD_OUT */
+#define FD_WATCHED 8u    /* curl wants its events */
 
 static int curl_ready;
 
@@ -74,6 +86,26 @@ const char *wh_http_error_name(wh_http_error e)
     return "other";
 }
 
+/* The state of socket s, or NULL when s is out of range and the table
+ * could not grow (then every change goes to epoll). */
+static uint8_t *fd_state(wh_http *h, curl_socket_t s)
+{
+    if (s < 0)
+        return NULL;
+    if ((size_t)s >= h->nfds) {
+        size_t n = h->nfds ? h->nfds : 64;
+        while (n <= (size_t)s)
+            n *= 2;
+        uint8_t *p = realloc(h->fds, n);
+        if (!p)
+            return NULL;
+        memset(p + h->nfds, 0, n - h->nfds);
+        h->fds = p;
+        h->nfds = n;
+    }
+    return &h->fds[s];
+}
+
 /* curl tells which sockets to watch for what. */
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *arg,
                      void *socketp)
@@ -81,20 +113,45 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *arg,
     wh_http *h = arg;
     (void)easy;
     (void)socketp;
+    uint8_t *st = fd_state(h, s);
     if (what == CURL_POLL_REMOVE) {
-        /* the socket may be closed already, which removed it */
-        epoll_ctl(h->epfd, EPOLL_CTL_DEL, s, NULL);
+        if (st)
+            *st &= (uint8_t)~FD_WATCHED; /* kept in epoll, see FD_* */
+        else
+            epoll_ctl(h->epfd, EPOLL_CTL_DEL, s, NULL);
+        return 0;
+    }
+    uint8_t bits = (uint8_t)(((what & CURL_POLL_IN) ? FD_IN : 0) |
+                             ((what & CURL_POLL_OUT) ? FD_OUT : 0));
+    if (st && (*st & FD_REGISTERED) &&
+        (*st & (FD_IN | FD_OUT)) == bits) {
+        *st |= FD_WATCHED;
         return 0;
     }
     struct epoll_event ev = {0};
-    if (what & CURL_POLL_IN)
+    if (bits & FD_IN)
         ev.events |= EPOLLIN;
-    if (what & CURL_POLL_OUT)
+    if (bits & FD_OUT)
         ev.events |= EPOLLOUT;
     ev.data.fd = s;
-    if (epoll_ctl(h->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
-        epoll_ctl(h->epfd, EPOLL_CTL_ADD, s, &ev);
+    int op = st && (*st & FD_REGISTERED) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    int rc = epoll_ctl(h->epfd, op, s, &ev);
+    if (rc != 0 && op == EPOLL_CTL_MOD && errno == ENOENT)
+        rc = epoll_ctl(h->epfd, EPOLL_CTL_ADD, s, &ev);
+    else if (rc != 0 && op == EPOLL_CTL_ADD && errno == EEXIST)
+        rc = epoll_ctl(h->epfd, EPOLL_CTL_MOD, s, &ev);
+    if (st)
+        *st = rc == 0 ? (uint8_t)(FD_REGISTERED | FD_WATCHED | bits) : 0;
     return 0;
+}
+
+/* curl closes a socket: closing takes it out of epoll. */
+static int on_close_socket(void *arg, curl_socket_t s)
+{
+    wh_http *h = arg;
+    if (s >= 0 && (size_t)s < h->nfds)
+        h->fds[s] = 0;
+    return close(s);
 }
 
 /* curl asks to be called back after timeout_ms (-1: never). */
@@ -170,6 +227,7 @@ void wh_http_destroy(wh_http *h)
         wh_map_destroy(h->hosts);
     }
     free(h->pool);
+    free(h->fds);
     free(h->user_agent);
     free(h->ca_file);
     free(h);
@@ -229,7 +287,7 @@ static curl_socket_t on_open_socket(void *arg, curlsocktype purpose,
                                     struct curl_sockaddr *addr)
 {
     wh_http_req *req = arg;
-    const wh_http *h = req->owner_;
+    wh_http *h = req->owner_;
     (void)purpose;
     char why[sizeof(req->blocked_)];
     if (!wh_url_address_allowed(&addr->addr, h->conf.allow, why,
@@ -237,7 +295,10 @@ static curl_socket_t on_open_socket(void *arg, curlsocktype purpose,
         wh_strlcpy(req->blocked_, why, sizeof(req->blocked_));
         return CURL_SOCKET_BAD;
     }
-    return socket(addr->family, addr->socktype, addr->protocol);
+    int s = socket(addr->family, addr->socktype, addr->protocol);
+    if (s >= 0 && (size_t)s < h->nfds)
+        h->fds[s] = 0; /* a new socket is in no epoll set */
+    return s;
 }
 
 /* A new easy handle with the options every request shares; handles go
@@ -257,6 +318,8 @@ static CURL *easy_new(wh_http *h)
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, h);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     if (h->ca_file)
@@ -536,6 +599,14 @@ static void act(wh_http *h)
     h->nevents = 0;
     for (int i = 0; i < n; i++) {
         uint32_t e = h->events[i].events;
+        int fd = h->events[i].data.fd;
+        if ((size_t)fd < h->nfds && !(h->fds[fd] & FD_WATCHED)) {
+            /* an idle kept-alive connection (closed by its server, say):
+             * curl looks at it when it reuses it */
+            epoll_ctl(h->epfd, EPOLL_CTL_DEL, fd, NULL);
+            h->fds[fd] = 0;
+            continue;
+        }
         int mask = 0;
         if (e & EPOLLIN)
             mask |= CURL_CSELECT_IN;
@@ -543,8 +614,7 @@ static void act(wh_http *h)
             mask |= CURL_CSELECT_OUT;
         if (e & (EPOLLERR | EPOLLHUP))
             mask |= CURL_CSELECT_ERR;
-        curl_multi_socket_action(h->multi, h->events[i].data.fd, mask,
-                                 &still);
+        curl_multi_socket_action(h->multi, fd, mask, &still);
     }
     if (h->timer_at_us >= 0 && wh_mono_us() >= h->timer_at_us) {
         h->timer_at_us = -1;
