@@ -61,12 +61,16 @@ struct wh_http {
 /* What epoll holds for a socket, so a kept-alive connection stays
  * registered between requests: curl drops its interest at the end of
  * every transfer and asks again at the next, which cost a delete and an
- * add (two or three epoll_ctl calls per request). The close hook clears
- * the bits, since closing a socket takes it out of epoll. */
+ * add (two or three epoll_ctl calls per request). Only connections curl
+ * opened and closes through the adapter's hooks (FD_OWNED) stay: closing
+ * a socket takes it out of epoll, and the close hook clears its bits.
+ * Other sockets curl watches (its resolver's socket pair, which it
+ * closes itself) are deleted when curl lets go of them, as before. */
 #define FD_IN 1u
 #define FD_OUT 2u
 #define FD_REGISTERED 4u /* in epoll with FD_IN / FD_OUT */
 #define FD_WATCHED 8u    /* curl wants its events */
+#define FD_OWNED 16u     /* opened by on_open_socket, closed by the hook */
 
 static int curl_ready;
 
@@ -115,15 +119,18 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *arg,
     (void)socketp;
     uint8_t *st = fd_state(h, s);
     if (what == CURL_POLL_REMOVE) {
-        if (st)
+        if (st && (*st & FD_OWNED)) {
             *st &= (uint8_t)~FD_WATCHED; /* kept in epoll, see FD_* */
-        else
+        } else {
             epoll_ctl(h->epfd, EPOLL_CTL_DEL, s, NULL);
+            if (st)
+                *st = 0;
+        }
         return 0;
     }
     uint8_t bits = (uint8_t)(((what & CURL_POLL_IN) ? FD_IN : 0) |
                              ((what & CURL_POLL_OUT) ? FD_OUT : 0));
-    if (st && (*st & FD_REGISTERED) &&
+    if (st && (*st & FD_OWNED) && (*st & FD_REGISTERED) &&
         (*st & (FD_IN | FD_OUT)) == bits) {
         *st |= FD_WATCHED;
         return 0;
@@ -141,7 +148,8 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *arg,
     else if (rc != 0 && op == EPOLL_CTL_ADD && errno == EEXIST)
         rc = epoll_ctl(h->epfd, EPOLL_CTL_MOD, s, &ev);
     if (st)
-        *st = rc == 0 ? (uint8_t)(FD_REGISTERED | FD_WATCHED | bits) : 0;
+        *st = (uint8_t)((*st & FD_OWNED) |
+                        (rc == 0 ? FD_REGISTERED | FD_WATCHED | bits : 0));
     return 0;
 }
 
@@ -296,8 +304,9 @@ static curl_socket_t on_open_socket(void *arg, curlsocktype purpose,
         return CURL_SOCKET_BAD;
     }
     int s = socket(addr->family, addr->socktype, addr->protocol);
-    if (s >= 0 && (size_t)s < h->nfds)
-        h->fds[s] = 0; /* a new socket is in no epoll set */
+    uint8_t *st = fd_state(h, s);
+    if (st)
+        *st = FD_OWNED; /* in no epoll set yet */
     return s;
 }
 
@@ -604,7 +613,7 @@ static void act(wh_http *h)
             /* an idle kept-alive connection (closed by its server, say):
              * curl looks at it when it reuses it */
             epoll_ctl(h->epfd, EPOLL_CTL_DEL, fd, NULL);
-            h->fds[fd] = 0;
+            h->fds[fd] &= FD_OWNED;
             continue;
         }
         int mask = 0;
