@@ -46,4 +46,9 @@ sleep 0.5
 check "enable resumes the parked delivery" wait_for 30 got_at_least sick2 1
 check "and it succeeds" wait_for 10 bash -c \
     "[ \"\$(psql '$DATABASE_URL' -XAtq -c \"SELECT state FROM webhooks.delivery_status WHERE endpoint_id = '$sick'\")\" = succeeded ]"
+# Maintenance runs every second here (disable-after 3 s): failures from
+# before the enable must not disable it again.
+sleep 2
+check "enabling it started its failing streak again: it stays enabled" \
+    test "$(sql "SELECT disabled FROM webhooks.endpoints WHERE id = '$sick'")" = f
 finish
