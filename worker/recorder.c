@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "recorder.h"
 #include "worker.h"
 
 typedef struct {
@@ -51,6 +52,7 @@ typedef struct {
     size_t nlanes;
     waiter *waiters;
     size_t n;
+    int64_t first_us;      /* when its oldest row was added */
 } batch;
 
 /* What became of the batch handed to the thread. */
@@ -63,9 +65,9 @@ struct wk_recorder {
     batch *handed;         /* the thread's, while state != HANDED_NONE */
     int state;             /* HANDED_*; main thread only */
     size_t cap;            /* waiters per batch */
-    int64_t first_us;      /* when the oldest row of fill was added */
     int64_t retry_at_us;   /* backoff after a failed write */
     int64_t backoff_ms;
+    wk_recorder_stats st;  /* counters; pending and times filled on read */
     bool in_callbacks;     /* running the waiters of a written batch */
     char *line;            /* scratch for one encoded row */
     /* The thread and what it shares with the main thread, under mu. */
@@ -284,7 +286,7 @@ static void add_waiter(wk_recorder *r, wk_recorded_fn *fn, void *opaque,
                        void *arg)
 {
     if (r->fill->n == 0)
-        r->first_us = wh_mono_us();
+        r->fill->first_us = wh_mono_us();
     r->fill->waiters[r->fill->n++] = (waiter){fn, opaque, arg};
 }
 
@@ -419,13 +421,24 @@ int64_t wk_recorder_due_ms(const wk_recorder *r)
         return -1;
     if (r->fill->n >= (size_t)r->ctx->s->record_batch)
         return 0;
-    int64_t due = r->first_us + r->ctx->s->record_flush_ms * 1000 - now;
+    int64_t due = r->fill->first_us + r->ctx->s->record_flush_ms * 1000 - now;
     return due <= 0 ? 0 : due / 1000 + 1;
 }
 
 size_t wk_recorder_pending(const wk_recorder *r)
 {
     return r->fill->n + (r->state != HANDED_NONE ? r->handed->n : 0);
+}
+
+void wk_recorder_counts(const wk_recorder *r, wk_recorder_stats *st)
+{
+    *st = r->st;
+    st->pending = wk_recorder_pending(r);
+    /* the handed batch was filled first */
+    st->oldest_pending_us = r->state != HANDED_NONE && r->handed->n > 0
+                                ? r->handed->first_us
+                            : r->fill->n > 0 ? r->fill->first_us
+                                             : 0;
 }
 
 /* ---- the writer thread ---------------------------------------------------
@@ -653,6 +666,7 @@ static int collect(wk_recorder *r, bool wait, char *err, size_t errlen)
     WH_IGNORE(read(r->efd, &n, sizeof(n)) < 0);
     batch *b = r->handed;
     if (rc != WH_OK) {
+        r->st.failures++;
         r->state = HANDED_FAILED;
         r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : 100;
         if (r->backoff_ms > 5000)
@@ -662,6 +676,8 @@ static int collect(wk_recorder *r, bool wait, char *err, size_t errlen)
                        "in %lld ms): %s", b->n, (long long)r->backoff_ms, e);
     }
     r->backoff_ms = 0;
+    r->st.commits++;
+    r->st.last_commit_us = wh_mono_us();
     r->in_callbacks = true;
     for (size_t i = 0; i < b->n; i++)
         if (b->waiters[i].fn)

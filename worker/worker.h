@@ -65,7 +65,7 @@ typedef struct wk_recorder wk_recorder;
 typedef struct wk_fanout wk_fanout;
 typedef struct wk_deliver wk_deliver;
 
-typedef struct {
+typedef struct wk_ctx {
     const wk_settings *s;
     char worker_id[128];
     wh_secretbox sb;
@@ -131,109 +131,9 @@ bool wk_item_revoked(const wk_item *item);
 void wk_tracker_done(wk_tracker *t, wk_item *item, wh_kafka_consumer *c);
 size_t wk_tracker_pending(const wk_tracker *t);
 
-/* ---- attempt recorder (recorder.c) ------------------------------------ */
+/* ---- attempt recorder: recorder.h ------------------------------------- */
 
-typedef struct {
-    const char *delivery_id;
-    const char *event_id;
-    const char *endpoint_id;
-    const char *app;
-    const char *event_type;
-    uint32_t attempt;
-    bool succeeded;
-    int status_code;            /* 0 = no response */
-    int64_t latency_ms;
-    const char *error_class;    /* NULL on success */
-    const char *error;
-    const char *snippet;
-    size_t snippet_len;
-    int64_t attempted_at_us;
-    bool final;                 /* the delivery ends with this attempt */
-    /* The retry scheduled by this attempt: next_attempt_at_us is 0 when
-     * there is none, INT64_MAX while the endpoint is disabled (resumed by
-     * `endpoint enable`). retry_delivery is the encoded Delivery to send,
-     * with its attempt number set; copied. */
-    int64_t next_attempt_at_us;
-    const void *retry_delivery;
-    size_t retry_len;
-    uint32_t retry_attempt;
-    /* The deliveries-topic partition and its ownership epoch: the retry is
-     * written only while the epoch still owns the partition. */
-    int32_t partition;
-    int64_t epoch;
-} wk_attempt;
-
-/* A change to an ordered lane (sql/006_lanes.sql), written in the batch it
- * was added to, in the order added, and only while (partition, epoch) still
- * owns the partition; otherwise dropped (the partition's new owner redoes
- * the work from the uncommitted offsets). */
-typedef enum {
-    WK_LANE_BLOCK,   /* wait for delivery_id's retry `attempt` */
-    WK_LANE_UNBLOCK, /* the head ended: drain the parked deliveries */
-    WK_LANE_PARK,    /* park the delivery (encoded) at `position` */
-    WK_LANE_UNPARK   /* the parked delivery ended (or became the head) */
-} wk_lane_op_kind;
-
-typedef struct {
-    wk_lane_op_kind op;
-    const char *endpoint_id;
-    int32_t partition;
-    int64_t epoch;
-    const char *delivery_id;
-    uint32_t attempt;         /* BLOCK */
-    int64_t position;         /* PARK */
-    const void *delivery;     /* PARK: webhook.v1.Delivery, copied */
-    size_t delivery_len;
-} wk_lane_op;
-
-/* An event as stored for replay: its protobuf encoding. */
-typedef struct {
-    const char *app;
-    const char *event_id;
-    const char *event_type;
-    const void *event;
-    size_t event_len;
-    int64_t received_at_us;
-} wk_event_row;
-
-/* Called once the row added with (fn, opaque, arg) is durable. */
-typedef void wk_recorded_fn(void *opaque, void *arg);
-
-wk_recorder *wk_recorder_new(wk_ctx *ctx);
-void wk_recorder_destroy(wk_recorder *r);
-/* Buffer the row (copied). WH_ERR only when the row cannot be encoded or
- * the recorder is full (it holds everything in flight, so it is not). */
-int wk_recorder_add(wk_recorder *r, const wk_attempt *a, wk_recorded_fn *fn,
-                    void *opaque, void *arg) WH_MUST_CHECK;
-int wk_recorder_add_event(wk_recorder *r, const wk_event_row *e,
-                          wk_recorded_fn *fn, void *opaque,
-                          void *arg) WH_MUST_CHECK;
-/* Buffers a lane change; fn (may be NULL) runs once it is durable or was
- * dropped by the ownership fence. */
-int wk_recorder_add_lane(wk_recorder *r, const wk_lane_op *op,
-                         wk_recorded_fn *fn, void *opaque,
-                         void *arg) WH_MUST_CHECK;
-/* A stage that goes away: its rows are still written, but nobody is told. */
-void wk_recorder_forget(wk_recorder *r, void *arg);
-/* Milliseconds until wk_recorder_flush has work (0 = now, -1 = nothing
- * to do until rows are added or wk_recorder_fd turns readable). */
-int64_t wk_recorder_due_ms(const wk_recorder *r);
-/* Moves the writing on without blocking: settles the batch the recorder's
- * thread finished (its waiters run here, on the calling thread) and hands
- * it the next one. A batch is one transaction: event rows and attempt
- * rows with COPY, and the attempts' retries through a staging table, so a
- * retry is durable exactly when its attempt row is. A failed write keeps
- * the batch, reconnects, and is tried again after a backoff: WH_ERR
- * reports the failure (once), WH_AGAIN while backing off. */
-int wk_recorder_flush(wk_recorder *r, char *err, size_t errlen) WH_MUST_CHECK;
-/* Blocks until every row added so far is durable and its waiter ran.
- * WH_ERR when a write failed or is backing off after a failure (the rows
- * stay buffered), or when called from a waiter. */
-int wk_recorder_sync(wk_recorder *r, char *err, size_t errlen) WH_MUST_CHECK;
-/* Readable when the thread finished a batch: call wk_recorder_flush. */
-int wk_recorder_fd(const wk_recorder *r);
-/* Rows buffered or being written. */
-size_t wk_recorder_pending(const wk_recorder *r);
+#include "recorder.h"
 
 /* ---- stages (fanout.c, deliver.c) --------------------------------------- */
 
