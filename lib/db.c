@@ -19,6 +19,7 @@ struct wh_db {
     char *url;
     char channels[MAX_CHANNELS][64];
     int nchannels;
+    char sqlstate[6];      /* of the last result: "" when it succeeded */
 };
 
 struct wh_db_result {
@@ -119,6 +120,8 @@ static int result_ok(wh_db *db, PGresult *res, const char *what, char *err,
                      size_t errlen)
 {
     ExecStatusType st = PQresultStatus(res);
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    wh_strlcpy(db->sqlstate, state ? state : "", sizeof(db->sqlstate));
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ||
         st == PGRES_COPY_IN)
         return WH_OK;
@@ -133,6 +136,8 @@ static int result_ok(wh_db *db, PGresult *res, const char *what, char *err,
     wh_errf(err, errlen, "%s: %.*s", what, (int)n, msg);
     return WH_ERR;
 }
+
+const char *wh_db_sqlstate(const wh_db *db) { return db->sqlstate; }
 
 int wh_db_exec(wh_db *db, const char *sql, char *err, size_t errlen)
 {

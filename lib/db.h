@@ -29,6 +29,11 @@ void wh_db_drop(wh_db *db);
 /* Drops and re-opens the connection (LISTEN channels are re-issued). */
 int wh_db_reconnect(wh_db *db, char *err, size_t errlen) WH_MUST_CHECK;
 
+/* The SQLSTATE of the last result the server sent (e.g. "22021"), "" when
+ * it succeeded or a command failed without one (connection lost). Read it
+ * right after the call that failed. */
+const char *wh_db_sqlstate(const wh_db *db);
+
 /* Runs one or more statements that return no rows of interest. */
 int wh_db_exec(wh_db *db, const char *sql, char *err,
                size_t errlen) WH_MUST_CHECK;
