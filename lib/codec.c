@@ -1,7 +1,8 @@
 /*
- * codec.c - event decoding and validation, Delivery / DeadLetter encoding
- * (see codec.h). Pure functions over caller buffers; called from the
- * worker's fan-out and delivery stages, the producer API and webhookctl.
+ * codec.c - event decoding and validation, Delivery and DeadLetter
+ * encoding and decoding, with the dead letter's size bounds (see codec.h).
+ * Pure functions over caller buffers; called from the worker's fan-out and
+ * delivery stages, the scheduler, the producer API and webhookctl.
  */
 #include "codec.h"
 
@@ -640,6 +641,36 @@ int wh_codec_delivery_encode(const wh_delivery *d, wh_buf *out, char *err,
     return WH_OK;
 }
 
+/* Points d at the fields of pb (arrays into the caller's slots) and checks
+ * the rules a delivery meets before it becomes an HTTP request. */
+static int view_pb_delivery(const Webhook__V1__Delivery *pb, wh_delivery *d,
+                            const char ***endpoints, wh_header_kv **headers,
+                            char *err, size_t errlen)
+{
+    d->delivery_id = pb->delivery_id;
+    d->endpoint_id = pb->endpoint_id;
+    d->attempt = pb->attempt ? pb->attempt : 1;
+    d->created_at_us = pb->created_at_us;
+    d->source_topic = pb->source_topic;
+    d->source_partition = pb->source_partition;
+    d->source_offset = pb->source_offset;
+    d->kind = pb->kind == WEBHOOK__V1__DELIVERY__KIND__KIND_RETRY
+                  ? WH_DELIVERY_RETRY
+              : pb->kind == WEBHOOK__V1__DELIVERY__KIND__KIND_REPLAY
+                  ? WH_DELIVERY_REPLAY
+                  : WH_DELIVERY_NEW;
+    if (view_pb_event(pb->event, &d->event, endpoints, headers, err,
+                      errlen))
+        return WH_ERR;
+    /* The event's rules hold here too: its headers and content type go
+     * into the HTTP request. The payload limit was applied at fan-out. */
+    if (wh_codec_check_endpoint_id(d->endpoint_id, err, errlen) ||
+        wh_codec_check_id("delivery_id", d->delivery_id, err, errlen) ||
+        wh_codec_event_validate(&d->event, SIZE_MAX, err, errlen))
+        return WH_ERR;
+    return WH_OK;
+}
+
 int wh_codec_delivery_decode(const void *buf, size_t len,
                              wh_delivery_msg **out, char *err, size_t errlen)
 {
@@ -652,27 +683,8 @@ int wh_codec_delivery_decode(const void *buf, size_t len,
         wh_errf(err, errlen, "not a valid protobuf webhook.v1.Delivery");
         goto fail;
     }
-    wh_delivery *d = &m->d;
-    d->delivery_id = m->pb->delivery_id;
-    d->endpoint_id = m->pb->endpoint_id;
-    d->attempt = m->pb->attempt ? m->pb->attempt : 1;
-    d->created_at_us = m->pb->created_at_us;
-    d->source_topic = m->pb->source_topic;
-    d->source_partition = m->pb->source_partition;
-    d->source_offset = m->pb->source_offset;
-    d->kind = m->pb->kind == WEBHOOK__V1__DELIVERY__KIND__KIND_RETRY
-                  ? WH_DELIVERY_RETRY
-              : m->pb->kind == WEBHOOK__V1__DELIVERY__KIND__KIND_REPLAY
-                  ? WH_DELIVERY_REPLAY
-                  : WH_DELIVERY_NEW;
-    if (view_pb_event(m->pb->event, &d->event, &m->endpoints, &m->headers,
-                      err, errlen))
-        goto fail;
-    /* The event's rules hold here too: its headers and content type go
-     * into the HTTP request. The payload limit was applied at fan-out. */
-    if (wh_codec_check_endpoint_id(d->endpoint_id, err, errlen) ||
-        wh_codec_check_id("delivery_id", d->delivery_id, err, errlen) ||
-        wh_codec_event_validate(&d->event, SIZE_MAX, err, errlen))
+    if (view_pb_delivery(m->pb, &m->d, &m->endpoints, &m->headers, err,
+                         errlen))
         goto fail;
     *out = m;
     return WH_OK;
@@ -697,39 +709,210 @@ void wh_codec_delivery_free(wh_delivery_msg *m)
     free(m);
 }
 
-int wh_codec_dead_letter_encode(const wh_dead_letter *dl, wh_buf *out,
-                                char *err, size_t errlen)
-{
+/* ---- dead letters ------------------------------------------------------ */
+
+struct wh_dead_letter_msg {
+    wh_dead_letter dl;
+    wh_delivery d;
+    Webhook__V1__DeadLetter *pb;
+    const char **endpoints;
+    wh_header_kv *headers;
+};
+
+/* Appended to the detail of a dead letter without bodies. */
+static const char raw_note[] =
+    " [raw message left out; raw_len and raw_sha256 identify it]";
+static const char payload_note[] =
+    " [event payload left out; payload_len and payload_sha256 identify it]";
+
+/* What one dead letter's protobuf form points into. */
+typedef struct {
     Webhook__V1__DeadLetter pb;
     Webhook__V1__Delivery dpb;
     Webhook__V1__Event ev;
     Webhook__V1__Event__HeadersEntry e[WH_EVENT_HEADERS_MAX];
     Webhook__V1__Event__HeadersEntry *ep[WH_EVENT_HEADERS_MAX];
-    webhook__v1__dead_letter__init(&pb);
-    pb.reason = (Webhook__V1__DeadLetter__Reason)dl->reason;
-    pb.detail = (char *)(dl->detail ? dl->detail : "");
-    if (dl->delivery) {
-        if (fill_pb_event(&dl->delivery->event, &ev, e, ep) != WH_OK)
-            return wh_errf(err, errlen, "more than %d headers",
-                           WH_EVENT_HEADERS_MAX);
-        fill_pb_delivery(dl->delivery, &dpb, &ev);
-        pb.delivery = &dpb;
+    uint8_t raw_md[WH_SHA256_LEN], payload_md[WH_SHA256_LEN];
+    char detail[WH_DEAD_TEXT_MAX + 1], last_error[WH_DEAD_TEXT_MAX + 1];
+} dl_pb;
+
+/* Copies at most max bytes of s into dst (max + 1 bytes), whole UTF-8
+ * characters only. Returns the bytes copied. */
+static size_t copy_text(char *dst, size_t max, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n > max) {
+        n = max;
+        while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+            n--;
     }
-    pb.raw.data = (uint8_t *)dl->raw;
-    pb.raw.len = dl->raw ? dl->raw_len : 0;
-    pb.source_topic = (char *)(dl->source_topic ? dl->source_topic : "");
-    pb.source_partition = dl->source_partition;
-    pb.source_offset = dl->source_offset;
-    pb.attempts = dl->attempts;
-    pb.last_status_code = dl->last_status_code;
-    pb.last_error = (char *)(dl->last_error ? dl->last_error : "");
-    pb.dead_at_us = dl->dead_at_us;
-    size_t n = webhook__v1__dead_letter__get_packed_size(&pb);
+    if (n)
+        memcpy(dst, s, n);
+    dst[n] = '\0';
+    return n;
+}
+
+/* Fills x from dl, applying the bounds. WH_ERR only for too many headers. */
+static int fill_pb_dead_letter(const wh_dead_letter *dl, dl_pb *x)
+{
+    Webhook__V1__DeadLetter *pb = &x->pb;
+    webhook__v1__dead_letter__init(pb);
+    pb->reason = (Webhook__V1__DeadLetter__Reason)dl->reason;
+    if (dl->omit_bodies && (dl->raw || dl->delivery)) {
+        const char *note = dl->raw ? raw_note : payload_note;
+        size_t nl = strlen(note);
+        size_t n = copy_text(x->detail, WH_DEAD_TEXT_MAX - nl, dl->detail);
+        memcpy(x->detail + n, note, nl + 1);
+    } else {
+        copy_text(x->detail, WH_DEAD_TEXT_MAX, dl->detail);
+    }
+    pb->detail = x->detail;
+    if (dl->delivery) {
+        const wh_event *ev = &dl->delivery->event;
+        if (fill_pb_event(ev, &x->ev, x->e, x->ep) != WH_OK)
+            return WH_ERR;
+        fill_pb_delivery(dl->delivery, &x->dpb, &x->ev);
+        pb->delivery = &x->dpb;
+        SHA256(ev->payload_len ? ev->payload : (const uint8_t *)"",
+               ev->payload_len, x->payload_md);
+        pb->payload_len = ev->payload_len;
+        pb->payload_sha256.data = x->payload_md;
+        pb->payload_sha256.len = sizeof(x->payload_md);
+        if (dl->omit_bodies) {
+            x->ev.payload.data = NULL;
+            x->ev.payload.len = 0;
+        }
+    }
+    if (dl->raw) {
+        SHA256(dl->raw_len ? dl->raw : (const uint8_t *)"", dl->raw_len,
+               x->raw_md);
+        pb->raw_len = dl->raw_len;
+        pb->raw_sha256.data = x->raw_md;
+        pb->raw_sha256.len = sizeof(x->raw_md);
+        if (!dl->omit_bodies) {
+            pb->raw.data = (uint8_t *)dl->raw;
+            pb->raw.len = dl->raw_len < WH_DEAD_RAW_PREFIX_MAX
+                              ? dl->raw_len
+                              : WH_DEAD_RAW_PREFIX_MAX;
+        }
+    }
+    pb->bodies_omitted = dl->omit_bodies;
+    pb->source_topic = (char *)(dl->source_topic ? dl->source_topic : "");
+    pb->source_partition = dl->source_partition;
+    pb->source_offset = dl->source_offset;
+    pb->attempts = dl->attempts;
+    pb->last_status_code = dl->last_status_code;
+    copy_text(x->last_error, WH_DEAD_TEXT_MAX, dl->last_error);
+    pb->last_error = x->last_error;
+    pb->dead_at_us = dl->dead_at_us;
+    return WH_OK;
+}
+
+int wh_codec_dead_letter_encode(const wh_dead_letter *dl, wh_buf *out,
+                                char *err, size_t errlen)
+{
+    dl_pb *x = malloc(sizeof(*x));
+    if (!x)
+        return wh_errf(err, errlen, "out of memory");
+    int rc = WH_ERR;
+    if (fill_pb_dead_letter(dl, x) != WH_OK) {
+        wh_errf(err, errlen, "more than %d headers", WH_EVENT_HEADERS_MAX);
+        goto done;
+    }
+    size_t n = webhook__v1__dead_letter__get_packed_size(&x->pb);
     uint8_t *dst;
     if (append_packed(out, n, err, errlen, &dst))
-        return WH_ERR;
-    webhook__v1__dead_letter__pack(&pb, dst);
+        goto done;
+    webhook__v1__dead_letter__pack(&x->pb, dst);
+    rc = WH_OK;
+done:
+    free(x);
+    return rc;
+}
+
+size_t wh_codec_dead_letter_size(const wh_dead_letter *dl)
+{
+    dl_pb *x = malloc(sizeof(*x));
+    size_t n = 0;
+    if (x && fill_pb_dead_letter(dl, x) == WH_OK)
+        n = webhook__v1__dead_letter__get_packed_size(&x->pb);
+    free(x);
+    return n;
+}
+
+int wh_codec_dead_letter_decode(const void *buf, size_t len,
+                                wh_dead_letter_msg **out, char *err,
+                                size_t errlen)
+{
+    *out = NULL;
+    wh_dead_letter_msg *m = calloc(1, sizeof(*m));
+    if (!m)
+        return wh_errf(err, errlen, "out of memory");
+    m->pb = webhook__v1__dead_letter__unpack(NULL, len, buf);
+    if (!m->pb) {
+        wh_errf(err, errlen, "not a valid protobuf webhook.v1.DeadLetter");
+        goto fail;
+    }
+    const Webhook__V1__DeadLetter *pb = m->pb;
+    wh_dead_letter *dl = &m->dl;
+    if (pb->delivery) {
+        if (!pb->delivery->event) {
+            wh_errf(err, errlen, "the dead letter's delivery has no event");
+            goto fail;
+        }
+        if (view_pb_delivery(pb->delivery, &m->d, &m->endpoints,
+                             &m->headers, err, errlen))
+            goto fail;
+        dl->delivery = &m->d;
+    }
+    if ((pb->raw_sha256.len && pb->raw_sha256.len != WH_SHA256_LEN) ||
+        (pb->payload_sha256.len && pb->payload_sha256.len != WH_SHA256_LEN)) {
+        wh_errf(err, errlen, "a SHA-256 in the dead letter is not 32 bytes");
+        goto fail;
+    }
+    dl->reason = (wh_dead_reason)pb->reason;
+    dl->detail = pb->detail;
+    dl->raw = pb->raw.len ? pb->raw.data : NULL;
+    dl->raw_len = pb->raw.len;
+    dl->source_topic = pb->source_topic;
+    dl->source_partition = pb->source_partition;
+    dl->source_offset = pb->source_offset;
+    dl->attempts = pb->attempts;
+    dl->last_status_code = pb->last_status_code;
+    dl->last_error = pb->last_error;
+    dl->dead_at_us = pb->dead_at_us;
+    dl->omit_bodies = pb->bodies_omitted;
+    /* dead letters written before raw_len existed carried the whole
+     * message */
+    dl->raw_total_len = pb->raw_len ? pb->raw_len : pb->raw.len;
+    dl->has_raw_sha256 = pb->raw_sha256.len == WH_SHA256_LEN;
+    if (dl->has_raw_sha256)
+        memcpy(dl->raw_sha256, pb->raw_sha256.data, WH_SHA256_LEN);
+    dl->payload_total_len = pb->payload_len;
+    dl->has_payload_sha256 = pb->payload_sha256.len == WH_SHA256_LEN;
+    if (dl->has_payload_sha256)
+        memcpy(dl->payload_sha256, pb->payload_sha256.data, WH_SHA256_LEN);
+    *out = m;
     return WH_OK;
+fail:
+    wh_codec_dead_letter_free(m);
+    return WH_ERR;
+}
+
+const wh_dead_letter *wh_codec_dead_letter(const wh_dead_letter_msg *m)
+{
+    return &m->dl;
+}
+
+void wh_codec_dead_letter_free(wh_dead_letter_msg *m)
+{
+    if (!m)
+        return;
+    if (m->pb)
+        webhook__v1__dead_letter__free_unpacked(m->pb, NULL);
+    free(m->endpoints);
+    free(m->headers);
+    free(m);
 }
 
 void wh_codec_delivery_id(const char *app, const char *event_id,

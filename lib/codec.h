@@ -11,6 +11,9 @@
 #ifndef WH_CODEC_H
 #define WH_CODEC_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "buf.h"
 #include "wh.h"
 
@@ -102,12 +105,24 @@ typedef enum {
     WH_DEAD_REJECTED = 5,
 } wh_dead_reason;
 
+/* A dead letter keeps at most this many leading bytes of an undecodable
+ * message (DeadLetter.raw), with the whole message's length and SHA-256. */
+#define WH_DEAD_RAW_PREFIX_MAX (64 * 1024)
+/* detail and last_error are cut to at most this many bytes each (whole
+ * UTF-8 characters; the note of a bodiless dead letter included). */
+#define WH_DEAD_TEXT_MAX       1024
+/* The encoding without bodies (omit_bodies) never exceeds this, for any
+ * delivery that passed wh_codec_delivery_decode's checks and a source
+ * topic within Kafka's 249 bytes. */
+#define WH_DEAD_BARE_MAX       (32 * 1024)
+#define WH_SHA256_LEN          32
+
 typedef struct {
     wh_dead_reason reason;
     const char *detail;
     const wh_delivery *delivery; /* or NULL */
     const void *raw;             /* undecodable bytes, or NULL */
-    size_t raw_len;
+    size_t raw_len;              /* of raw: the whole message */
     const char *source_topic;
     int32_t source_partition;
     int64_t source_offset;
@@ -115,10 +130,47 @@ typedef struct {
     int32_t last_status_code;
     const char *last_error;
     int64_t dead_at_us;
+    /* Encoding: leave out raw and the delivery's event payload, keeping
+     * their lengths and SHA-256 and noting it in detail; the fallback
+     * when the bounded form cannot be produced. Decoding: the flag read
+     * back. */
+    bool omit_bodies;
+    /* Set by wh_codec_dead_letter_decode (raw and raw_len are then the
+     * prefix carried); the encoder ignores them and computes them from
+     * raw and delivery. */
+    uint64_t raw_total_len;
+    bool has_raw_sha256;
+    uint8_t raw_sha256[WH_SHA256_LEN];
+    uint64_t payload_total_len;
+    bool has_payload_sha256;
+    uint8_t payload_sha256[WH_SHA256_LEN];
 } wh_dead_letter;
 
+typedef struct wh_dead_letter_msg wh_dead_letter_msg;
+
+/*
+ * Appends the DeadLetter encoding of dl to out: raw cut to its first
+ * WH_DEAD_RAW_PREFIX_MAX bytes, detail and last_error to WH_DEAD_TEXT_MAX
+ * bytes of valid UTF-8, and, with omit_bodies, no raw bytes and no event
+ * payload at all (at most WH_DEAD_BARE_MAX bytes then). WH_ERR when the
+ * encoding exceeds out's max ("... exceeds the buffer limit"; out is then
+ * unchanged) or memory ran out.
+ */
 int wh_codec_dead_letter_encode(const wh_dead_letter *dl, wh_buf *out,
                                 char *err, size_t errlen) WH_MUST_CHECK;
+
+/* The number of bytes wh_codec_dead_letter_encode would append for dl
+ * (0 when the delivery has more than WH_EVENT_HEADERS_MAX headers). */
+size_t wh_codec_dead_letter_size(const wh_dead_letter *dl);
+
+/* Decodes a DeadLetter. The embedded delivery, when present, is checked as
+ * wh_codec_delivery_decode checks one. The view wh_codec_dead_letter
+ * returns lives as long as *out. */
+int wh_codec_dead_letter_decode(const void *buf, size_t len,
+                                wh_dead_letter_msg **out, char *err,
+                                size_t errlen) WH_MUST_CHECK;
+const wh_dead_letter *wh_codec_dead_letter(const wh_dead_letter_msg *m);
+void wh_codec_dead_letter_free(wh_dead_letter_msg *m);
 
 /* The delivery id of (app, event, endpoint): "msg_" + 32 hex digits of
  * SHA-256, so the fan-out of a redelivered event yields the same ids and

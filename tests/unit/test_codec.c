@@ -1408,6 +1408,345 @@ static void test_dead_letter(void)
     wh_buf_free(&b);
 }
 
+/* SHA-256 computed independently of the codec. */
+static void sha256_of(const void *p, size_t n, uint8_t md[WH_SHA256_LEN])
+{
+    unsigned int mdlen = 0;
+    if (EVP_Digest(p, n, md, &mdlen, EVP_sha256(), NULL) != 1 ||
+        mdlen != WH_SHA256_LEN)
+        abort();
+}
+
+/* Encodes dl into a buffer of max bytes, checks that the size function
+ * agrees, and decodes it back (NULL when either step failed). */
+static wh_dead_letter_msg *dl_roundtrip(const wh_dead_letter *dl, size_t max,
+                                        size_t *enc_len)
+{
+    wh_buf b;
+    wh_buf_init(&b, max);
+    wh_dead_letter_msg *m = NULL;
+    *enc_len = 0;
+    int rc = wh_codec_dead_letter_encode(dl, &b, g_err, sizeof(g_err));
+    CHECK_INT(rc, WH_OK);
+    if (rc == WH_OK) {
+        *enc_len = b.len;
+        CHECK_INT(wh_codec_dead_letter_size(dl), b.len);
+        rc = wh_codec_dead_letter_decode(b.data, b.len, &m, g_err,
+                                         sizeof(g_err));
+        CHECK_INT(rc, WH_OK);
+        if (rc != WH_OK)
+            fprintf(stderr, "dead letter decode: %s\n", g_err);
+    }
+    wh_buf_free(&b);
+    return m;
+}
+
+static int ends_with(const char *s, const char *tail)
+{
+    size_t n = strlen(s), t = strlen(tail);
+    return n >= t && strcmp(s + n - t, tail) == 0;
+}
+
+/* An undecodable message of 2 MB keeps its first WH_DEAD_RAW_PREFIX_MAX
+ * bytes, its length and its SHA-256; without bodies none of its bytes. */
+static void test_dead_letter_raw_prefix(void)
+{
+    size_t big = 2u << 20;
+    uint8_t *raw = malloc(big), md[WH_SHA256_LEN];
+    if (!raw)
+        abort();
+    for (size_t i = 0; i < big; i++)
+        raw[i] = (uint8_t)(i * 7 + (i >> 11));
+    sha256_of(raw, big, md);
+    wh_dead_letter dl = {
+        .reason = WH_DEAD_UNDECODABLE,
+        .detail = "message is 2097152 bytes, the limit is 589824",
+        .raw = raw,
+        .raw_len = big,
+        .source_topic = "webhook.events",
+        .source_partition = 4,
+        .source_offset = 77,
+        .dead_at_us = 1700000000000001LL,
+    };
+    size_t n;
+    /* the buffer's max is the bound itself: a bigger encoding fails */
+    wh_dead_letter_msg *m =
+        dl_roundtrip(&dl, WH_DEAD_RAW_PREFIX_MAX + 1024, &n);
+    CHECK(n > WH_DEAD_RAW_PREFIX_MAX && n < WH_DEAD_RAW_PREFIX_MAX + 1024);
+    if (m) {
+        const wh_dead_letter *r = wh_codec_dead_letter(m);
+        CHECK_INT(r->reason, WH_DEAD_UNDECODABLE);
+        CHECK_STR(r->detail, dl.detail);
+        CHECK(r->delivery == NULL);
+        CHECK_MEM(r->raw, r->raw_len, raw, WH_DEAD_RAW_PREFIX_MAX);
+        CHECK_INT(r->raw_total_len, big);
+        CHECK(r->has_raw_sha256);
+        CHECK_MEM(r->raw_sha256, WH_SHA256_LEN, md, WH_SHA256_LEN);
+        CHECK(!r->has_payload_sha256);
+        CHECK_INT(r->payload_total_len, 0);
+        CHECK(!r->omit_bodies);
+        CHECK_STR(r->source_topic, "webhook.events");
+        CHECK_INT(r->source_partition, 4);
+        CHECK_INT(r->source_offset, 77);
+        CHECK_INT(r->dead_at_us, 1700000000000001LL);
+        wh_codec_dead_letter_free(m);
+    }
+
+    /* at the bound exactly the whole message is kept, one byte over it
+     * the last byte goes */
+    static const size_t lens[] = {0, 1, WH_DEAD_RAW_PREFIX_MAX - 1,
+                                  WH_DEAD_RAW_PREFIX_MAX,
+                                  WH_DEAD_RAW_PREFIX_MAX + 1};
+    for (size_t i = 0; i < WH_ARRAY_LEN(lens); i++) {
+        dl.raw_len = lens[i];
+        sha256_of(raw, lens[i], md);
+        m = dl_roundtrip(&dl, 1 << 20, &n);
+        if (!m)
+            continue;
+        const wh_dead_letter *r = wh_codec_dead_letter(m);
+        size_t kept = lens[i] < WH_DEAD_RAW_PREFIX_MAX
+                          ? lens[i]
+                          : WH_DEAD_RAW_PREFIX_MAX;
+        CHECK_INT(r->raw_len, kept);
+        if (kept)
+            CHECK_MEM(r->raw, r->raw_len, raw, kept);
+        CHECK_INT(r->raw_total_len, lens[i]);
+        CHECK(r->has_raw_sha256);
+        CHECK_MEM(r->raw_sha256, WH_SHA256_LEN, md, WH_SHA256_LEN);
+        wh_codec_dead_letter_free(m);
+    }
+
+    /* without bodies: no raw byte, the same length and hash, a note */
+    dl.raw_len = big;
+    dl.omit_bodies = true;
+    sha256_of(raw, big, md);
+    m = dl_roundtrip(&dl, 2048, &n);
+    CHECK(n > 0 && n < 512);
+    if (m) {
+        const wh_dead_letter *r = wh_codec_dead_letter(m);
+        CHECK(r->raw == NULL);
+        CHECK_INT(r->raw_len, 0);
+        CHECK_INT(r->raw_total_len, big);
+        CHECK(r->has_raw_sha256);
+        CHECK_MEM(r->raw_sha256, WH_SHA256_LEN, md, WH_SHA256_LEN);
+        CHECK(r->omit_bodies);
+        CHECK(strncmp(r->detail, dl.detail, strlen(dl.detail)) == 0);
+        CHECK(ends_with(r->detail, "[raw message left out; raw_len and "
+                                   "raw_sha256 identify it]"));
+        wh_codec_dead_letter_free(m);
+    }
+    free(raw);
+}
+
+/* The largest delivery the checks let through: every id, header and
+ * endpoint at its limit, a payload of the default limit. Its dead letter
+ * without bodies stays within WH_DEAD_BARE_MAX. */
+static void test_dead_letter_bare(void)
+{
+    char *id = rep('i', WH_ID_MAX), *app = rep('a', WH_ID_MAX),
+         *type = rep('t', WH_TYPE_MAX), *ct = rep('c', WH_CONTENT_TYPE_MAX),
+         *ep = rep('e', 43), *topic = rep('k', 249),
+         *longtext = rep('x', 3 * WH_DEAD_TEXT_MAX);
+    memcpy(ep, "ep_", 3);
+    const char *eps[WH_EVENT_ENDPOINTS_MAX];
+    for (size_t i = 0; i < WH_EVENT_ENDPOINTS_MAX; i++)
+        eps[i] = ep;
+    char names[WH_EVENT_HEADERS_MAX][65];
+    char *value = rep('v', 1024);
+    wh_header_kv hdrs[WH_EVENT_HEADERS_MAX];
+    for (size_t i = 0; i < WH_EVENT_HEADERS_MAX; i++) {
+        memset(names[i], 'h', 64);
+        names[i][0] = (char)('a' + i);
+        names[i][64] = '\0';
+        hdrs[i].name = names[i];
+        hdrs[i].value = value;
+    }
+    uint8_t *payload = malloc(PMAX), md[WH_SHA256_LEN];
+    if (!payload)
+        abort();
+    for (size_t i = 0; i < PMAX; i++)
+        payload[i] = (uint8_t)(i ^ (i >> 8));
+    sha256_of(payload, PMAX, md);
+    wh_delivery d = {
+        .delivery_id = "msg_0123456789abcdef0123456789abcdef",
+        .endpoint_id = ep,
+        .attempt = UINT32_MAX,
+        .created_at_us = INT64_MAX,
+        .source_topic = topic,
+        .source_partition = INT32_MAX,
+        .source_offset = INT64_MAX,
+        .kind = WH_DELIVERY_RETRY,
+        .event = {
+            .id = id, .app = app, .type = type, .content_type = ct,
+            .payload = payload, .payload_len = PMAX,
+            .occurred_at_ms = INT64_MAX, .published_at_us = INT64_MAX,
+            .n_endpoints = WH_EVENT_ENDPOINTS_MAX, .endpoint_ids = eps,
+            .n_headers = WH_EVENT_HEADERS_MAX, .headers = hdrs,
+        },
+    };
+    wh_dead_letter dl = {
+        .reason = WH_DEAD_ATTEMPTS_EXHAUSTED,
+        .detail = longtext,
+        .delivery = &d,
+        .source_topic = topic,
+        .source_partition = INT32_MAX,
+        .source_offset = INT64_MAX,
+        .attempts = UINT32_MAX,
+        .last_status_code = INT32_MIN,
+        .last_error = longtext,
+        .dead_at_us = INT64_MAX,
+        .omit_bodies = true,
+    };
+    size_t n;
+    wh_dead_letter_msg *m = dl_roundtrip(&dl, WH_DEAD_BARE_MAX, &n);
+    CHECK(n > 16 * 1024 && n <= WH_DEAD_BARE_MAX);
+    if (m) {
+        const wh_dead_letter *r = wh_codec_dead_letter(m);
+        CHECK(r->omit_bodies);
+        CHECK(r->raw == NULL);
+        CHECK(!r->has_raw_sha256);
+        CHECK_INT(r->payload_total_len, PMAX);
+        CHECK(r->has_payload_sha256);
+        CHECK_MEM(r->payload_sha256, WH_SHA256_LEN, md, WH_SHA256_LEN);
+        CHECK_INT(strlen(r->detail), WH_DEAD_TEXT_MAX);
+        CHECK(ends_with(r->detail, "[event payload left out; payload_len "
+                                   "and payload_sha256 identify it]"));
+        CHECK_INT(strlen(r->last_error), WH_DEAD_TEXT_MAX);
+        CHECK(r->delivery != NULL);
+        if (r->delivery) {
+            wh_delivery want = d;
+            want.event.payload_len = 0;
+            check_delivery_eq(r->delivery, &want);
+            CHECK_INT(r->delivery->kind, WH_DELIVERY_RETRY);
+        }
+        CHECK_INT(r->attempts, UINT32_MAX);
+        CHECK_INT(r->last_status_code, INT32_MIN);
+        CHECK_INT(r->dead_at_us, INT64_MAX);
+        wh_codec_dead_letter_free(m);
+    }
+
+    /* with bodies the payload is there and the hash describes it */
+    dl.omit_bodies = false;
+    m = dl_roundtrip(&dl, PMAX + WH_DEAD_BARE_MAX, &n);
+    CHECK(n > PMAX && n <= PMAX + WH_DEAD_BARE_MAX);
+    if (m) {
+        const wh_dead_letter *r = wh_codec_dead_letter(m);
+        CHECK(!r->omit_bodies);
+        CHECK(r->delivery != NULL);
+        if (r->delivery)
+            check_delivery_eq(r->delivery, &d);
+        CHECK_INT(r->payload_total_len, PMAX);
+        CHECK_MEM(r->payload_sha256, WH_SHA256_LEN, md, WH_SHA256_LEN);
+        CHECK_INT(strlen(r->detail), WH_DEAD_TEXT_MAX);
+        CHECK(strspn(r->detail, "x") == WH_DEAD_TEXT_MAX);
+        wh_codec_dead_letter_free(m);
+    }
+    /* one byte too small a buffer: refused, nothing appended */
+    wh_buf b;
+    wh_buf_init(&b, n - 1);
+    CHECK_INT(wh_codec_dead_letter_encode(&dl, &b, g_err, sizeof(g_err)),
+              WH_ERR);
+    CHECK(strstr(g_err, "exceeds the buffer limit") != NULL);
+    CHECK_INT(b.len, 0);
+    wh_buf_free(&b);
+    free(payload);
+    free(value);
+    free(id);
+    free(app);
+    free(type);
+    free(ct);
+    free(ep);
+    free(topic);
+    free(longtext);
+}
+
+/* Texts are cut at WH_DEAD_TEXT_MAX bytes on a character boundary. */
+static void test_dead_letter_text(void)
+{
+    /* "a" then 2-byte characters: byte 1024 is the middle of one */
+    size_t chars = WH_DEAD_TEXT_MAX;
+    char *s = malloc(1 + 2 * chars + 1);
+    if (!s)
+        abort();
+    s[0] = 'a';
+    for (size_t i = 0; i < chars; i++)
+        memcpy(s + 1 + 2 * i, "\xc3\xa9", 2);
+    s[1 + 2 * chars] = '\0';
+    wh_dead_letter dl = {.reason = WH_DEAD_REJECTED, .detail = s,
+                         .last_error = s + 1 + 2 * (chars - 50)};
+    size_t n;
+    wh_dead_letter_msg *m = dl_roundtrip(&dl, 1 << 16, &n);
+    if (m) {
+        const wh_dead_letter *r = wh_codec_dead_letter(m);
+        CHECK_INT(strlen(r->detail), WH_DEAD_TEXT_MAX - 1);
+        CHECK(strncmp(r->detail, s, WH_DEAD_TEXT_MAX - 1) == 0);
+        /* short enough: kept whole */
+        CHECK_STR(r->last_error, s + 1 + 2 * (chars - 50));
+        CHECK_INT(r->reason, WH_DEAD_REJECTED);
+        wh_codec_dead_letter_free(m);
+    }
+    /* exactly WH_DEAD_TEXT_MAX bytes stay whole */
+    s[WH_DEAD_TEXT_MAX - 1] = 'z';
+    s[WH_DEAD_TEXT_MAX] = '\0';
+    m = dl_roundtrip(&dl, 1 << 16, &n);
+    if (m) {
+        CHECK_STR(wh_codec_dead_letter(m)->detail, s);
+        wh_codec_dead_letter_free(m);
+    }
+    free(s);
+}
+
+/* Decoding: garbage is refused, a dead letter written before raw_len
+ * existed reads as whole, a bad embedded delivery is refused. */
+static void test_dead_letter_decode(void)
+{
+    wh_dead_letter_msg *m = (wh_dead_letter_msg *)g_err;
+    static const uint8_t junk[] = {0xff, 0xff, 0xff};
+    CHECK_INT(wh_codec_dead_letter_decode(junk, sizeof(junk), &m, g_err,
+                                          sizeof(g_err)),
+              WH_ERR);
+    CHECK(m == NULL);
+    CHECK_STR(g_err, "not a valid protobuf webhook.v1.DeadLetter");
+
+    Webhook__V1__DeadLetter pb = WEBHOOK__V1__DEAD_LETTER__INIT;
+    uint8_t raw[5] = {1, 2, 3, 4, 5}, out[256];
+    pb.reason = WEBHOOK__V1__DEAD_LETTER__REASON__REASON_UNDECODABLE;
+    pb.raw.data = raw;
+    pb.raw.len = sizeof(raw);
+    size_t n = webhook__v1__dead_letter__pack(&pb, out);
+    CHECK_INT(wh_codec_dead_letter_decode(out, n, &m, g_err, sizeof(g_err)),
+              WH_OK);
+    if (m) {
+        const wh_dead_letter *r = wh_codec_dead_letter(m);
+        CHECK_MEM(r->raw, r->raw_len, raw, sizeof(raw));
+        CHECK_INT(r->raw_total_len, sizeof(raw));
+        CHECK(!r->has_raw_sha256);
+        CHECK(!r->omit_bodies);
+        wh_codec_dead_letter_free(m);
+    }
+
+    pb.raw_sha256.data = raw;
+    pb.raw_sha256.len = sizeof(raw);
+    n = webhook__v1__dead_letter__pack(&pb, out);
+    CHECK_INT(wh_codec_dead_letter_decode(out, n, &m, g_err, sizeof(g_err)),
+              WH_ERR);
+    CHECK_STR(g_err, "a SHA-256 in the dead letter is not 32 bytes");
+
+    wh_delivery d = full_delivery();
+    d.endpoint_id = "nope";
+    wh_dead_letter dl = {.reason = WH_DEAD_EXPIRED, .delivery = &d};
+    wh_buf b;
+    wh_buf_init(&b, 1 << 16);
+    CHECK_INT(wh_codec_dead_letter_encode(&dl, &b, g_err, sizeof(g_err)),
+              WH_OK);
+    CHECK_INT(wh_codec_dead_letter_decode(b.data, b.len, &m, g_err,
+                                          sizeof(g_err)),
+              WH_ERR);
+    CHECK(m == NULL);
+    CHECK(strstr(g_err, "is not an endpoint id") != NULL);
+    wh_buf_free(&b);
+}
+
 /* ---- delivery ids ------------------------------------------------------- */
 
 /* The expected id, computed independently: "msg_" + the first 16 bytes of
@@ -1704,4 +2043,5 @@ TEST_MAIN(test_json_minimal, test_json_payload_compact, test_json_base64,
           test_json_endpoint_header_limits, test_content_type_dispatch,
           test_protobuf_roundtrip, test_protobuf_errors, test_encode_limits,
           test_delivery_roundtrip, test_delivery_errors, test_dead_letter,
-          test_delivery_id, test_validators, test_event_validate)
+          test_dead_letter_raw_prefix, test_dead_letter_bare,
+          test_dead_letter_text, test_dead_letter_decode, test_delivery_id, test_validators, test_event_validate)
