@@ -446,8 +446,18 @@ int wh_kafka_producer_new(const wh_kafka_conf *kc, wh_kafka_dr_fn *dr,
         conf_set(conf, "queue.buffering.max.messages", "1000000", err,
                  errlen) ||
         (kc->keep_order &&
-         conf_set(conf, "message.timeout.ms", "0", err, errlen)) ||
-        conf_extra(conf, kc->extra, err, errlen)) {
+         conf_set(conf, "message.timeout.ms", "0", err, errlen))) {
+        rd_kafka_conf_destroy(conf);
+        goto fail;
+    }
+    if (kc->message_max > 0) {
+        snprintf(num, sizeof(num), "%lld", (long long)kc->message_max);
+        if (conf_set(conf, "message.max.bytes", num, err, errlen)) {
+            rd_kafka_conf_destroy(conf);
+            goto fail;
+        }
+    }
+    if (conf_extra(conf, kc->extra, err, errlen)) {
         rd_kafka_conf_destroy(conf);
         goto fail;
     }
@@ -500,8 +510,10 @@ int wh_kafka_producer_send(wh_kafka_producer *p, const char *topic,
             rd_kafka_headers_destroy(hdrs);
         if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL)
             return WH_AGAIN;
-        return wh_errf(err, errlen, "produce to %s failed: %s", topic,
-                       rd_kafka_err2str(e));
+        wh_errf(err, errlen, "produce to %s failed: %s (%zu bytes)", topic,
+                rd_kafka_err2str(e), vlen);
+        return e == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ? WH_DECLINED
+                                                         : WH_ERR;
     }
     return WH_OK;
 }
@@ -524,6 +536,37 @@ void wh_kafka_producer_poll(wh_kafka_producer *p, int timeout_ms)
     rd_kafka_poll(p->rk, timeout_ms);
 }
 
+int64_t wh_kafka_message_max(int64_t payload_max)
+{
+    return payload_max + WH_KAFKA_HEADROOM;
+}
+
+int64_t wh_kafka_producer_message_max(wh_kafka_producer *p)
+{
+    char v[32];
+    size_t n = sizeof(v);
+    if (rd_kafka_conf_get(rd_kafka_conf(p->rk), "message.max.bytes", v, &n) !=
+        RD_KAFKA_CONF_OK)
+        return -1;
+    char *end;
+    long long x = strtoll(v, &end, 10);
+    return *end ? -1 : (int64_t)x;
+}
+
+bool wh_kafka_error_too_large(const char *errstr)
+{
+    if (!errstr)
+        return false;
+    static const rd_kafka_resp_err_t codes[] = {
+        RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
+        RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE,
+    };
+    for (size_t i = 0; i < WH_ARRAY_LEN(codes); i++)
+        if (strstr(errstr, rd_kafka_err2str(codes[i])))
+            return true;
+    return false;
+}
+
 int wh_kafka_producer_outq(wh_kafka_producer *p)
 {
     return rd_kafka_outq_len(p->rk);
@@ -539,6 +582,19 @@ int wh_kafka_producer_flush(wh_kafka_producer *p, int timeout_ms, char *err,
                        "%d messages not acknowledged by Kafka after %d ms",
                        left, timeout_ms);
     return WH_OK;
+}
+
+void wh_kafka_producer_purge(wh_kafka_producer *p)
+{
+    rd_kafka_resp_err_t e =
+        rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE |
+                                  RD_KAFKA_PURGE_F_INFLIGHT);
+    if (e)
+        WH_WARN("rd_kafka_purge() failed: %s", rd_kafka_err2str(e));
+    /* reports of messages purged in flight come from the broker threads:
+     * serve them for up to a second */
+    for (int i = 0; i < 100 && rd_kafka_outq_len(p->rk) > 0; i++)
+        rd_kafka_poll(p->rk, 10);
 }
 
 void wh_kafka_producer_destroy(wh_kafka_producer *p)

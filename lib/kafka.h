@@ -21,6 +21,11 @@ typedef struct {
     int64_t session_timeout_ms; /* consumer group session timeout */
     int64_t heartbeat_ms;
     int64_t linger_ms;          /* producer batching delay */
+    /* Producer: message.max.bytes, the largest message it sends (0:
+     * librdkafka's default of 1,000,000); see wh_kafka_message_max. A
+     * message.max.bytes in extra still wins: read the limit that applies
+     * back with wh_kafka_producer_message_max. */
+    int64_t message_max;
     /* Producer: never time a message out (message.timeout.ms=0), so with
      * idempotence a message is never given up while a later one to the
      * same partition is delivered; sending waits out broker outages. */
@@ -82,8 +87,25 @@ void wh_kafka_consumer_destroy(wh_kafka_consumer *c);
 /* Messages lost to offset resets or truncation since start. */
 uint64_t wh_kafka_data_loss_count(void);
 
+/* What a message carrying an event may add to its payload of at most
+ * WEBHOOK_PAYLOAD_MAX bytes: a Delivery's other fields (the codec's limits
+ * keep them under 64 KiB: ids, type, 100 endpoint ids, 16 headers of up
+ * to 1 KiB), a dead letter's texts and hashes around such a Delivery, or
+ * an undecodable event's dead letter (a raw prefix of at most 64 KiB plus
+ * a few KiB), and Kafka's record framing. */
+#define WH_KAFKA_HEADROOM (128 * 1024)
+/* Room for a record's framing, key and headers within message.max.bytes:
+ * a value may be up to message.max.bytes minus this. */
+#define WH_KAFKA_FRAMING_MAX 4096
+
+/* The producer limit (message.max.bytes) for events of up to payload_max
+ * bytes: payload_max + WH_KAFKA_HEADROOM. */
+int64_t wh_kafka_message_max(int64_t payload_max);
+
 /* Delivery report: ok = 1 when the broker acknowledged msg_opaque's
- * message, else errstr says why it was given up on. */
+ * message, else errstr says why it was given up on;
+ * wh_kafka_error_too_large(errstr) tells a message refused for its size
+ * (by the broker or by the producer itself) from other failures. */
 typedef void wh_kafka_dr_fn(void *opaque, void *msg_opaque, int ok,
                             const char *errstr);
 
@@ -95,7 +117,9 @@ int wh_kafka_producer_new(const wh_kafka_conf *conf, wh_kafka_dr_fn *dr,
                           size_t errlen) WH_MUST_CHECK;
 /* Queues a copy of the message. headers is NULL or a NULL-terminated
  * name, value, name, value, ... list. WH_AGAIN when the local queue is
- * full (serve reports with wh_kafka_producer_poll and try again). */
+ * full (serve reports with wh_kafka_producer_poll and try again);
+ * WH_DECLINED when the message is larger than the producer's
+ * message.max.bytes (it never will be sent); WH_ERR otherwise. */
 int wh_kafka_producer_send(wh_kafka_producer *p, const char *topic,
                            const void *key, size_t klen, const void *value,
                            size_t vlen, const char *const *headers,
@@ -109,12 +133,24 @@ void wh_kafka_producer_warm(wh_kafka_producer *p, const char *topic);
 int wh_kafka_producer_fd(wh_kafka_producer *p);
 /* Serves delivery reports (calls dr). */
 void wh_kafka_producer_poll(wh_kafka_producer *p, int timeout_ms);
+/* The message.max.bytes that applies (after KAFKA_EXTRA), or -1 when it
+ * cannot be read. */
+int64_t wh_kafka_producer_message_max(wh_kafka_producer *p);
+/* True when a delivery report's errstr (or a send's err) says the message
+ * was refused for its size: librdkafka's MSG_SIZE_TOO_LARGE (locally or
+ * from the broker) or the broker's RECORD_LIST_TOO_LARGE. */
+bool wh_kafka_error_too_large(const char *errstr);
 /* Messages not yet acknowledged. */
 int wh_kafka_producer_outq(wh_kafka_producer *p);
 /* Waits up to timeout_ms for every queued message to be acknowledged.
  * WH_ERR when some remain. */
 int wh_kafka_producer_flush(wh_kafka_producer *p, int timeout_ms,
                             char *err, size_t errlen) WH_MUST_CHECK;
+/* Gives up on every message not yet acknowledged: each gets a failed
+ * delivery report, served by this call (waiting up to a second for those
+ * in flight), so no report arrives after the callers' state is freed.
+ * For shutdown, once flushing ran out of time. */
+void wh_kafka_producer_purge(wh_kafka_producer *p);
 void wh_kafka_producer_destroy(wh_kafka_producer *p);
 
 /* Empties the wake-up pipe behind a consumer or producer fd. */
