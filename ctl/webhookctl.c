@@ -37,6 +37,7 @@ typedef struct {
     const char *kafka_brokers;
     const char *kafka_extra;
     const char *deliveries_topic;
+    wh_db_opts db; /* bounds of the Postgres connection */
 } global_settings;
 
 static const wh_opt global_opts[] = {
@@ -55,6 +56,7 @@ static const wh_opt global_opts[] = {
     {"deliveries-topic", "WEBHOOK_DELIVERIES_TOPIC", WH_OPT_STRING,
      "webhook.deliveries", 0, 0, offsetof(global_settings, deliveries_topic),
      "topic replayed deliveries are produced to"},
+    WH_DB_OPT_ROWS(offsetof(global_settings, db)),
 };
 
 static const char usage_text[] =
@@ -123,6 +125,7 @@ static wh_db *connect_db(void)
                         "--database-url)\n");
         exit(EXIT_USAGE);
     }
+    wh_db_set_defaults(&G.db);
     if (wh_db_connect(G.database_url, &db, err, sizeof(err)) != WH_OK) {
         fprintf(stderr, "webhookctl: %s\n", err);
         exit(EXIT_FAIL);

@@ -35,6 +35,7 @@
 typedef struct {
     sc_settings sc;
     const char *metrics_listen;
+    wh_db_opts db; /* bounds of every Postgres connection */
 } settings;
 
 #define S(f) offsetof(settings, sc.f)
@@ -78,6 +79,7 @@ static const wh_opt opts[] = {
      "text, json, or auto (text on a terminal)"},
     {"log-level", "LOG_LEVEL", WH_OPT_STRING, "info", 0, 0, S(log_level),
      "debug, info, warn or error"},
+    WH_DB_OPT_ROWS(offsetof(settings, db)),
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -583,6 +585,7 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": DATABASE_URL is not set (see --help)\n");
         return 2;
     }
+    wh_db_set_defaults(&cfg.db);
     if (s.scheduler_id && *s.scheduler_id) {
         if (wh_strlcpy(ctx.id, s.scheduler_id, sizeof(ctx.id)) != WH_OK) {
             fprintf(stderr, PROG ": SCHEDULER_ID is longer than %zu bytes\n",
