@@ -349,6 +349,49 @@ static double m_endpoints(void *o)
     return ctx->cache ? (double)wk_cache_size(ctx->cache) : 0;
 }
 
+/* The recorder's counters (recorder.h), read when /metrics is served. */
+#define RECORDER_COUNT_FN(field)                                         \
+    static double m_recorder_##field(void *o)                            \
+    {                                                                    \
+        const wk_ctx *ctx = o;                                           \
+        wk_recorder_stats st = {0};                                      \
+        if (ctx->recorder)                                               \
+            wk_recorder_counts(ctx->recorder, &st);                      \
+        return (double)st.field;                                         \
+    }
+RECORDER_COUNT_FN(rows_isolated)
+RECORDER_COUNT_FN(rows_dropped)
+RECORDER_COUNT_FN(rows_clamped)
+RECORDER_COUNT_FN(splits)
+
+static int recorder_metrics_register(wk_ctx *ctx, char *err, size_t errlen)
+{
+    static const struct {
+        const char *name, *help;
+        wh_metric_fn *fn;
+    } fns[] = {
+        {"webhook_worker_recorder_rows_isolated_total",
+         "Rows Postgres refused, written in their minimal form (no "
+         "response snippet, the refusal as error text).",
+         m_recorder_rows_isolated},
+        {"webhook_worker_recorder_rows_dropped_total",
+         "Rows Postgres refused even in their minimal form, dropped with an "
+         "error log naming the delivery.", m_recorder_rows_dropped},
+        {"webhook_worker_recorder_rows_clamped_total",
+         "Rows with a value clamped or cut to its column's range when "
+         "added.", m_recorder_rows_clamped},
+        {"webhook_worker_recorder_batch_splits_total",
+         "Times a batch was split to find rows Postgres refused.",
+         m_recorder_splits},
+    };
+    for (size_t i = 0; i < WH_ARRAY_LEN(fns); i++)
+        if (wh_metrics_add_fn(metrics, WH_METRIC_COUNTER, fns[i].name, NULL,
+                              fns[i].help, fns[i].fn, ctx, err,
+                              errlen) != WH_OK)
+            return WH_ERR;
+    return WH_OK;
+}
+
 /* What /metrics exports; docs/operations.md explains each. */
 static int metrics_register(wk_ctx *ctx, char *err, size_t errlen)
 {
@@ -383,6 +426,8 @@ static int metrics_register(wk_ctx *ctx, char *err, size_t errlen)
                               fns[i].labels, fns[i].help, fns[i].fn, ctx, err,
                               errlen) != WH_OK)
             return WH_ERR;
+    if (recorder_metrics_register(ctx, err, errlen) != WH_OK)
+        return WH_ERR;
     static const struct {
         wh_metric_type type;
         const char *name, *labels, *help;

@@ -4,22 +4,31 @@
  * (webhooks.attempts) and the retries those attempts scheduled
  * (webhooks.retries), and the changes to ordered lanes (webhooks.lanes,
  * webhooks.parked), written with one COPY per table in one transaction
- * (see worker.h). Retry and lane rows pass the ownership fence: only those
- * whose (partition, epoch) still owns its deliveries-topic partition in
- * webhooks.lane_owners are applied, under a share lock on those rows so an
- * owner change waits for the transaction. Rows are encoded when added, so a
- * flush is one round of PQputCopyData calls per table. A failed flush
- * keeps the batch and retries after a backoff with a fresh connection;
- * nothing is reported durable until the transaction committed.
+ * (see recorder.h). Retry and lane rows pass the ownership fence: only
+ * those whose (partition, epoch) still owns its deliveries-topic partition
+ * in webhooks.lane_owners are applied, under a share lock on those rows so
+ * an owner change waits for the transaction. Rows are encoded by rows.c
+ * when added, so a flush is one round of PQputCopyData calls per table.
  *
- * The transaction runs on the recorder's own thread and connection, so
+ * A failed flush is one of two kinds. A transient failure (connection
+ * lost, timeout, serialization) keeps the batch and retries it after a
+ * backoff with a fresh connection; nothing is reported durable until the
+ * transaction committed. A data error (SQLSTATE class 22, 23 or 54: a row
+ * Postgres refuses) splits the batch in halves, written in order as
+ * successive transactions, down to the refused row, which is written in
+ * its minimal form (wk_rows_minimal) or, if that is refused too, dropped
+ * with an error log; either way its waiter runs and the batch goes on.
+ * The items of a batch that committed form a prefix (done), so a
+ * transient failure while splitting resumes after it.
+ *
+ * The transactions run on the recorder's own thread and connection, so
  * the main loop goes on delivering while Postgres writes and commits.
  * Two batches alternate: the main thread fills one while the thread
  * writes the other; a full or due batch is handed over once the previous
  * one committed, so batches commit in the order they were filled. The
- * thread only writes; encoding rows, running the waiters and every other
- * call happen on the main thread, which the thread wakes through an
- * eventfd when a batch is done.
+ * thread only writes (and logs refused rows); encoding rows, running the
+ * waiters and every other call happen on the main thread, which the
+ * thread wakes through an eventfd when a batch is done.
  */
 #include <assert.h>
 #include <pthread.h>
@@ -40,19 +49,16 @@ typedef struct {
     void *opaque, *arg;
 } waiter;
 
-/* The rows of one transaction and who waits for them. */
+/* The rows of one batch and who waits for them: waiters[i] belongs to
+ * item i of rows. */
 typedef struct {
-    wh_buf rows;           /* attempts */
-    size_t nattempts;
-    wh_buf retries;        /* COPY rows for the staging table */
-    size_t nretries;
-    wh_buf events;
-    size_t nevents;
-    wh_buf lanes;          /* COPY rows for lane_stage */
-    size_t nlanes;
+    wk_rows rows;
     waiter *waiters;
     size_t n;
     int64_t first_us;      /* when its oldest row was added */
+    /* Written by the thread while it holds the batch: */
+    size_t done;           /* items [0, done) are committed */
+    int64_t splits, isolated, dropped;
 } batch;
 
 /* What became of the batch handed to the thread. */
@@ -64,12 +70,11 @@ struct wk_recorder {
     batch *fill;           /* main thread adds here */
     batch *handed;         /* the thread's, while state != HANDED_NONE */
     int state;             /* HANDED_*; main thread only */
-    size_t cap;            /* waiters per batch */
+    size_t cap;            /* items per batch */
     int64_t retry_at_us;   /* backoff after a failed write */
     int64_t backoff_ms;
     wk_recorder_stats st;  /* counters; pending and times filled on read */
     bool in_callbacks;     /* running the waiters of a written batch */
-    char *line;            /* scratch for one encoded row */
     /* The thread and what it shares with the main thread, under mu. */
     pthread_t thread;
     bool started;
@@ -82,40 +87,36 @@ struct wk_recorder {
     char result_err[WH_ERRLEN];
     int efd;               /* eventfd: the thread finished a batch */
     wh_db *db;             /* the thread's connection */
+    wk_rows minimal;       /* the thread's: one refused row, rewritten */
 };
 
-#define LINE_MAX (8 * 1024)
+/* Bytes handed to one PQputCopyData call. */
+#define COPY_CHUNK (1024 * 1024)
 
 static void *writer(void *arg);
 
 static int batch_init(batch *b, size_t cap)
 {
-    wh_buf_init(&b->rows, cap * LINE_MAX);
-    /* retries and events carry protobuf as hex: bounded by what is in
-     * flight */
-    wh_buf_init(&b->retries, SIZE_MAX / 4);
-    wh_buf_init(&b->events, SIZE_MAX / 4);
-    wh_buf_init(&b->lanes, SIZE_MAX / 4);
+    /* events, retries and lanes carry protobuf as hex: bounded by what is
+     * in flight (each stage pauses at max_in_flight) */
+    if (wk_rows_init(&b->rows, cap, cap * WK_ROWS_ATTEMPT_MAX,
+                     SIZE_MAX / 4) != WH_OK)
+        return WH_ERR;
     b->waiters = calloc(cap, sizeof(*b->waiters));
     return b->waiters ? WH_OK : WH_ERR;
 }
 
 static void batch_free(batch *b)
 {
-    wh_buf_free(&b->rows);
-    wh_buf_free(&b->retries);
-    wh_buf_free(&b->events);
-    wh_buf_free(&b->lanes);
+    wk_rows_cleanup(&b->rows);
     free(b->waiters);
 }
 
 static void batch_reset(batch *b)
 {
-    b->n = b->nattempts = b->nretries = b->nevents = b->nlanes = 0;
-    wh_buf_reset(&b->lanes);
-    wh_buf_reset(&b->rows);
-    wh_buf_reset(&b->retries);
-    wh_buf_reset(&b->events);
+    wk_rows_reset(&b->rows);
+    b->n = b->done = 0;
+    b->splits = b->isolated = b->dropped = 0;
 }
 
 wk_recorder *wk_recorder_new(wk_ctx *ctx)
@@ -133,10 +134,11 @@ wk_recorder *wk_recorder_new(wk_ctx *ctx)
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
     atomic_init(&r->done, false);
-    r->line = malloc(LINE_MAX);
     r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (!r->line || r->efd < 0 || batch_init(&r->b[0], r->cap) != WH_OK ||
-        batch_init(&r->b[1], r->cap) != WH_OK) {
+    if (r->efd < 0 || batch_init(&r->b[0], r->cap) != WH_OK ||
+        batch_init(&r->b[1], r->cap) != WH_OK ||
+        wk_rows_init(&r->minimal, 1, 2 * WK_ROWS_ATTEMPT_MAX,
+                     SIZE_MAX / 4) != WH_OK) {
         wk_recorder_destroy(r);
         return NULL;
     }
@@ -162,125 +164,15 @@ void wk_recorder_destroy(wk_recorder *r)
     wh_db_close(r->db);
     batch_free(&r->b[0]);
     batch_free(&r->b[1]);
+    wk_rows_cleanup(&r->minimal);
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
     if (r->efd >= 0)
         close(r->efd);
-    free(r->line);
     free(r);
 }
 
 int wk_recorder_fd(const wk_recorder *r) { return r->efd; }
-
-/* Copies s into dst as valid UTF-8 without NULs (invalid bytes become
- * '?'), since one bad byte would make Postgres reject the whole COPY. */
-static size_t utf8_clean(char *dst, const char *s, size_t n)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3
-                                 : (c >> 3) == 30 ? 4 : 0;
-        int ok = len > 0 && i + len <= n && c != 0;
-        for (size_t k = 1; ok && k < len; k++)
-            ok = ((unsigned char)s[i + k] >> 6) == 2;
-        if (ok && len == 2 && c < 0xc2)
-            ok = 0;
-        if (ok) {
-            memcpy(dst + o, s + i, len);
-            o += len;
-            i += len;
-        } else {
-            dst[o++] = '?';
-            i++;
-        }
-    }
-    return o;
-}
-
-static int put_text(char *line, size_t *pos, const char *s, size_t n)
-{
-    if (!s)
-        return *pos + 3 < LINE_MAX
-                   ? (memcpy(line + *pos, "\\N\t", 3), *pos += 3, WH_OK)
-                   : WH_ERR;
-    char clean[WH_HTTP_SNIPPET_MAX + 512];
-    if (n > sizeof(clean))
-        n = sizeof(clean);
-    size_t cn = utf8_clean(clean, s, n);
-    if (wh_db_copy_escape(line, LINE_MAX, pos, clean, cn) != WH_OK ||
-        *pos + 1 >= LINE_MAX)
-        return WH_ERR;
-    line[(*pos)++] = '\t';
-    return WH_OK;
-}
-
-/* Formats a wall-clock time for COPY; INT64_MAX is 'infinity'. */
-static void format_ts(int64_t us, char *ts, size_t cap)
-{
-    if (us == INT64_MAX) {
-        wh_strlcpy(ts, "infinity", cap);
-        return;
-    }
-    time_t secs = (time_t)(us / 1000000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    size_t tl = strftime(ts, cap, "%Y-%m-%d %H:%M:%S", &tm);
-    snprintf(ts + tl, cap - tl, ".%06lld+00", (long long)(us % 1000000));
-}
-
-/* Appends bytes as a COPY text bytea value (\\x + hex). */
-static int put_bytea(wh_buf *b, const void *data, size_t len)
-{
-    static const char hex[] = "0123456789abcdef";
-    const unsigned char *p = data;
-    char chunk[512];
-    if (wh_buf_add(b, "\\\\x", 3))
-        return WH_ERR;
-    for (size_t i = 0; i < len;) {
-        size_t n = 0;
-        for (; i < len && n + 2 <= sizeof(chunk); i++) {
-            chunk[n++] = hex[p[i] >> 4];
-            chunk[n++] = hex[p[i] & 15];
-        }
-        if (wh_buf_add(b, chunk, n))
-            return WH_ERR;
-    }
-    return WH_OK;
-}
-
-/* Appends the staging row of a's retry: delivery_id, endpoint_id, app,
- * event_id, attempt, due_at, delivery (bytea hex), last_error,
- * last_status, part, epoch. */
-static int add_retry(wk_recorder *r, const wk_attempt *a)
-{
-    char ts[64], head[WH_ID_MAX * 4 + 256], tail[600];
-    size_t hp = 0, tp = 0;
-    format_ts(a->next_attempt_at_us, ts, sizeof(ts));
-    char num[16];
-    snprintf(num, sizeof(num), "%u", a->retry_attempt);
-    if (put_text(head, &hp, a->delivery_id, strlen(a->delivery_id)) ||
-        put_text(head, &hp, a->endpoint_id, strlen(a->endpoint_id)) ||
-        put_text(head, &hp, a->app, strlen(a->app)) ||
-        put_text(head, &hp, a->event_id, strlen(a->event_id)) ||
-        put_text(head, &hp, num, strlen(num)) ||
-        put_text(head, &hp, ts, strlen(ts)))
-        return WH_ERR;
-    tail[tp++] = '\t';
-    if (put_text(tail, &tp, a->error, a->error ? strlen(a->error) : 0))
-        return WH_ERR;
-    snprintf(num, sizeof(num), "%d", a->status_code);
-    if (put_text(tail, &tp, a->status_code ? num : NULL, strlen(num)))
-        return WH_ERR;
-    tp += (size_t)snprintf(tail + tp, sizeof(tail) - tp, "%d\t%lld\n",
-                           (int)a->partition, (long long)a->epoch);
-    if (wh_buf_add(&r->fill->retries, head, hp) ||
-        put_bytea(&r->fill->retries, a->retry_delivery, a->retry_len) ||
-        wh_buf_add(&r->fill->retries, tail, tp))
-        return WH_ERR;
-    r->fill->nretries++;
-    return WH_OK;
-}
 
 static void add_waiter(wk_recorder *r, wk_recorded_fn *fn, void *opaque,
                        void *arg)
@@ -298,115 +190,54 @@ void wk_recorder_forget(wk_recorder *r, void *arg)
                 r->b[k].waiters[i].fn = NULL;
 }
 
+/* Counts an added row and logs what encoding changed. */
+static void added(wk_recorder *r, unsigned notes, wk_recorded_fn *fn,
+                  void *opaque, void *arg)
+{
+    if (notes & WK_ROWS_CLAMPED) {
+        char what[256];
+        r->st.rows_clamped++;
+        wk_rows_describe(&r->fill->rows, r->fill->rows.nitems - 1, what,
+                         sizeof(what));
+        WH_WARN("recording %s: a value out of its column's range was "
+                "clamped or cut", what);
+    }
+    add_waiter(r, fn, opaque, arg);
+    assert(r->fill->n == r->fill->rows.nitems);
+}
+
 int wk_recorder_add_lane(wk_recorder *r, const wk_lane_op *op,
                          wk_recorded_fn *fn, void *opaque, void *arg)
 {
-    static const char ops[] = {[WK_LANE_BLOCK] = 'b', [WK_LANE_UNBLOCK] = 'u',
-                               [WK_LANE_PARK] = 'p', [WK_LANE_UNPARK] = 'd'};
-    char head[WH_ID_MAX * 2 + 160];
-    size_t hp = 0, before = r->fill->lanes.len;
-    if (r->fill->n == r->cap)
+    unsigned notes;
+    char e[WH_ERRLEN];
+    if (wk_rows_add_lane(&r->fill->rows, op, &notes, e, sizeof(e)) != WH_OK)
         return WH_ERR;
-    int n = snprintf(head, sizeof(head), "%zu\t%c\t", r->fill->nlanes,
-                     ops[op->op]);
-    hp = (size_t)n;
-    if (put_text(head, &hp, op->endpoint_id, strlen(op->endpoint_id)))
-        return WH_ERR;
-    n = snprintf(head + hp, sizeof(head) - hp, "%d\t%lld\t",
-                 (int)op->partition, (long long)op->epoch);
-    hp += (size_t)n;
-    if (put_text(head, &hp, op->delivery_id, strlen(op->delivery_id)))
-        return WH_ERR;
-    n = snprintf(head + hp, sizeof(head) - hp, "%u\t%lld\t", op->attempt,
-                 (long long)op->position);
-    hp += (size_t)n;
-    if (wh_buf_add(&r->fill->lanes, head, hp) ||
-        (op->op == WK_LANE_PARK
-             ? put_bytea(&r->fill->lanes, op->delivery, op->delivery_len)
-             : wh_buf_add(&r->fill->lanes, "\\N", 2)) ||
-        wh_buf_add(&r->fill->lanes, "\n", 1)) {
-        r->fill->lanes.len = before;
-        return WH_ERR;
-    }
-    r->fill->nlanes++;
-    add_waiter(r, fn, opaque, arg);
+    added(r, notes, fn, opaque, arg);
     return WH_OK;
 }
 
-int wk_recorder_add_event(wk_recorder *r, const wk_event_row *e,
+int wk_recorder_add_event(wk_recorder *r, const wk_event_row *ev,
                           wk_recorded_fn *fn, void *opaque, void *arg)
 {
-    char head[WH_ID_MAX * 2 + WH_TYPE_MAX + 64], ts[64];
-    size_t hp = 0, before = r->fill->events.len;
-    if (r->fill->n == r->cap)
+    unsigned notes;
+    char e[WH_ERRLEN];
+    if (wk_rows_add_event(&r->fill->rows, ev, &notes, e, sizeof(e)) != WH_OK)
         return WH_ERR;
-    format_ts(e->received_at_us, ts, sizeof(ts));
-    if (put_text(head, &hp, e->app, strlen(e->app)) ||
-        put_text(head, &hp, e->event_id, strlen(e->event_id)) ||
-        put_text(head, &hp, e->event_type, strlen(e->event_type)))
-        return WH_ERR;
-    if (wh_buf_add(&r->fill->events, head, hp) ||
-        put_bytea(&r->fill->events, e->event, e->event_len) ||
-        wh_buf_addf(&r->fill->events, "\t%s\n", ts)) {
-        r->fill->events.len = before;
-        return WH_ERR;
-    }
-    r->fill->nevents++;
-    add_waiter(r, fn, opaque, arg);
+    added(r, notes, fn, opaque, arg);
     return WH_OK;
 }
 
 int wk_recorder_add(wk_recorder *r, const wk_attempt *a, wk_recorded_fn *fn,
                     void *opaque, void *arg)
 {
-    char num[96];
-    size_t pos = 0;
-    char *l = r->line;
-    char ts[64], next[64] = "";
-    format_ts(a->attempted_at_us, ts, sizeof(ts));
-
-    if (put_text(l, &pos, a->delivery_id, strlen(a->delivery_id)) ||
-        put_text(l, &pos, a->event_id, strlen(a->event_id)) ||
-        put_text(l, &pos, a->endpoint_id, strlen(a->endpoint_id)) ||
-        put_text(l, &pos, a->app, strlen(a->app)) ||
-        put_text(l, &pos, a->event_type, strlen(a->event_type)))
-        return WH_ERR;
-    snprintf(num, sizeof(num), "%u", a->attempt);
-    if (put_text(l, &pos, num, strlen(num)) ||
-        put_text(l, &pos, a->succeeded ? "succeeded" : "failed",
-                 a->succeeded ? 9 : 6))
-        return WH_ERR;
-    snprintf(num, sizeof(num), "%d", a->status_code);
-    if (put_text(l, &pos, a->status_code ? num : NULL, strlen(num)))
-        return WH_ERR;
-    snprintf(num, sizeof(num), "%lld", (long long)a->latency_ms);
-    if (put_text(l, &pos, num, strlen(num)) ||
-        put_text(l, &pos, a->error_class,
-                 a->error_class ? strlen(a->error_class) : 0) ||
-        put_text(l, &pos, a->error, a->error ? strlen(a->error) : 0) ||
-        put_text(l, &pos, a->snippet_len ? a->snippet : NULL,
-                 a->snippet_len) ||
-        put_text(l, &pos, r->ctx->worker_id, strlen(r->ctx->worker_id)) ||
-        put_text(l, &pos, ts, strlen(ts)))
-        return WH_ERR;
-    if (a->next_attempt_at_us)
-        format_ts(a->next_attempt_at_us, next, sizeof(next));
-    if (put_text(l, &pos, a->next_attempt_at_us ? next : NULL, strlen(next)) ||
-        put_text(l, &pos, a->final ? "t" : "f", 1))
-        return WH_ERR;
-    l[pos - 1] = '\n';
-    if (r->fill->n == r->cap)
-        return WH_ERR;
-    size_t rows_len = r->fill->rows.len, retries_len = r->fill->retries.len;
+    unsigned notes;
+    char e[WH_ERRLEN];
     assert(!a->next_attempt_at_us || a->epoch > 0);
-    if (wh_buf_add(&r->fill->rows, l, pos) != WH_OK ||
-        (a->next_attempt_at_us && add_retry(r, a) != WH_OK)) {
-        r->fill->rows.len = rows_len; /* keep the batch consistent */
-        r->fill->retries.len = retries_len;
+    if (wk_rows_add_attempt(&r->fill->rows, a, r->ctx->worker_id, &notes, e,
+                            sizeof(e)) != WH_OK)
         return WH_ERR;
-    }
-    r->fill->nattempts++;
-    add_waiter(r, fn, opaque, arg);
+    added(r, notes, fn, opaque, arg);
     return WH_OK;
 }
 
@@ -483,11 +314,39 @@ static int fenced_delete(wk_recorder *r, const char *table, const char *col,
     return WH_OK;
 }
 
+/* COPYs the rows of items [lo, hi) of w in table t with copy_sql, in
+ * chunks. */
+static int copy_span(wk_recorder *r, const wk_rows *w, wk_table t,
+                     size_t lo, size_t hi, const char *copy_sql, char *e,
+                     size_t elen)
+{
+    const char *data;
+    size_t len, rows;
+    wk_rows_span(w, t, lo, hi, &data, &len, &rows);
+    if (wh_db_copy_begin(r->db, copy_sql, e, elen) != WH_OK)
+        return WH_ERR;
+    for (size_t off = 0; off < len; off += COPY_CHUNK) {
+        size_t n = len - off < COPY_CHUNK ? len - off : COPY_CHUNK;
+        if (wh_db_copy_put(r->db, data + off, n, e, elen) != WH_OK)
+            return WH_ERR;
+    }
+    return wh_db_copy_end(r->db, e, elen);
+}
+
+static size_t span_rows(const wk_rows *w, wk_table t, size_t lo, size_t hi)
+{
+    const char *data;
+    size_t len, rows;
+    wk_rows_span(w, t, lo, hi, &data, &len, &rows);
+    return rows;
+}
+
 /* Applies the staged lane changes: each endpoint's last block or unblock
  * sets its lane's head, parks create the lane if needed and insert in
  * order (a delivery parked twice keeps its first place), then unparks
  * delete. */
-static int write_lanes(wk_recorder *r, const batch *b, char *e, size_t elen)
+static int write_lanes(wk_recorder *r, const wk_rows *w, size_t lo,
+                       size_t hi, char *e, size_t elen)
 {
     wh_db *db = r->db;
     if (wh_db_exec(db,
@@ -496,10 +355,8 @@ static int write_lanes(wk_recorder *r, const batch *b, char *e, size_t elen)
                    "epoch bigint, delivery_id text, attempt integer, "
                    "position bigint, delivery bytea) ON COMMIT DELETE ROWS",
                    e, elen) != WH_OK ||
-        wh_db_copy_begin(db, "COPY lane_stage FROM STDIN", e, elen) !=
-            WH_OK ||
-        wh_db_copy_put(db, b->lanes.data, b->lanes.len, e, elen) != WH_OK ||
-        wh_db_copy_end(db, e, elen) != WH_OK ||
+        copy_span(r, w, WK_T_LANES, lo, hi, "COPY lane_stage FROM STDIN", e,
+                  elen) != WH_OK ||
         fenced_delete(r, "lane_stage", "partition", e, elen) != WH_OK)
         return WH_ERR;
     return wh_db_exec(
@@ -531,53 +388,67 @@ static int write_lanes(wk_recorder *r, const batch *b, char *e, size_t elen)
         e, elen);
 }
 
-/* Writes b in one transaction on the thread's connection, (re)connecting
- * first when needed. On failure the connection is reset so the next try
- * starts clean. */
-static int write_batch(wk_recorder *r, const batch *b, char *e, size_t elen)
+/* The outcome of one transaction. */
+enum { TX_OK, TX_TRANSIENT, TX_DATA };
+
+/* A SQLSTATE the rows themselves cause: data exceptions (22), integrity
+ * violations (23) and program limits such as an index row too large (54).
+ * Everything else (connection 08, cancel or timeout 57, serialization
+ * and deadlock 40, resources 53, none at all) is worth retrying. */
+static bool data_error(const char *state)
 {
+    return (state[0] == '2' && (state[1] == '2' || state[1] == '3')) ||
+           (state[0] == '5' && state[1] == '4');
+}
+
+/* Writes items [lo, hi) of w in one transaction on the thread's
+ * connection, (re)connecting first when needed. After a data error the
+ * transaction is rolled back and the connection kept (*state gets the
+ * SQLSTATE); after any other failure the connection is reset so the next
+ * try starts clean. */
+static int write_tx(wk_recorder *r, const wk_rows *w, size_t lo, size_t hi,
+                    char *state, char *e, size_t elen)
+{
+    state[0] = '\0';
     if (!r->db ? wh_db_connect(r->ctx->s->database_url, &r->db, e, elen)
                : !wh_db_alive(r->db) &&
                      wh_db_reconnect(r->db, e, elen) != WH_OK)
-        return WH_ERR;
+        return TX_TRANSIENT;
     wh_db *db = r->db;
+    size_t nevents = span_rows(w, WK_T_EVENTS, lo, hi),
+           nattempts = span_rows(w, WK_T_ATTEMPTS, lo, hi),
+           nretries = span_rows(w, WK_T_RETRIES, lo, hi),
+           nlanes = span_rows(w, WK_T_LANES, lo, hi);
     if (wh_db_exec(db, "BEGIN", e, elen) != WH_OK)
         goto fail;
-    if (b->nevents > 0 &&
-        (wh_db_copy_begin(db,
-                          "COPY webhooks.events (app, event_id, event_type, "
-                          "event, received_at) FROM STDIN",
-                          e, elen) != WH_OK ||
-         wh_db_copy_put(db, b->events.data, b->events.len, e, elen) !=
-             WH_OK ||
-         wh_db_copy_end(db, e, elen) != WH_OK))
+    if (nevents > 0 &&
+        copy_span(r, w, WK_T_EVENTS, lo, hi,
+                  "COPY webhooks.events (app, event_id, event_type, "
+                  "event, received_at) FROM STDIN",
+                  e, elen) != WH_OK)
         goto fail;
-    if (b->nattempts > 0 && (wh_db_copy_begin(db,
-                         "COPY webhooks.attempts (delivery_id, event_id, "
-                         "endpoint_id, app, event_type, attempt, outcome, "
-                         "status_code, latency_ms, error_class, error, "
-                         "response_snippet, worker, attempted_at, "
-                         "next_attempt_at, final) FROM STDIN",
-                         e, elen) != WH_OK ||
-        wh_db_copy_put(db, b->rows.data, b->rows.len, e, elen) != WH_OK ||
-        wh_db_copy_end(db, e, elen) != WH_OK))
+    if (nattempts > 0 &&
+        copy_span(r, w, WK_T_ATTEMPTS, lo, hi,
+                  "COPY webhooks.attempts (delivery_id, event_id, "
+                  "endpoint_id, app, event_type, attempt, outcome, "
+                  "status_code, latency_ms, error_class, error, "
+                  "response_snippet, worker, attempted_at, "
+                  "next_attempt_at, final) FROM STDIN",
+                  e, elen) != WH_OK)
         goto fail;
-    if ((b->nretries > 0 || b->nlanes > 0) && fence(r, e, elen) != WH_OK)
+    if ((nretries > 0 || nlanes > 0) && fence(r, e, elen) != WH_OK)
         goto fail;
-    if (b->nretries > 0 &&
+    if (nretries > 0 &&
         (wh_db_exec(db,
                     "CREATE TEMP TABLE IF NOT EXISTS retries_stage "
                     "(LIKE webhooks.retries INCLUDING DEFAULTS, "
                     "part integer, epoch bigint) ON COMMIT DELETE ROWS",
                     e, elen) != WH_OK ||
-         wh_db_copy_begin(db,
-                          "COPY retries_stage (delivery_id, endpoint_id, app, "
-                          "event_id, attempt, due_at, delivery, last_error, "
-                          "last_status, part, epoch) FROM STDIN",
-                          e, elen) != WH_OK ||
-         wh_db_copy_put(db, b->retries.data, b->retries.len, e, elen) !=
-             WH_OK ||
-         wh_db_copy_end(db, e, elen) != WH_OK ||
+         copy_span(r, w, WK_T_RETRIES, lo, hi,
+                   "COPY retries_stage (delivery_id, endpoint_id, app, "
+                   "event_id, attempt, due_at, delivery, last_error, "
+                   "last_status, part, epoch) FROM STDIN",
+                   e, elen) != WH_OK ||
          fenced_delete(r, "retries_stage", "part", e, elen) != WH_OK ||
          /* the newest attempt of a delivery wins; a redelivered older
           * attempt never moves its retry back */
@@ -596,15 +467,71 @@ static int write_batch(wk_recorder *r, const batch *b, char *e, size_t elen)
                     "WHERE EXCLUDED.attempt >= webhooks.retries.attempt",
                     e, elen) != WH_OK))
         goto fail;
-    if (b->nlanes > 0 && write_lanes(r, b, e, elen) != WH_OK)
+    if (nlanes > 0 && write_lanes(r, w, lo, hi, e, elen) != WH_OK)
         goto fail;
     if (wh_db_exec(db, "COMMIT", e, elen) != WH_OK)
         goto fail;
-    return WH_OK;
+    return TX_OK;
 fail:;
-    char e2[256]; /* start the retry on a clean connection */
+    char e2[WH_ERRLEN];
+    wh_strlcpy(state, wh_db_sqlstate(db), 6);
+    if (data_error(state) && wh_db_alive(db) &&
+        wh_db_exec(db, "ROLLBACK", e2, sizeof(e2)) == WH_OK)
+        return TX_DATA;
+    /* start the retry on a clean connection */
     WH_IGNORE(wh_db_reconnect(db, e2, sizeof(e2)));
-    return WH_ERR;
+    return TX_TRANSIENT;
+}
+
+/* Writes items [lo, hi) of b, isolating refused rows: on a data error
+ * the range is split in halves written in order; a single refused item is
+ * written in its minimal form, or dropped. Moves b->done past what is
+ * settled. WH_ERR on a transient failure (b->done says where to resume). */
+static int write_range(wk_recorder *r, batch *b, size_t lo, size_t hi,
+                       char *e, size_t elen)
+{
+    char state[6];
+    if (lo == hi)
+        return WH_OK;
+    int tx = write_tx(r, &b->rows, lo, hi, state, e, elen);
+    if (tx == TX_TRANSIENT)
+        return WH_ERR;
+    if (tx == TX_OK) {
+        b->done = hi;
+        return WH_OK;
+    }
+    if (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        b->splits++;
+        return write_range(r, b, lo, mid, e, elen) == WH_OK
+                   ? write_range(r, b, mid, hi, e, elen)
+                   : WH_ERR;
+    }
+    char what[256], reason[128], refused[WH_ERRLEN], me[WH_ERRLEN];
+    wk_rows_describe(&b->rows, lo, what, sizeof(what));
+    wh_strlcpy(refused, e, sizeof(refused));
+    snprintf(reason, sizeof(reason), "row refused by Postgres: SQLSTATE %s",
+             state);
+    int rc = wk_rows_minimal(&b->rows, lo, reason, &r->minimal, me,
+                             sizeof(me));
+    if (rc == WH_OK) {
+        tx = write_tx(r, &r->minimal, 0, 1, state, e, elen);
+        if (tx == TX_TRANSIENT)
+            return WH_ERR;
+        if (tx == TX_OK) {
+            b->isolated++;
+            b->done = hi;
+            WH_WARN("recording %s: Postgres refused the row (%s); wrote it "
+                    "without its response and error texts", what, refused);
+            return WH_OK;
+        }
+        wh_strlcpy(refused, e, sizeof(refused));
+    }
+    b->dropped++;
+    b->done = hi;
+    WH_ERROR("recording %s: Postgres refused the row (%s)%s; dropped it",
+             what, refused, rc == WH_OK ? " also in its minimal form" : "");
+    return WH_OK;
 }
 
 static void *writer(void *arg)
@@ -619,7 +546,8 @@ static void *writer(void *arg)
             break;
         pthread_mutex_unlock(&r->mu);
         e[0] = '\0';
-        int rc = write_batch(r, r->handed, e, sizeof(e));
+        batch *b = r->handed;
+        int rc = write_range(r, b, b->done, b->n, e, sizeof(e));
         pthread_mutex_lock(&r->mu);
         r->result = rc;
         wh_strlcpy(r->result_err, e, sizeof(r->result_err));
@@ -678,6 +606,9 @@ static int collect(wk_recorder *r, bool wait, char *err, size_t errlen)
     r->backoff_ms = 0;
     r->st.commits++;
     r->st.last_commit_us = wh_mono_us();
+    r->st.splits += b->splits;
+    r->st.rows_isolated += b->isolated;
+    r->st.rows_dropped += b->dropped;
     r->in_callbacks = true;
     for (size_t i = 0; i < b->n; i++)
         if (b->waiters[i].fn)

@@ -83,4 +83,94 @@ typedef struct {
     int64_t received_at_us;
 } wk_event_row;
 
+/* ---- encoding ------------------------------------------------------------ */
+
+/* The tables of a batch, in the order the recorder writes them. */
+typedef enum {
+    WK_T_EVENTS,   /* webhooks.events */
+    WK_T_ATTEMPTS, /* webhooks.attempts */
+    WK_T_RETRIES,  /* retries_stage, applied to webhooks.retries */
+    WK_T_LANES,    /* lane_stage, applied to webhooks.lanes and parked */
+    WK_T_COUNT
+} wk_table;
+
+/* Bounds of text values, in bytes after sanitizing (an invalid byte
+ * becomes the 3-byte U+FFFD) and before COPY escaping (which at most
+ * doubles them). A longer value is cut at a character boundary. */
+#define WK_ROWS_ID_MAX      (4 * WH_ID_MAX)      /* ids, app, worker */
+#define WK_ROWS_TYPE_MAX    (4 * WH_TYPE_MAX)
+#define WK_ROWS_CLASS_MAX   64                   /* error_class */
+#define WK_ROWS_ERROR_MAX   1024                 /* error, last_error */
+#define WK_ROWS_SNIPPET_MAX (3 * 1024)           /* 1 KiB of any bytes */
+/* The largest encoded attempt row (and retry row without its delivery). */
+#define WK_ROWS_ATTEMPT_MAX                                               \
+    (2 * (6 * WK_ROWS_ID_MAX + WK_ROWS_TYPE_MAX + WK_ROWS_CLASS_MAX +     \
+          WK_ROWS_ERROR_MAX + WK_ROWS_SNIPPET_MAX) + 256)
+/* Timestamps are clamped to what every tool reads back: 1970-01-01 to
+ * 9999-12-31 (INT64_MAX is 'infinity' where a row allows it). */
+#define WK_ROWS_TS_MAX_US   INT64_C(253402300799999999)
+
+/* add_* set this in *notes when a value was out of range (clamped) or too
+ * long (cut); the row is still added. */
+#define WK_ROWS_CLAMPED 1u
+
+/* Where one item (one add_* call, one waiter) starts in each table. */
+typedef struct {
+    size_t at[WK_T_COUNT];     /* byte offset */
+    size_t before[WK_T_COUNT]; /* rows added before it */
+} wk_rows_mark;
+
+/* The encoded rows of one batch: one bounded buffer per table, and the
+ * items in the order added, so that any run of items [lo, hi) is a
+ * contiguous run of rows in every table. Fields are read-only. */
+typedef struct {
+    wh_buf t[WK_T_COUNT];
+    size_t n[WK_T_COUNT];      /* rows per table */
+    wk_rows_mark *items;
+    size_t nitems, cap;
+} wk_rows;
+
+/* Prepares w for at most cap items, attempts_max bytes of attempt rows and
+ * blobs_max bytes in each of the other tables (which carry protobuf as
+ * hex). WH_ERR when memory ran out. */
+int wk_rows_init(wk_rows *w, size_t cap, size_t attempts_max,
+                 size_t blobs_max) WH_MUST_CHECK;
+void wk_rows_cleanup(wk_rows *w);
+/* Empties w, keeping its memory. */
+void wk_rows_reset(wk_rows *w);
+
+/* Each add_* appends one item; WH_ERR (err says why, w unchanged) when w
+ * holds cap items or a table's buffer would pass its bound. Text is
+ * sanitized (lib/utf8.h: U+FFFD for invalid bytes, NUL and control
+ * characters; the snippet keeps tabs and newlines) and cut to its bound;
+ * numbers are clamped to their column's range; *notes (may be NULL) gets
+ * WK_ROWS_CLAMPED when that changed a value. */
+
+/* The attempt row, and its retry's staging row when a retry is scheduled
+ * (next_attempt_at_us != 0); worker names the writer. */
+int wk_rows_add_attempt(wk_rows *w, const wk_attempt *a, const char *worker,
+                        unsigned *notes, char *err,
+                        size_t errlen) WH_MUST_CHECK;
+int wk_rows_add_event(wk_rows *w, const wk_event_row *e, unsigned *notes,
+                      char *err, size_t errlen) WH_MUST_CHECK;
+int wk_rows_add_lane(wk_rows *w, const wk_lane_op *op, unsigned *notes,
+                     char *err, size_t errlen) WH_MUST_CHECK;
+
+/* The rows of items [lo, hi) (lo <= hi <= nitems) in table t: *data and
+ * *len (valid until w changes) and how many rows. */
+void wk_rows_span(const wk_rows *w, wk_table t, size_t lo, size_t hi,
+                  const char **data, size_t *len, size_t *rows);
+
+/* Replaces out's content with item i of w in its minimal form: an attempt
+ * row without status, latency or snippet and with reason as its error
+ * text, and its retry row (if any) with reason as last_error and no
+ * status. WH_DECLINED when the item has no smaller form (events and lane
+ * changes: the caller drops it); WH_ERR when out is too small. */
+int wk_rows_minimal(const wk_rows *w, size_t i, const char *reason,
+                    wk_rows *out, char *err, size_t errlen) WH_MUST_CHECK;
+
+/* Describes item i for a log line, e.g. "attempt 3 of delivery dl_..."
+ * (as escaped for COPY); NUL-terminated in buf. */
+void wk_rows_describe(const wk_rows *w, size_t i, char *buf, size_t cap);
+
 #endif
