@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "utf8.h"
+
 #define TOKS_MIN_CAP 32
 
 /* Classes of bytes inside a string. */
@@ -62,43 +64,6 @@ static int plain8(const unsigned char *p)
     b = x ^ (ones * '\\');
     return ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) |
              ((b - ones) & ~b) | x) & high) == 0;
-}
-
-/*
- * Checks the UTF-8 sequence at s[0..n) (s[0] >= 0x80). Returns its length
- * when well formed (RFC 3629: no overlongs, surrogates or values above
- * U+10FFFF), otherwise -1.
- */
-static int utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
-    int len;
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-    } else {
-        return -1;
-    }
-    if ((size_t)len > n)
-        return -1;
-    for (int i = 1; i < len; i++) {
-        if (s[i] < lo || s[i] > hi)
-            return -1;
-        lo = 0x80;
-        hi = 0xBF;
-    }
-    return len;
 }
 
 /* The value of 4 hex digits at s[0..4), or -1. */
@@ -155,7 +120,7 @@ static size_t scan_string(const unsigned char *s, size_t len, size_t q,
                     "0x%02x in string", p, s[p]);
             return 0;
         case C_HIGH: {
-            int k = utf8_seq(s + p, len - p);
+            int k = wh_utf8_seq(s + p, len - p);
             if (k < 0) {
                 syntax_err(err, errlen, p, "invalid UTF-8 in string");
                 return 0;

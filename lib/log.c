@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "utf8.h"
+
 enum { FMT_AUTO, FMT_TEXT, FMT_JSON };
 
 /* Bytes kept free at the end of a record for the closing quote, the
@@ -130,50 +132,24 @@ static void put_tail(struct line *l, const char *s, size_t n)
     l->len += n;
 }
 
-/* Length of the valid UTF-8 sequence at s (1 to 4), or 0 if the bytes
- * there are not valid UTF-8. Stops at a NUL, which is never a
- * continuation byte. */
-static int utf8_seq(const unsigned char *s)
-{
-    unsigned c = s[0];
-    if (c < 0x80)
-        return 1;
-    if (c < 0xC2)
-        return 0;
-    if ((s[1] & 0xC0) != 0x80)
-        return 0;
-    if (c < 0xE0)
-        return 2;
-    if (c < 0xF0) {
-        if ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] >= 0xA0))
-            return 0;
-        return (s[2] & 0xC0) == 0x80 ? 3 : 0;
-    }
-    if (c < 0xF5) {
-        if ((c == 0xF0 && s[1] < 0x90) || (c == 0xF4 && s[1] >= 0x90))
-            return 0;
-        if ((s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80)
-            return 0;
-        return 4;
-    }
-    return 0;
-}
-
-/* Appends s escaped for the inside of a JSON string; invalid UTF-8 bytes
- * become \ufffd. */
+/* Appends s escaped for the inside of a JSON string: each maximal invalid
+ * UTF-8 subsequence (lib/utf8.h) becomes \ufffd, and DEL and the C1
+ * controls are escaped too, so a JSON log line shown on a terminal cannot
+ * drive it. */
 static void put_json(struct line *l, const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
+    const unsigned char *end = p + strlen(s);
     char esc[8];
 
-    while (*p && !l->cut) {
+    while (p < end && !l->cut) {
         unsigned c = *p;
         if (c == '"' || c == '\\') {
             esc[0] = '\\';
             esc[1] = (char)c;
             put(l, esc, 2);
             p++;
-        } else if (c < 0x20) {
+        } else if (c < 0x20 || c == 0x7f) {
             const char *named = c == '\n'   ? "\\n"
                                 : c == '\r' ? "\\r"
                                 : c == '\t' ? "\\t"
@@ -187,11 +163,18 @@ static void put_json(struct line *l, const char *s)
                 put(l, esc, 6);
             }
             p++;
+        } else if (c < 0x80) {
+            put(l, (const char *)p, 1);
+            p++;
         } else {
-            int n = utf8_seq(p);
-            if (n == 0) {
+            int n = wh_utf8_seq(p, (size_t)(end - p));
+            if (n < 0) {
                 put(l, "\\ufffd", 6);
-                p++;
+                p += -n;
+            } else if (c == 0xC2 && p[1] < 0xA0) { /* C1 control */
+                snprintf(esc, sizeof(esc), "\\u%04x", p[1]);
+                put(l, esc, 6);
+                p += 2;
             } else {
                 put(l, (const char *)p, (size_t)n);
                 p += n;
@@ -214,14 +197,18 @@ static bool needs_quotes(const char *s)
     return false;
 }
 
-/* Appends s with control characters escaped; inside quotes also '"' and
- * '\\'. */
+/* Appends s with control characters escaped as \xNN (C0, DEL, and the
+ * two bytes of a C1 control), and each byte of invalid UTF-8 likewise
+ * (lib/utf8.h decides), so a terminal shows them instead of obeying them;
+ * inside quotes also '"' and '\\'. */
 static void put_text(struct line *l, const char *s, bool quoted)
 {
-    char esc[8];
+    const unsigned char *p = (const unsigned char *)s;
+    const unsigned char *end = p + strlen(s);
+    char esc[16];
 
-    for (; *s && !l->cut; s++) {
-        unsigned char c = (unsigned char)*s;
+    while (p < end && !l->cut) {
+        unsigned char c = *p;
         if (quoted && (c == '"' || c == '\\')) {
             esc[0] = '\\';
             esc[1] = (char)c;
@@ -235,9 +222,24 @@ static void put_text(struct line *l, const char *s, bool quoted)
         } else if (c < 0x20 || c == 0x7f) {
             snprintf(esc, sizeof(esc), "\\x%02x", c);
             put(l, esc, 4);
+        } else if (c >= 0x80) {
+            int n = wh_utf8_seq(p, (size_t)(end - p));
+            if (n < 0 || (c == 0xC2 && p[1] < 0xA0)) {
+                size_t bad = n < 0 ? (size_t)-n : 2;
+                for (size_t i = 0; i < bad; i++) {
+                    snprintf(esc, sizeof(esc), "\\x%02x", p[i]);
+                    put(l, esc, 4);
+                }
+                p += bad;
+            } else {
+                put(l, (const char *)p, (size_t)n);
+                p += n;
+            }
+            continue;
         } else {
-            put(l, s, 1);
+            put(l, (const char *)p, 1);
         }
+        p++;
     }
 }
 

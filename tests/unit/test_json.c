@@ -469,6 +469,10 @@ static void test_invalid_strings(void)
     check_invalid("\"\xf4\x90\x80\x80\"", "at byte 1: invalid UTF-8");
     check_invalid("\"\xe2\x82\"", "at byte 1: invalid UTF-8");     /* truncated */
     check_invalid("\"\xe2\x82", "at byte 1: invalid UTF-8");
+    check_invalid("\"\xf5\x80\x80\x80\"", "at byte 1: invalid UTF-8");
+    check_invalid("\"\xc1\xbf\"", "at byte 1: invalid UTF-8");   /* overlong */
+    check_invalid("\"ok\xed\xbf\xbf\"", "at byte 3: invalid UTF-8");
+    check_invalid("\"\xfe\"", "at byte 1: invalid UTF-8");
     check_invalid("{\"k\xc3\":1}", "at byte 3: invalid UTF-8");
     /* The boundaries of each UTF-8 length are accepted. */
     check_valid("\"\xc2\x80\xdf\xbf\xe0\xa0\x80\xed\x9f\xbf\xee\x80\x80"

@@ -168,8 +168,36 @@ static void test_json(void)
     s = cap_end();
     CHECK(strstr(s, "\"msg\":\"m\",\"v\":\"\\ufffd\\ufffd|"
                     "\\ufffd\\ufffd\\ufffd|"
-                    "\\ufffd\\ufffd\\ufffd\\ufffd|\\ufffd\\ufffd|"
+                    "\\ufffd\\ufffd\\ufffd\\ufffd|\\ufffd|"
                     "\xf0\x9f\x98\x80\"}\n") != NULL);
+
+    /* DEL and C1 controls (CSI as U+009B) are escaped; U+00A0 is text */
+    cap_start();
+    CHECK_INT(init("json", "info", NULL), WH_OK);
+    wh_log_kv(WH_LOG_INFO, "m", "v", "\x7f|\xc2\x9b" "2J|\xc2\xa0|\xf5\x80",
+              NULL);
+    s = cap_end();
+    CHECK(strstr(s, "\"v\":\"\\u007f|\\u009b2J|\xc2\xa0|\\ufffd\\ufffd\"}\n") !=
+          NULL);
+}
+
+/* Text records show invalid UTF-8 and C1 controls as \xNN, byte by byte
+ * per maximal invalid subsequence, and keep valid characters. */
+static void test_text_utf8(void)
+{
+    const char *s;
+
+    cap_start();
+    CHECK_INT(init("text", "info", NULL), WH_OK);
+    wh_log(WH_LOG_INFO, "a\xed\xa0\x80|\xc0\xaf|\xf5|\xe2\x82|\xc2\x9b|"
+                        "caf\xc3\xa9|\xf0\x9f\x98\x80");
+    wh_log_kv(WH_LOG_INFO, "k", "v", "x\xffy", NULL);
+    s = cap_end();
+    CHECK(STARTS(s + 24, " INFO  a\\xed\\xa0\\x80|\\xc0\\xaf|\\xf5|"
+                          "\\xe2\\x82|\\xc2\\x9b|caf\xc3\xa9|"
+                          "\xf0\x9f\x98\x80\n"));
+    s = strchr(s, '\n') + 1;
+    CHECK(STARTS(s + 24, " INFO  k v=x\\xffy\n"));
 }
 
 static void test_auto(void)
@@ -301,5 +329,5 @@ static void test_threads(void)
     CHECK_INT(whole, 2000);
 }
 
-TEST_MAIN(test_init, test_text, test_json, test_auto, test_truncation,
-          test_threads)
+TEST_MAIN(test_init, test_text, test_json, test_text_utf8, test_auto,
+          test_truncation, test_threads)
