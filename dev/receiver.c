@@ -5,7 +5,8 @@
  *
  * One thread, one epoll loop: an HTTP/1.1 server (keep-alive, pipelining,
  * Content-Length and chunked bodies) that verifies webhook signatures,
- * answers with a configurable status (failure injection for tests),
+ * answers with a configurable status (failure injection for tests) and,
+ * per path prefix, configurable body bytes (hostile bodies for tests),
  * records every delivery as a JSON line and optionally prints one line per
  * delivery for demos. Delays (global or per path prefix), record flushes
  * and count-file updates are timers of the same loop; --fail-window rules
@@ -51,6 +52,8 @@
 #define FAIL_PATH_MAX      64
 #define FAIL_WINDOW_MAX    256
 #define DELAY_PATH_MAX     64
+#define BODY_PATH_MAX      64
+#define ANSWER_BODY_MAX    4096               /* --body-path bytes */
 #define WINDOW_MAX_MS      (7LL * 24 * 3600 * 1000) /* window bounds: 0..7 d */
 #define PREFIX_MAX         255
 #define IDS_MAX            (1u << 20)         /* ids tracked by --fail-first */
@@ -91,6 +94,15 @@ typedef struct {
     long delay_ms;
 } delay_path;
 
+/* --body-path: answers to paths starting with prefix carry these bytes
+ * (the longest matching prefix wins). */
+typedef struct {
+    char prefix[PREFIX_MAX + 1];
+    size_t prefix_len;
+    unsigned char body[ANSWER_BODY_MAX];
+    size_t body_len;
+} body_path;
+
 static struct {
     char listen_host[256];
     char listen_port[8];
@@ -107,6 +119,8 @@ static struct {
     size_t nfail_windows;
     delay_path delay_paths[DELAY_PATH_MAX];
     size_t ndelay_paths;
+    body_path body_paths[BODY_PATH_MAX];
+    size_t nbody_paths;
     int status;          /* 0 = decide per request */
     long fail_first;
     double fail_rate;
@@ -121,6 +135,7 @@ enum {
     OPT_LISTEN = 256, OPT_PORT_FILE, OPT_SECRET, OPT_STATUS, OPT_FAIL_FIRST,
     OPT_FAIL_RATE, OPT_SEED, OPT_DELAY_MS, OPT_FAIL_PATH, OPT_RETRY_AFTER,
     OPT_RECORD, OPT_PRINT, OPT_COUNT_FILE, OPT_FAIL_WINDOW, OPT_DELAY_PATH,
+    OPT_BODY_PATH,
     OPT_HELP = 'h'
 };
 
@@ -170,6 +185,12 @@ static const struct {
      "with PREFIX for MS ms (0..600000) instead of\n"
      "--delay-ms; the longest matching prefix wins.\n"
      "Repeatable, at most 64 prefixes"},
+    {"body-path", OPT_BODY_PATH, "PREFIX=HEX",
+     "answer requests whose path starts with PREFIX\n"
+     "with the bytes HEX encodes as body (any bytes,\n"
+     "NUL included; at most 4096), status 200 instead\n"
+     "of 204; other statuses keep theirs. The longest\n"
+     "matching prefix wins. Repeatable, at most 64"},
     {"retry-after", OPT_RETRY_AFTER, "N",
      "add 'Retry-After: N' to 429 and 503 answers"},
     {"record", OPT_RECORD, "PATH",
@@ -566,6 +587,31 @@ static void parse_delay_path(const char *arg)
     cfg.ndelay_paths++;
 }
 
+static void parse_body_path(const char *arg)
+{
+    if (cfg.nbody_paths == BODY_PATH_MAX)
+        die_usage("--body-path: at most %d prefixes", BODY_PATH_MAX);
+    body_path *bp = &cfg.body_paths[cfg.nbody_paths];
+    const char *hex = split_prefix("body-path", "PREFIX=HEX", arg, bp->prefix,
+                                   &bp->prefix_len);
+    size_t n = strlen(hex);
+    if (n % 2 || n / 2 > ANSWER_BODY_MAX)
+        die_usage("--body-path %s: HEX must be an even number of hex "
+                  "digits, at most %d bytes", arg, ANSWER_BODY_MAX);
+    for (size_t i = 0; i < n; i += 2) {
+        int hi = wh_hex_value(hex[i]), lo = wh_hex_value(hex[i + 1]);
+        if (hi < 0 || lo < 0)
+            die_usage("--body-path %s: '%c%c' is not a hex byte", arg, hex[i],
+                      hex[i + 1]);
+        bp->body[i / 2] = (unsigned char)(hi << 4 | lo);
+    }
+    bp->body_len = n / 2;
+    for (size_t i = 0; i < cfg.nbody_paths; i++)
+        if (strcmp(cfg.body_paths[i].prefix, bp->prefix) == 0)
+            die_usage("--body-path: prefix %s given twice", bp->prefix);
+    cfg.nbody_paths++;
+}
+
 static void parse_args(int argc, char **argv)
 {
     struct option longopts[WH_ARRAY_LEN(options) + 1];
@@ -639,6 +685,9 @@ static void parse_args(int argc, char **argv)
             break;
         case OPT_DELAY_PATH:
             parse_delay_path(optarg);
+            break;
+        case OPT_BODY_PATH:
+            parse_body_path(optarg);
             break;
         case OPT_RETRY_AFTER:
             if (parse_long(optarg, 0, 31536000, &cfg.retry_after) != WH_OK)
@@ -934,19 +983,33 @@ static long delay_for(const char *path)
     return best ? best->delay_ms : cfg.delay_ms;
 }
 
+/* The --body-path answer for path, or NULL. */
+static const body_path *body_for(const char *path)
+{
+    const body_path *best = NULL;
+    for (size_t i = 0; i < cfg.nbody_paths; i++) {
+        const body_path *bp = &cfg.body_paths[i];
+        if (strncmp(path, bp->prefix, bp->prefix_len) == 0 &&
+            (!best || bp->prefix_len > best->prefix_len))
+            best = bp;
+    }
+    return best;
+}
+
 /* ---- responses ---------------------------------------------------------- */
 
 static void conn_update_interest(conn *c);
 static void conn_close(conn *c);
 
-/* Appends a response to c->out. hold keeps it unsent until the delay
- * timer releases it. Returns WH_ERR when the output bound was hit. */
-static int queue_response(conn *c, int status, const char *body,
-                          bool closing, bool hold)
+/* Appends a response with body[0..len) (any bytes) to c->out. hold keeps
+ * it unsent until the delay timer releases it. Returns WH_ERR when the
+ * output bound was hit. */
+static int queue_response_n(conn *c, int status, const void *body,
+                            size_t len, bool closing, bool hold)
 {
     wh_buf *o = &c->out;
     bool no_body = status == 204 || status == 304 || status < 200;
-    size_t blen = body && !no_body ? strlen(body) : 0;
+    size_t blen = body && !no_body ? len : 0;
     int rc = wh_buf_addf(o, "HTTP/1.1 %d %s\r\n", status, reason(status));
     if (rc == WH_OK && !no_body)
         rc = wh_buf_addf(o, "Content-Length: %zu\r\n", blen);
@@ -968,6 +1031,14 @@ static int queue_response(conn *c, int status, const char *body,
     if (!hold)
         c->out_ready = o->len;
     return WH_OK;
+}
+
+/* queue_response_n with a text body (may be NULL). */
+static int queue_response(conn *c, int status, const char *body,
+                          bool closing, bool hold)
+{
+    return queue_response_n(c, status, body, body ? strlen(body) : 0,
+                            closing, hold);
 }
 
 static void delay_unlink(conn *c)
@@ -1315,6 +1386,9 @@ static void handle_webhook(conn *c, const char *base, const char *body,
     }
     if (!text && status >= 300)
         text = reason(status);
+    const body_path *bp = body_for(path);
+    if (bp && status == 204)
+        status = 200;
     d.status = status;
 
     if (srv.record_fd >= 0 && record_line(&d) != WH_OK)
@@ -1325,7 +1399,9 @@ static void handle_webhook(conn *c, const char *base, const char *body,
 
     long delay_ms = delay_for(path);
     bool hold = delay_ms > 0;
-    if (queue_response(c, status, text, closing, hold) != WH_OK) {
+    if ((bp ? queue_response_n(c, status, bp->body, bp->body_len, closing,
+                               hold)
+            : queue_response(c, status, text, closing, hold)) != WH_OK) {
         c->close_after = true;
         return;
     }
