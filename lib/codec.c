@@ -14,6 +14,7 @@
 
 #include "base64.h"
 #include "json.h"
+#include "utf8.h"
 #include "webhook/v1/webhook.pb-c.h"
 
 struct wh_event_msg {
@@ -127,11 +128,59 @@ static const char *const reserved_headers[] = {
     "keep-alive", "proxy-authorization", "proxy-connection",
 };
 
-static int check_header(const wh_header_kv *h, char *err, size_t errlen)
+#define HEADER_NAME_MAX  64
+#define HEADER_VALUE_MAX 1024
+
+/* The name as receivers compare it: lower case, and '_' as '-' (CGI,
+ * WSGI, PHP and Rack turn both into the same variable). name holds at
+ * most HEADER_NAME_MAX bytes (checked before). */
+static void header_key(const char *name, char key[HEADER_NAME_MAX + 1])
+{
+    size_t i = 0;
+    for (; name[i] && i < HEADER_NAME_MAX; i++) {
+        char c = name[i];
+        key[i] = c == '_' ? '-' : (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+    }
+    key[i] = '\0';
+}
+
+/* Checks the value: not empty, no space or tab at either end, valid
+ * UTF-8, no control character but tab (C1 controls included). */
+static int check_header_value(const char *name, const char *v, char *err,
+                              size_t errlen)
+{
+    size_t n = strlen(v);
+    if (n == 0)
+        return wh_errf(err, errlen, "header %s has an empty value", name);
+    if (n > HEADER_VALUE_MAX)
+        return wh_errf(err, errlen, "header %s value exceeds %d bytes", name,
+                       HEADER_VALUE_MAX);
+    if (v[0] == ' ' || v[0] == '\t' || v[n - 1] == ' ' || v[n - 1] == '\t')
+        return wh_errf(err, errlen, "header %s value begins or ends with a "
+                                    "space or tab", name);
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)v[i];
+        int k = wh_utf8_seq(v + i, n - i);
+        if (k < 0)
+            return wh_errf(err, errlen, "header %s value is not valid UTF-8 "
+                                        "(byte %zu)", name, i);
+        if ((c < 0x20 && c != '\t') || c == 0x7f ||
+            (c == 0xc2 && (unsigned char)v[i + 1] < 0xa0))
+            return wh_errf(err, errlen,
+                           "header %s value holds a control character", name);
+        i += (size_t)k;
+    }
+    return WH_OK;
+}
+
+/* Checks one header on its own; key gets its name as receivers see it. */
+static int check_header(const wh_header_kv *h, char key[HEADER_NAME_MAX + 1],
+                        char *err, size_t errlen)
 {
     size_t n = strlen(h->name);
-    if (n == 0 || n > 64)
-        return wh_errf(err, errlen, "header names must be 1-64 bytes");
+    if (n == 0 || n > HEADER_NAME_MAX)
+        return wh_errf(err, errlen, "header names must be 1-%d bytes",
+                       HEADER_NAME_MAX);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)h->name[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
@@ -139,23 +188,32 @@ static int check_header(const wh_header_kv *h, char *err, size_t errlen)
             return wh_errf(err, errlen, "header name \"%.64s\" is not a token",
                            h->name);
     }
-    if (strncasecmp(h->name, "webhook-", 8) == 0)
+    header_key(h->name, key);
+    if (strncmp(key, "webhook-", 8) == 0)
         return wh_errf(err, errlen, "header %s is reserved for signing",
                        h->name);
     for (size_t i = 0; i < WH_ARRAY_LEN(reserved_headers); i++)
-        if (strcasecmp(h->name, reserved_headers[i]) == 0)
+        if (strcmp(key, reserved_headers[i]) == 0)
             return wh_errf(err, errlen, "header %s cannot be set per event",
                            h->name);
-    size_t vn = strlen(h->value);
-    if (vn > 1024)
-        return wh_errf(err, errlen, "header %s value exceeds 1024 bytes",
-                       h->name);
-    for (size_t i = 0; i < vn; i++) {
-        unsigned char c = (unsigned char)h->value[i];
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
-            return wh_errf(err, errlen,
-                           "header %s value holds a control character",
-                           h->name);
+    return check_header_value(h->name, h->value, err, errlen);
+}
+
+/* Checks the headers one by one, then that no two name the same header. */
+static int check_headers(const wh_header_kv *hs, size_t n, char *err,
+                         size_t errlen)
+{
+    char keys[WH_EVENT_HEADERS_MAX][HEADER_NAME_MAX + 1];
+    assert(n <= WH_EVENT_HEADERS_MAX);
+    for (size_t i = 0; i < n; i++) {
+        if (check_header(&hs[i], keys[i], err, errlen))
+            return WH_ERR;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(keys[i], keys[j]) == 0)
+                return wh_errf(err, errlen,
+                               "headers %s and %s name the same header "
+                               "(names compare without case, _ as -)",
+                               hs[j].name, hs[i].name);
     }
     return WH_OK;
 }
@@ -181,9 +239,8 @@ int wh_codec_event_validate(const wh_event *ev, size_t payload_max,
     if (ev->n_headers > WH_EVENT_HEADERS_MAX)
         return wh_errf(err, errlen, "more than %d headers",
                        WH_EVENT_HEADERS_MAX);
-    for (size_t i = 0; i < ev->n_headers; i++)
-        if (check_header(&ev->headers[i], err, errlen))
-            return WH_ERR;
+    if (check_headers(ev->headers, ev->n_headers, err, errlen))
+        return WH_ERR;
     if (ev->occurred_at_ms < 0)
         return wh_errf(err, errlen, "occurred_at_ms is negative");
     return WH_OK;
@@ -406,6 +463,102 @@ done:
 
 /* ---- protobuf ----------------------------------------------------------- */
 
+/* protobuf-c hands string fields over NUL-terminated, so "pb\0nul" would
+ * read as "pb": the wire form is walked for the lengths of the string
+ * fields, as the JSON decoder checks its strings. */
+typedef struct pb_str_field {
+    uint32_t num;
+    const char *name;                /* a string field, or */
+    const struct pb_str_field *sub;  /* a message field holding some */
+    size_t nsub;
+} pb_str_field;
+
+static const pb_str_field header_entry_strs[] = {
+    {1, "headers", NULL, 0},
+    {2, "headers", NULL, 0},
+};
+static const pb_str_field event_strs[] = {
+    {1, "id", NULL, 0},
+    {2, "app", NULL, 0},
+    {3, "type", NULL, 0},
+    {6, "content_type", NULL, 0},
+    {7, "endpoint_ids", NULL, 0},
+    {8, NULL, header_entry_strs, WH_ARRAY_LEN(header_entry_strs)},
+};
+static const pb_str_field delivery_strs[] = {
+    {1, "delivery_id", NULL, 0},
+    {2, "endpoint_id", NULL, 0},
+    {4, NULL, event_strs, WH_ARRAY_LEN(event_strs)},
+    {6, "source_topic", NULL, 0},
+};
+static const pb_str_field dead_letter_strs[] = {
+    {3, NULL, delivery_strs, WH_ARRAY_LEN(delivery_strs)},
+};
+
+static int wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return WH_OK;
+    }
+    return WH_ERR;
+}
+
+/* Checks that no string field of the message at p[0..n) that fields lists
+ * holds a NUL byte. The message was unpacked already, so the wire form is
+ * sound; WH_ERR on anything unexpected all the same. */
+static int pb_check_nul(const uint8_t *p, size_t n, const pb_str_field *fields,
+                        size_t nfields, char *err, size_t errlen)
+{
+    const uint8_t *end = p + n;
+    while (p < end) {
+        uint64_t tag, len;
+        if (wire_varint(&p, end, &tag) != WH_OK)
+            goto bad;
+        switch (tag & 7) {
+        case 0:
+            if (wire_varint(&p, end, &len) != WH_OK)
+                goto bad;
+            continue;
+        case 1:
+            len = 8;
+            break;
+        case 5:
+            len = 4;
+            break;
+        case 2:
+            if (wire_varint(&p, end, &len) != WH_OK)
+                goto bad;
+            break;
+        default:
+            goto bad;
+        }
+        if (len > (uint64_t)(end - p))
+            goto bad;
+        if ((tag & 7) == 2) {
+            for (size_t i = 0; i < nfields; i++) {
+                if (fields[i].num != (tag >> 3))
+                    continue;
+                if (fields[i].sub) {
+                    if (pb_check_nul(p, (size_t)len, fields[i].sub,
+                                     fields[i].nsub, err, errlen))
+                        return WH_ERR;
+                } else if (memchr(p, 0, (size_t)len)) {
+                    return wh_errf(err, errlen, "field \"%s\" contains a "
+                                   "NUL character", fields[i].name);
+                }
+            }
+        }
+        p += len;
+    }
+    return WH_OK;
+bad:
+    return wh_errf(err, errlen, "malformed protobuf wire format");
+}
+
 /* Points ev at the fields of pb; arrays go into the caller's slots. */
 static int view_pb_event(const Webhook__V1__Event *pb, wh_event *ev,
                          const char ***endpoints, wh_header_kv **headers,
@@ -471,6 +624,9 @@ static int decode_pb(const void *buf, size_t len, size_t payload_max,
     if (!m->pb)
         return wh_errf(err, errlen, "not a valid protobuf webhook.v1.Event "
                                     "nor a JSON envelope");
+    if (pb_check_nul(buf, len, event_strs, WH_ARRAY_LEN(event_strs), err,
+                     errlen))
+        return WH_ERR;
     if (view_pb_event(m->pb, &m->ev, &m->endpoints, &m->headers, err,
                       errlen))
         return WH_ERR;
@@ -683,6 +839,9 @@ int wh_codec_delivery_decode(const void *buf, size_t len,
         wh_errf(err, errlen, "not a valid protobuf webhook.v1.Delivery");
         goto fail;
     }
+    if (pb_check_nul(buf, len, delivery_strs, WH_ARRAY_LEN(delivery_strs),
+                     err, errlen))
+        goto fail;
     if (view_pb_delivery(m->pb, &m->d, &m->endpoints, &m->headers, err,
                          errlen))
         goto fail;
@@ -736,20 +895,13 @@ typedef struct {
     char detail[WH_DEAD_TEXT_MAX + 1], last_error[WH_DEAD_TEXT_MAX + 1];
 } dl_pb;
 
-/* Copies at most max bytes of s into dst (max + 1 bytes), whole UTF-8
- * characters only. Returns the bytes copied. */
+/* Copies s into dst (max + 1 bytes) as at most max bytes of valid UTF-8
+ * without control characters but tab, whole characters only. Returns the
+ * bytes written. */
 static size_t copy_text(char *dst, size_t max, const char *s)
 {
-    size_t n = s ? strlen(s) : 0;
-    if (n > max) {
-        n = max;
-        while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-            n--;
-    }
-    if (n)
-        memcpy(dst, s, n);
-    dst[n] = '\0';
-    return n;
+    return wh_utf8_sanitize(dst, max + 1, s ? s : "", s ? strlen(s) : 0,
+                            WH_UTF8_KEEP_TAB, NULL);
 }
 
 /* Fills x from dl, applying the bounds. WH_ERR only for too many headers. */
@@ -853,6 +1005,9 @@ int wh_codec_dead_letter_decode(const void *buf, size_t len,
         wh_errf(err, errlen, "not a valid protobuf webhook.v1.DeadLetter");
         goto fail;
     }
+    if (pb_check_nul(buf, len, dead_letter_strs,
+                     WH_ARRAY_LEN(dead_letter_strs), err, errlen))
+        goto fail;
     const Webhook__V1__DeadLetter *pb = m->pb;
     wh_dead_letter *dl = &m->dl;
     if (pb->delivery) {

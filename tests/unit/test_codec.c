@@ -2,8 +2,11 @@
  * test_codec.c - unit tests for lib/codec.c: the JSON envelope (fields,
  * compact payload, base64 payload, every rejection with its exact reason),
  * content-type dispatch and sniffing, protobuf Event and Delivery round
- * trips, the DeadLetter encoding read back with the generated protobuf-c
- * code, delivery ids checked against an independent SHA-256, and the
+ * trips, protobuf strings holding a NUL, the header rules (reserved names
+ * and duplicates without case and with _ as -, values), the DeadLetter
+ * encoding read back with the generated protobuf-c code and with the
+ * codec's decoder at each of its bounds (raw prefix, texts, no bodies),
+ * delivery ids checked against an independent SHA-256, and the
  * validators' boundaries.
  */
 #include <openssl/evp.h>
@@ -237,7 +240,7 @@ static void test_json_endpoints_headers(void)
     wh_event_msg *m = decode_ok(
         env(",\"payload\":{},\"endpoints\":[\"" EP1 "\", \"" EP2 "\"],"
             "\"headers\":{\"X-Tenant\":\"t1\",\"x_trace\":\"a\\tb \xc3\xa9\","
-            "\"X-Empty\":\"\"},\"occurred_at_ms\":1700000000123"),
+            "\"X-Price\":\"\\u20ac 5\"},\"occurred_at_ms\":1700000000123"),
         NULL, PMAX);
     CHECK(m != NULL);
     if (!m)
@@ -254,8 +257,8 @@ static void test_json_endpoints_headers(void)
         CHECK_STR(ev->headers[0].value, "t1");
         CHECK_STR(ev->headers[1].name, "x_trace");
         CHECK_STR(ev->headers[1].value, "a\tb \xc3\xa9");
-        CHECK_STR(ev->headers[2].name, "X-Empty");
-        CHECK_STR(ev->headers[2].value, "");
+        CHECK_STR(ev->headers[2].name, "X-Price");
+        CHECK_STR(ev->headers[2].value, "\xe2\x82\xac 5");
     }
     CHECK_INT(ev->occurred_at_ms, 1700000000123LL);
     wh_codec_event_free(m);
@@ -765,7 +768,7 @@ static const char *const full_eps[] = {EP1, EP2};
 static const wh_header_kv full_hdrs[] = {
     {"X-Tenant", "t1"},
     {"x_trace", "a\tb \xc3\xa9"},
-    {"X-Empty", ""},
+    {"X-Price", "\xe2\x82\xac 5"},
 };
 
 static wh_event full_event(void)
@@ -1240,6 +1243,232 @@ static void test_delivery_errors(void)
     CHECK_STR(g_err, "more than 100 endpoints");
 }
 
+/* ---- protobuf strings with a NUL, header rules -------------------------- */
+
+/* Replaces the first byte of the marker "QQQQ" in b with a NUL. */
+static int nul_at_marker(wh_buf *b)
+{
+    char *q = memmem(b->data, b->len, "QQQQ", 4);
+    if (!q)
+        return 0;
+    *q = '\0';
+    return 1;
+}
+
+/* A string field of an Event holding a NUL on the wire is refused, naming
+ * the field, whatever the content-type; "pb\0nul" is never "pb". */
+static void test_protobuf_nul(void)
+{
+    static const char *const fields[] = {"id", "app", "type",
+                                         "content_type", "endpoint_ids",
+                                         "headers", "headers"};
+    for (size_t f = 0; f < WH_ARRAY_LEN(fields); f++) {
+        wh_event ev = full_event();
+        const char *eps[] = {EP1, "ep_abcQQQQ"};
+        wh_header_kv hs[] = {{"X-A", "1"}, {"X-B", "2"}};
+        switch (f) {
+        case 0: ev.id = "pbQQQQnul"; break;
+        case 1: ev.app = "shopQQQQ"; break;
+        case 2: ev.type = "order.QQQQ"; break;
+        case 3: ev.content_type = "text/QQQQ"; break;
+        case 4: ev.endpoint_ids = eps; ev.n_endpoints = 2; break;
+        case 5: hs[1].name = "X-QQQQ"; ev.headers = hs; ev.n_headers = 2;
+            break;
+        case 6: hs[0].value = "vQQQQ"; ev.headers = hs; ev.n_headers = 2;
+            break;
+        }
+        wh_buf b;
+        CHECK_INT(encode_event(&ev, &b), WH_OK);
+        CHECK(nul_at_marker(&b));
+        char want[96];
+        snprintf(want, sizeof(want), "field \"%s\" contains a NUL character",
+                 fields[f]);
+        EXPECT_ERR_FULL(b.data, b.len, WH_CT_PROTOBUF, PMAX, want);
+        EXPECT_ERR_FULL(b.data, b.len, NULL, PMAX, want);
+        wh_buf_free(&b);
+    }
+    /* the same events without the NUL are fine (the markers are valid) */
+    wh_event ev = full_event();
+    ev.id = "pbQQQQnul";
+    wh_buf b;
+    CHECK_INT(encode_event(&ev, &b), WH_OK);
+    CHECK_INT(decode_rc(b.data, b.len, WH_CT_PROTOBUF, PMAX), 0);
+    wh_buf_free(&b);
+
+    /* a Delivery: its own strings and its event's */
+    static const char *const dfields[] = {"delivery_id", "source_topic",
+                                          "id"};
+    for (size_t f = 0; f < WH_ARRAY_LEN(dfields); f++) {
+        wh_delivery d = full_delivery();
+        if (f == 0)
+            d.delivery_id = "msg_QQQQ";
+        else if (f == 1)
+            d.source_topic = "webhook.QQQQ";
+        else
+            d.event.id = "evQQQQ";
+        wh_buf_init(&b, 1 << 20);
+        CHECK_INT(wh_codec_delivery_encode(&d, &b, g_err, sizeof(g_err)),
+                  WH_OK);
+        CHECK(nul_at_marker(&b));
+        CHECK_INT(delivery_decode_err(b.data, b.len), 1);
+        char want[96];
+        snprintf(want, sizeof(want), "field \"%s\" contains a NUL character",
+                 dfields[f]);
+        CHECK_STR(g_err, want);
+        /* and inside a dead letter */
+        wh_dead_letter dl = {.reason = WH_DEAD_EXPIRED, .delivery = &d};
+        wh_buf_reset(&b);
+        CHECK_INT(wh_codec_dead_letter_encode(&dl, &b, g_err, sizeof(g_err)),
+                  WH_OK);
+        CHECK(nul_at_marker(&b));
+        wh_dead_letter_msg *m = NULL;
+        CHECK_INT(wh_codec_dead_letter_decode(b.data, b.len, &m, g_err,
+                                              sizeof(g_err)),
+                  WH_ERR);
+        CHECK_STR(g_err, want);
+        wh_buf_free(&b);
+    }
+}
+
+static int validate_headers(const wh_header_kv *hs, size_t n)
+{
+    wh_event ev = full_event();
+    ev.headers = hs;
+    ev.n_headers = n;
+    g_err[0] = '\0';
+    return wh_codec_event_validate(&ev, PMAX, g_err, sizeof(g_err));
+}
+
+/* Names compare without case and with _ as -, for the reserved names and
+ * for duplicates; values are non-empty UTF-8 without controls. */
+static void test_header_rules(void)
+{
+    static const char *const signing[] = {
+        "webhook_id", "Webhook_Signature", "WEBHOOK_TIMESTAMP",
+        "webhook-id", "Webhook_x", "webhook__"};
+    for (size_t i = 0; i < WH_ARRAY_LEN(signing); i++) {
+        wh_header_kv h = {signing[i], "x"};
+        CHECK_INT(validate_headers(&h, 1), WH_ERR);
+        char want[96];
+        snprintf(want, sizeof(want), "header %s is reserved for signing",
+                 signing[i]);
+        CHECK_STR(g_err, want);
+    }
+    static const char *const reserved[] = {
+        "content_type", "Content_Length", "user_agent", "Transfer_Encoding",
+        "keep_alive", "PROXY_AUTHORIZATION", "proxy_connection"};
+    for (size_t i = 0; i < WH_ARRAY_LEN(reserved); i++) {
+        wh_header_kv h = {reserved[i], "x"};
+        CHECK_INT(validate_headers(&h, 1), WH_ERR);
+        char want[96];
+        snprintf(want, sizeof(want), "header %s cannot be set per event",
+                 reserved[i]);
+        CHECK_STR(g_err, want);
+    }
+
+    /* duplicates, however they are spelled */
+    wh_header_kv dup[] = {{"X-Trace", "1"}, {"X-Other", "2"},
+                          {"x_trace", "3"}};
+    CHECK_INT(validate_headers(dup, 3), WH_ERR);
+    CHECK_STR(g_err, "headers X-Trace and x_trace name the same header "
+                     "(names compare without case, _ as -)");
+    wh_header_kv dup2[] = {{"X-A", "1"}, {"x-a", "1"}};
+    CHECK_INT(validate_headers(dup2, 2), WH_ERR);
+    CHECK_STR(g_err, "headers X-A and x-a name the same header "
+                     "(names compare without case, _ as -)");
+    wh_header_kv nodup[] = {{"X-A", "1"}, {"X-AA", "1"}, {"XA", "1"}};
+    CHECK_INT(validate_headers(nodup, 3), WH_OK);
+    /* 16 distinct names are fine, the 16th equal to the 1st is not */
+    char names[16][8];
+    wh_header_kv h16[16];
+    for (size_t i = 0; i < 16; i++) {
+        snprintf(names[i], sizeof(names[i]), "X-%zu", i);
+        h16[i].name = names[i];
+        h16[i].value = "v";
+    }
+    CHECK_INT(validate_headers(h16, 16), WH_OK);
+    h16[15].name = "x_0";
+    CHECK_INT(validate_headers(h16, 16), WH_ERR);
+    CHECK_STR(g_err, "headers X-0 and x_0 name the same header "
+                     "(names compare without case, _ as -)");
+
+    /* values */
+    static const struct {
+        const char *v, *want;
+    } bad[] = {
+        {"", "header X-A has an empty value"},
+        {" a", "header X-A value begins or ends with a space or tab"},
+        {"a\t", "header X-A value begins or ends with a space or tab"},
+        {" ", "header X-A value begins or ends with a space or tab"},
+        {"a\xc0\xaf", "header X-A value is not valid UTF-8 (byte 1)"},
+        {"ab\xed\xa0\x80", "header X-A value is not valid UTF-8 (byte 2)"},
+        {"\xf4\x90\x80\x80", "header X-A value is not valid UTF-8 (byte 0)"},
+        {"\xf5\x80\x80\x80", "header X-A value is not valid UTF-8 (byte 0)"},
+        {"a\xe2\x82", "header X-A value is not valid UTF-8 (byte 1)"},
+        {"a\xff", "header X-A value is not valid UTF-8 (byte 1)"},
+        {"a\xc2\x85", "header X-A value holds a control character"},
+        {"a\xc2\x9f", "header X-A value holds a control character"},
+        {"a\x1b[2J", "header X-A value holds a control character"},
+    };
+    for (size_t i = 0; i < WH_ARRAY_LEN(bad); i++) {
+        wh_header_kv h = {"X-A", bad[i].v};
+        CHECK_INT(validate_headers(&h, 1), WH_ERR);
+        CHECK_STR(g_err, bad[i].want);
+    }
+    static const char *const good[] = {
+        "a", "a b", "a\tb", "\xc2\xa0x", "\xf4\x8f\xbf\xbf",
+        "\xed\x9f\xbf", "\xee\x80\x80", "Zo\xc3\xab"};
+    for (size_t i = 0; i < WH_ARRAY_LEN(good); i++) {
+        wh_header_kv h = {"X-A", good[i]};
+        CHECK_INT(validate_headers(&h, 1), WH_OK);
+    }
+    /* the value's limit: 1024 bytes, whole characters */
+    char *v = rep('v', 1025);
+    wh_header_kv hv = {"X-A", v};
+    CHECK_INT(validate_headers(&hv, 1), WH_ERR);
+    CHECK_STR(g_err, "header X-A value exceeds 1024 bytes");
+    v[1024] = '\0';
+    CHECK_INT(validate_headers(&hv, 1), WH_OK);
+    free(v);
+
+    /* through each encoding */
+    EXPECT_ERR(env(",\"payload\":1,\"headers\":{\"webhook_id\":\"x\"}"),
+               "header webhook_id is reserved for signing");
+    EXPECT_ERR(env(",\"payload\":1,\"headers\":{\"X-A\":\"1\",\"x_a\":\"2\"}"),
+               "headers X-A and x_a name the same header "
+               "(names compare without case, _ as -)");
+    EXPECT_ERR(env(",\"payload\":1,\"headers\":{\"X-A\":\"1\",\"X-A\":\"1\"}"),
+               "headers X-A and X-A name the same header "
+               "(names compare without case, _ as -)");
+    EXPECT_ERR(env(",\"payload\":1,\"headers\":{\"X-A\":\"\"}"),
+               "header X-A has an empty value");
+    wh_event ev = full_event();
+    wh_header_kv pbh[] = {{"Webhook_Signature", "v1,forged"}};
+    ev.headers = pbh;
+    ev.n_headers = 1;
+    wh_buf b;
+    CHECK_INT(encode_event(&ev, &b), WH_OK);
+    EXPECT_ERR_FULL(b.data, b.len, WH_CT_PROTOBUF, PMAX,
+                    "header Webhook_Signature is reserved for signing");
+    wh_buf_free(&b);
+    /* a protobuf map with one key twice */
+    wh_header_kv twice[] = {{"X-A", "1"}, {"X-A", "2"}};
+    ev.headers = twice;
+    ev.n_headers = 2;
+    CHECK_INT(encode_event(&ev, &b), WH_OK);
+    EXPECT_ERR_FULL(b.data, b.len, WH_CT_PROTOBUF, PMAX,
+                    "headers X-A and X-A name the same header "
+                    "(names compare without case, _ as -)");
+    wh_buf_free(&b);
+    wh_header_kv empty[] = {{"X-A", ""}};
+    ev.headers = empty;
+    ev.n_headers = 1;
+    CHECK_INT(encode_event(&ev, &b), WH_OK);
+    EXPECT_ERR_FULL(b.data, b.len, WH_CT_PROTOBUF, PMAX,
+                    "header X-A has an empty value");
+    wh_buf_free(&b);
+}
+
 /* ---- dead letters ------------------------------------------------------- */
 
 static void test_dead_letter(void)
@@ -1660,7 +1889,8 @@ static void test_dead_letter_bare(void)
     free(longtext);
 }
 
-/* Texts are cut at WH_DEAD_TEXT_MAX bytes on a character boundary. */
+/* Texts are cut at WH_DEAD_TEXT_MAX bytes on a character boundary and
+ * hold only valid UTF-8 without control characters but tab. */
 static void test_dead_letter_text(void)
 {
     /* "a" then 2-byte characters: byte 1024 is the middle of one */
@@ -1694,6 +1924,18 @@ static void test_dead_letter_text(void)
         wh_codec_dead_letter_free(m);
     }
     free(s);
+    /* outside bytes in a text become U+FFFD: invalid UTF-8, controls */
+    dl.detail = "id \"\xed\xa0\x80\" \x1b[2J\tend";
+    dl.last_error = "HTTP 500: \xff\xc2\x85\n";
+    m = dl_roundtrip(&dl, 1 << 16, &n);
+    if (m) {
+        CHECK_STR(wh_codec_dead_letter(m)->detail,
+                  "id \"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\" "
+                  "\xef\xbf\xbd[2J\tend");
+        CHECK_STR(wh_codec_dead_letter(m)->last_error,
+                  "HTTP 500: \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+        wh_codec_dead_letter_free(m);
+    }
 }
 
 /* Decoding: garbage is refused, a dead letter written before raw_len
@@ -2044,4 +2286,5 @@ TEST_MAIN(test_json_minimal, test_json_payload_compact, test_json_base64,
           test_protobuf_roundtrip, test_protobuf_errors, test_encode_limits,
           test_delivery_roundtrip, test_delivery_errors, test_dead_letter,
           test_dead_letter_raw_prefix, test_dead_letter_bare,
-          test_dead_letter_text, test_dead_letter_decode, test_delivery_id, test_validators, test_event_validate)
+          test_dead_letter_text, test_dead_letter_decode, test_protobuf_nul,
+          test_header_rules, test_delivery_id, test_validators, test_event_validate)
