@@ -77,11 +77,16 @@ static const char usage_text[] =
     "                                   rate_limit, timeout, retry_schedule;\n"
     "                                   all or none (one transaction); prints\n"
     "                                   ID [SECRET] per endpoint\n"
-    "  endpoint list [--app A] [--json] list endpoints\n"
+    "  endpoint list [--app A] [--json] list endpoints (never opens secrets)\n"
     "  endpoint update ID [--url URL] [--events E] [--retry-schedule S|default]\n"
     "               [--ordered|--unordered] [--max-in-flight N]\n"
     "               [--rate-limit N/s|none] [--timeout T] [--description D]\n"
-    "                                   change an endpoint\n"
+    "               [--secret whsec_...]\n"
+    "                                   change an endpoint (--secret re-seals\n"
+    "                                   its secret with the current key)\n"
+    "  endpoint check [ID]              open every secret and check every\n"
+    "                                   column; names the rows a worker\n"
+    "                                   quarantines, and why (exit 1)\n"
     "  endpoint disable ID [--reason R] stop deliveries to an endpoint\n"
     "  endpoint enable ID               resume deliveries\n"
     "  deliveries list [--endpoint ID] [--event ID] [--app A]\n"
@@ -547,17 +552,22 @@ static void print_endpoint(wh_endpoint *ep, void *opaque)
             rc = rc || wh_buf_addf(b, ",\"retry_schedule\":\"%s\"", sched);
         else
             rc = rc || wh_buf_add(b, ",\"retry_schedule\":null", 22);
+        if (ep->unreadable)
+            rc = rc || wh_buf_add(b, ",\"unreadable\":", 14) ||
+                 wh_buf_json_str(b, ep->unreadable, strlen(ep->unreadable));
         rc = rc || wh_buf_add(b, ",\"description\":", 15) ||
              wh_buf_json_str(b, ep->description, strlen(ep->description)) ||
              wh_buf_addf(b, ",\"created_at\":\"%s\"}", ep->created_at);
         if (!rc)
             printf("%s\n", wh_buf_cstr(b));
     } else {
-        printf("%-24s %-12s %-8s %-9s %-16s %s%s%s\n", ep->id, ep->app,
+        printf("%-24s %-12s %-8s %-9s %-16s %s%s%s%s%s\n", ep->id, ep->app,
                ep->disabled ? "disabled" : "enabled",
                ep->ordered ? "ordered" : "unordered", ep->event_types,
                ep->url, ep->disabled_reason ? "  # " : "",
-               ep->disabled_reason ? ep->disabled_reason : "");
+               ep->disabled_reason ? ep->disabled_reason : "",
+               ep->unreadable ? "  # unreadable: " : "",
+               ep->unreadable ? ep->unreadable : "");
     }
     wh_endpoint_free(ep);
 }
@@ -571,8 +581,6 @@ static int endpoint_list(int argc, char **argv)
               WH_ARRAY_LEN(list_opts), &s, argc, argv, &first);
     if (first < argc)
         die_usage("unexpected argument '%s'", argv[first]);
-    wh_secretbox sb;
-    load_box(&sb);
     wh_db *db = connect_db();
     list_state st = {.s = &s};
     wh_buf_init(&st.out, 64 * 1024);
@@ -580,16 +588,65 @@ static int endpoint_list(int argc, char **argv)
     if (!s.json)
         printf("%-24s %-12s %-8s %-9s %-16s %s\n", "ID", "APP", "STATE",
                "ORDERING", "EVENTS", "URL");
-    int rc = wh_endpoints_load(db, &sb, NULL, print_endpoint, &st, NULL, err,
-                               sizeof(err));
+    /* no secretbox: listing never opens secrets, so a row sealed under
+     * another key (or damaged) is listed like the others */
+    int rc = wh_endpoints_load(db, NULL, NULL, print_endpoint, &st, NULL,
+                               err, sizeof(err));
     wh_buf_free(&st.out);
+    wh_db_close(db);
+    if (rc != WH_OK) {
+        fprintf(stderr, "webhookctl: %s\n", err);
+        return EXIT_FAIL;
+    }
+    return 0;
+}
+
+typedef struct {
+    int checked, bad;
+} check_state;
+
+static void check_endpoint(wh_endpoint *ep, void *opaque)
+{
+    check_state *st = opaque;
+    st->checked++;
+    if (ep->unreadable) {
+        st->bad++;
+        printf("%s %s unreadable: %s\n", ep->id, ep->app, ep->unreadable);
+    }
+    wh_endpoint_free(ep);
+}
+
+/* Opens every endpoint's secret with WEBHOOK_SECRET_KEY and checks each
+ * column: names each row a worker would quarantine, and why. */
+static int endpoint_check(int argc, char **argv)
+{
+    int first;
+    parse_sub("webhookctl endpoint check [ID]", NULL, 0, NULL, argc, argv,
+              &first);
+    const char *id = first < argc ? argv[first] : NULL;
+    char err[1024];
+    if (first + 1 < argc)
+        die_usage("unexpected argument '%s'", argv[first + 1]);
+    if (id && wh_codec_check_endpoint_id(id, err, sizeof(err)) != WH_OK)
+        die_usage("%s", err);
+    wh_secretbox sb;
+    load_box(&sb);
+    wh_db *db = connect_db();
+    check_state st = {0, 0};
+    int rc = wh_endpoints_load(db, &sb, id, check_endpoint, &st, NULL, err,
+                               sizeof(err));
     wh_db_close(db);
     wh_secretbox_cleanup(&sb);
     if (rc != WH_OK) {
         fprintf(stderr, "webhookctl: %s\n", err);
         return EXIT_FAIL;
     }
-    return 0;
+    if (id && st.checked == 0) {
+        fprintf(stderr, "webhookctl: no endpoint %s\n", id);
+        return EXIT_FAIL;
+    }
+    printf("%d endpoints checked, %d unreadable\n", st.checked, st.bad);
+    return st.bad ? EXIT_FAIL : 0;
 }
 
 typedef struct {
@@ -668,6 +725,7 @@ static int endpoint_toggle(int argc, char **argv, bool disable)
 
 typedef struct {
     const char *url, *events, *description, *rate_limit, *retry_schedule;
+    const char *secret;
     bool ordered, unordered;
     int64_t max_in_flight, timeout_ms;
 } update_settings;
@@ -692,6 +750,10 @@ static const wh_opt update_opts[] = {
      "deliveries per second, e.g. 50/s; 'none' to remove"},
     {"timeout", NULL, WH_OPT_DURATION, NULL, 0, 120000, U(timeout_ms),
      "per-attempt timeout (100ms-120s)"},
+    {"secret", NULL, WH_OPT_STRING, NULL, 0, 0, U(secret),
+     "replace the signing secrets with this whsec_ value, sealed with "
+     "WEBHOOK_SECRET_KEY (repairs a row whose secret cannot be opened; "
+     "releases its held deliveries)"},
 };
 
 static int endpoint_update(int argc, char **argv)
@@ -725,9 +787,18 @@ static int endpoint_update(int argc, char **argv)
         snprintf(mif, sizeof(mif), "%lld", (long long)s.max_in_flight);
     if (s.timeout_ms)
         snprintf(tmo, sizeof(tmo), "%lld", (long long)s.timeout_ms);
-    if (!s.url && !s.events && !s.description && !s.retry_schedule &&
-        !s.ordered && !s.unordered && !mif[0] && !s.rate_limit && !tmo[0])
+    bool other = s.url || s.events || s.description || s.retry_schedule ||
+                 s.ordered || s.unordered || mif[0] || s.rate_limit || tmo[0];
+    if (!other && !s.secret)
         die_usage("%s", "nothing to change (see --help)");
+    wh_secretbox sb;
+    if (s.secret) {
+        wh_secret parsed;
+        if (wh_sign_parse_secret(s.secret, &parsed, err, sizeof(err)))
+            die_usage("--secret: %s", err);
+        wh_sign_clear_secret(&parsed);
+        load_box(&sb);
+    }
     const char *params[] = {
         id,
         s.url,
@@ -743,7 +814,7 @@ static int endpoint_update(int argc, char **argv)
     };
     wh_db *db = connect_db();
     wh_db_result *r;
-    int rc = wh_db_query(
+    int rc = !other ? WH_OK : wh_db_query(
         db,
         "UPDATE webhooks.endpoints SET url = coalesce($2, url), "
         "event_types = coalesce($3, event_types), "
@@ -757,10 +828,14 @@ static int endpoint_update(int argc, char **argv)
         "timeout_ms = coalesce($11::integer, timeout_ms), updated_at = now() "
         "WHERE id = $1",
         11, params, &r, err, sizeof(err));
-    if (rc == WH_OK) {
+    if (rc == WH_OK && other) {
         rc = wh_db_affected(r) > 0 ? WH_OK : WH_DECLINED;
         wh_db_result_free(r);
     }
+    if (rc == WH_OK && s.secret)
+        rc = wh_endpoints_set_secret(db, &sb, id, s.secret, err, sizeof(err));
+    if (s.secret)
+        wh_secretbox_cleanup(&sb);
     wh_db_close(db);
     return changed(rc, id, err, "updated");
 }
@@ -769,7 +844,7 @@ static int cmd_endpoint(int argc, char **argv)
 {
     if (argc < 2)
         die_usage("%s", "endpoint: expected add, import, list, update, "
-                        "disable or enable");
+                        "check, disable or enable");
     const char *sub = argv[1];
     if (strcmp(sub, "add") == 0)
         return endpoint_add(argc - 1, argv + 1);
@@ -783,8 +858,10 @@ static int cmd_endpoint(int argc, char **argv)
         return endpoint_toggle(argc - 1, argv + 1, false);
     if (strcmp(sub, "update") == 0)
         return endpoint_update(argc - 1, argv + 1);
+    if (strcmp(sub, "check") == 0)
+        return endpoint_check(argc - 1, argv + 1);
     die_usage("endpoint: unknown command '%s' (add, import, list, update, "
-              "disable, enable)", sub);
+              "check, disable, enable)", sub);
     return EXIT_USAGE;
 }
 

@@ -1,10 +1,14 @@
 /*
  * endpoints.c - the webhooks.endpoints table (see endpoints.h). Secrets
  * are stored as a space-separated list of whsec_ values, sealed with the
- * endpoint id as associated data, moved through SQL as base64.
+ * endpoint id as associated data, moved through SQL as base64. A row is
+ * read column by column: one that fails a check is still returned, marked
+ * unreadable, so one bad row never fails a whole load.
  */
 #include "endpoints.h"
 
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +26,7 @@ void wh_endpoint_free(wh_endpoint *ep)
     free(ep->event_types);
     free(ep->description);
     free(ep->disabled_reason);
+    free(ep->unreadable);
     for (size_t i = 0; i < ep->nsecrets; i++)
         wh_sign_clear_secret(&ep->secrets[i]);
     free(ep);
@@ -37,6 +42,22 @@ static int new_id(char *out)
     for (size_t i = 0; i < sizeof(r); i++)
         out[3 + i] = alphabet[r[i] & 31];
     out[3 + sizeof(r)] = '\0';
+    return WH_OK;
+}
+
+#define SEALED_MAX (WH_SECRETBOX_OVERHEAD + WH_SECRET_TEXT_MAX)
+#define SEALED_B64_MAX (2 * SEALED_MAX)
+
+/* Seals secret for endpoint id into out (SEALED_B64_MAX), as base64. */
+static int seal(const wh_secretbox *sb, const char *id, const char *secret,
+                char *out, char *err, size_t errlen)
+{
+    unsigned char sealed[SEALED_MAX];
+    size_t sealed_len;
+    if (wh_secretbox_seal(sb, id, secret, strlen(secret), sealed,
+                          sizeof(sealed), &sealed_len, err, errlen))
+        return WH_ERR;
+    wh_base64_encode(sealed, sealed_len, out);
     return WH_OK;
 }
 
@@ -78,14 +99,9 @@ int wh_endpoints_add(wh_db *db, const wh_secretbox *sb,
     }
     if (new_id(id_out) != WH_OK)
         return wh_errf(err, errlen, "cannot generate an id");
-
-    unsigned char sealed[WH_SECRETBOX_OVERHEAD + WH_SECRET_TEXT_MAX];
-    size_t sealed_len;
-    if (wh_secretbox_seal(sb, id_out, secret, strlen(secret), sealed,
-                          sizeof(sealed), &sealed_len, err, errlen))
+    char sealed_b64[SEALED_B64_MAX];
+    if (seal(sb, id_out, secret, sealed_b64, err, errlen) != WH_OK)
         return WH_ERR;
-    char sealed_b64[2 * sizeof(sealed)];
-    wh_base64_encode(sealed, sealed_len, sealed_b64);
 
     char mif[16], rate[16], tmo[16];
     snprintf(mif, sizeof(mif), "%lld",
@@ -121,20 +137,24 @@ static char *dup_or_null(const wh_db_result *r, int row, int col)
     return wh_db_isnull(r, row, col) ? NULL : strdup(wh_db_get(r, row, col));
 }
 
-/* Opens the sealed secret list into ep->secrets. */
+/* Opens the sealed secret list into ep->secrets. On WH_ERR, why says what
+ * is wrong (without the endpoint id: the caller names the row). */
 static int open_secrets(const wh_secretbox *sb, wh_endpoint *ep,
-                        const char *b64, size_t b64len, char *err,
-                        size_t errlen)
+                        const char *b64, size_t b64len, char *why,
+                        size_t whylen)
 {
     unsigned char sealed[WH_SECRETBOX_OVERHEAD + WH_SECRETBOX_PLAIN_MAX];
     char plain[WH_SECRETBOX_PLAIN_MAX + 1];
     size_t sealed_len, plain_len;
+    char e[WH_ERRLEN];
     if (wh_base64_decode(b64, b64len, sealed, sizeof(sealed), &sealed_len))
-        return wh_errf(err, errlen, "endpoint %s: sealed secret is corrupt",
-                       ep->id);
+        return wh_errf(why, whylen, "secrets_sealed is not a sealed "
+                                    "secret (bad length)");
     if (wh_secretbox_open(sb, ep->id, sealed, sealed_len, plain,
-                          sizeof(plain) - 1, &plain_len, err, errlen))
-        return WH_ERR;
+                          sizeof(plain) - 1, &plain_len, e, sizeof(e)))
+        return wh_errf(why, whylen, "secrets_sealed cannot be opened (%s; "
+                                    "tampered with, or sealed under another "
+                                    "WEBHOOK_SECRET_KEY)", e);
     plain[plain_len] = '\0';
     char *save = NULL;
     int rc = WH_OK;
@@ -142,92 +162,198 @@ static int open_secrets(const wh_secretbox *sb, wh_endpoint *ep,
          tok = strtok_r(NULL, " ", &save)) {
         if (ep->nsecrets == WH_SIGN_MAX_SECRETS)
             break;
-        char e[WH_ERRLEN];
         if (wh_sign_parse_secret(tok, &ep->secrets[ep->nsecrets], e,
                                  sizeof(e))) {
-            rc = wh_errf(err, errlen, "endpoint %s: stored secret: %s",
-                         ep->id, e);
+            rc = wh_errf(why, whylen, "stored secret: %s", e);
             break;
         }
         ep->nsecrets++;
     }
     memset(plain, 0, sizeof(plain));
     if (rc == WH_OK && ep->nsecrets == 0)
-        rc = wh_errf(err, errlen, "endpoint %s has no secret", ep->id);
+        rc = wh_errf(why, whylen, "secrets_sealed holds no secret");
+    if (rc != WH_OK) {
+        for (size_t i = 0; i < ep->nsecrets; i++)
+            wh_sign_clear_secret(&ep->secrets[i]);
+        ep->nsecrets = 0;
+    }
     return rc;
+}
+
+/* The integer in s when it lies in [lo, hi]. */
+static int read_int(const char *s, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return WH_ERR;
+    *out = v;
+    return WH_OK;
+}
+
+int wh_endpoints_query(wh_db *db, const char *id, wh_db_result **out,
+                       char *err, size_t errlen)
+{
+    const char *params[] = {id};
+    return wh_db_query(db,
+                       "SELECT id, app, url, "
+                       "translate(encode(secrets_sealed, 'base64'), E'\\n', "
+                       "''), event_types, ordered, max_in_flight, "
+                       "coalesce(rate_limit_per_s, 0), coalesce(timeout_ms, 0), "
+                       "disabled, disabled_reason, description, "
+                       "to_char(created_at AT TIME ZONE 'UTC', "
+                       "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+                       "retry_schedule_ms::text "
+                       "FROM webhooks.endpoints WHERE $1::text IS NULL OR "
+                       "id = $1 ORDER BY created_at, id",
+                       1, params, out, err, errlen);
+}
+
+int wh_endpoints_read(const wh_db_result *r, int i, const wh_secretbox *sb,
+                      wh_endpoint **out, char *err, size_t errlen)
+{
+    char why[WH_ENDPOINT_UNREADABLE_MAX] = "", e[WH_ERRLEN];
+    long long v;
+    *out = NULL;
+    wh_endpoint *ep = calloc(1, sizeof(*ep));
+    if (!ep)
+        return wh_errf(err, errlen, "out of memory");
+    /* the schema's CHECKs bound id and app; a longer one cannot be the
+     * row's key here, so it is refused like any other bad column */
+    if (wh_strlcpy(ep->id, wh_db_get(r, i, 0), sizeof(ep->id)) != WH_OK)
+        wh_errf(why, sizeof(why), "id is longer than %d bytes",
+                WH_ENDPOINT_ID_MAX - 1);
+    if (wh_strlcpy(ep->app, wh_db_get(r, i, 1), sizeof(ep->app)) != WH_OK &&
+        !why[0])
+        wh_errf(why, sizeof(why), "app is longer than %d bytes", WH_ID_MAX);
+    ep->ordered = wh_db_get(r, i, 5)[0] == 't';
+    ep->disabled = wh_db_get(r, i, 9)[0] == 't';
+    ep->disabled_reason = dup_or_null(r, i, 10);
+    ep->description = strdup(wh_db_get(r, i, 11));
+    wh_strlcpy(ep->created_at, wh_db_get(r, i, 12), sizeof(ep->created_at));
+    const char *url = wh_db_get(r, i, 2);
+    if (wh_url_check(url, e, sizeof(e)) != WH_OK) {
+        if (!why[0])
+            wh_errf(why, sizeof(why), "url: %s", e);
+    }
+    ep->url = strdup(url);
+    const char *types = wh_db_get(r, i, 4);
+    if (wh_pattern_list_check(types, e, sizeof(e)) != WH_OK) {
+        if (!why[0])
+            wh_errf(why, sizeof(why), "event_types: %s", e);
+        types = ""; /* matches nothing */
+    }
+    ep->event_types = strdup(types);
+    ep->max_in_flight = 1;
+    if (read_int(wh_db_get(r, i, 6), 1, 1000, &v) == WH_OK)
+        ep->max_in_flight = (int)v;
+    else if (!why[0])
+        wh_errf(why, sizeof(why), "max_in_flight is not 1-1000");
+    if (read_int(wh_db_get(r, i, 7), 0, INT32_MAX, &v) == WH_OK)
+        ep->rate_limit_per_s = (int)v;
+    else if (!why[0])
+        wh_errf(why, sizeof(why), "rate_limit_per_s is not a rate");
+    if (read_int(wh_db_get(r, i, 8), 0, 120000, &v) == WH_OK &&
+        (v == 0 || v >= 100))
+        ep->timeout_ms = v;
+    else if (!why[0])
+        wh_errf(why, sizeof(why), "timeout_ms is not 100-120000");
+    wh_retry_policy_default(&ep->retry);
+    if (!wh_db_isnull(r, i, 13)) {
+        if (wh_retry_policy_from_pg(wh_db_get(r, i, 13), &ep->retry, e,
+                                    sizeof(e)) == WH_OK) {
+            ep->custom_retry = true;
+        } else {
+            wh_retry_policy_default(&ep->retry);
+            if (!why[0])
+                wh_errf(why, sizeof(why), "retry_schedule_ms: %s", e);
+        }
+    }
+    if (sb && !why[0])
+        WH_IGNORE(open_secrets(sb, ep, wh_db_get(r, i, 3),
+                               wh_db_getlen(r, i, 3), why, sizeof(why)));
+    if (why[0] && !(ep->unreadable = strdup(why)))
+        goto oom;
+    if (!ep->url || !ep->event_types || !ep->description ||
+        (!wh_db_isnull(r, i, 10) && !ep->disabled_reason))
+        goto oom;
+    if (ep->unreadable)
+        for (size_t k = 0; k < ep->nsecrets; k++)
+            wh_sign_clear_secret(&ep->secrets[k]);
+    if (ep->unreadable)
+        ep->nsecrets = 0;
+    *out = ep;
+    return WH_OK;
+oom:
+    wh_endpoint_free(ep);
+    return wh_errf(err, errlen, "out of memory");
 }
 
 int wh_endpoints_load(wh_db *db, const wh_secretbox *sb, const char *id,
                       wh_endpoint_fn *fn, void *opaque, int *found,
                       char *err, size_t errlen)
 {
-    const char *params[] = {id};
     wh_db_result *r;
     if (found)
         *found = 0;
-    if (wh_db_query(db,
-                    "SELECT id, app, url, "
-                    "translate(encode(secrets_sealed, 'base64'), E'\\n', ''), "
-                    "event_types, ordered, max_in_flight, "
-                    "coalesce(rate_limit_per_s, 0), coalesce(timeout_ms, 0), "
-                    "disabled, disabled_reason, description, "
-                    "to_char(created_at AT TIME ZONE 'UTC', "
-                    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
-                    "retry_schedule_ms::text "
-                    "FROM webhooks.endpoints "
-                    "WHERE $1::text IS NULL OR id = $1 ORDER BY created_at, id",
-                    1, params, &r, err, errlen) != WH_OK)
+    if (wh_endpoints_query(db, id, &r, err, errlen) != WH_OK)
         return WH_ERR;
     int rc = WH_OK;
     for (int i = 0; i < wh_db_rows(r); i++) {
-        wh_endpoint *ep = calloc(1, sizeof(*ep));
-        if (!ep) {
-            rc = wh_errf(err, errlen, "out of memory");
+        wh_endpoint *ep;
+        if ((rc = wh_endpoints_read(r, i, sb, &ep, err, errlen)) != WH_OK)
             break;
-        }
-        wh_strlcpy(ep->id, wh_db_get(r, i, 0), sizeof(ep->id));
-        wh_strlcpy(ep->app, wh_db_get(r, i, 1), sizeof(ep->app));
-        ep->url = strdup(wh_db_get(r, i, 2));
-        ep->event_types = strdup(wh_db_get(r, i, 4));
-        ep->ordered = wh_db_get(r, i, 5)[0] == 't';
-        ep->max_in_flight = atoi(wh_db_get(r, i, 6));
-        ep->rate_limit_per_s = atoi(wh_db_get(r, i, 7));
-        ep->timeout_ms = atoll(wh_db_get(r, i, 8));
-        ep->disabled = wh_db_get(r, i, 9)[0] == 't';
-        ep->disabled_reason = dup_or_null(r, i, 10);
-        ep->description = strdup(wh_db_get(r, i, 11));
-        wh_strlcpy(ep->created_at, wh_db_get(r, i, 12),
-                   sizeof(ep->created_at));
-        if (!ep->url || !ep->event_types || !ep->description) {
-            wh_endpoint_free(ep);
-            rc = wh_errf(err, errlen, "out of memory");
-            break;
-        }
-        wh_retry_policy_default(&ep->retry);
-        if (!wh_db_isnull(r, i, 13)) {
-            char e[WH_ERRLEN];
-            if (wh_retry_policy_from_pg(wh_db_get(r, i, 13), &ep->retry, e,
-                                        sizeof(e)) != WH_OK) {
-                wh_errf(err, errlen, "endpoint %s: retry_schedule_ms: %s",
-                        ep->id, e);
-                wh_endpoint_free(ep);
-                rc = WH_ERR;
-                break;
-            }
-            ep->custom_retry = true;
-        }
-        if (open_secrets(sb, ep, wh_db_get(r, i, 3), wh_db_getlen(r, i, 3),
-                         err, errlen) != WH_OK) {
-            wh_endpoint_free(ep);
-            rc = WH_ERR;
-            break;
-        }
         if (found)
             (*found)++;
         fn(ep, opaque);
     }
     wh_db_result_free(r);
     return rc;
+}
+
+int wh_endpoints_resume(wh_db *db, const char *id, long *released, char *err,
+                        size_t errlen)
+{
+    const char *params[] = {id};
+    wh_db_result *r;
+    if (released)
+        *released = 0;
+    if (wh_db_query(db,
+                    "UPDATE webhooks.retries SET due_at = now() "
+                    "WHERE endpoint_id = $1 AND due_at = 'infinity' AND "
+                    "NOT EXISTS (SELECT 1 FROM webhooks.endpoints e "
+                    "WHERE e.id = $1 AND e.disabled)",
+                    1, params, &r, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (released)
+        *released = wh_db_affected(r);
+    wh_db_result_free(r);
+    return WH_OK;
+}
+
+int wh_endpoints_set_secret(wh_db *db, const wh_secretbox *sb, const char *id,
+                            const char *secret, char *err, size_t errlen)
+{
+    char sealed_b64[SEALED_B64_MAX], e[WH_ERRLEN];
+    wh_secret parsed;
+    if (wh_sign_parse_secret(secret, &parsed, e, sizeof(e)) != WH_OK)
+        return wh_errf(err, errlen, "--secret: %s", e);
+    wh_sign_clear_secret(&parsed);
+    if (seal(sb, id, secret, sealed_b64, err, errlen) != WH_OK)
+        return WH_ERR;
+    const char *params[] = {id, sealed_b64};
+    wh_db_result *r;
+    if (wh_db_query(db,
+                    "UPDATE webhooks.endpoints SET secrets_sealed = "
+                    "decode($2, 'base64'), updated_at = now() WHERE id = $1",
+                    2, params, &r, err, errlen) != WH_OK)
+        return WH_ERR;
+    long n = wh_db_affected(r);
+    wh_db_result_free(r);
+    if (n == 0)
+        return WH_DECLINED;
+    return wh_endpoints_resume(db, id, NULL, err, errlen);
 }
 
 int wh_endpoints_set_disabled(wh_db *db, const char *id, bool disabled,
@@ -246,14 +372,7 @@ int wh_endpoints_set_disabled(wh_db *db, const char *id, bool disabled,
     wh_db_result_free(r);
     if (n == 0)
         return WH_DECLINED;
-    if (!disabled) {
-        const char *p1[] = {id};
-        if (wh_db_query(db,
-                        "UPDATE webhooks.retries SET due_at = now() "
-                        "WHERE endpoint_id = $1 AND due_at = 'infinity'",
-                        1, p1, &r, err, errlen) != WH_OK)
-            return WH_ERR;
-        wh_db_result_free(r);
-    }
+    if (!disabled)
+        return wh_endpoints_resume(db, id, NULL, err, errlen);
     return WH_OK;
 }

@@ -1,8 +1,9 @@
 /*
  * endpoints.h - endpoints as stored in webhooks.endpoints: create, load,
- * enable/disable. Seals and opens secrets with the secretbox, so rows read
- * here carry usable signing keys. Used by webhookctl and by the worker's
- * endpoint cache (one thread per wh_db).
+ * enable/disable, re-set secrets. Seals and opens secrets with the
+ * secretbox, so rows read here carry usable signing keys, or say why they
+ * cannot be used (wh_endpoint.unreadable). Used by webhookctl and by the
+ * worker's endpoint cache (one thread per wh_db).
  */
 #ifndef WH_ENDPOINTS_H
 #define WH_ENDPOINTS_H
@@ -34,7 +35,17 @@ typedef struct wh_endpoint {
     char created_at[40];
     bool custom_retry;         /* retry differs from the default */
     wh_retry_policy retry;
+    /* NULL when the row is usable. Otherwise (owned) what is wrong with it,
+     * naming the column: its secret cannot be opened, or a URL, filter,
+     * number or schedule fails its check. Such an endpoint has no secrets
+     * (nsecrets 0) and must not be delivered to; the fields that failed
+     * hold safe defaults (event_types "" matches nothing). The disabled
+     * state and the other fields are read regardless. */
+    char *unreadable;
 } wh_endpoint;
+
+/* Longest wh_endpoint.unreadable text. */
+#define WH_ENDPOINT_UNREADABLE_MAX 256
 
 /* What `endpoint add` asks for. secret may be NULL to generate one. */
 typedef struct {
@@ -57,14 +68,46 @@ int wh_endpoints_add(wh_db *db, const wh_secretbox *sb,
                      const wh_endpoint_spec *spec, char *id_out,
                      char *secret_out, char *err, size_t errlen) WH_MUST_CHECK;
 
-/* Loads endpoints: all of them (id NULL) or one. Calls fn for each row;
- * fn takes ownership of the endpoint (free with wh_endpoint_free). *found
- * (may be NULL) counts rows. A row whose secret cannot be opened is
- * reported through err and fails the load. */
+/* Loading is two steps, so the query can run on another thread than the
+ * one that uses the rows:
+ *
+ * wh_endpoints_query reads the rows of all endpoints (id NULL) or one, in
+ * creation order; free *out with wh_db_result_free. It fails only when
+ * the query does (Postgres), never because of a row's content. */
+int wh_endpoints_query(wh_db *db, const char *id, wh_db_result **out,
+                       char *err, size_t errlen) WH_MUST_CHECK;
+/* wh_endpoints_read builds row `row` of a wh_endpoints_query result into
+ * *out (free with wh_endpoint_free). A row that cannot be used still comes
+ * back, with ep->unreadable saying why. sb NULL leaves the secrets sealed
+ * (nsecrets 0, and no check of them: for listings). WH_ERR only when out
+ * of memory. */
+int wh_endpoints_read(const wh_db_result *r, int row, const wh_secretbox *sb,
+                      wh_endpoint **out, char *err,
+                      size_t errlen) WH_MUST_CHECK;
+
+/* Both steps at once: calls fn for each row, readable or not (see
+ * wh_endpoint.unreadable); fn takes ownership of the endpoint. *found (may
+ * be NULL) counts rows. sb as for wh_endpoints_read. WH_ERR when the query
+ * fails or memory runs out. */
 typedef void wh_endpoint_fn(wh_endpoint *ep, void *opaque);
 int wh_endpoints_load(wh_db *db, const wh_secretbox *sb, const char *id,
                       wh_endpoint_fn *fn, void *opaque, int *found,
                       char *err, size_t errlen) WH_MUST_CHECK;
+
+/* Replaces the endpoint's secrets with secret (one whsec_ value, checked),
+ * sealed with sb's key: the way to repair a row whose secret cannot be
+ * opened, or sealed under another key. Also releases the deliveries held
+ * while it was unreadable (see wh_endpoints_resume) unless it is disabled.
+ * WH_DECLINED when no such endpoint. */
+int wh_endpoints_set_secret(wh_db *db, const wh_secretbox *sb, const char *id,
+                            const char *secret, char *err,
+                            size_t errlen) WH_MUST_CHECK;
+
+/* Makes the endpoint's held deliveries (retries due at 'infinity', kept
+ * while it was disabled or unreadable) due now, if it is not disabled.
+ * *released (may be NULL) gets how many. */
+int wh_endpoints_resume(wh_db *db, const char *id, long *released, char *err,
+                        size_t errlen) WH_MUST_CHECK;
 
 /* Sets disabled state. Enabling also makes the endpoint's paused
  * deliveries (retries due at 'infinity') due now. WH_DECLINED when no such
