@@ -6,11 +6,14 @@
  * not durable. Main thread only.
  *
  * Partition states: ASSIGNED -> (revoke) REVOKED -> freed once its last
- * item is released. A re-assignment creates a fresh state, so items of the
- * old assignment can never store offsets for the new one.
+ * item is released, or at destroy (a revoked partition stays on the
+ * tracker's revoked list until then, so destroy releases every item it
+ * ever took). A re-assignment creates a fresh state, so items of the old
+ * assignment can never store offsets for the new one.
  */
 #include <assert.h>
 #include <stdlib.h>
+#include <sys/queue.h>
 
 #include "worker.h"
 
@@ -21,10 +24,12 @@ struct wk_part {
     bool revoked;
     wk_item *head, *tail;
     size_t count;
+    LIST_ENTRY(wk_part) revoked_link; /* REVOKED: on the tracker's list */
 };
 
 struct wk_tracker {
     wk_part *parts[MAX_PARTS]; /* current assignment by partition number */
+    LIST_HEAD(, wk_part) revoked; /* revoked partitions that hold items */
     void (*release)(wk_item *item);
     size_t pending;
 };
@@ -32,8 +37,10 @@ struct wk_tracker {
 wk_tracker *wk_tracker_new(void (*release)(wk_item *item))
 {
     wk_tracker *t = calloc(1, sizeof(*t));
-    if (t)
+    if (t) {
         t->release = release;
+        LIST_INIT(&t->revoked);
+    }
     return t;
 }
 
@@ -56,6 +63,12 @@ void wk_tracker_destroy(wk_tracker *t)
     for (int i = 0; i < MAX_PARTS; i++)
         if (t->parts[i])
             free_part_items(t, t->parts[i]);
+    while (!LIST_EMPTY(&t->revoked)) {
+        wk_part *p = LIST_FIRST(&t->revoked);
+        LIST_REMOVE(p, revoked_link);
+        free_part_items(t, p);
+    }
+    assert(t->pending == 0);
     free(t);
 }
 
@@ -81,6 +94,7 @@ void wk_tracker_revoke(wk_tracker *t, int32_t partition)
         return;
     }
     p->revoked = true;
+    LIST_INSERT_HEAD(&t->revoked, p, revoked_link);
 }
 
 int wk_tracker_add(wk_tracker *t, wk_item *item, int32_t partition,
@@ -125,8 +139,10 @@ void wk_tracker_done(wk_tracker *t, wk_item *item, wh_kafka_consumer *c)
         t->release(it);
     }
     if (p->revoked) {
-        if (!p->head)
+        if (!p->head) {
+            LIST_REMOVE(p, revoked_link);
             free(p);
+        }
         return;
     }
     if (next >= 0 && c)
