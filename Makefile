@@ -12,6 +12,12 @@ CC        ?= cc
 SANITIZER ?=
 PKGS      := rdkafka libcurl libpq libcrypto libprotobuf-c
 
+# FUZZ=1 (set by make fuzz): the libFuzzer tree, the library compiled by
+# clang with coverage for the fuzzer, AddressSanitizer and UBSan.
+ifneq ($(FUZZ),)
+B         ?= build-fuzzer
+SANITIZER := fuzzer-no-link,address,undefined
+endif
 ifeq ($(SANITIZER),)
 B         ?= build
 SANFLAGS  :=
@@ -23,10 +29,27 @@ endif
 WARN      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
              -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral
 CFLAGS    ?= -O2 -g
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) \
+
+# Hardening, so that an overflow aborts instead of running on: stack
+# canaries, stack-clash probes, CET branch tracking where the compiler has
+# it, position-independent executables and full RELRO (relocations
+# resolved at start-up, then read-only) in both trees; _FORTIFY_SOURCE
+# (checked memcpy, snprintf, read, ...) in the plain tree only, since it
+# needs optimization and hides calls from AddressSanitizer's interceptors.
+# tests/integration/test_hardening.sh checks the binaries.
+cc_option  = $(shell $(CC) -Werror $(1) -E -x c /dev/null >/dev/null 2>&1 && echo $(1))
+HARDEN_CFLAGS := -fstack-protector-strong -fPIE \
+                 $(call cc_option,-fstack-clash-protection) \
+                 $(call cc_option,-fcf-protection)
+HARDEN_LDFLAGS := -pie -Wl,-z,relro,-z,now
+ifeq ($(SANITIZER),)
+HARDEN_CFLAGS += $(if $(filter -O0,$(CFLAGS)),,-U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=2)
+endif
+
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(HARDEN_CFLAGS) $(SANFLAGS) \
              -Ilib -Iproducer -Iworker -Ischeduler -I$(B)/gen $(shell pkg-config --cflags $(PKGS))
 LDLIBS    := $(shell pkg-config --libs $(PKGS)) -lpthread -lm
-ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
+ALL_LDFLAGS = $(LDFLAGS) $(HARDEN_LDFLAGS) $(SANFLAGS)
 
 PROTO     := proto/webhook/v1/webhook.proto
 PROTO_C   := $(B)/gen/webhook/v1/webhook.pb-c.c
@@ -53,8 +76,16 @@ endif
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
+# libFuzzer targets (tests/fuzz/fuzz_*.c, see tests/fuzz/README.md), built
+# by `make fuzz` into $(FUZZ_B)/fuzz with FUZZ_CC.
+FUZZ_CC      ?= clang
+FUZZ_B       ?= build-fuzzer
+FUZZ_SECONDS ?= 60
+FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN  := $(FUZZ_SRC:tests/fuzz/%.c=$(B)/fuzz/%)
+
 .PHONY: all test test-long test-unit test-integration run dev-up dev-down bench clean \
-        format check-format
+        format check-format fuzz fuzz-build fuzz-targets
 all: $(BINS) $(UNIT_BIN)
 
 $(PROTO_C) $(PROTO_H) &: $(PROTO)
@@ -120,6 +151,21 @@ $(B)/tests/test_rows: $(B)/obj/worker/rows.o
 $(B)/tests/%: $(B)/obj/tests/unit/%.o $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIB_A) $(LDLIBS)
+
+# the fuzz targets' own checks, and the library objects they exercise
+$(B)/fuzz/%: $(B)/obj/tests/fuzz/%.o $(B)/obj/tests/fuzz/check.o $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -fsanitize=fuzzer -o $@ $(filter %.o,$^) $(LIB_A) $(LDLIBS)
+
+fuzz-targets: $(FUZZ_BIN)
+
+fuzz-build:
+	$(MAKE) FUZZ=1 CC=$(FUZZ_CC) B=$(FUZZ_B) fuzz-targets
+
+# every target for FUZZ_SECONDS from its corpus; fails on a crash, leak or
+# timeout (the findings land in $(FUZZ_B)/findings)
+fuzz: fuzz-build
+	tests/fuzz/run.sh --build $(FUZZ_B) --seconds $(FUZZ_SECONDS)
 
 test-unit: all
 	tests/run.sh --build $(B) unit

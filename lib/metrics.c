@@ -597,10 +597,9 @@ static void respond_text(conn *c, int status, const char *text, bool head)
             head);
 }
 
-/* Answers the complete request in c->req[0..req_len). */
-static void handle(wh_metrics *m, conn *c)
+void wh_metrics_request_parse(char *req, size_t len, wh_metrics_request *out)
 {
-    char *line = c->req, *eol = memchr(line, '\n', c->req_len);
+    char *line = req, *eol = memchr(line, '\n', len);
     assert(eol);
     *eol = '\0';
     if (eol > line && eol[-1] == '\r')
@@ -612,19 +611,37 @@ static void handle(wh_metrics *m, conn *c)
         if (version)
             *version++ = '\0';
     }
+    *out = (wh_metrics_request){.status = 400};
     if (!target || !version || !*method || *target != '/' ||
         strchr(version, ' ') ||
         (strcmp(version, "HTTP/1.1") != 0 &&
-         strcmp(version, "HTTP/1.0") != 0)) {
-        respond_text(c, 400, "bad request\n", false);
+         strcmp(version, "HTTP/1.0") != 0))
         return;
-    }
-    bool head = strcmp(method, "HEAD") == 0;
-    if (!head && strcmp(method, "GET") != 0) {
-        respond_text(c, 405, "method not allowed\n", false);
+    out->head = strcmp(method, "HEAD") == 0;
+    if (!out->head && strcmp(method, "GET") != 0) {
+        out->status = 405;
         return;
     }
     target[strcspn(target, "?#")] = '\0';
+    out->status = 0;
+    out->target = target;
+}
+
+/* Answers the complete request in c->req[0..req_len). */
+static void handle(wh_metrics *m, conn *c)
+{
+    wh_metrics_request r;
+    wh_metrics_request_parse(c->req, c->req_len, &r);
+    if (r.status == 400) {
+        respond_text(c, 400, "bad request\n", false);
+        return;
+    }
+    if (r.status == 405) {
+        respond_text(c, 405, "method not allowed\n", false);
+        return;
+    }
+    const char *target = r.target;
+    bool head = r.head;
     if (strcmp(target, "/healthz") == 0) {
         respond_text(c, 200, "ok\n", head);
     } else if (strcmp(target, "/readyz") == 0) {
@@ -647,17 +664,15 @@ static void handle(wh_metrics *m, conn *c)
     }
 }
 
-/* End of the header block: "\r\n\r\n" or a bare "\n\n". */
-static bool request_complete(const conn *c, size_t from)
+bool wh_metrics_request_complete(const char *req, size_t len, size_t from)
 {
     size_t i = from > 3 ? from - 3 : 0;
-    for (; i < c->req_len; i++) {
-        if (c->req[i] != '\n')
+    for (; i < len; i++) {
+        if (req[i] != '\n')
             continue;
-        if (i + 1 < c->req_len && c->req[i + 1] == '\n')
+        if (i + 1 < len && req[i + 1] == '\n')
             return true;
-        if (i + 2 < c->req_len && c->req[i + 1] == '\r' &&
-            c->req[i + 2] == '\n')
+        if (i + 2 < len && req[i + 1] == '\r' && req[i + 2] == '\n')
             return true;
     }
     return false;
@@ -728,7 +743,7 @@ static void conn_read(wh_metrics *m, conn *c)
         if (n > 0) {
             size_t from = c->req_len;
             c->req_len += (size_t)n;
-            if (request_complete(c, from)) {
+            if (wh_metrics_request_complete(c->req, c->req_len, from)) {
                 handle(m, c);
                 conn_write(m, c);
                 return;

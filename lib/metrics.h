@@ -116,4 +116,24 @@ int wh_metrics_fd(const wh_metrics *m);
  */
 void wh_metrics_serve(wh_metrics *m);
 
+/* The server's request parsing, on its own for tests/fuzz/fuzz_metrics.c. */
+
+/* True when req[0..len) holds the end of the header block ("\r\n\r\n" or
+ * a bare "\n\n"). from: how many leading bytes an earlier call already
+ * found incomplete (0 scans everything), so reading in pieces costs no
+ * rescans. */
+bool wh_metrics_request_complete(const char *req, size_t len, size_t from);
+
+typedef struct {
+    int status;         /* 0: answer target; 400 malformed; 405 method */
+    bool head;          /* HEAD: the answer has no body */
+    const char *target; /* status 0: the path without query or fragment,
+                           inside req */
+} wh_metrics_request;
+
+/* Reads the request line of a complete request (see above) in req[0..len),
+ * splitting it in place (writes NULs into req): "GET|HEAD /path HTTP/1.x";
+ * the header lines are not looked at. */
+void wh_metrics_request_parse(char *req, size_t len, wh_metrics_request *out);
+
 #endif
