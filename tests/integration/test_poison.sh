@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# test_poison.sh - no input stalls the recorder. On one worker, the
+# endpoints of app "poison" answer 200 with hostile bodies (a UTF-8 encoded
+# surrogate ED A0 80, an overlong C0 AF, an F5 lead, NUL bytes, 100
+# backslashes) while the endpoints of app "clean" answer normally: every
+# attempt of every endpoint is recorded, the hostile snippets are stored as
+# valid UTF-8 (U+FFFD for what was not), the clean app keeps being
+# recorded after the poison, nothing is dropped, and the worker's pending
+# messages drain. Then an event whose id is 128 backslashes, with a
+# 128-byte app and a 256-byte type: the worker does not crash, the
+# delivery is made and recorded with the exact ids, and the worker still
+# works after a restart.
+. "$(dirname "$0")/../lib.sh"
+
+N=${POISON_EVENTS:-30}
+stack_up 4
+bs100=$(printf '5c%.0s' {1..100})
+start_receiver recv \
+    --body-path /p/sur/=61eda08062 \
+    --body-path /p/over/=61c0af62 \
+    --body-path /p/f5/=61f580808062 \
+    --body-path /p/nul/=6100620063 \
+    --body-path "/p/bs/=$bs100"
+port=$(cat "$T/recv.port")
+for name in sur over f5 nul bs; do
+    "$BIN/webhookctl" endpoint add --app poison --secret "$(new_secret)" \
+        --url "http://127.0.0.1:$port/p/$name/hook" >/dev/null
+done
+for name in a b; do
+    "$BIN/webhookctl" endpoint add --app clean --secret "$(new_secret)" \
+        --url "http://127.0.0.1:$port/c/$name/hook" >/dev/null
+done
+
+start_worker w1 WORKER_METRICS_LISTEN=127.0.0.1:0
+
+addr() {
+    sed -n 's|.*serving /metrics, /healthz and /readyz on http://\([^ ]*\).*|\1|p' \
+        "$T/$1.log" | tail -1
+}
+has_addr() { [ -n "$(addr "$1")" ]; }
+# metric NAME SERIES: one series' value from NAME's /metrics ("" if none)
+metric() {
+    curl -fsS "http://$(addr "$1")/metrics" 2>/dev/null |
+        awk -v k="$2" '$1 == k { print $2 }'
+}
+metric_is() { [ "$(metric "$1" "$2")" = "$3" ]; }
+# drained NAME: both stages of NAME have no pending messages
+drained() {
+    metric_is "$1" 'webhook_worker_pending_messages{stage="fanout"}' 0 &&
+        metric_is "$1" 'webhook_worker_pending_messages{stage="deliver"}' 0
+}
+attempts() { sql "SELECT count(*) FROM webhooks.attempts WHERE app = '$1'"; }
+attempts_are() { [ "$(attempts "$1")" = "$2" ]; }
+
+check "the worker serves its metrics" wait_for 20 has_addr w1
+
+# the poison first, then the clean app behind it on the same worker
+: >"$T/poison.ndjson"
+: >"$T/clean.ndjson"
+for ((i = 0; i < N; i++)); do
+    echo "{\"id\":\"evp_$i\",\"app\":\"poison\",\"type\":\"t.x\",\"payload\":{\"i\":$i}}" \
+        >>"$T/poison.ndjson"
+    echo "{\"id\":\"evc_$i\",\"app\":\"clean\",\"type\":\"t.x\",\"payload\":{\"i\":$i}}" \
+        >>"$T/clean.ndjson"
+done
+check "the poison events are published" \
+    "$BIN/webhook-produce" --quiet <"$T/poison.ndjson"
+check "every poisoned endpoint got its requests" wait_for 40 got_at_least recv $((5 * N))
+check "then the clean events are published" \
+    "$BIN/webhook-produce" --quiet <"$T/clean.ndjson"
+
+check "every attempt of the poisoned app is recorded ($((5 * N)) rows)" \
+    wait_for 40 attempts_are poison $((5 * N))
+check "every attempt of the clean app is recorded ($((2 * N)) rows)" \
+    wait_for 30 attempts_are clean $((2 * N))
+log "attempt rows: poison $(attempts poison), clean $(attempts clean)"
+check "the worker's pending messages drain to 0" wait_for 30 drained w1
+
+# snippet NAME: the distinct snippets stored for endpoint path /p/NAME/
+snippet() {
+    sql "SELECT DISTINCT a.response_snippet FROM webhooks.attempts a
+         JOIN webhooks.endpoints e ON e.id = a.endpoint_id
+         WHERE e.url LIKE '%/p/$1/%'"
+}
+R=$'\xef\xbf\xbd'
+check "the surrogate is stored as U+FFFD" test "$(snippet sur)" = "a${R}${R}${R}b"
+check "the overlong is stored as U+FFFD" test "$(snippet over)" = "a${R}${R}b"
+check "the F5 lead is stored as U+FFFD" test "$(snippet f5)" = "a${R}${R}${R}${R}b"
+check "NUL bytes are stored as U+FFFD" test "$(snippet nul)" = "a${R}b${R}c"
+check "100 backslashes are stored as they were" \
+    test "$(snippet bs)" = "$(printf '\\%.0s' {1..100})"
+check "no stored snippet holds a control character" \
+    test "$(sql "SELECT count(*) FROM webhooks.attempts
+                 WHERE response_snippet ~ '[[:cntrl:]]'")" = 0
+check "all attempts succeeded" \
+    test "$(sql "SELECT count(*) FROM webhooks.attempts WHERE outcome <> 'succeeded'")" = 0
+check "no row was dropped" \
+    metric_is w1 webhook_worker_recorder_rows_dropped_total 0
+
+# ---- the 128-backslash id, 128-byte app, 256-byte type -------------------
+id=$(printf '\\%.0s' {1..128})
+app=$(printf 'a%.0s' {1..128})
+type=$(printf 't%.0s' {1..256})
+"$BIN/webhookctl" endpoint add --app "$app" --secret "$(new_secret)" \
+    --url "http://127.0.0.1:$port/c/long/hook" >/dev/null
+# the worker's endpoint cache learns of it through LISTEN; wait for that
+long_cached() { metric_is w1 webhook_worker_endpoints_cached 8; }
+check "the worker caches the new endpoint" wait_for 20 long_cached
+before=$(received recv)
+check "the long-id event is published" \
+    "$BIN/webhook-produce" --quiet --app "$app" --type "$type" --id "$id" \
+    --payload '{"long":true}'
+long_rows() {
+    sql "SELECT count(*) FROM webhooks.attempts
+         WHERE event_id = repeat(E'\\\\', 128) AND app = repeat('a', 128)
+         AND event_type = repeat('t', 256) AND outcome = 'succeeded'"
+}
+long_recorded() { [ "$(long_rows)" = 1 ]; }
+check "the long-id delivery is made" wait_for 30 got_at_least recv $((before + 1))
+check "and recorded with the exact ids" wait_for 30 long_recorded
+check "the event is stored for replay with its id" \
+    test "$(sql "SELECT count(*) FROM webhooks.events
+                 WHERE event_id = repeat(E'\\\\', 128)")" = 1
+check "the worker is still running" kill -0 "${WORKER_PID[w1]}"
+check "its pending messages drain" wait_for 30 drained w1
+
+# restart: the next owner starts from the committed offsets and works
+kill "${WORKER_PID[w1]}" 2>/dev/null || true
+rc=0
+wait "${WORKER_PID[w1]}" || rc=$?
+check "the worker stopped cleanly (status $rc)" test "$rc" = 0
+start_worker w2 WORKER_METRICS_LISTEN=127.0.0.1:0
+check "the restarted worker serves its metrics" wait_for 20 has_addr w2
+check "the restarted worker drains" wait_for 30 drained w2
+before=$(received recv)
+check "an event after the restart is published" \
+    "$BIN/webhook-produce" --quiet --app clean --type t.x --id evc_after \
+    --payload '{"after":true}'
+check "and delivered" wait_for 30 got_at_least recv $((before + 2))
+check "and recorded" \
+    wait_for 30 attempts_are clean $((2 * N + 2))
+check "the long-id delivery was not made twice" long_recorded
+check "the restarted worker is still running" kill -0 "${WORKER_PID[w2]}"
+finish
