@@ -100,42 +100,15 @@ size_t wk_cache_match(wk_cache *c, const char *app, const char *type,
                       void *opaque);
 size_t wk_cache_size(const wk_cache *c);
 
-/* ---- offset tracker (tracker.c) --------------------------------------- */
+/* ---- offset tracker: tracker.h ---------------------------------------- */
 
-/* Tracks consumed messages of one consumer per partition, in offset
- * order, and stores the offset after the longest prefix that is done.
- * Items are embedded in the caller's per-message structs. */
-typedef struct wk_tracker wk_tracker;
-typedef struct wk_part wk_part;
-typedef struct wk_item {
-    struct wk_item *next;
-    wk_part *part;
-    int64_t offset;
-    bool done;
-} wk_item;
-
-/* release frees the struct an item is embedded in, once the item left the
- * tracker. */
-wk_tracker *wk_tracker_new(void (*release)(wk_item *item));
-void wk_tracker_destroy(wk_tracker *t);
-void wk_tracker_assign(wk_tracker *t, int32_t partition);
-/* Partition revoked: its items stay until done but store nothing. */
-void wk_tracker_revoke(wk_tracker *t, int32_t partition);
-/* Appends item for (partition, offset); WH_DECLINED when the partition is
- * not assigned (the message must be dropped). */
-int wk_tracker_add(wk_tracker *t, wk_item *item, int32_t partition,
-                   int64_t offset) WH_MUST_CHECK;
-bool wk_item_revoked(const wk_item *item);
-/* Marks item done; items released and offsets stored as the done prefix
- * grows are applied through the consumer. */
-void wk_tracker_done(wk_tracker *t, wk_item *item, wh_kafka_consumer *c);
-size_t wk_tracker_pending(const wk_tracker *t);
+#include "tracker.h"
 
 /* ---- attempt recorder: recorder.h ------------------------------------- */
 
 #include "recorder.h"
 
-/* ---- stages (fanout.c, deliver.c) --------------------------------------- */
+/* ---- fan-out stage (fanout.c) ------------------------------------------ */
 
 int wk_fanout_new(wk_ctx *ctx, wk_fanout **out, char *err,
                   size_t errlen) WH_MUST_CHECK;
@@ -149,35 +122,14 @@ void wk_fanout_tick(wk_fanout *f);
 size_t wk_fanout_pending(const wk_fanout *f);
 void wk_fanout_destroy(wk_fanout *f);
 
-int wk_deliver_new(wk_ctx *ctx, wk_deliver **out, char *err,
-                   size_t errlen) WH_MUST_CHECK;
-int wk_deliver_poll(wk_deliver *d, int budget);
-int wk_deliver_fd(wk_deliver *d);
-void wk_deliver_on_report(wk_deliver *d, void *msg_opaque, int ok,
-                          const char *errstr);
-/* HTTP completions. */
-void wk_deliver_http_done(wh_http_req *req, void *opaque);
-size_t wk_deliver_pending(const wk_deliver *d);
-/* Lane work that waits for a time (Postgres backoff) or for the loop
- * (durable outcomes); call every loop iteration. */
-void wk_deliver_tick(wk_deliver *d);
-/* Milliseconds until wk_deliver_tick has work (0 = now, -1 = none). */
-int64_t wk_deliver_due_ms(const wk_deliver *d);
-typedef struct {
-    int64_t sent, succeeded, failed; /* attempts */
-    int64_t parked;                  /* deliveries parked behind a lane */
-    int64_t stale;                   /* stale retries ignored */
-    int64_t blocked;                 /* times a lane was blocked */
-    int64_t active;                  /* consumed, outcome not yet durable */
-    int64_t lanes;                   /* lanes in memory */
-} wk_deliver_stats;
-void wk_deliver_counts(const wk_deliver *d, wk_deliver_stats *st);
-void wk_deliver_destroy(wk_deliver *d);
-
 /* Producer messages carry a tag so reports reach the right stage. */
 typedef enum { WK_MSG_FANOUT = 1, WK_MSG_DELIVER = 2 } wk_msg_owner;
 typedef struct {
     wk_msg_owner owner;
 } wk_msg_tag;
+
+/* ---- delivery stage: deliver.h ----------------------------------------- */
+
+#include "deliver.h"
 
 #endif

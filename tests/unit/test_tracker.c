@@ -4,7 +4,7 @@
 #include <stdlib.h>
 
 #include "test.h"
-#include "worker.h"
+#include "tracker.h"
 
 static int released;
 
@@ -83,4 +83,29 @@ static void test_destroy_releases(void)
     CHECK_INT(released, 100);
 }
 
-TEST_MAIN(test_prefix, test_unassigned, test_revoke, test_destroy_releases)
+/* Items of revoked partitions that are never done (shutdown: the consumer
+ * closed with work in flight) are released at destroy too; they used to
+ * leak, and librdkafka's destroy waited for their messages forever. */
+static void test_destroy_releases_revoked(void)
+{
+    wk_tracker *t = wk_tracker_new(release);
+    released = 0;
+    for (int p = 0; p < 3; p++) {
+        wk_tracker_assign(t, p);
+        for (int i = 0; i < 10; i++)
+            CHECK_INT(wk_tracker_add(t, item(), p, i), WH_OK);
+    }
+    wk_item *done = item();
+    wk_tracker_assign(t, 3);
+    CHECK_INT(wk_tracker_add(t, done, 3, 0), WH_OK);
+    for (int p = 0; p < 4; p++)
+        wk_tracker_revoke(t, p);
+    wk_tracker_done(t, done, NULL); /* partition 3 leaves the revoked list */
+    CHECK_INT(released, 1);
+    CHECK_INT(wk_tracker_pending(t), 30);
+    wk_tracker_destroy(t);
+    CHECK_INT(released, 31);
+}
+
+TEST_MAIN(test_prefix, test_unassigned, test_revoke, test_destroy_releases,
+          test_destroy_releases_revoked)

@@ -1,0 +1,39 @@
+/*
+ * deliver.h - the delivery stage (deliver.c): consumes the deliveries
+ * topic, keeps one lane per endpoint (lane.h), starts attempts (attempt.h),
+ * hands outcomes to the recorder and keeps lanes in Postgres (lanestore.h).
+ * Driven by the event loop in main.c, on the main thread.
+ */
+#ifndef WK_DELIVER_H
+#define WK_DELIVER_H
+
+#include "worker.h"
+
+int wk_deliver_new(wk_ctx *ctx, wk_deliver **out, char *err,
+                   size_t errlen) WH_MUST_CHECK;
+/* Consumes up to budget deliveries; returns how many it took. */
+int wk_deliver_poll(wk_deliver *d, int budget);
+int wk_deliver_fd(wk_deliver *d);
+/* Delivery report for a dead letter the stage produced. */
+void wk_deliver_on_report(wk_deliver *d, void *msg_opaque, int ok,
+                          const char *errstr);
+/* HTTP completions. */
+void wk_deliver_http_done(wh_http_req *req, void *opaque);
+size_t wk_deliver_pending(const wk_deliver *d);
+/* Lane work that waits for a time (Postgres backoff) or for the loop
+ * (durable outcomes); call every loop iteration. */
+void wk_deliver_tick(wk_deliver *d);
+/* Milliseconds until wk_deliver_tick has work (0 = now, -1 = none). */
+int64_t wk_deliver_due_ms(const wk_deliver *d);
+typedef struct {
+    int64_t sent, succeeded, failed; /* attempts */
+    int64_t parked;                  /* deliveries parked behind a lane */
+    int64_t stale;                   /* stale retries ignored */
+    int64_t blocked;                 /* times a lane was blocked */
+    int64_t active;                  /* consumed, outcome not yet durable */
+    int64_t lanes;                   /* lanes in memory */
+} wk_deliver_stats;
+void wk_deliver_counts(const wk_deliver *d, wk_deliver_stats *st);
+void wk_deliver_destroy(wk_deliver *d);
+
+#endif

@@ -1,0 +1,120 @@
+/*
+ * dl.h - internals of the delivery stage shared by its two halves:
+ * deliver.c (arrivals, lanes, drains, partitions and the stage's interface)
+ * and outcome.c (starting an attempt, what its outcome implies, dead
+ * letters). Nothing outside those two files includes it. Main thread only.
+ *
+ * Job states: QUEUED -> SENDING -> [DEAD_LETTERING] -> RECORDING -> DONE,
+ * or PARKING -> DONE. A job's lane slot is released when its response
+ * arrived, except after a dead letter: then the next delivery of the lane
+ * waits until the final attempt is durable, so a dead-lettered head can
+ * never be retried after a later delivery succeeded.
+ */
+#ifndef WK_DL_H
+#define WK_DL_H
+
+#include <stddef.h>
+
+#include "attempt.h"
+#include "deliver.h"
+#include "lane.h"
+#include "parts.h"
+
+typedef enum {
+    JOB_QUEUED,
+    JOB_SENDING,
+    JOB_DEAD_LETTERING,
+    JOB_RECORDING,
+    JOB_PARKING,
+    JOB_DONE
+} dl_job_state;
+
+struct dl_job;
+
+/* The tracker's record of a consumed message; outlives its job until the
+ * offset prefix passes it. */
+typedef struct {
+    wk_item item;
+    struct dl_job *job;
+} dl_ticket;
+
+typedef struct dl_job {
+    wk_msg_tag tag;     /* first: producer reports are routed by it */
+    wk_lane_entry link; /* lane queue or held list */
+    dl_ticket *tk;      /* NULL for a delivery loaded from webhooks.parked */
+    int32_t partition;
+    int64_t position;   /* offset, or the parked row's position */
+    wh_kmsg *km;
+    wh_delivery_msg *dm;
+    wk_lane *lane;
+    struct dl_job *sprev, *snext; /* SENDING jobs, for revokes */
+    struct dl_job *lprev, *lnext; /* jobs without a ticket */
+    dl_job_state state;
+    bool parked_row; /* a row in webhooks.parked: unpark with its outcome */
+    bool head;       /* the retry its blocked lane waits for */
+    bool holds_slot; /* counted in its lane's in_flight */
+    bool undecodable;
+    wh_http_req req;
+    char url[WH_URL_MAX + 1];
+    int64_t attempted_at_us;
+    wk_outcome out; /* kept while a dead letter is in flight */
+} dl_job;
+
+#define DL_JOB_OF(e) ((dl_job *)((char *)(e) - offsetof(dl_job, link)))
+
+struct wk_deliver {
+    wk_ctx *ctx;
+    wh_kafka_consumer *consumer;
+    wk_tracker *tracker;
+    wh_map *lanes;
+    wk_lane *all_lanes;
+    wk_lane *wake;
+    dl_job *sending;
+    dl_job *loose;      /* jobs without a ticket */
+    wk_parts parts;
+    int64_t load_at_us; /* retry of a failed partition load */
+    wh_buf buf;         /* the retry or dead letter being encoded */
+    bool paused;
+    size_t active;      /* consumed jobs not yet done */
+    int64_t sent, succeeded, failed, parked, stale, blocked;
+};
+
+/* ---- deliver.c ---------------------------------------------------------- */
+
+/* The job's outcome is durable (or it was dropped): frees it, lets its
+ * offset move and drops its lane reference. */
+void wk_dl_job_done(wk_deliver *d, dl_job *j);
+/* Gives back j's lane slot, if it holds one, and wakes the lane. */
+void wk_dl_slot_free(wk_deliver *d, dl_job *j);
+void wk_dl_lane_unref(wk_deliver *d, wk_lane *l);
+/* Whether l's endpoint is ordered (a gone endpoint counts as ordered). */
+bool wk_dl_ordered(wk_deliver *d, const wk_lane *l);
+void wk_dl_sending_add(wk_deliver *d, dl_job *j);
+void wk_dl_sending_del(wk_deliver *d, dl_job *j);
+/* Buffers a lane change for l; j (may be NULL) is done once it is
+ * durable (through wk_dl_recorded). */
+void wk_dl_lane_write(wk_deliver *d, wk_lane *l, wk_lane_op *op, dl_job *j);
+/* j failed and its retry `attempt` is scheduled: l waits for it, and what
+ * is queued behind j is parked (consumed) or left parked (loaded). */
+void wk_dl_block(wk_deliver *d, wk_lane *l, dl_job *j, uint32_t attempt);
+/* The head ended (succeeded or dead-lettered): drain what is parked. */
+void wk_dl_unblock(wk_deliver *d, wk_lane *l);
+/* j was loaded from webhooks.parked and ended: its row goes. */
+void wk_dl_unpark(wk_deliver *d, wk_lane *l, dl_job *j);
+/* Starts what the lane may start now. */
+void wk_dl_pump(wk_deliver *d, wk_lane *l);
+
+/* ---- outcome.c ---------------------------------------------------------- */
+
+/* Starts j's attempt (it takes a slot of its lane), or records why it
+ * cannot be made. */
+void wk_dl_start(wk_deliver *d, dl_job *j);
+/* Produces j's DeadLetter; its acknowledgement (wk_deliver_on_report)
+ * records the final attempt, or for an undecodable message marks it
+ * done. */
+void wk_dl_dead_letter(wk_deliver *d, dl_job *j, wh_dead_reason reason,
+                       const char *detail);
+/* Recorder callback: the row written for job `opaque` is durable. */
+void wk_dl_recorded(void *opaque, void *arg);
+
+#endif

@@ -1,0 +1,61 @@
+/*
+ * lanestore.h - the lane store's SQL (lanestore.c): taking a partition of
+ * the deliveries topic (its epoch in webhooks.lane_owners), loading its
+ * lanes that are not open, loading parked deliveries, reopening a drained
+ * lane, and asking whether a delivery already ended. Lane changes
+ * themselves (block, unblock, park, unpark) are written by the recorder
+ * (recorder.h, wk_recorder_add_lane). Every call here is one blocking
+ * query on the connection it is given, made on the delivery stage's
+ * thread (the main thread).
+ */
+#ifndef WK_LANESTORE_H
+#define WK_LANESTORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "db.h"
+#include "wh.h"
+
+/* Takes (topic, partition) for worker: bumps its epoch and returns it. */
+int wk_lanestore_take(wh_db *db, const char *topic, int32_t partition,
+                      const char *worker, int64_t *epoch, char *err,
+                      size_t errlen) WH_MUST_CHECK;
+
+/* A lane of the partition that is not open: head_id NULL when it is
+ * draining, else the blocked lane's head and the attempt it waits for. */
+typedef void wk_lanestore_lane_fn(void *opaque, const char *endpoint_id,
+                                  const char *head_id,
+                                  uint32_t head_attempt);
+/* Calls fn for each lane row of partition; *count is how many. */
+int wk_lanestore_lanes(wh_db *db, int32_t partition,
+                       wk_lanestore_lane_fn *fn, void *opaque, int *count,
+                       char *err, size_t errlen) WH_MUST_CHECK;
+
+/* A parked delivery: its bytes (an encoded webhook.v1.Delivery, or not,
+ * when the row is corrupt), valid only during the call. */
+typedef void wk_lanestore_parked_fn(void *opaque, int64_t position,
+                                    const char *delivery_id,
+                                    const void *delivery, size_t len);
+/* Calls fn for endpoint_id's parked deliveries after position `after`,
+ * in position order, at most limit of them; *count is how many. */
+int wk_lanestore_parked(wh_db *db, const char *endpoint_id, int64_t after,
+                        size_t limit, wk_lanestore_parked_fn *fn,
+                        void *opaque, int *count, char *err,
+                        size_t errlen) WH_MUST_CHECK;
+
+/* Deletes endpoint_id's draining lane row if nothing is parked for it and
+ * (topic, partition) is still at epoch; *parked says whether deliveries
+ * are parked (the row then stays). */
+int wk_lanestore_reopen(wh_db *db, const char *endpoint_id,
+                        const char *topic, int32_t partition, int64_t epoch,
+                        bool *parked, char *err,
+                        size_t errlen) WH_MUST_CHECK;
+
+/* Whether delivery_id already ended (succeeded, or its final attempt is
+ * recorded). */
+int wk_lanestore_delivery_ended(wh_db *db, const char *delivery_id,
+                                bool *ended, char *err,
+                                size_t errlen) WH_MUST_CHECK;
+
+#endif

@@ -1,0 +1,287 @@
+/*
+ * outcome.c - the delivery stage's attempts: starting one (attempt.h signs
+ * and sends it), reading its response, deciding what follows a failure
+ * (retry or dead letter), handing the outcome to the recorder with the
+ * lane changes it implies, and dead letters with their acknowledgements.
+ * The other half of the stage is deliver.c; both share dl.h. Main thread.
+ */
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dl.h"
+#include "log.h"
+
+/* ---- outcomes ----------------------------------------------------------- */
+
+void wk_dl_recorded(void *opaque, void *arg)
+{
+    wk_deliver *d = arg;
+    dl_job *j = opaque;
+    if (j->state == JOB_PARKING)
+        j->lane->unflushed--;
+    wk_dl_slot_free(d, j);
+    wk_dl_job_done(d, j);
+}
+
+/* Hands the attempt's outcome (kept in j) to the recorder with the retry
+ * it schedules (next_at_us != 0: the encoded delivery is in d->buf), and
+ * the lane changes that follow from it. */
+static void record(wk_deliver *d, dl_job *j, bool ok, bool final,
+                   int64_t next_at_us, uint32_t next_attempt)
+{
+    const wh_delivery *dv = wh_codec_delivery(j->dm);
+    wk_lane *l = j->lane;
+    wk_attempt a = {
+        .delivery_id = dv->delivery_id,
+        .event_id = dv->event.id,
+        .endpoint_id = dv->endpoint_id,
+        .app = dv->event.app,
+        .event_type = dv->event.type,
+        .attempt = dv->attempt,
+        .succeeded = ok,
+        .status_code = j->out.status,
+        .latency_ms = j->out.latency_us / 1000,
+        .error_class = ok ? NULL : j->out.error_class,
+        .error = ok ? NULL : j->out.error,
+        .snippet = j->req.snippet,
+        .snippet_len = j->req.snippet_len,
+        .attempted_at_us = j->attempted_at_us,
+        .final = final,
+        .next_attempt_at_us = next_at_us,
+        .retry_delivery = next_at_us ? d->buf.data : NULL,
+        .retry_len = next_at_us ? d->buf.len : 0,
+        .retry_attempt = next_attempt,
+        .partition = l->partition,
+        .epoch = l->epoch,
+    };
+    if (ok)
+        d->succeeded++;
+    else
+        d->failed++;
+    j->state = JOB_RECORDING;
+    if (wk_recorder_add(d->ctx->recorder, &a, wk_dl_recorded, j, d) != WH_OK) {
+        /* Cannot happen for validated deliveries; never drop silently:
+         * leave the offset uncommitted so a restart retries it. */
+        WH_ERROR("attempt of delivery %s could not be encoded for the "
+                 "history; its offset will not be committed",
+                 dv->delivery_id);
+    }
+    if (l->detached)
+        return;
+    if (next_at_us && (j->head || wk_dl_ordered(d, l)))
+        wk_dl_block(d, l, j, next_attempt);
+    else if (j->parked_row)
+        wk_dl_unpark(d, l, j);
+    if (j->head && !next_at_us)
+        wk_dl_unblock(d, l);
+    else if (j->head)
+        j->head = false; /* wk_dl_block() made its retry the new head attempt */
+    /* After a dead letter the slot is kept until the final attempt is
+     * durable (wk_dl_recorded() frees it). */
+    if (!final || ok)
+        wk_dl_slot_free(d, j);
+}
+
+/* Notes a failure that happened without a response from the endpoint. */
+static void set_failure(dl_job *j, const char *cls, const char *error)
+{
+    j->req.snippet_len = 0;
+    wk_attempt_fail(&j->out, cls, error);
+}
+
+/* Encodes j's delivery as a retry with attempt number `attempt` into d->buf
+ * and records the failed attempt with that retry due at due_us. */
+static void schedule_retry(wk_deliver *d, dl_job *j, uint32_t attempt,
+                           int64_t due_us)
+{
+    wh_delivery next = *wh_codec_delivery(j->dm);
+    char err[WH_ERRLEN];
+    next.attempt = attempt;
+    next.kind = WH_DELIVERY_RETRY;
+    wh_buf_reset(&d->buf);
+    d->buf.max = next.event.payload_len + 64 * 1024;
+    if (wh_codec_delivery_encode(&next, &d->buf, err, sizeof(err)) != WH_OK) {
+        WH_ERROR("cannot encode the retry of %s: %s", next.delivery_id, err);
+        wk_dl_dead_letter(d, j, WH_DEAD_ATTEMPTS_EXHAUSTED, err);
+        return;
+    }
+    record(d, j, false, false, due_us, attempt);
+}
+
+/* Decides what follows j's failed attempt (outcome already in j). */
+static void after_failure(wk_deliver *d, dl_job *j, const wh_endpoint *ep)
+{
+    const wh_delivery *dv = wh_codec_delivery(j->dm);
+    wk_attempt_next next;
+    wk_attempt_after_failure(&j->out, dv, ep, j->url, wh_wall_us(), &next);
+    if (next.retry) {
+        schedule_retry(d, j, next.attempt, next.due_us);
+        return;
+    }
+    if (next.reason == WH_DEAD_ENDPOINT_GONE) {
+        char err[WH_ERRLEN];
+        if (wh_endpoints_set_disabled(d->ctx->db, dv->endpoint_id, true,
+                                      next.detail, err,
+                                      sizeof(err)) == WH_ERR)
+            WH_ERROR("cannot disable endpoint %s after 410 Gone: %s",
+                     dv->endpoint_id, err);
+        else
+            WH_WARN("endpoint %s disabled: %s", dv->endpoint_id, next.detail);
+    }
+    wk_dl_dead_letter(d, j, next.reason, next.detail);
+}
+
+/* Starts j's attempt (it takes a slot of its lane), or records why it
+ * cannot be made. */
+void wk_dl_start(wk_deliver *d, dl_job *j)
+{
+    const wh_delivery *dv = wh_codec_delivery(j->dm);
+    const wh_endpoint *ep = wk_cache_get(d->ctx->cache, dv->endpoint_id);
+    if (ep && (ep->disabled || ep->unreadable) && j->head) {
+        /* The retry that `endpoint enable` (or a repaired row) released
+         * can arrive before the change notification: read the endpoint
+         * again before parking. */
+        char err[WH_ERRLEN];
+        if (wk_cache_refresh(d->ctx->cache, dv->endpoint_id, err,
+                             sizeof(err)) != WH_OK)
+            WH_WARN("cannot re-read endpoint %s: %s", dv->endpoint_id, err);
+        ep = wk_cache_get(d->ctx->cache, dv->endpoint_id);
+    }
+    j->attempted_at_us = wh_wall_us();
+    j->holds_slot = true;
+    wk_lane_slot_take(j->lane);
+    if (!ep || ep->disabled || ep->unreadable) /* no request: nothing for
+                                                  the breaker */
+        wh_breaker_success(&j->lane->breaker, wh_mono_us());
+    if (!ep) {
+        set_failure(j, "endpoint_not_found", "endpoint no longer exists");
+        wk_dl_dead_letter(d, j, WH_DEAD_ENDPOINT_GONE, "endpoint no longer exists");
+        return;
+    }
+    if (ep->disabled) {
+        /* waits as a retry due at 'infinity' until `endpoint enable` */
+        char why[300];
+        snprintf(why, sizeof(why), "endpoint is disabled%s%s",
+                 ep->disabled_reason ? ": " : "",
+                 ep->disabled_reason ? ep->disabled_reason : "");
+        set_failure(j, "endpoint_disabled", why);
+        schedule_retry(d, j, dv->attempt, INT64_MAX);
+        return;
+    }
+    if (ep->unreadable) {
+        /* quarantined (cache.h): never sent unsigned; held like a disabled
+         * endpoint until a refresh reads the row again and releases it */
+        char why[300];
+        snprintf(why, sizeof(why), "endpoint row cannot be read: %s",
+                 ep->unreadable);
+        set_failure(j, "endpoint_unreadable", why);
+        schedule_retry(d, j, dv->attempt, INT64_MAX);
+        return;
+    }
+    wk_attempt_conf conf = {
+        .timeout_ms = d->ctx->s->http_timeout_ms,
+        .connect_timeout_ms = d->ctx->s->connect_timeout_ms,
+    };
+    if (wk_attempt_start(d->ctx->http, &j->req, j->url, ep, dv,
+                         j->attempted_at_us, &conf, j, &j->out) != WH_OK) {
+        j->req.snippet_len = 0;
+        wh_breaker_failure(&j->lane->breaker, wh_mono_us());
+        after_failure(d, j, ep);
+        return;
+    }
+    j->state = JOB_SENDING;
+    wk_dl_sending_add(d, j);
+    d->sent++;
+}
+
+void wk_deliver_http_done(wh_http_req *req, void *opaque)
+{
+    wk_deliver *d = opaque;
+    dl_job *j = req->opaque;
+    wk_lane *l = j->lane;
+    wk_dl_sending_del(d, j);
+    bool ok = wk_attempt_outcome(req, &j->out);
+    /* the breaker counts what says the endpoint is unwell */
+    if (wk_attempt_unwell(&j->out, ok))
+        wh_breaker_failure(&l->breaker, wh_mono_us());
+    else
+        wh_breaker_success(&l->breaker, wh_mono_us());
+    l->refs++; /* the job may be done before pump returns */
+    if (ok)
+        record(d, j, true, true, 0, 0);
+    else
+        after_failure(d, j,
+                      wk_cache_get(d->ctx->cache,
+                                   wh_codec_delivery(j->dm)->endpoint_id));
+    wk_dl_pump(d, l);
+    wk_dl_lane_unref(d, l);
+}
+
+/* ---- dead letters ------------------------------------------------------- */
+
+/* Produces j's DeadLetter; the acknowledgement (wk_deliver_on_report)
+ * records the final attempt, or for an undecodable message marks it done. */
+void wk_dl_dead_letter(wk_deliver *d, dl_job *j, wh_dead_reason reason,
+                        const char *detail)
+{
+    size_t len;
+    const void *raw = j->undecodable ? wh_kmsg_value(j->km, &len) : NULL;
+    const wh_delivery *dv = j->dm ? wh_codec_delivery(j->dm) : NULL;
+    char err[WH_ERRLEN];
+    wh_dead_letter dl = {
+        .reason = reason,
+        .detail = detail,
+        .delivery = dv,
+        .raw = raw,
+        .raw_len = raw ? len : 0,
+        .source_topic = j->km ? wh_kmsg_topic(j->km)
+                              : d->ctx->s->deliveries_topic,
+        .source_partition = j->partition,
+        .source_offset = j->position,
+        .attempts = dv ? dv->attempt : 0,
+        .last_status_code = j->out.status,
+        .last_error = dv ? j->out.error : NULL,
+        .dead_at_us = wh_wall_us(),
+    };
+    if (j->undecodable)
+        WH_WARN("delivery message at %s [%d] @ %lld is undecodable, "
+                "dead-lettered: %s", dl.source_topic,
+                (int)dl.source_partition, (long long)dl.source_offset,
+                detail);
+    else
+        WH_INFO("delivery %s to %s dead-lettered: %s", dv->delivery_id,
+                dv->endpoint_id, detail);
+    j->state = JOB_DEAD_LETTERING;
+    wh_buf_reset(&d->buf);
+    d->buf.max = (raw ? len : dv->event.payload_len) + 64 * 1024;
+    if (wh_codec_dead_letter_encode(&dl, &d->buf, err, sizeof(err)) != WH_OK ||
+        wh_kafka_producer_send(d->ctx->producer, d->ctx->s->dead_topic,
+                               dv ? dv->endpoint_id : NULL,
+                               dv ? strlen(dv->endpoint_id) : 0, d->buf.data,
+                               d->buf.len, NULL, j, err, sizeof(err)) != WH_OK)
+        WH_ERROR("cannot dead-letter %s [%d] @ %lld: %s; its offset will "
+                 "not be committed", dl.source_topic,
+                 (int)dl.source_partition, (long long)dl.source_offset, err);
+}
+
+void wk_deliver_on_report(wk_deliver *d, void *msg_opaque, int ok,
+                          const char *errstr)
+{
+    dl_job *j = msg_opaque;
+    if (!ok) {
+        WH_WARN("dead letter not accepted by Kafka (%s); sending again",
+                errstr);
+        wk_dl_dead_letter(d, j,
+                    j->undecodable ? WH_DEAD_UNDECODABLE
+                                   : WH_DEAD_ATTEMPTS_EXHAUSTED,
+                    "dead letter sent again after a Kafka error");
+        return;
+    }
+    if (j->undecodable) {
+        wk_dl_job_done(d, j);
+        return;
+    }
+    record(d, j, false, true, 0, 0);
+}
