@@ -16,6 +16,8 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -43,6 +45,7 @@ struct wh_http {
     CURLM *multi;
     wh_map *hosts;
     wh_http_conf conf;
+    int64_t low_speed_limit; /* bytes per second */
     char *user_agent;
     char *ca_file;
     CURL **pool;
@@ -202,6 +205,10 @@ int wh_http_new(const wh_http_conf *conf, wh_http **out, char *err,
     curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
     if (h->conf.snippet_max < 0 || h->conf.snippet_max > WH_HTTP_SNIPPET_MAX)
         h->conf.snippet_max = WH_HTTP_SNIPPET_MAX;
+    if (h->conf.low_speed_time_ms < 0)
+        h->conf.low_speed_time_ms = 0;
+    h->low_speed_limit = conf->low_speed_limit > 0 ? conf->low_speed_limit
+                                                   : WH_HTTP_LOW_SPEED_LIMIT;
     if (conf->max_host_connections > 0)
         curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
                           (long)conf->max_host_connections);
@@ -241,6 +248,15 @@ void wh_http_destroy(wh_http *h)
     free(h);
 }
 
+/* Why the adapter ended a transfer itself (wh_http_req.cut_). */
+#define CUT_NONE 0
+#define CUT_BODY 1 /* the snippet is full and the body too long to drain */
+#define CUT_SLOW 2 /* under the low-speed limit */
+
+/* Keeps the snippet and ends the transfer (a write error curl closes the
+ * connection for) once the body is longer than the snippet and not worth
+ * draining for keep-alive: known to exceed WH_HTTP_DRAIN_MAX past the
+ * snippet, or found to. wh_http_perform reports that as the response. */
 static size_t on_body(char *data, size_t size, size_t n, void *arg)
 {
     wh_http_req *req = arg;
@@ -252,13 +268,69 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
     memcpy(req->snippet + req->snippet_len, data, take);
     req->snippet_len += take;
     req->snippet[req->snippet_len] = '\0';
+    req->rx_bytes_ += (int64_t)len;
+    req->body_bytes_ += (int64_t)len;
+    if (req->body_bytes_ <= (int64_t)cap)
+        return len;
+    curl_off_t total = -1;
+    curl_easy_getinfo(req->easy_, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &total);
+    int64_t drain_to = (int64_t)cap + WH_HTTP_DRAIN_MAX;
+    if (req->body_bytes_ > drain_to || (int64_t)total > drain_to) {
+        req->cut_ = CUT_BODY;
+        return 0;
+    }
     return len;
+}
+
+/* curl connected (or reuses a connection) and is about to send. */
+static int on_prereq(void *arg, char *conn_primary_ip, char *conn_local_ip,
+                     int conn_primary_port, int conn_local_port)
+{
+    wh_http_req *req = arg;
+    (void)conn_primary_ip;
+    (void)conn_local_ip;
+    (void)conn_primary_port;
+    (void)conn_local_port;
+    req->sending_ = 1;
+    return CURL_PREREQFUNC_OK;
+}
+
+/* The low-speed limit, checked whenever curl reports progress (at least
+ * once a second, see launch()). Counts bytes while the request is sent and
+ * while the response arrives; the wait between the two is the endpoint's
+ * to spend within its timeout. Non-zero ends the transfer. */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
+                       curl_off_t ultotal, curl_off_t ulnow)
+{
+    wh_http_req *req = arg;
+    const wh_http *h = req->owner_;
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    bool sending = req->sending_ && ulnow < (curl_off_t)req->body_len;
+    if (!sending && req->rx_bytes_ == 0) {
+        req->slow_from_us_ = 0; /* connecting, or the endpoint at work */
+        return 0;
+    }
+    int64_t now = wh_mono_us();
+    int64_t moved = (int64_t)ulnow + req->rx_bytes_;
+    int64_t need = h->low_speed_limit * h->conf.low_speed_time_ms / 1000;
+    if (req->slow_from_us_ == 0 || moved - req->slow_mark_ >= need) {
+        req->slow_from_us_ = now;
+        req->slow_mark_ = moved;
+        return 0;
+    }
+    if (now - req->slow_from_us_ < h->conf.low_speed_time_ms * 1000)
+        return 0;
+    req->cut_ = CUT_SLOW;
+    return 1;
 }
 
 static size_t on_header(char *data, size_t size, size_t n, void *arg)
 {
     wh_http_req *req = arg;
     size_t len = size * n;
+    req->rx_bytes_ += (int64_t)len;
     static const char name[] = "retry-after:";
     if (len <= sizeof(name) - 1 ||
         strncasecmp(data, name, sizeof(name) - 1) != 0)
@@ -333,6 +405,17 @@ static CURL *easy_new(wh_http *h)
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     if (h->ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, h->ca_file);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
+    if (h->conf.low_speed_time_ms > 0) {
+        curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
+        /* curl's own low-speed check counts the endpoint's working time
+         * too, so it is set to 1 byte/s for longer than the request may
+         * take (launch()): it never fires, but with it curl looks at the
+         * transfer every second, which runs on_progress on a stalled
+         * one. */
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    }
     return e;
 }
 
@@ -354,6 +437,12 @@ static int launch(wh_http *h, wh_http_req *req, char *err, size_t errlen)
     curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, req);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, req);
+    if (h->conf.low_speed_time_ms > 0) {
+        curl_easy_setopt(e, CURLOPT_XFERINFODATA, req);
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
+                         (long)(req->timeout_ms / 1000 + 2));
+    }
     curl_easy_setopt(e, CURLOPT_PRIVATE, req);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->error);
     req->started_us_ = wh_mono_us();
@@ -414,6 +503,10 @@ int wh_http_start(wh_http *h, wh_http_req *req, char *err, size_t errlen)
     req->retry_after_s = -1;
     req->snippet_len = 0;
     req->snippet[0] = '\0';
+    req->rx_bytes_ = req->body_bytes_ = 0;
+    req->slow_from_us_ = req->slow_mark_ = 0;
+    req->sending_ = 0;
+    req->cut_ = CUT_NONE;
     req->blocked_[0] = '\0';
     /* the header lines are copied now: the caller's are gone later */
     req->slist_ = NULL;
@@ -650,9 +743,21 @@ void wh_http_perform(wh_http *h, wh_http_done_fn *done, void *opaque)
             long status = 0;
             curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
             req->latency_us = wh_mono_us() - req->started_us_;
-            if (rc == CURLE_OK) {
+            if (rc == CURLE_OK ||
+                (rc == CURLE_WRITE_ERROR && req->cut_ == CUT_BODY)) {
                 req->status = (int)status;
                 req->error_class = WH_HTTP_NONE;
+                req->error[0] = '\0';
+            } else if (rc == CURLE_ABORTED_BY_CALLBACK &&
+                       req->cut_ == CUT_SLOW) {
+                req->status = 0;
+                req->error_class = WH_HTTP_TIMEOUT;
+                snprintf(req->error, sizeof(req->error),
+                         "under %lld bytes/s for %lld ms while %s",
+                         (long long)h->low_speed_limit,
+                         (long long)h->conf.low_speed_time_ms,
+                         req->rx_bytes_ ? "receiving the response"
+                                        : "sending the request");
             } else {
                 req->status = 0;
                 req->error_class = classify(rc, req);

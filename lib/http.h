@@ -2,10 +2,12 @@
  * http.h - the HTTP adapter: the only module that includes libcurl.
  *
  * Many concurrent POSTs on one curl multi handle with a shared connection
- * cache (keep-alive reuse), per-request connect and total timeouts, no
- * redirects, a capped response snippet, and an SSRF guard that checks the
- * address of every socket curl actually opens. Single-threaded: the owner
- * calls wh_http_wait / wh_http_perform from its event loop.
+ * cache (keep-alive reuse), per-request connect and total timeouts, a
+ * low-speed limit, no redirects, a capped response snippet (the body is
+ * read no further than the snippet and a bounded drain need), and an SSRF
+ * guard that checks the address of every socket curl actually opens.
+ * Single-threaded: the owner calls wh_http_wait / wh_http_perform from its
+ * event loop.
  */
 #ifndef WH_HTTP_H
 #define WH_HTTP_H
@@ -13,6 +15,14 @@
 #include "wh.h"
 
 #define WH_HTTP_SNIPPET_MAX 1024
+/* Bytes of a response body read past the snippet so that its connection
+ * can be kept alive. A body known (Content-Length) or found to be longer
+ * is not read on: the response ends once the snippet is full, as the
+ * response it is (status intact), and its connection is closed. */
+#define WH_HTTP_DRAIN_MAX   (64 * 1024)
+/* Bytes per second under which a request counts as stalled (see
+ * wh_http_conf.low_speed_time_ms) unless low_speed_limit says otherwise. */
+#define WH_HTTP_LOW_SPEED_LIMIT 1024
 
 struct wh_netlist;
 
@@ -23,6 +33,13 @@ typedef struct {
     int64_t max_connections;        /* connection cache size */
     int64_t snippet_max;            /* bytes of response body kept */
     const char *ca_file;            /* extra CA bundle, or NULL */
+    /* A request is cut off (WH_HTTP_TIMEOUT) when, while its body is being
+     * sent or its response received, fewer than low_speed_limit bytes per
+     * second (0: WH_HTTP_LOW_SPEED_LIMIT) move for low_speed_time_ms. The
+     * time between the last byte sent and the first byte received (the
+     * endpoint at work) does not count. 0 = no low-speed limit. */
+    int64_t low_speed_time_ms;
+    int64_t low_speed_limit;
 } wh_http_conf;
 
 /* Why a request got no usable response. */
@@ -67,6 +84,12 @@ typedef struct wh_http_req {
     int wait_;                           /* 1: queued, 2: failed to start */
     struct curl_slist *slist_;
     int64_t started_us_;
+    int64_t rx_bytes_;       /* response bytes seen, headers included */
+    int64_t body_bytes_;     /* response body bytes seen */
+    int64_t slow_from_us_;   /* start of the low-speed window, 0: none */
+    int64_t slow_mark_;      /* bytes moved when it started */
+    int sending_;            /* connected, the request is being sent */
+    int cut_;                /* why the adapter ended it early, CUT_* */
     char blocked_[160];
 } wh_http_req;
 
