@@ -508,6 +508,8 @@ static int write_range(wk_recorder *r, batch *b, size_t lo, size_t hi,
                    : WH_ERR;
     }
     char what[256], reason[128], refused[WH_ERRLEN], me[WH_ERRLEN];
+    char first[6];
+    wh_strlcpy(first, state, sizeof(first));
     wk_rows_describe(&b->rows, lo, what, sizeof(what));
     wh_strlcpy(refused, e, sizeof(refused));
     snprintf(reason, sizeof(reason), "row refused by Postgres: SQLSTATE %s",
@@ -521,16 +523,18 @@ static int write_range(wk_recorder *r, batch *b, size_t lo, size_t hi,
         if (tx == TX_OK) {
             b->isolated++;
             b->done = hi;
-            WH_WARN("recording %s: Postgres refused the row (%s); wrote it "
-                    "without its response and error texts", what, refused);
+            WH_WARN("recording %s: Postgres refused the row (SQLSTATE %s), "
+                    "wrote it without its response and error texts; it "
+                    "said: %s", what, first, refused);
             return WH_OK;
         }
         wh_strlcpy(refused, e, sizeof(refused));
     }
     b->dropped++;
     b->done = hi;
-    WH_ERROR("recording %s: Postgres refused the row (%s)%s; dropped it",
-             what, refused, rc == WH_OK ? " also in its minimal form" : "");
+    WH_ERROR("recording %s: dropped it, Postgres refused the row%s "
+             "(SQLSTATE %s); it said: %s", what,
+             rc == WH_OK ? " also in its minimal form" : "", state, refused);
     return WH_OK;
 }
 

@@ -6,7 +6,9 @@
 # attempt of every endpoint is recorded, the hostile snippets are stored as
 # valid UTF-8 (U+FFFD for what was not), the clean app keeps being
 # recorded after the poison, nothing is dropped, and the worker's pending
-# messages drain. Then an event whose id is 128 backslashes, with a
+# messages drain. Rows Postgres refuses (constraints the test adds) are
+# written in their minimal form or dropped, counted and logged, while the
+# rows batched with them commit. Then an event whose id is 128 backslashes, with a
 # 128-byte app and a 256-byte type: the worker does not crash, the
 # delivery is made and recorded with the exact ids, and the worker still
 # works after a restart.
@@ -20,7 +22,8 @@ start_receiver recv \
     --body-path /p/over/=61c0af62 \
     --body-path /p/f5/=61f580808062 \
     --body-path /p/nul/=6100620063 \
-    --body-path "/p/bs/=$bs100"
+    --body-path "/p/bs/=$bs100" \
+    --body-path /r/=524546555345206d65
 port=$(cat "$T/recv.port")
 for name in sur over f5 nul bs; do
     "$BIN/webhookctl" endpoint add --app poison --secret "$(new_secret)" \
@@ -124,6 +127,58 @@ check "the event is stored for replay with its id" \
 check "the worker is still running" kill -0 "${WORKER_PID[w1]}"
 check "its pending messages drain" wait_for 30 drained w1
 
+# ---- rows Postgres refuses: isolated in a minimal form, or dropped -------
+# Constraints only this test adds make Postgres refuse rows the encoder
+# cannot know about: a snippet starting with REFUSE (the minimal form,
+# without snippet, passes), and every attempt of event evdrop_1 (refused
+# in any form). The clean rows batched with them must still commit.
+sql "ALTER TABLE webhooks.attempts ADD CONSTRAINT test_refuse_snippet
+     CHECK (response_snippet IS NULL OR response_snippet NOT LIKE 'REFUSE%')"
+sql "ALTER TABLE webhooks.attempts ADD CONSTRAINT test_refuse_event
+     CHECK (event_id <> 'evdrop_1')"
+"$BIN/webhookctl" endpoint add --app refuse --secret "$(new_secret)" \
+    --url "http://127.0.0.1:$port/r/hook" >/dev/null
+check "the worker caches the refusing endpoint" \
+    wait_for 20 metric_is w1 webhook_worker_endpoints_cached 9
+K=10
+: >"$T/refuse.ndjson"
+for ((i = 0; i < K; i++)); do
+    echo "{\"id\":\"evref_$i\",\"app\":\"refuse\",\"type\":\"t.x\",\"payload\":{}}" \
+        >>"$T/refuse.ndjson"
+    echo "{\"id\":\"evmix_$i\",\"app\":\"clean\",\"type\":\"t.x\",\"payload\":{}}" \
+        >>"$T/refuse.ndjson"
+    if ((i == K / 2)); then
+        echo '{"id":"evdrop_1","app":"clean","type":"t.x","payload":{}}' \
+            >>"$T/refuse.ndjson"
+    fi
+done
+before=$(received recv)
+check "refused and clean events are published together" \
+    "$BIN/webhook-produce" --quiet <"$T/refuse.ndjson"
+check "all of them are delivered" \
+    wait_for 30 got_at_least recv $((before + 3 * K + 2))
+isolated_rows() {
+    sql "SELECT count(*) FROM webhooks.attempts WHERE app = 'refuse'
+         AND response_snippet IS NULL AND status_code IS NULL
+         AND error = 'row refused by Postgres: SQLSTATE 23514'"
+}
+isolated_all() { [ "$(isolated_rows)" = "$K" ]; }
+check "each refused attempt is recorded in its minimal form ($K rows)" \
+    wait_for 30 isolated_all
+check "the clean attempts beside them are recorded in full" \
+    wait_for 30 attempts_are clean $((2 * N + 2 * K))
+check "the metric counts the isolated rows" \
+    wait_for 10 metric_is w1 webhook_worker_recorder_rows_isolated_total "$K"
+check "the metric counts the 2 dropped rows" \
+    wait_for 10 metric_is w1 webhook_worker_recorder_rows_dropped_total 2
+check "the drop is logged with its delivery" \
+    grep -q "ERROR worker: recording attempt 1 of delivery msg_[0-9a-f]*: dropped it, Postgres refused the row also in its minimal form (SQLSTATE 23514)" "$T/w1.log"
+check "batches were split to find them" \
+    test "$(metric w1 webhook_worker_recorder_batch_splits_total)" -ge 1
+check "and the pending messages still drain" wait_for 30 drained w1
+sql "ALTER TABLE webhooks.attempts DROP CONSTRAINT test_refuse_snippet"
+sql "ALTER TABLE webhooks.attempts DROP CONSTRAINT test_refuse_event"
+
 # restart: the next owner starts from the committed offsets and works
 kill "${WORKER_PID[w1]}" 2>/dev/null || true
 rc=0
@@ -138,7 +193,7 @@ check "an event after the restart is published" \
     --payload '{"after":true}'
 check "and delivered" wait_for 30 got_at_least recv $((before + 2))
 check "and recorded" \
-    wait_for 30 attempts_are clean $((2 * N + 2))
+    wait_for 30 attempts_are clean $((2 * N + 2 * K + 2))
 check "the long-id delivery was not made twice" long_recorded
 check "the restarted worker is still running" kill -0 "${WORKER_PID[w2]}"
 finish
