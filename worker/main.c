@@ -24,6 +24,7 @@
 /* The stages' settings plus those only main.c reads. */
 typedef struct {
     wk_settings wk;
+    int64_t http_low_speed_ms;    /* the HTTP adapter's low-speed window */
     const char *metrics_listen;
 } settings;
 
@@ -64,6 +65,11 @@ static const wh_opt opts[] = {
      "total time allowed for one delivery attempt (per-endpoint override)"},
     {"connect-timeout", "WEBHOOK_CONNECT_TIMEOUT", WH_OPT_DURATION, "5s", 100,
      60000, S(connect_timeout_ms), "time allowed to connect to an endpoint"},
+    {"http-low-speed-time", "WEBHOOK_HTTP_LOW_SPEED_TIME", WH_OPT_DURATION,
+     "5s", 0, 120000, offsetof(settings, http_low_speed_ms),
+     "an attempt under 1 KiB/s for this long while its request is sent or "
+     "its response received fails as a timeout; the endpoint's time before "
+     "it answers does not count (0 = no limit)"},
     {"allow-private-nets", "WEBHOOK_ALLOW_PRIVATE_NETS", WH_OPT_STRING, NULL,
      0, 0, S(allow_private_nets),
      "CIDR ranges endpoints may resolve to despite being loopback/private, "
@@ -670,6 +676,7 @@ int main(int argc, char **argv)
         .max_host_connections = s.max_host_connections,
         .max_connections = 10000,
         .snippet_max = s.snippet_max,
+        .low_speed_time_ms = cfg.http_low_speed_ms,
         .ca_file = s.ca_file,
     };
     if (wh_http_new(&hc, &ctx.http, err, sizeof(err)) != WH_OK) {
