@@ -63,6 +63,12 @@ static void notice_ignore(void *arg, const char *msg)
 
 void wh_db_set_defaults(const wh_db_opts *o) { defaults = *o; }
 
+int64_t wh_db_answer_grace_ms(int64_t statement_timeout_ms)
+{
+    int64_t half = statement_timeout_ms / 2;
+    return half < WH_DB_ANSWER_GRACE_MS ? half : WH_DB_ANSWER_GRACE_MS;
+}
+
 const wh_db_opts *wh_db_defaults(void) { return &defaults; }
 
 /* Milliseconds as whole seconds, rounded up (libpq's unit). */
@@ -124,10 +130,10 @@ int wh_db_params_build(const char *url, const wh_db_opts *o, wh_db_params *p,
 /* The deadline of a call that waits for the server (0: none). */
 static int64_t answer_deadline(const wh_db *db)
 {
-    if (db->opts.statement_timeout_ms <= 0)
+    int64_t t = db->opts.statement_timeout_ms;
+    if (t <= 0)
         return 0;
-    return wh_mono_us() +
-           (db->opts.statement_timeout_ms + WH_DB_ANSWER_GRACE_MS) * 1000;
+    return wh_mono_us() + (t + wh_db_answer_grace_ms(t)) * 1000;
 }
 
 /* Gives up the connection after a timeout or an interrupt: the server may

@@ -25,7 +25,8 @@ typedef struct {
     int64_t connect_timeout_ms;     /* establishing a connection */
     /* The server's statement_timeout; the client also gives up a call
      * (and the connection) when no answer came within this plus
-     * WH_DB_ANSWER_GRACE_MS, which catches a server that is frozen. */
+     * wh_db_answer_grace_ms of it, which catches a server that is frozen
+     * (or a network that silently lost it). */
     int64_t statement_timeout_ms;
     int64_t tcp_user_timeout_ms;    /* unacknowledged data (Linux) */
     int64_t keepalives_idle_ms;     /* 0: no TCP keepalives */
@@ -33,7 +34,10 @@ typedef struct {
     int64_t keepalives_count;
 } wh_db_opts;
 
+/* The client's grace beyond a statement timeout: half of it, at most
+ * WH_DB_ANSWER_GRACE_MS. */
 #define WH_DB_ANSWER_GRACE_MS 2000
+int64_t wh_db_answer_grace_ms(int64_t statement_timeout_ms);
 
 /* The rows of a binary's settings table for wh_db_opts at offset base of
  * its settings struct (needs config.h and stddef.h). */
@@ -44,8 +48,8 @@ typedef struct {
     {"database-statement-timeout", "DATABASE_STATEMENT_TIMEOUT",              \
      WH_OPT_DURATION, "30s", 0, 86400000,                                     \
      (base) + offsetof(wh_db_opts, statement_timeout_ms),                     \
-     "Postgres statement_timeout of every connection; a call that gets no "   \
-     "answer 2 s later gives the connection up (0: no limit)"},               \
+     "Postgres statement_timeout of every connection; a call still without "  \
+     "an answer 2 s later gives the connection up (0: no limit)"},            \
     {"database-tcp-user-timeout", "DATABASE_TCP_USER_TIMEOUT",                \
      WH_OPT_DURATION, "30s", 0, 3600000,                                      \
      (base) + offsetof(wh_db_opts, tcp_user_timeout_ms),                      \

@@ -572,6 +572,17 @@ int wh_kafka_producer_outq(wh_kafka_producer *p)
     return rd_kafka_outq_len(p->rk);
 }
 
+int wh_kafka_producer_fatal(wh_kafka_producer *p, char *err, size_t errlen)
+{
+    char reason[512];
+    rd_kafka_resp_err_t e = rd_kafka_fatal_error(p->rk, reason,
+                                                 sizeof(reason));
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+        return WH_OK;
+    return wh_errf(err, errlen, "Kafka producer failed fatally: %s: %s",
+                   rd_kafka_err2name(e), reason);
+}
+
 int wh_kafka_producer_flush(wh_kafka_producer *p, int timeout_ms, char *err,
                             size_t errlen)
 {

@@ -142,6 +142,12 @@ int64_t wh_kafka_producer_message_max(wh_kafka_producer *p);
 bool wh_kafka_error_too_large(const char *errstr);
 /* Messages not yet acknowledged. */
 int wh_kafka_producer_outq(wh_kafka_producer *p);
+/* WH_ERR, with librdkafka's reason in err, once the producer has failed
+ * fatally (rd_kafka_fatal_error: e.g. the idempotent producer cannot keep
+ * its ordering guarantee); it delivers nothing more and the process must
+ * restart. WH_OK while it is healthy. */
+int wh_kafka_producer_fatal(wh_kafka_producer *p, char *err,
+                            size_t errlen) WH_MUST_CHECK;
 /* Waits up to timeout_ms for every queued message to be acknowledged.
  * WH_ERR when some remain. */
 int wh_kafka_producer_flush(wh_kafka_producer *p, int timeout_ms,

@@ -258,13 +258,26 @@ static double process_db(void *o)
     return *db && wh_db_alive(*db);
 }
 
+static double process_ready(void *o)
+{
+    const wh_metrics *m = o;
+    return m->ready;
+}
+
 int wh_metrics_add_process(wh_metrics *m, const char *prefix,
                            const char *program, const int64_t *started_us,
                            wh_db *const *db, wh_db *const *listen_db,
                            char *err, size_t errlen)
 {
     char up[WH_METRICS_NAME_MAX + 1], loss[WH_METRICS_NAME_MAX + 1],
-        connected[WH_METRICS_NAME_MAX + 1], help[128];
+        connected[WH_METRICS_NAME_MAX + 1], ready[WH_METRICS_NAME_MAX + 1],
+        help[128];
+    snprintf(ready, sizeof(ready), "%s_ready", prefix);
+    if (m && wh_metrics_add_fn(m, WH_METRIC_GAUGE, ready, NULL,
+                               "1 while /readyz answers ready (its body "
+                               "says why not).", process_ready, m, err,
+                               errlen) != WH_OK)
+        return WH_ERR;
     const char *db_help = "1 while the Postgres connection is up.";
     snprintf(up, sizeof(up), "%s_uptime_seconds", prefix);
     snprintf(loss, sizeof(loss), "%s_kafka_data_loss_total", prefix);

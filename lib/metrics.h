@@ -85,11 +85,13 @@ int wh_metrics_add_fn(wh_metrics *m, wh_metric_type type, const char *name,
 
 struct wh_db;
 /* Registers the series every program exports, named <prefix>_...:
- * uptime_seconds (since *started_us, a wh_mono_us time; help "Seconds
- * since the <program> started."), kafka_data_loss_total
- * (wh_kafka_data_loss_count) and database_connected{connection=main|
- * listen} (1 while *db / *listen_db is alive; the pointers are read at
- * each scrape). Everything pointed to must outlive m. */
+ * ready (1 while /readyz answers ready), uptime_seconds (since
+ * *started_us, a wh_mono_us time; help "Seconds since the <program>
+ * started."), kafka_data_loss_total (wh_kafka_data_loss_count) and
+ * database_connected{connection=main|listen} (1 while *db / *listen_db
+ * is alive, i.e. no call on it has failed since it connected: not proof
+ * that Postgres answers; the pointers are read at each scrape).
+ * Everything pointed to must outlive m. */
 int wh_metrics_add_process(wh_metrics *m, const char *prefix,
                            const char *program, const int64_t *started_us,
                            struct wh_db *const *db,

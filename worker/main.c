@@ -6,7 +6,8 @@
  * delivery reports, HTTP completions, the attempt recorder (whose
  * transactions run on its own thread) and endpoint-cache refreshes; the
  * operations HTTP server (metrics, health and readiness) is served from
- * the same loop.
+ * the same loop. Maintenance, the Postgres probe and reconnects run on the
+ * query executor's thread (dbq.c), whose completions wake the loop.
  */
 #include <malloc.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "dbq.h"
 #include "log.h"
 #include "metrics.h"
 #include "worker.h"
@@ -26,6 +28,10 @@ typedef struct {
     wk_settings wk;
     int64_t http_low_speed_ms;    /* the HTTP adapter's low-speed window */
     const char *metrics_listen;
+    wh_db_opts db;                /* bounds of every Postgres connection */
+    int64_t loop_db_timeout_ms;   /* the loop's own connection (ctx->db) */
+    int64_t probe_interval_ms, probe_timeout_ms;
+    int64_t ready_stall_ms;
 } settings;
 
 #define S(f) offsetof(settings, wk.f)
@@ -131,9 +137,33 @@ static const wh_opt opts[] = {
      "text, json, or auto (text on a terminal)"},
     {"log-level", "LOG_LEVEL", WH_OPT_STRING, "info", 0, 0, S(log_level),
      "debug, info, warn or error"},
+    {"loop-db-timeout", "WORKER_LOOP_DB_TIMEOUT", WH_OPT_DURATION, "1s", 100,
+     60000, offsetof(settings, loop_db_timeout_ms),
+     "statement timeout of the lane and partition queries the event loop "
+     "still runs itself; a Postgres that does not answer holds the loop at "
+     "most this and half of it again"},
+    {"db-probe-interval", "WORKER_DB_PROBE_INTERVAL", WH_OPT_DURATION, "2s",
+     100, 600000, offsetof(settings, probe_interval_ms),
+     "how often a SELECT 1 checks that Postgres answers (/readyz, "
+     "webhook_worker_database_up)"},
+    {"db-probe-timeout", "WORKER_DB_PROBE_TIMEOUT", WH_OPT_DURATION, "5s",
+     100, 600000, offsetof(settings, probe_timeout_ms),
+     "a probe unanswered for this long makes the worker not ready"},
+    {"ready-stall", "WORKER_READY_STALL", WH_OPT_DURATION, "30s", 1000,
+     3600000, offsetof(settings, ready_stall_ms),
+     "not ready while attempt rows wait uncommitted, or a stage holds "
+     "messages whose number does not go down, for longer than this"},
+    WH_DB_OPT_ROWS(offsetof(settings, db)),
 };
 
 static volatile sig_atomic_t stop_requested;
+
+/* The worker's own settings (main() fills them) and the query executor
+ * running maintenance, the probe and reconnects off the loop. */
+static const settings *conf;
+static wk_dbq *dbq;
+/* Non-zero once the worker must stop for a fatal reason: its exit code. */
+static int fatal_rc;
 
 /* The operations server (NULL when off) and what it exports beyond the
  * stages' own state. */
@@ -212,39 +242,201 @@ static void on_notify(wk_ctx *ctx)
     }
 }
 
-/* Creates the coming days' history partitions and drops expired ones
- * (webhooks.maintain; a no-op when another worker holds its lock), then
- * disables endpoints that have been failing for WEBHOOK_DISABLE_AFTER. */
-static void maintain(wk_ctx *ctx)
+/* ---- jobs on the query executor (dbq.c) ------------------------------- */
+
+typedef struct {
+    char retention[64], period[64]; /* intervals; period "" = no disabling */
+    char partitions[128];           /* what webhooks.maintain did */
+    char disabled[32];              /* endpoints disabled */
+    bool maintained;
+} maint_job;
+
+/* Executor thread: creates the coming days' history partitions and drops
+ * expired ones (webhooks.maintain; a no-op when another worker holds its
+ * lock), then disables endpoints that have been failing for
+ * WEBHOOK_DISABLE_AFTER. */
+static int maintain_run(wh_db *db, void *arg, char *err, size_t errlen)
 {
-    char retention[64], err[512];
-    snprintf(retention, sizeof(retention), "%lld milliseconds",
-             (long long)ctx->s->history_retention_ms);
-    const char *params[] = {retention};
+    maint_job *j = arg;
+    const char *params[] = {j->retention};
     wh_db_result *r;
-    if (wh_db_query(ctx->db, "SELECT webhooks.maintain($1::interval)", 1,
-                    params, &r, err, sizeof(err)) != WH_OK) {
-        WH_WARN("history maintenance failed: %s", err);
-        return;
-    }
-    WH_DEBUG("history maintenance: %s", wh_db_get(r, 0, 0));
+    if (wh_db_query(db, "SELECT webhooks.maintain($1::interval)", 1, params,
+                    &r, err, errlen) != WH_OK)
+        return WH_ERR;
+    wh_strlcpy(j->partitions, wh_db_get(r, 0, 0), sizeof(j->partitions));
     wh_db_result_free(r);
-    if (ctx->s->disable_after_ms <= 0)
-        return;
-    char period[64];
-    snprintf(period, sizeof(period), "%lld milliseconds",
-             (long long)ctx->s->disable_after_ms);
-    const char *p2[] = {period};
-    if (wh_db_query(ctx->db,
+    j->maintained = true;
+    if (!j->period[0])
+        return WH_OK;
+    const char *p2[] = {j->period};
+    if (wh_db_query(db,
                     "SELECT webhooks.disable_failing_endpoints($1::interval)",
-                    1, p2, &r, err, sizeof(err)) != WH_OK) {
-        WH_WARN("endpoint health check failed: %s", err);
+                    1, p2, &r, err, errlen) != WH_OK)
+        return WH_ERR;
+    wh_strlcpy(j->disabled, wh_db_get(r, 0, 0), sizeof(j->disabled));
+    wh_db_result_free(r);
+    return WH_OK;
+}
+
+static void maintain_done(void *arg, int rc, const char *err)
+{
+    maint_job *j = arg;
+    if (j->maintained)
+        WH_DEBUG("history maintenance: %s", j->partitions);
+    if (rc != WH_OK)
+        WH_WARN("%s failed: %s", j->maintained ? "endpoint health check"
+                                               : "history maintenance", err);
+    else if (atoi(j->disabled) > 0)
+        WH_WARN("disabled %s endpoints that failed every attempt for %s",
+                j->disabled, j->period);
+}
+
+/* Queues maintenance; false when the executor's queue is full. */
+static bool maintain(wk_ctx *ctx)
+{
+    maint_job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return false;
+    snprintf(j->retention, sizeof(j->retention), "%lld milliseconds",
+             (long long)ctx->s->history_retention_ms);
+    if (ctx->s->disable_after_ms > 0)
+        snprintf(j->period, sizeof(j->period), "%lld milliseconds",
+                 (long long)ctx->s->disable_after_ms);
+    wk_dbq_job job = {.name = "maintenance", .run = maintain_run,
+                      .done = maintain_done, .release = free, .arg = j};
+    if (wk_dbq_submit(dbq, &job, NULL) != WH_OK) {
+        free(j);
+        return false;
+    }
+    return true;
+}
+
+/* The Postgres probe: one SELECT 1 at a time through the executor, timed
+ * on this thread, so that a server that stops answering shows within
+ * WORKER_DB_PROBE_TIMEOUT even when nothing else asks it anything. */
+static struct {
+    bool in_flight;
+    int64_t sent_us, next_us;
+    int64_t up;              /* webhook_worker_database_up */
+    double seconds;          /* the last answer's round trip */
+    char why[WH_ERRLEN];     /* while !up */
+} probe = {.why = "no probe has been answered yet"};
+
+static int probe_run(wh_db *db, void *arg, char *err, size_t errlen)
+{
+    (void)arg;
+    return wh_db_exec(db, "SELECT 1", err, errlen);
+}
+
+static void probe_done(void *arg, int rc, const char *err)
+{
+    (void)arg;
+    probe.in_flight = false;
+    probe.seconds = (double)(wh_mono_us() - probe.sent_us) / 1e6;
+    probe.up = rc == WH_OK;
+    if (rc != WH_OK)
+        snprintf(probe.why, sizeof(probe.why), "the probe failed: %s", err);
+}
+
+static void probe_tick(void)
+{
+    int64_t now = wh_mono_us();
+    if (probe.in_flight) {
+        int64_t waited_ms = (now - probe.sent_us) / 1000;
+        if (waited_ms > conf->probe_timeout_ms) {
+            probe.up = 0;
+            snprintf(probe.why, sizeof(probe.why),
+                     "Postgres has not answered a probe for %lld ms",
+                     (long long)waited_ms);
+        }
         return;
     }
-    if (atoi(wh_db_get(r, 0, 0)) > 0)
-        WH_WARN("disabled %s endpoints that failed every attempt for %s",
-                wh_db_get(r, 0, 0), period);
-    wh_db_result_free(r);
+    if (now < probe.next_us)
+        return;
+    probe.next_us = now + conf->probe_interval_ms * 1000;
+    wk_dbq_job job = {.name = "probe", .run = probe_run, .done = probe_done};
+    if (wk_dbq_submit(dbq, &job, NULL) != WH_OK) {
+        probe.up = 0;
+        wh_strlcpy(probe.why, "the query executor's queue is full",
+                   sizeof(probe.why));
+        return;
+    }
+    probe.in_flight = true;
+    probe.sent_us = now;
+}
+
+/* A fresh connection opened on the executor's thread, handed to the loop
+ * in place of a broken one, so that connecting never holds the loop. */
+typedef struct {
+    wk_ctx *ctx;
+    bool listen;       /* the LISTEN connection, else the loop's own */
+    wh_db *db;
+} reconnect_job;
+
+static bool reconnecting[2];
+
+static int reconnect_run(wh_db *unused, void *arg, char *err, size_t errlen)
+{
+    (void)unused;
+    reconnect_job *j = arg;
+    if (wh_db_connect(j->ctx->s->database_url, &j->db, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (j->listen)
+        return wh_db_listen(j->db, "webhooks_endpoints", err, errlen);
+    return wh_db_set_timeout(j->db, conf->loop_db_timeout_ms, err, errlen);
+}
+
+static void reconnect_done(void *arg, int rc, const char *err)
+{
+    reconnect_job *j = arg;
+    wk_ctx *ctx = j->ctx;
+    reconnecting[j->listen] = false;
+    if (rc != WH_OK) {
+        WH_WARN("%s", err);
+        return;
+    }
+    wh_db **slot = j->listen ? &ctx->listen_db : &ctx->db;
+    wh_db_close(*slot);
+    *slot = j->db;
+    j->db = NULL;
+    if (!j->listen) {
+        WH_INFO("database connection restored");
+        return;
+    }
+    /* notifications may have been missed: read everything again */
+    char e[512];
+    if (wk_cache_reload(ctx->cache, e, sizeof(e)) != WH_OK)
+        WH_ERROR("endpoint reload failed: %s", e);
+    else
+        WH_INFO("endpoint change notifications restored");
+}
+
+static void reconnect_release(void *arg)
+{
+    reconnect_job *j = arg;
+    wh_db_close(j->db);
+    free(j);
+}
+
+/* Queues a reconnect of the LISTEN connection or the loop's own, unless
+ * one is under way. */
+static void reconnect(wk_ctx *ctx, bool listen)
+{
+    if (reconnecting[listen])
+        return;
+    reconnect_job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return;
+    j->ctx = ctx;
+    j->listen = listen;
+    wk_dbq_job job = {.name = "reconnect", .run = reconnect_run,
+                      .done = reconnect_done, .release = reconnect_release,
+                      .arg = j};
+    if (wk_dbq_submit(dbq, &job, NULL) != WH_OK) {
+        free(j);
+        return;
+    }
+    reconnecting[listen] = true;
 }
 
 /* Writes the recorder's batch when it is due; returns ms until the next
@@ -264,7 +456,7 @@ static int64_t record(wk_ctx *ctx)
 /* One loop iteration's worth of work; returns true if more is waiting. */
 static bool step(wk_ctx *ctx, bool consume, int timeout_ms)
 {
-    int fds[6], ready[6] = {0};
+    int fds[8], ready[8] = {0};
     size_t nfds = 0;
     int fo = -1, dl = -1, pr, ls;
     if (ctx->fanout)
@@ -280,12 +472,16 @@ static bool step(wk_ctx *ctx, bool consume, int timeout_ms)
         fds[nfds++] = wh_db_socket(ctx->listen_db);
     if (metrics)
         fds[nfds++] = wh_metrics_fd(metrics);
+    int dq = (int)nfds;
+    fds[nfds++] = wk_dbq_fd(dbq);
     wh_http_wait(ctx->http, fds, ready, nfds, timeout_ms);
     if (metrics && ctx->deliver)
         wk_deliver_counts(ctx->deliver, &deliver_stats);
     wh_metrics_serve(metrics);
 
     bool more = false;
+    if (ready[dq])
+        WH_IGNORE(wk_dbq_poll(dbq) > 0);
     if (fo >= 0 && ready[fo])
         wh_kafka_fd_drain(fds[fo]);
     if (dl >= 0 && ready[dl])
@@ -307,16 +503,88 @@ static bool step(wk_ctx *ctx, bool consume, int timeout_ms)
     return more;
 }
 
-/* /readyz: both Postgres connections are up (the loop is running). */
+/* Whether a stage holding n messages made progress: 1 once their number
+ * has not gone down for longer than bound_us (docs/operations.md). */
+typedef struct {
+    size_t last;
+    int64_t since_us; /* when n last went down or was 0 */
+} stall_watch;
+
+static bool stalled(stall_watch *w, size_t n, int64_t now, int64_t bound_us)
+{
+    if (n == 0 || n < w->last || w->since_us == 0)
+        w->since_us = now;
+    w->last = n;
+    return n > 0 && now - w->since_us > bound_us;
+}
+
+static stall_watch fanout_watch, deliver_watch;
+
+/* /readyz: the producer works, Postgres answers the probe, the LISTEN
+ * connection is up, attempt rows get committed and the stages make
+ * progress. The first reason that holds is reported. */
 static void update_ready(wk_ctx *ctx)
 {
-    if (!wh_db_alive(ctx->db))
-        wh_metrics_set_ready(metrics, false, "database connection lost");
-    else if (!wh_db_alive(ctx->listen_db))
-        wh_metrics_set_ready(metrics, false,
-                             "endpoint notification connection lost");
-    else
-        wh_metrics_set_ready(metrics, true, NULL);
+    char why[WH_METRICS_REASON_MAX], e[WH_ERRLEN];
+    int64_t now = wh_mono_us(), bound_us = conf->ready_stall_ms * 1000;
+    wk_recorder_stats rs;
+    wk_recorder_counts(ctx->recorder, &rs);
+    why[0] = '\0';
+    if (wh_kafka_producer_fatal(ctx->producer, e, sizeof(e)) != WH_OK) {
+        wh_strlcpy(why, e, sizeof(why));
+        if (!fatal_rc) {
+            WH_ERROR("%s; stopping", e);
+            fatal_rc = 3;
+            stop_requested = 1;
+        }
+    } else if (!probe.up) {
+        snprintf(why, sizeof(why), "database: %.240s", probe.why);
+    } else if (!wh_db_alive(ctx->db)) {
+        wh_strlcpy(why, "database connection lost", sizeof(why));
+    } else if (!wh_db_alive(ctx->listen_db)) {
+        wh_strlcpy(why, "endpoint notification connection lost",
+                   sizeof(why));
+    } else if (rs.pending > 0 && rs.oldest_pending_us > 0 &&
+               now - rs.oldest_pending_us > bound_us) {
+        snprintf(why, sizeof(why), "%zu attempt rows not committed for %lld "
+                 "ms", rs.pending,
+                 (long long)((now - rs.oldest_pending_us) / 1000));
+    }
+    bool fo = ctx->fanout && stalled(&fanout_watch,
+                                     wk_fanout_pending(ctx->fanout), now,
+                                     bound_us);
+    bool dl = ctx->deliver && stalled(&deliver_watch,
+                                      wk_deliver_pending(ctx->deliver), now,
+                                      bound_us);
+    if (!why[0] && (fo || dl))
+        snprintf(why, sizeof(why), "the %s stage has held %zu messages "
+                 "without progress for %lld ms", fo ? "fan-out" : "delivery",
+                 fo ? fanout_watch.last : deliver_watch.last,
+                 (long long)((now - (fo ? fanout_watch.since_us
+                                        : deliver_watch.since_us)) / 1000));
+    wh_metrics_set_ready(metrics, !why[0], why[0] ? why : NULL);
+}
+
+static double m_probe_seconds(void *o)
+{
+    (void)o;
+    return probe.seconds;
+}
+
+static double m_recorder_oldest(void *o)
+{
+    const wk_ctx *ctx = o;
+    wk_recorder_stats rs;
+    wk_recorder_counts(ctx->recorder, &rs);
+    if (rs.pending == 0 || rs.oldest_pending_us == 0)
+        return 0;
+    return (double)(wh_mono_us() - rs.oldest_pending_us) / 1e6;
+}
+
+static double m_dbq_pending(void *o)
+{
+    (void)o;
+    return dbq ? (double)wk_dbq_pending(dbq) : 0;
 }
 
 static double m_in_flight(void *o)
@@ -467,6 +735,26 @@ static int metrics_register(wk_ctx *ctx, char *err, size_t errlen)
                            values[i].labels, values[i].help, values[i].value,
                            err, errlen) != WH_OK)
             return WH_ERR;
+    if (wh_metrics_add(metrics, WH_METRIC_GAUGE,
+                       "webhook_worker_database_up", NULL,
+                       "1 while Postgres answers the worker's probe (a "
+                       "SELECT 1 every WORKER_DB_PROBE_INTERVAL) within "
+                       "WORKER_DB_PROBE_TIMEOUT.", &probe.up, err,
+                       errlen) != WH_OK ||
+        wh_metrics_add_fn(metrics, WH_METRIC_GAUGE,
+                          "webhook_worker_database_probe_seconds", NULL,
+                          "Round trip of the last answered probe.",
+                          m_probe_seconds, ctx, err, errlen) != WH_OK ||
+        wh_metrics_add_fn(metrics, WH_METRIC_GAUGE,
+                          "webhook_worker_recorder_oldest_pending_seconds",
+                          NULL, "Age of the oldest attempt row not yet "
+                          "committed (0: none).", m_recorder_oldest, ctx, err,
+                          errlen) != WH_OK ||
+        wh_metrics_add_fn(metrics, WH_METRIC_GAUGE,
+                          "webhook_worker_db_jobs_pending", NULL,
+                          "Jobs queued on or run by the query executor.",
+                          m_dbq_pending, ctx, err, errlen) != WH_OK)
+        return WH_ERR;
     const char *produced = "Messages produced to Kafka, by delivery report.";
     if (wh_metrics_add(metrics, WH_METRIC_COUNTER,
                        "webhook_worker_kafka_produced_total", "result=acked",
@@ -487,6 +775,7 @@ static int run(wk_ctx *ctx)
     WH_INFO("worker %s running (role %s, %zu endpoints cached)",
             ctx->worker_id, ctx->s->role, wk_cache_size(ctx->cache));
     while (!stop_requested) {
+        probe_tick();
         update_ready(ctx);
         bool more = step(ctx, true, timeout);
         int64_t due = record(ctx);
@@ -508,28 +797,20 @@ static int run(wk_ctx *ctx)
             next_reload = wh_mono_us() + ctx->s->endpoint_refresh_ms * 1000;
         }
         if (!wh_db_alive(ctx->db) && wh_mono_us() >= next_db_retry) {
-            /* the connection for loads and maintenance (the recorder has
-             * its own) */
+            /* the connection for loads (the recorder and the executor
+             * have their own), opened on the executor's thread */
             next_db_retry = wh_mono_us() + 1000 * 1000;
-            if (wh_db_reconnect(ctx->db, err, sizeof(err)) != WH_OK)
-                WH_WARN("%s", err);
-            else
-                WH_INFO("database connection restored");
+            reconnect(ctx, false);
         }
         if (!wh_db_alive(ctx->listen_db) && wh_mono_us() >= next_listen_retry) {
             /* lost LISTEN: reconnect, then reload what we may have missed */
             next_listen_retry = wh_mono_us() + 2 * 1000 * 1000;
-            if (wh_db_reconnect(ctx->listen_db, err, sizeof(err)) != WH_OK)
-                WH_WARN("%s", err);
-            else if (wk_cache_reload(ctx->cache, err, sizeof(err)) != WH_OK)
-                WH_ERROR("endpoint reload failed: %s", err);
-            else
-                WH_INFO("endpoint change notifications restored");
+            reconnect(ctx, true);
         }
-        if (ctx->deliver && wh_mono_us() >= next_maintain) {
-            maintain(ctx);
-            next_maintain = wh_mono_us() + ctx->s->maintenance_ms * 1000;
-        }
+        if (ctx->deliver && wh_mono_us() >= next_maintain)
+            next_maintain = wh_mono_us() +
+                            (maintain(ctx) ? ctx->s->maintenance_ms : 1000) *
+                                1000;
     }
     wh_metrics_set_ready(metrics, false, "shutting down");
     WH_INFO("stopping: finishing %d attempts in flight (up to %lld ms)",
@@ -549,7 +830,7 @@ static int run(wk_ctx *ctx)
             usleep(200000);
         }
     }
-    return 0;
+    return fatal_rc;
 }
 
 int main(int argc, char **argv)
@@ -576,6 +857,7 @@ int main(int argc, char **argv)
     int lr = wh_config_load(opts, WH_ARRAY_LEN(opts), &cfg, argc, argv, NULL,
                             err, sizeof(err));
     s = cfg.wk;
+    conf = &cfg;
     if (lr == WH_AGAIN) {
         wh_config_usage(stdout, "webhook-worker [options]", opts,
                         WH_ARRAY_LEN(opts));
@@ -641,6 +923,13 @@ int main(int argc, char **argv)
         WH_INFO("serving /metrics, /healthz and /readyz on http://%s",
                 wh_metrics_address(metrics));
 
+    wh_db_set_defaults(&cfg.db);
+    wk_dbq_conf qc = {.url = s.database_url, .queue_max = 1024,
+                      .backoff_min_ms = 100, .backoff_max_ms = 5000};
+    if (wk_dbq_new(&qc, &dbq, err, sizeof(err)) != WH_OK) {
+        WH_ERROR("%s", err);
+        goto out;
+    }
     if (wh_db_connect(s.database_url, &ctx.db, err, sizeof(err)) != WH_OK ||
         wh_db_connect(s.database_url, &ctx.listen_db, err, sizeof(err)) !=
             WH_OK ||
@@ -651,6 +940,12 @@ int main(int argc, char **argv)
     }
     if (wk_cache_new(&ctx, &ctx.cache, err, sizeof(err)) != WH_OK) {
         WH_ERROR("loading endpoints: %s", err);
+        goto out;
+    }
+    /* from now on the loop waits on ctx.db only this long */
+    if (wh_db_set_timeout(ctx.db, cfg.loop_db_timeout_ms, err, sizeof(err)) !=
+        WH_OK) {
+        WH_ERROR("%s", err);
         goto out;
     }
     wh_kafka_conf kc = {
@@ -700,6 +995,7 @@ out:
     wh_kafka_producer_destroy(ctx.producer);
     wh_http_destroy(ctx.http);
     wk_recorder_destroy(ctx.recorder);
+    wk_dbq_destroy(dbq, 1000); /* before what its completions touch */
     wk_cache_destroy(ctx.cache);
     wh_db_close(ctx.listen_db);
     wh_db_close(ctx.db);
