@@ -7,6 +7,7 @@
 #   make run                  local stack + demo (Ctrl-C stops it)
 #   make dev-up / dev-down    local stack in the background
 #   make bench                benchmarks
+#   make fuzz                 libFuzzer targets, FUZZ_SECONDS (60) each
 
 CC        ?= cc
 SANITIZER ?=
@@ -158,6 +159,8 @@ $(B)/fuzz/%: $(B)/obj/tests/fuzz/%.o $(B)/obj/tests/fuzz/check.o $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -fsanitize=fuzzer -o $@ $(filter %.o,$^) $(LIB_A) $(LDLIBS)
 
+$(B)/fuzz/fuzz_rows: $(B)/obj/worker/rows.o
+
 fuzz-targets: $(FUZZ_BIN)
 
 fuzz-build:
@@ -177,7 +180,8 @@ test-integration: all
 test:
 	$(MAKE) -j$(shell nproc) all
 	$(MAKE) -j$(shell nproc) SANITIZER=address,undefined all
-	tests/run.sh --build build --sanitized-build build-san all
+	$(MAKE) -j$(shell nproc) fuzz-build
+	tests/run.sh --build build --sanitized-build build-san --fuzz-build $(FUZZ_B) all
 
 # the ordering fault test at a larger scale (about 15 minutes)
 test-long: all
@@ -199,6 +203,6 @@ format:
 	clang-format -i lib/*.[ch] worker/*.[ch] producer/*.[ch] ctl/*.[ch] dev/*.c tests/unit/*.[ch]
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san $(FUZZ_B)
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

@@ -19,6 +19,10 @@ PACKAGES=(
     python3 jq curl openssl ca-certificates procps iproute2 # tests
     nodejs                                       # signature verification in tests
     wrk                                          # make bench: the HTTP ceiling
+    clang libclang-rt-14-dev llvm-14             # make fuzz: clang, libFuzzer
+                                                 # and sanitizer runtimes,
+                                                 # llvm-symbolizer
+    binutils                                     # readelf (test_hardening.sh)
 )
 
 $SUDO apt-get update

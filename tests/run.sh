@@ -2,7 +2,8 @@
 # tests/run.sh - runs the test suite and prints one closing line,
 # "N passed, N failed", summing the checks of every test program.
 #
-#   tests/run.sh [--build DIR] [--sanitized-build DIR] [unit|integration|all]
+#   tests/run.sh [--build DIR] [--sanitized-build DIR] [--fuzz-build DIR]
+#                [unit|integration|fuzz|all]
 #
 # Unit tests (build/tests/test_*) run against every build given; the
 # integration and end-to-end tests (tests/integration/test_*.sh) run
@@ -11,20 +12,26 @@
 # them. A test that dies without printing its counts counts as 1 failure.
 # TEST_JOBS (default 2) integration tests run at once; SERIAL_INTEGRATION
 # (default test_hol.sh, a timing measurement) run last, one at a time.
+# The short fuzz pass (tests/fuzz/run.sh --short: every seed, then a fixed
+# number of mutations with a fixed seed, one check per target) runs after
+# the unit tests, against the libFuzzer tree (default build-fuzzer/, built
+# by make fuzz-build when out of date).
 set -uo pipefail
 
 ROOT=$(cd -- "$(dirname -- "$0")/.." && pwd)
 cd "$ROOT" || exit 2
 BUILD=build
 SANBUILD=
+FUZZBUILD=build-fuzzer
 WHAT=all
 SANITIZED_INTEGRATION=${SANITIZED_INTEGRATION:-}
 while [ $# -gt 0 ]; do
     case $1 in
     --build) BUILD=$2; shift 2 ;;
     --sanitized-build) SANBUILD=$2; shift 2 ;;
-    unit | integration | all) WHAT=$1; shift ;;
-    *) echo "usage: tests/run.sh [--build DIR] [--sanitized-build DIR] [unit|integration|all]" >&2
+    --fuzz-build) FUZZBUILD=$2; shift 2 ;;
+    unit | integration | fuzz | all) WHAT=$1; shift ;;
+    *) echo "usage: tests/run.sh [--build DIR] [--sanitized-build DIR] [--fuzz-build DIR] [unit|integration|fuzz|all]" >&2
        exit 2 ;;
     esac
 done
@@ -154,11 +161,14 @@ integration() {
     done
 }
 
-if [ "$WHAT" != integration ]; then
+if [ "$WHAT" = unit ] || [ "$WHAT" = all ]; then
     unit "$BUILD"
     [ -n "$SANBUILD" ] && unit "$SANBUILD"
 fi
-if [ "$WHAT" != unit ]; then
+if [ "$WHAT" = fuzz ] || [ "$WHAT" = all ]; then
+    run "fuzz short pass [$FUZZBUILD]" tests/fuzz/run.sh --build "$FUZZBUILD" --short
+fi
+if [ "$WHAT" = integration ] || [ "$WHAT" = all ]; then
     integration "$BUILD"
     [ -n "$SANBUILD" ] && integration "$SANBUILD" "$SANITIZED_INTEGRATION"
     run_queued
