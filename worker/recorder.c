@@ -95,12 +95,21 @@ struct wk_recorder {
 
 static void *writer(void *arg);
 
-static int batch_init(batch *b, size_t cap)
+/* The largest row of the tables that carry protobuf as hex (events,
+ * retries, parked lane changes): a message of at most payload_max plus
+ * Kafka's headroom, hex-encoded, beside the largest attempt row's text. */
+static size_t blob_row_max(const wk_ctx *ctx)
 {
-    /* events, retries and lanes carry protobuf as hex: bounded by what is
-     * in flight (each stage pauses at max_in_flight) */
+    return 2 * (size_t)wh_kafka_message_max(ctx->s->payload_max) +
+           WK_ROWS_ATTEMPT_MAX;
+}
+
+static int batch_init(batch *b, size_t cap, size_t blob_max)
+{
+    /* every item may be one of the largest rows: what is in flight (each
+     * stage pauses at max_in_flight) always fits */
     if (wk_rows_init(&b->rows, cap, cap * WK_ROWS_ATTEMPT_MAX,
-                     SIZE_MAX / 4) != WH_OK)
+                     cap * blob_max) != WH_OK)
         return WH_ERR;
     b->waiters = calloc(cap, sizeof(*b->waiters));
     return b->waiters ? WH_OK : WH_ERR;
@@ -135,10 +144,11 @@ wk_recorder *wk_recorder_new(wk_ctx *ctx)
     pthread_cond_init(&r->cv, NULL);
     atomic_init(&r->done, false);
     r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (r->efd < 0 || batch_init(&r->b[0], r->cap) != WH_OK ||
-        batch_init(&r->b[1], r->cap) != WH_OK ||
-        wk_rows_init(&r->minimal, 1, 2 * WK_ROWS_ATTEMPT_MAX,
-                     SIZE_MAX / 4) != WH_OK) {
+    size_t blob_max = blob_row_max(ctx);
+    if (r->efd < 0 || batch_init(&r->b[0], r->cap, blob_max) != WH_OK ||
+        batch_init(&r->b[1], r->cap, blob_max) != WH_OK ||
+        wk_rows_init(&r->minimal, 1, WK_ROWS_ATTEMPT_MAX, blob_max) !=
+            WH_OK) {
         wk_recorder_destroy(r);
         return NULL;
     }

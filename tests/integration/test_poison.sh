@@ -16,6 +16,21 @@
 
 N=${POISON_EVENTS:-30}
 stack_up 4
+# the receiver's --body-path bounds: 4096 bytes, 64 prefixes
+hex4096=$(head -c 4096 /dev/zero | od -An -v -tx1 | tr -d ' \n')
+# accepts ARGS: the receiver parses ARGS (then --help exits 0)
+accepts() { "$BIN/webhook-receiver" "$@" --help >/dev/null; }
+check "--body-path takes a body of 4096 bytes" accepts --body-path "/x=$hex4096"
+rc=0
+"$BIN/webhook-receiver" --body-path "/x=${hex4096}00" >/dev/null 2>&1 || rc=$?
+check "but not of 4097 (exit $rc)" test "$rc" = 2
+many=()
+for ((i = 0; i < 64; i++)); do many+=(--body-path "/m$i=41"); done
+check "--body-path takes 64 prefixes" accepts "${many[@]}"
+rc=0
+"$BIN/webhook-receiver" "${many[@]}" --body-path /m64=41 >/dev/null 2>&1 || rc=$?
+check "but not 65 (exit $rc)" test "$rc" = 2
+
 bs100=$(printf '5c%.0s' {1..100})
 start_receiver recv \
     --body-path /p/sur/=61eda08062 \
@@ -33,7 +48,11 @@ for name in a b; do
     "$BIN/webhookctl" endpoint add --app clean --secret "$(new_secret)" \
         --url "http://127.0.0.1:$port/c/$name/hook" >/dev/null
 done
+"$BIN/webhookctl" endpoint add --app big --secret "$(new_secret)" \
+    --url "http://127.0.0.1:$port/big/hook" >/dev/null
 
+# payloads up to 1 MiB, so one event row is more than one COPY chunk
+export WEBHOOK_PAYLOAD_MAX=1m
 start_worker w1 WORKER_METRICS_LISTEN=127.0.0.1:0
 
 addr() {
@@ -99,6 +118,23 @@ check "all attempts succeeded" \
     test "$(sql "SELECT count(*) FROM webhooks.attempts WHERE outcome <> 'succeeded'")" = 0
 check "no row was dropped" \
     metric_is w1 webhook_worker_recorder_rows_dropped_total 0
+check "no value had to be clamped" \
+    metric_is w1 webhook_worker_recorder_rows_clamped_total 0
+
+# an event whose stored row (its protobuf as hex, about 1.8 MB) takes more
+# than one COPY chunk (1 MiB)
+head -c 900000 /dev/zero | tr '\0' x | sed 's/.*/"&"/' >"$T/big.json"
+before=$(received recv)
+check "a 900 KB event is published" \
+    "$BIN/webhook-produce" --quiet --app big --type t.x --id evbig \
+    --payload "@$T/big.json"
+big_stored() {
+    [ "$(sql "SELECT length(event) > 900000 FROM webhooks.events
+              WHERE event_id = 'evbig'")" = t ]
+}
+check "it is delivered" wait_for 30 got_at_least recv $((before + 1))
+check "it is stored for replay whole" wait_for 30 big_stored
+check "and its attempt recorded" wait_for 30 attempts_are big 1
 
 # ---- the 128-backslash id, 128-byte app, 256-byte type -------------------
 id=$(printf '\\%.0s' {1..128})
@@ -107,7 +143,7 @@ type=$(printf 't%.0s' {1..256})
 "$BIN/webhookctl" endpoint add --app "$app" --secret "$(new_secret)" \
     --url "http://127.0.0.1:$port/c/long/hook" >/dev/null
 # the worker's endpoint cache learns of it through LISTEN; wait for that
-long_cached() { metric_is w1 webhook_worker_endpoints_cached 8; }
+long_cached() { metric_is w1 webhook_worker_endpoints_cached 9; }
 check "the worker caches the new endpoint" wait_for 20 long_cached
 before=$(received recv)
 check "the long-id event is published" \
@@ -139,7 +175,7 @@ sql "ALTER TABLE webhooks.attempts ADD CONSTRAINT test_refuse_event
 "$BIN/webhookctl" endpoint add --app refuse --secret "$(new_secret)" \
     --url "http://127.0.0.1:$port/r/hook" >/dev/null
 check "the worker caches the refusing endpoint" \
-    wait_for 20 metric_is w1 webhook_worker_endpoints_cached 9
+    wait_for 20 metric_is w1 webhook_worker_endpoints_cached 10
 K=10
 : >"$T/refuse.ndjson"
 for ((i = 0; i < K; i++)); do
