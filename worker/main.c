@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "config.h"
 #include "dbq.h"
 #include "log.h"
@@ -202,6 +203,72 @@ static void on_report(void *opaque, void *msg_opaque, int ok,
  * before it are covered by it. */
 static int64_t bulk_reload_at_us;
 
+/* An endpoint read on the query executor: the query runs there, the apply
+ * (decrypt and index, no Postgres) here when it completes; reads complete
+ * in the order they were queued. */
+typedef struct {
+    wk_ctx *ctx;
+    char id[128];        /* "" = every endpoint */
+    wh_db_result *r;
+} cache_job;
+
+static int cache_run(wh_db *db, void *arg, char *err, size_t errlen)
+{
+    cache_job *j = arg;
+    return wh_endpoints_query(db, j->id[0] ? j->id : NULL, &j->r, err,
+                              errlen);
+}
+
+static void cache_done(void *arg, int rc, const char *err)
+{
+    cache_job *j = arg;
+    char e[512];
+    if (rc == WH_OK)
+        rc = j->id[0] ? wk_cache_apply_refresh(j->ctx->cache, j->id, j->r, e,
+                                               sizeof(e))
+                      : wk_cache_apply_reload(j->ctx->cache, j->r, e,
+                                              sizeof(e));
+    else
+        wh_strlcpy(e, err, sizeof(e));
+    if (rc != WH_OK) {
+        if (j->id[0])
+            WH_ERROR("endpoint %s refresh failed: %s", j->id, e);
+        else
+            WH_ERROR("endpoint reload failed: %s", e);
+        return;
+    }
+    if (j->id[0])
+        WH_DEBUG("endpoint %s refreshed", j->id);
+    wk_cache_release_held(j->ctx->cache);
+}
+
+static void cache_release(void *arg)
+{
+    cache_job *j = arg;
+    wh_db_result_free(j->r);
+    free(j);
+}
+
+/* Queues a read of endpoint id (NULL: every endpoint); false when the
+ * executor's queue is full. */
+static bool cache_load(wk_ctx *ctx, const char *id)
+{
+    cache_job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return false;
+    j->ctx = ctx;
+    if (id)
+        wh_strlcpy(j->id, id, sizeof(j->id));
+    wk_dbq_job job = {.name = id ? "endpoint refresh" : "endpoint reload",
+                      .run = cache_run, .done = cache_done,
+                      .release = cache_release, .arg = j};
+    if (wk_dbq_submit(dbq, &job, NULL) != WH_OK) {
+        free(j);
+        return false;
+    }
+    return true;
+}
+
 static void on_notify(wk_ctx *ctx)
 {
     static char ids[NOTIFY_BATCH][128];
@@ -235,10 +302,11 @@ static void on_notify(wk_ctx *ctx)
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        if (wk_cache_refresh(ctx->cache, ids[i], err, sizeof(err)) != WH_OK)
-            WH_ERROR("endpoint %s refresh failed: %s", ids[i], err);
-        else
-            WH_DEBUG("endpoint %s refreshed", ids[i]);
+        if (!cache_load(ctx, ids[i])) {
+            /* the executor is full: read everything once it has room */
+            bulk_reload_at_us = wh_mono_us() + 200 * 1000;
+            return;
+        }
     }
 }
 
@@ -404,11 +472,9 @@ static void reconnect_done(void *arg, int rc, const char *err)
         return;
     }
     /* notifications may have been missed: read everything again */
-    char e[512];
-    if (wk_cache_reload(ctx->cache, e, sizeof(e)) != WH_OK)
-        WH_ERROR("endpoint reload failed: %s", e);
-    else
-        WH_INFO("endpoint change notifications restored");
+    if (!cache_load(ctx, NULL))
+        bulk_reload_at_us = wh_mono_us() + 200 * 1000;
+    WH_INFO("endpoint change notifications restored");
 }
 
 static void reconnect_release(void *arg)
@@ -791,11 +857,10 @@ static int run(wk_ctx *ctx)
             bulk_reload_at_us = 0;
             next_reload = 0;
         }
-        if (wh_mono_us() >= next_reload) {
-            if (wk_cache_reload(ctx->cache, err, sizeof(err)) != WH_OK)
-                WH_ERROR("endpoint reload failed: %s", err);
-            next_reload = wh_mono_us() + ctx->s->endpoint_refresh_ms * 1000;
-        }
+        if (wh_mono_us() >= next_reload)
+            next_reload = wh_mono_us() + (cache_load(ctx, NULL)
+                                              ? ctx->s->endpoint_refresh_ms
+                                              : 1000) * 1000;
         if (!wh_db_alive(ctx->db) && wh_mono_us() >= next_db_retry) {
             /* the connection for loads (the recorder and the executor
              * have their own), opened on the executor's thread */
@@ -930,6 +995,7 @@ int main(int argc, char **argv)
         WH_ERROR("%s", err);
         goto out;
     }
+    ctx.dbq = dbq;
     if (wh_db_connect(s.database_url, &ctx.db, err, sizeof(err)) != WH_OK ||
         wh_db_connect(s.database_url, &ctx.listen_db, err, sizeof(err)) !=
             WH_OK ||

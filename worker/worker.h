@@ -69,8 +69,10 @@ typedef struct wk_ctx {
     const wk_settings *s;
     char worker_id[128];
     wh_secretbox sb;
-    wh_db *db;                   /* cache, lane and partition loads, maintenance */
+    wh_db *db;                   /* lane and partition loads on the loop */
     wh_db *listen_db;            /* LISTEN webhooks_endpoints */
+    struct wk_dbq *dbq;          /* query executor (dbq.h): maintenance,
+                                    endpoint reads, disables, the probe */
     wh_netlist *allow;
     wh_kafka_producer *producer; /* deliveries and dead letters */
     wh_http *http;
