@@ -49,6 +49,8 @@ static void free_job(dl_job *j)
 {
     wh_codec_delivery_free(j->dm);
     wh_kmsg_destroy(j->km);
+    free(j->parked_id);
+    free(j->raw);
     free(j);
 }
 
@@ -68,7 +70,7 @@ void wk_dl_lane_unref(wk_deliver *d, wk_lane *l)
     assert(l->refs > 0);
     if (--l->refs > 0)
         return;
-    assert(l->detached);
+    assert(l->detached && !l->budget_wait && l->granted == 0);
     if (l->aprev)
         l->aprev->anext = l->anext;
     else
@@ -147,8 +149,11 @@ void wk_dl_job_done(wk_deliver *d, dl_job *j)
         d->active--;
         wk_tracker_done(d->tracker, &tk->item, d->consumer);
     } else {
+        bool budgeted = j->budgeted;
         loose_del(d, j);
         free_job(j);
+        if (budgeted)
+            wk_drain_give(&d->budget, 1);
     }
     if (l)
         wk_dl_lane_unref(d, l);
@@ -200,6 +205,7 @@ static wk_lane *lane_new(wk_deliver *d, const char *endpoint_id,
     }
     if (old) { /* replaced by a fresh load: the old one is stale */
         old->detached = true;
+        wk_drain_cancel(&d->budget, old);
         wk_dl_lane_unref(d, old);
     }
     return l;
@@ -312,7 +318,9 @@ typedef struct {
     wk_lane *l;
 } refill_ctx;
 
-/* One parked row loaded by refill(): queued in its lane as a job. */
+/* One parked row loaded by refill(): queued in its lane as a job, which
+ * holds one unit of the drain budget. A row that is not a Delivery is
+ * queued all the same, to be dead-lettered in its turn (wk_dl_pump). */
 static void load_parked(void *opaque, int64_t position,
                         const char *delivery_id, const void *delivery,
                         size_t len)
@@ -320,31 +328,45 @@ static void load_parked(void *opaque, int64_t position,
     refill_ctx *rc = opaque;
     wk_deliver *d = rc->d;
     wk_lane *l = rc->l;
-    (void)delivery_id;
     l->drained_pos = position;
     dl_job *j = calloc(1, sizeof(*j));
+    if (!j) {
+        WH_ERROR("out of memory; exiting so deliveries are redelivered");
+        abort();
+    }
     char e[WH_ERRLEN];
-    if (!j || wh_codec_delivery_decode(delivery, len, &j->dm, e,
-                                       sizeof(e)) != WH_OK) {
+    if (wh_codec_delivery_decode(delivery, len, &j->dm, e, sizeof(e)) !=
+        WH_OK) {
         WH_ERROR("parked delivery at position %lld of endpoint %s is "
-                 "unreadable; it is left in webhooks.parked",
-                 (long long)position, l->endpoint_id);
-        free(j);
-        return;
+                 "unreadable (%s); it is dead-lettered",
+                 (long long)position, l->endpoint_id, e);
+        j->dm = NULL;
+        j->undecodable = true;
+        j->parked_id = strdup(delivery_id);
+        j->raw = malloc(len ? len : 1);
+        if (!j->parked_id || !j->raw) {
+            WH_ERROR("out of memory; exiting so deliveries are redelivered");
+            abort();
+        }
+        memcpy(j->raw, delivery, len);
+        j->raw_len = len;
+        wk_attempt_fail(&j->out, "undecodable", e);
     }
     j->tag.owner = WK_MSG_DELIVER;
     j->partition = l->partition;
     j->position = position;
     j->parked_row = true;
+    j->budgeted = true;
     j->lane = l;
     l->refs++;
     loose_add(d, j);
     enqueue(l, j);
 }
 
-/* Loads the next parked deliveries of a DRAINING lane into its queue, or
- * reopens the lane when none is left. WH_AGAIN: Postgres is unavailable,
- * try later. */
+/* Loads the next parked deliveries of a DRAINING lane into its queue, as
+ * many as the drain budget grants, or reopens the lane when none is left.
+ * WH_AGAIN: Postgres is unavailable, try later. WH_DECLINED: the budget is
+ * spent; the lane is woken when it gets its share. */
 static int refill(wk_deliver *d, wk_lane *l)
 {
     char err[WH_ERRLEN];
@@ -355,14 +377,24 @@ static int refill(wk_deliver *d, wk_lane *l)
             return WH_AGAIN;
         }
     }
+    size_t n = wk_drain_take(&d->budget, l, REFILL_BATCH);
+    if (n == 0) {
+        WH_DEBUG("lane of endpoint %s waits for the drain budget (%zu "
+                 "parked deliveries loaded)", l->endpoint_id,
+                 d->budget.used);
+        return WH_DECLINED;
+    }
     refill_ctx rc = {d, l};
     int rows = 0;
-    if (wk_lanestore_parked(d->ctx->db, l->endpoint_id, l->drained_pos,
-                            REFILL_BATCH, load_parked, &rc, &rows, err,
-                            sizeof(err)) != WH_OK)
+    int q = wk_lanestore_parked(d->ctx->db, l->endpoint_id, l->drained_pos,
+                                n, load_parked, &rc, &rows, err,
+                                sizeof(err));
+    assert(rows >= 0 && (size_t)rows <= n);
+    wk_drain_give(&d->budget, n - (size_t)rows); /* what was not loaded */
+    if (q != WH_OK)
         goto again;
     if (rows > 0)
-        return l->qhead ? WH_OK : WH_AGAIN; /* only unreadable rows */
+        return WH_OK;
     /* Nothing more parked: reopen, unless something was parked meanwhile
      * (then drain again from the start). */
     bool more;
@@ -372,7 +404,7 @@ static int refill(wk_deliver *d, wk_lane *l)
         goto again;
     if (more) {
         if (l->drained_pos < 0)
-            return WH_AGAIN; /* cannot happen: parked rows unreadable */
+            return WH_AGAIN; /* parked between the two queries: soon */
         wk_lane_redrain(l);
         return WH_OK;
     }
@@ -393,14 +425,33 @@ void wk_dl_pump(wk_deliver *d, wk_lane *l)
         if (step == WK_LANE_IDLE)
             return;
         if (step == WK_LANE_REFILL) {
-            if (refill(d, l) == WH_AGAIN) {
+            int rc = refill(d, l);
+            if (rc == WH_AGAIN) {
                 wake(d, l, wh_mono_us() + 1000 * 1000);
                 return;
             }
+            if (rc == WH_DECLINED)
+                return; /* the drain budget wakes it */
             if (!l->qhead && l->state == WK_LANE_DRAINING) {
                 wake(d, l, 0);
                 return;
             }
+            continue;
+        }
+        dl_job *head = DL_JOB_OF(l->qhead);
+        if (head->undecodable) {
+            /* an unreadable parked row, in its turn: dead-lettered, it
+             * holds the slot until its row is gone */
+            char detail[sizeof(head->out.error) + WH_ENDPOINT_ID_MAX + 96];
+            dequeue(l);
+            head->holds_slot = true;
+            wk_lane_slot_take(l);
+            d->unreadable++;
+            snprintf(detail, sizeof(detail),
+                     "parked delivery at position %lld of endpoint %s is "
+                     "unreadable: %s", (long long)head->position,
+                     l->endpoint_id, head->out.error);
+            wk_dl_dead_letter(d, head, WH_DEAD_UNDECODABLE, detail);
             continue;
         }
         /* the endpoint's breaker and rate limit */
@@ -549,6 +600,7 @@ static void detach(wk_deliver *d, wk_lane *l)
 {
     dl_job *q;
     l->detached = true;
+    wk_drain_cancel(&d->budget, l);
     while ((q = dequeue(l)) != NULL)
         wk_dl_job_done(d, q);
     WH_IGNORE(wh_map_del(d->lanes, l->endpoint_id));
@@ -618,6 +670,9 @@ static void on_rebalance(void *opaque, int assigned, const int32_t *parts,
 
 /* ---- stage interface ---------------------------------------------------- */
 
+/* The drain budget granted l a share: pump it. */
+static void budget_wake(wk_lane *l, void *opaque) { wake(opaque, l, 0); }
+
 int wk_deliver_new(wk_ctx *ctx, wk_deliver **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -625,6 +680,8 @@ int wk_deliver_new(wk_ctx *ctx, wk_deliver **out, char *err, size_t errlen)
     if (!d)
         return wh_errf(err, errlen, "out of memory");
     d->ctx = ctx;
+    wk_drain_budget_init(&d->budget, (size_t)ctx->s->drain_max, REFILL_BATCH,
+                         budget_wake, d);
     d->tracker = wk_tracker_new(release);
     d->lanes = wh_map_new();
     wh_buf_init(&d->buf, (size_t)ctx->s->payload_max + 64 * 1024);
@@ -792,4 +849,9 @@ void wk_deliver_counts(const wk_deliver *d, wk_deliver_stats *st)
     st->blocked = d->blocked;
     st->active = (int64_t)d->active;
     st->lanes = (int64_t)wh_map_size(d->lanes);
+    st->unreadable = d->unreadable;
+    st->drain_loaded = (int64_t)d->budget.used;
+    st->drain_peak = (int64_t)d->budget.peak;
+    st->drain_waits = d->budget.waits;
+    st->drain_waiting = (int64_t)d->budget.waiting;
 }

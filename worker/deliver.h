@@ -32,6 +32,10 @@ typedef struct {
     int64_t blocked;                 /* times a lane was blocked */
     int64_t active;                  /* consumed, outcome not yet durable */
     int64_t lanes;                   /* lanes in memory */
+    int64_t unreadable;              /* unreadable parked rows dead-lettered */
+    /* the drain budget (WORKER_DRAIN_MAX): parked deliveries loaded now,
+     * the most ever, times a lane waited for it, lanes waiting now */
+    int64_t drain_loaded, drain_peak, drain_waits, drain_waiting;
 } wk_deliver_stats;
 void wk_deliver_counts(const wk_deliver *d, wk_deliver_stats *st);
 void wk_deliver_destroy(wk_deliver *d);

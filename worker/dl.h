@@ -54,6 +54,12 @@ typedef struct dl_job {
     bool head;       /* the retry its blocked lane waits for */
     bool holds_slot; /* counted in its lane's in_flight */
     bool undecodable;
+    bool budgeted;   /* loaded from webhooks.parked: a unit of the budget */
+    /* an unreadable parked row (undecodable, no km): its delivery_id and
+     * bytes, for its dead letter and its removal */
+    char *parked_id;
+    void *raw;
+    size_t raw_len;
     wh_http_req req;
     char url[WH_URL_MAX + 1];
     int64_t attempted_at_us;
@@ -72,11 +78,12 @@ struct wk_deliver {
     dl_job *sending;
     dl_job *loose;      /* jobs without a ticket */
     wk_parts parts;
+    wk_drain_budget budget; /* parked deliveries loaded, over all lanes */
     int64_t load_at_us; /* retry of a failed partition load */
     wh_buf buf;         /* the retry or dead letter being encoded */
     bool paused;
     size_t active;      /* consumed jobs not yet done */
-    int64_t sent, succeeded, failed, parked, stale, blocked;
+    int64_t sent, succeeded, failed, parked, stale, blocked, unreadable;
 };
 
 /* ---- deliver.c ---------------------------------------------------------- */

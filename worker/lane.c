@@ -215,6 +215,8 @@ static void grant(wk_drain_budget *b)
             g = b->chunk;
         l->granted += g;
         b->used += g;
+        if (b->used > b->peak)
+            b->peak = b->used;
         b->wake(l, b->opaque);
     }
 }
@@ -240,6 +242,8 @@ size_t wk_drain_take(wk_drain_budget *b, wk_lane *l, size_t want)
         if (g > want)
             g = want;
         b->used += g;
+        if (b->used > b->peak)
+            b->peak = b->used;
         return g;
     }
     l->budget_wait = true;

@@ -128,6 +128,7 @@ void wk_lane_slot_give(wk_lane *l);
  * order and is granted a share (up to `chunk`) as deliveries finish. */
 typedef struct {
     size_t max, used, chunk;
+    size_t peak;                   /* most ever used */
     wk_lane *wait_head, *wait_tail;
     size_t waiting;
     int64_t waits;                 /* times a lane had to wait */

@@ -88,6 +88,10 @@ static const wh_opt opts[] = {
      1000000, S(lane_queue_max),
      "deliveries one endpoint's lane queues in memory; later ones wait "
      "parked in Postgres"},
+    {"drain-max", "WORKER_DRAIN_MAX", WH_OPT_INT, "10000", 1, 10000000,
+     S(drain_max),
+     "parked deliveries all draining lanes together load into memory; "
+     "beyond it lanes wait their turn"},
     {"breaker-failures", "WORKER_BREAKER_FAILURES", WH_OPT_INT, "5", 0, 1000,
      S(breaker_failures),
      "consecutive failures (no response, 429, 5xx) that open an endpoint's "
@@ -795,6 +799,21 @@ static int metrics_register(wk_ctx *ctx, char *err, size_t errlen)
          &deliver_stats.active},
         {WH_METRIC_GAUGE, "webhook_worker_lanes", NULL,
          "Endpoint lanes held in memory.", &deliver_stats.lanes},
+        {WH_METRIC_COUNTER, "webhook_worker_parked_unreadable_total", NULL,
+         "Unreadable parked rows dead-lettered and removed.",
+         &deliver_stats.unreadable},
+        {WH_METRIC_GAUGE, "webhook_worker_drain_loaded", NULL,
+         "Parked deliveries of draining lanes loaded in memory "
+         "(at most WORKER_DRAIN_MAX).", &deliver_stats.drain_loaded},
+        {WH_METRIC_GAUGE, "webhook_worker_drain_loaded_peak", NULL,
+         "Most parked deliveries ever loaded at once.",
+         &deliver_stats.drain_peak},
+        {WH_METRIC_COUNTER, "webhook_worker_drain_waits_total", NULL,
+         "Times a draining lane waited for the WORKER_DRAIN_MAX budget.",
+         &deliver_stats.drain_waits},
+        {WH_METRIC_GAUGE, "webhook_worker_drain_waiting", NULL,
+         "Draining lanes waiting for the WORKER_DRAIN_MAX budget now.",
+         &deliver_stats.drain_waiting},
     };
     for (size_t i = 0; i < WH_ARRAY_LEN(values); i++)
         if (wh_metrics_add(metrics, values[i].type, values[i].name,

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dbq.h"
 #include "dl.h"
 #include "log.h"
 
@@ -111,46 +110,6 @@ static void schedule_retry(wk_deliver *d, dl_job *j, uint32_t attempt,
     record(d, j, false, false, due_us, attempt);
 }
 
-/* The endpoint answered 410 Gone: disabled on the query executor (the
- * change notification then refreshes the cache), so the loop never waits
- * for Postgres for it. */
-typedef struct {
-    char id[WH_ID_MAX], reason[WH_ERRLEN];
-} gone_job;
-
-static int gone_run(wh_db *db, void *arg, char *err, size_t errlen)
-{
-    gone_job *g = arg;
-    return wh_endpoints_set_disabled(db, g->id, true, g->reason, err,
-                                     errlen) == WH_ERR ? WH_ERR : WH_OK;
-}
-
-static void gone_done(void *arg, int rc, const char *err)
-{
-    gone_job *g = arg;
-    if (rc != WH_OK)
-        WH_ERROR("cannot disable endpoint %s after 410 Gone: %s", g->id,
-                 err);
-    else
-        WH_WARN("endpoint %s disabled: %s", g->id, g->reason);
-}
-
-static void disable_gone(wk_deliver *d, const char *id, const char *reason)
-{
-    gone_job *g = calloc(1, sizeof(*g));
-    if (g) {
-        wh_strlcpy(g->id, id, sizeof(g->id));
-        wh_strlcpy(g->reason, reason ? reason : "", sizeof(g->reason));
-    }
-    wk_dbq_job job = {.name = "disable after 410", .run = gone_run,
-                      .done = gone_done, .release = free, .arg = g};
-    if (!g || wk_dbq_submit(d->ctx->dbq, &job, NULL) != WH_OK) {
-        free(g);
-        WH_ERROR("cannot disable endpoint %s after 410 Gone: the query "
-                 "executor is full", id);
-    }
-}
-
 /* Decides what follows j's failed attempt (outcome already in j). */
 static void after_failure(wk_deliver *d, dl_job *j, const wh_endpoint *ep)
 {
@@ -161,8 +120,16 @@ static void after_failure(wk_deliver *d, dl_job *j, const wh_endpoint *ep)
         schedule_retry(d, j, next.attempt, next.due_us);
         return;
     }
-    if (next.reason == WH_DEAD_ENDPOINT_GONE)
-        disable_gone(d, dv->endpoint_id, next.detail);
+    if (next.reason == WH_DEAD_ENDPOINT_GONE) {
+        char err[WH_ERRLEN];
+        if (wh_endpoints_set_disabled(d->ctx->db, dv->endpoint_id, true,
+                                      next.detail, err,
+                                      sizeof(err)) == WH_ERR)
+            WH_ERROR("cannot disable endpoint %s after 410 Gone: %s",
+                     dv->endpoint_id, err);
+        else
+            WH_WARN("endpoint %s disabled: %s", dv->endpoint_id, next.detail);
+    }
     wk_dl_dead_letter(d, j, next.reason, next.detail);
 }
 
@@ -259,16 +226,23 @@ void wk_deliver_http_done(wh_http_req *req, void *opaque)
 void wk_dl_dead_letter(wk_deliver *d, dl_job *j, wh_dead_reason reason,
                         const char *detail)
 {
-    size_t len;
-    const void *raw = j->undecodable ? wh_kmsg_value(j->km, &len) : NULL;
+    size_t len = 0;
+    const void *raw = NULL;
+    if (j->undecodable && j->km)
+        raw = wh_kmsg_value(j->km, &len);
+    else if (j->undecodable) /* an unreadable parked row */
+        raw = j->raw, len = j->raw_len;
     const wh_delivery *dv = j->dm ? wh_codec_delivery(j->dm) : NULL;
+    /* keyed by the endpoint when it is known */
+    const char *key = dv ? dv->endpoint_id
+                         : j->parked_row ? j->lane->endpoint_id : NULL;
     char err[WH_ERRLEN];
     wh_dead_letter dl = {
         .reason = reason,
         .detail = detail,
         .delivery = dv,
         .raw = raw,
-        .raw_len = raw ? len : 0,
+        .raw_len = len,
         .source_topic = j->km ? wh_kmsg_topic(j->km)
                               : d->ctx->s->deliveries_topic,
         .source_partition = j->partition,
@@ -279,10 +253,10 @@ void wk_dl_dead_letter(wk_deliver *d, dl_job *j, wh_dead_reason reason,
         .dead_at_us = wh_wall_us(),
     };
     if (j->undecodable)
-        WH_WARN("delivery message at %s [%d] @ %lld is undecodable, "
-                "dead-lettered: %s", dl.source_topic,
-                (int)dl.source_partition, (long long)dl.source_offset,
-                detail);
+        WH_WARN("%s at %s [%d] @ %lld is undecodable, dead-lettered: %s",
+                j->parked_row ? "parked delivery" : "delivery message",
+                dl.source_topic, (int)dl.source_partition,
+                (long long)dl.source_offset, detail);
     else
         WH_INFO("delivery %s to %s dead-lettered: %s", dv->delivery_id,
                 dv->endpoint_id, detail);
@@ -291,8 +265,7 @@ void wk_dl_dead_letter(wk_deliver *d, dl_job *j, wh_dead_reason reason,
     d->buf.max = (raw ? len : dv->event.payload_len) + 64 * 1024;
     if (wh_codec_dead_letter_encode(&dl, &d->buf, err, sizeof(err)) != WH_OK ||
         wh_kafka_producer_send(d->ctx->producer, d->ctx->s->dead_topic,
-                               dv ? dv->endpoint_id : NULL,
-                               dv ? strlen(dv->endpoint_id) : 0, d->buf.data,
+                               key, key ? strlen(key) : 0, d->buf.data,
                                d->buf.len, NULL, j, err, sizeof(err)) != WH_OK)
         WH_ERROR("cannot dead-letter %s [%d] @ %lld: %s; its offset will "
                  "not be committed", dl.source_topic,
@@ -310,6 +283,14 @@ void wk_deliver_on_report(wk_deliver *d, void *msg_opaque, int ok,
                     j->undecodable ? WH_DEAD_UNDECODABLE
                                    : WH_DEAD_ATTEMPTS_EXHAUSTED,
                     "dead letter sent again after a Kafka error");
+        return;
+    }
+    if (j->undecodable && j->parked_row) {
+        /* the dead letter is in Kafka: the row goes, then the lane goes
+         * on (wk_dl_recorded frees its slot) */
+        wk_lane_op op = {.op = WK_LANE_UNPARK, .delivery_id = j->parked_id};
+        j->state = JOB_RECORDING;
+        wk_dl_lane_write(d, j->lane, &op, j);
         return;
     }
     if (j->undecodable) {

@@ -340,6 +340,7 @@ static void test_budget(void)
     CHECK_INT(wk_drain_take(&b, &c, 3), 3);   /* at most what it wants */
     CHECK_INT(wk_drain_take(&b, &e, 256), 3); /* what is left */
     CHECK_INT(b.used, 10);
+    CHECK_INT(b.peak, 10);
     /* the bound is hit: the next lane waits */
     CHECK_INT(wk_drain_take(&b, &f, 256), 0);
     CHECK(f.budget_wait);
@@ -395,6 +396,48 @@ static void test_budget(void)
     CHECK_INT(a.granted, 4);
     wk_drain_cancel(&b, &a);
     CHECK_INT(b.used, 0);
+    CHECK_INT(b.peak, 10); /* never above max */
+}
+
+/* Many lanes, a budget of 3: whatever order they ask and give back in,
+ * never more than 3 in use, every waiter is granted in turn, and all of
+ * it comes back. */
+static void test_budget_many(void)
+{
+    enum { LANES = 50 };
+    static wk_lane ls[LANES];
+    wk_drain_budget b;
+    nwoken = 0;
+    wk_drain_budget_init(&b, 3, 256, on_wake, NULL);
+    size_t held[LANES] = {0};
+    for (int i = 0; i < LANES; i++) {
+        wk_lane_init(&ls[i], "l", 0, 1);
+        held[i] = wk_drain_take(&b, &ls[i], 2);
+    }
+    CHECK_INT(b.used, 3);
+    CHECK_INT(b.waiting, LANES - 2); /* 2 + 1 granted, the rest wait */
+    int rounds = 0;
+    for (int done = 0; done < LANES && rounds < 10000; rounds++) {
+        done = 0;
+        for (int i = 0; i < LANES; i++) {
+            if (held[i] == (size_t)-1) {
+                done++;
+                continue;
+            }
+            if (held[i] > 0) { /* its deliveries finished */
+                size_t n = held[i];
+                held[i] = (size_t)-1;
+                wk_drain_give(&b, n);
+            } else if (ls[i].granted > 0) {
+                held[i] = wk_drain_take(&b, &ls[i], 2);
+            }
+            CHECK(b.used <= 3);
+        }
+    }
+    CHECK_INT(b.used, 0);
+    CHECK_INT(b.waiting, 0);
+    CHECK_INT(b.peak, 3);
+    CHECK(b.waits >= LANES - 2);
 }
 
 static void give_too_much(void)
@@ -445,4 +488,4 @@ static void test_parts(void)
 
 TEST_MAIN(test_spill, test_block, test_retry_admission, test_drain_reopen,
           test_table, test_invalid, test_limits, test_budget,
-          test_budget_invalid, test_parts)
+          test_budget_many, test_budget_invalid, test_parts)
