@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dbq.h"
 #include "dl.h"
 #include "log.h"
 
@@ -110,6 +111,46 @@ static void schedule_retry(wk_deliver *d, dl_job *j, uint32_t attempt,
     record(d, j, false, false, due_us, attempt);
 }
 
+/* The endpoint answered 410 Gone: disabled on the query executor (the
+ * change notification then refreshes the cache), so the loop never waits
+ * for Postgres for it. */
+typedef struct {
+    char id[WH_ID_MAX], reason[WH_ERRLEN];
+} gone_job;
+
+static int gone_run(wh_db *db, void *arg, char *err, size_t errlen)
+{
+    gone_job *g = arg;
+    return wh_endpoints_set_disabled(db, g->id, true, g->reason, err,
+                                     errlen) == WH_ERR ? WH_ERR : WH_OK;
+}
+
+static void gone_done(void *arg, int rc, const char *err)
+{
+    gone_job *g = arg;
+    if (rc != WH_OK)
+        WH_ERROR("cannot disable endpoint %s after 410 Gone: %s", g->id,
+                 err);
+    else
+        WH_WARN("endpoint %s disabled: %s", g->id, g->reason);
+}
+
+static void disable_gone(wk_deliver *d, const char *id, const char *reason)
+{
+    gone_job *g = calloc(1, sizeof(*g));
+    if (g) {
+        wh_strlcpy(g->id, id, sizeof(g->id));
+        wh_strlcpy(g->reason, reason ? reason : "", sizeof(g->reason));
+    }
+    wk_dbq_job job = {.name = "disable after 410", .run = gone_run,
+                      .done = gone_done, .release = free, .arg = g};
+    if (!g || wk_dbq_submit(d->ctx->dbq, &job, NULL) != WH_OK) {
+        free(g);
+        WH_ERROR("cannot disable endpoint %s after 410 Gone: the query "
+                 "executor is full", id);
+    }
+}
+
 /* Decides what follows j's failed attempt (outcome already in j). */
 static void after_failure(wk_deliver *d, dl_job *j, const wh_endpoint *ep)
 {
@@ -120,16 +161,8 @@ static void after_failure(wk_deliver *d, dl_job *j, const wh_endpoint *ep)
         schedule_retry(d, j, next.attempt, next.due_us);
         return;
     }
-    if (next.reason == WH_DEAD_ENDPOINT_GONE) {
-        char err[WH_ERRLEN];
-        if (wh_endpoints_set_disabled(d->ctx->db, dv->endpoint_id, true,
-                                      next.detail, err,
-                                      sizeof(err)) == WH_ERR)
-            WH_ERROR("cannot disable endpoint %s after 410 Gone: %s",
-                     dv->endpoint_id, err);
-        else
-            WH_WARN("endpoint %s disabled: %s", dv->endpoint_id, next.detail);
-    }
+    if (next.reason == WH_DEAD_ENDPOINT_GONE)
+        disable_gone(d, dv->endpoint_id, next.detail);
     wk_dl_dead_letter(d, j, next.reason, next.detail);
 }
 
