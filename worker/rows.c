@@ -4,8 +4,9 @@
  * lane_stage. Every text value passes lib/utf8's sanitizer and its bound
  * before it is escaped, every number is clamped to its column's type, so
  * a row Postgres refuses is a bug or a schema change, not an input; the
- * recorder still isolates such rows with wk_rows_minimal. Main thread
- * (the recorder's caller); no state besides the wk_rows given.
+ * recorder still isolates such rows with wk_rows_minimal. Called by the
+ * recorder on its main thread (adding) and its writer thread (reading the
+ * batch it holds); no state besides the wk_rows given.
  */
 #include "rows.h"
 

@@ -7,8 +7,10 @@
  * every text value is made valid UTF-8 without NUL or control characters
  * (lib/utf8.h) and cut to its column's bound, every number is
  * range-checked against its column type, and each table's rows go to a
- * growable buffer with a hard cap. Used by the recorder (recorder.c) on
- * the main thread; no state of its own beyond the wk_rows it is given.
+ * growable buffer with a hard cap. Used by the recorder (recorder.c): rows
+ * are added on the main thread; spans, minimal forms and descriptions are
+ * also read on the recorder's thread, of the batch it holds. No state of
+ * its own beyond the wk_rows it is given.
  */
 #ifndef WK_ROWS_H
 #define WK_ROWS_H
