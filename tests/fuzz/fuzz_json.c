@@ -1,27 +1,18 @@
 /*
  * fuzz_json.c - libFuzzer target for lib/json.c. Parses the input; when it
  * is valid, checks the token invariants and helpers, compacts the root,
- * re-parses the compact form and requires it to compact to itself.
- *
- *   clang -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ilib \
- *       tests/fuzz/fuzz_json.c lib/json.c lib/wh.c -o /tmp/fuzz_json
- *   /tmp/fuzz_json -max_total_time=30
+ * re-parses the compact form and requires it to compact to itself. Built
+ * and run by make fuzz (tests/fuzz/README.md); seeds: corpus/fuzz_json/,
+ * dictionary: envelope.dict.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "json.h"
 
 #define MAX_TOKENS 4096
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define REQUIRE(c)                                                       \
-    do {                                                                 \
-        if (!(c))                                                        \
-            __builtin_trap();                                            \
-    } while (0)
 
 /* Token links, iteration, lookup and the value readers agree. */
 static void check_tokens(const wh_json *d)

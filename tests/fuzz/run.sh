@@ -9,12 +9,13 @@
 # corpus (DIR/corpus/<target>, kept between runs). --short (make test):
 # deterministic, a few seconds a target: every seed is run once, then a
 # fixed number of mutations with a fixed -seed (SHORT_RUNS below) from the
-# seeds alone. Any crash, failed property (a trap), sanitizer report, leak
-# or input slower than the timeout fails the target; the input that did it
-# is kept as DIR/findings/<target>/crash-... (or leak-, timeout-, oom-),
-# and `DIR/fuzz/<target> FILE` replays it. Builds DIR (make fuzz-build)
-# first unless --no-build. Targets run one at a time (each is one
-# process on one core).
+# seeds alone, without address randomization (setarch -R). Any crash,
+# failed property (a trap), sanitizer report, leak or input slower than
+# the timeout fails the target; the input that did it is kept as
+# DIR/findings/<target>/crash-... (or leak-, timeout-, oom-), and
+# `DIR/fuzz/<target> FILE` replays it. Builds DIR (make fuzz-build) first
+# unless --no-build. Targets run one at a time (each is one process on one
+# core).
 set -uo pipefail
 ROOT=$(cd -- "$(dirname -- "$0")/../.." && pwd)
 cd "$ROOT" || exit 2
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
     --seconds) SECONDS_EACH=$2; shift 2 ;;
     --short) SHORT=1; shift ;;
     --no-build) DO_BUILD=0; shift ;;
-    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) only+=("$1"); shift ;;
     esac
@@ -50,6 +51,13 @@ declare -A SHORT_RUNS=([fuzz_json]=150000 [fuzz_envelope]=30000
 SHORT_SEED=1
 SHORT_CAP_S=20  # a slow machine stops here (then not deterministic)
 TIMEOUT_S=10    # one input taking longer is a finding
+
+# Without address randomization the random phase repeats exactly: the
+# comparisons libFuzzer learns from include pointers.
+NOASLR=()
+if setarch "$(uname -m)" -R true 2>/dev/null; then
+    NOASLR=(setarch "$(uname -m)" -R)
+fi
 
 if [ "$DO_BUILD" = 1 ]; then
     mkdir -p "$BUILD"
@@ -93,12 +101,13 @@ for t in "${targets[@]}"; do
         rc=$?
         if [ "$rc" -eq 0 ]; then
             scratch=$(mktemp -d /tmp/webhook-fuzz.XXXXXX)
-            "$bin" "${opts[@]}" -seed="$SHORT_SEED" -runs="${SHORT_RUNS[$t]:-20000}" \
-                -max_total_time="$SHORT_CAP_S" "$scratch" "$seeds" >>"$log" 2>&1
+            "${NOASLR[@]}" "$bin" "${opts[@]}" -seed="$SHORT_SEED" -runs="${SHORT_RUNS[$t]:-20000}" \
+                -max_total_time="$SHORT_CAP_S" -reload=0 "$scratch" "$seeds" >>"$log" 2>&1
             rc=$?
             rm -rf "$scratch"
         fi
         what="$nseeds seeds, ${SHORT_RUNS[$t]:-20000} runs with -seed=$SHORT_SEED"
+        [ ${#NOASLR[@]} -gt 0 ] || what="$what (ASLR on: may vary)"
     else
         work=$BUILD/corpus/$t
         mkdir -p "$work"
