@@ -88,6 +88,7 @@ static int item_row(const wk_rows *w, wk_table t, size_t i, row *r)
 {
     const char *d;
     size_t len, n;
+    r->n = 0;
     wk_rows_span(w, t, i, i + 1, &d, &len, &n);
     return n == 1 && decode(d, len, r);
 }
@@ -545,5 +546,89 @@ static void test_spans_minimal(void)
     wk_rows_cleanup(&m);
 }
 
+/* xorshift: a fixed sequence, so a failure reproduces */
+static uint64_t rnd_state = 0x9E3779B97F4A7C15ULL;
+static uint64_t rnd(void)
+{
+    rnd_state ^= rnd_state << 13;
+    rnd_state ^= rnd_state >> 7;
+    rnd_state ^= rnd_state << 17;
+    return rnd_state;
+}
+
+/* Random bytes, biased towards the ones that matter: backslashes, tabs,
+ * newlines, NUL, and lead and continuation bytes. */
+static char *random_text(size_t n)
+{
+    static const unsigned char hot[] = {'\\', '\t', '\n', '\r', 0,    0xED,
+                                        0xA0, 0x80, 0xC0, 0xF5, 0xF4, 0x90,
+                                        0xC2, 0x9B, 0x7F, 'N'};
+    char *s = malloc(n + 1);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t r = rnd();
+        s[i] = (char)(r & 1 ? hot[(r >> 8) % sizeof(hot)] : (r >> 16) & 0xFF);
+    }
+    s[n] = '\0';
+    return s;
+}
+
+/* Thousands of attempts with random text everywhere: every row decodes
+ * as COPY text, with 16 (or 11) fields, every value valid UTF-8 without
+ * NUL, and within its bound. */
+static void test_random(void)
+{
+    long bad = 0;
+    for (int round = 0; round < 2000; round++) {
+        wk_rows w;
+        char err[WH_ERRLEN];
+        unsigned notes;
+        if (wk_rows_init(&w, 1, WK_ROWS_ATTEMPT_MAX, 1 << 20) != WH_OK) {
+            bad++;
+            continue;
+        }
+        char *t[8];
+        for (int i = 0; i < 8; i++)
+            t[i] = random_text(i == 7 ? 5000 : rnd() % 700);
+        wk_attempt a = attempt(t[0], t[1], t[2]);
+        a.endpoint_id = t[3];
+        a.error_class = t[4];
+        a.error = t[5];
+        a.snippet = t[7];
+        a.snippet_len = rnd() % 5001; /* NULs inside, past strlen */
+        a.attempt = (uint32_t)rnd();
+        a.latency_ms = (int64_t)rnd();
+        a.status_code = (int)rnd();
+        a.attempted_at_us = (int64_t)rnd();
+        a.next_attempt_at_us = (int64_t)(rnd() | 1);
+        a.retry_attempt = (uint32_t)rnd();
+        if (wk_rows_add_attempt(&w, &a, t[6], &notes, err, sizeof(err)) !=
+            WH_OK) {
+            bad++;
+            fprintf(stderr, "round %d: %s\n", round, err);
+        } else {
+            row r;
+            static const size_t amax[16] = {
+                WK_ROWS_ID_MAX, WK_ROWS_ID_MAX, WK_ROWS_ID_MAX,
+                WK_ROWS_ID_MAX, WK_ROWS_TYPE_MAX, 10, 9, 10, 10,
+                WK_ROWS_CLASS_MAX, WK_ROWS_ERROR_MAX, WK_ROWS_SNIPPET_MAX,
+                WK_ROWS_ID_MAX, 32, 32, 1};
+            if (!item_row(&w, WK_T_ATTEMPTS, 0, &r) || r.n != 16 ||
+                !all_text_clean(&r))
+                bad++;
+            for (int f = 0; f < r.n && f < 16; f++)
+                bad += r.f[f] && r.len[f] > amax[f];
+            row_free(&r);
+            if (!item_row(&w, WK_T_RETRIES, 0, &r) || r.n != 11 ||
+                !all_text_clean(&r))
+                bad++;
+            row_free(&r);
+        }
+        for (int i = 0; i < 8; i++)
+            free(t[i]);
+        wk_rows_cleanup(&w);
+    }
+    CHECK_INT(bad, 0);
+}
+
 TEST_MAIN(test_backslash_ids, test_hostile_text, test_ranges, test_caps,
-          test_spans_minimal)
+          test_spans_minimal, test_random)

@@ -221,5 +221,44 @@ static void test_sanitize_buf(void)
     wh_buf_free(&b);
 }
 
+/* Random byte strings through the sanitizer at random capacities: the
+ * output is valid, has no NUL or control character, fits, and is the same
+ * prefix whatever the capacity; valid input without controls is copied
+ * unchanged. */
+static void test_random(void)
+{
+    uint64_t x = 88172645463325252ULL;
+    long bad = 0;
+    for (int round = 0; round < 20000; round++) {
+        unsigned char in[65] = {0}; /* in[n] is read as the end */
+        size_t n = (x >> 20) % (sizeof(in) - 1);
+        for (size_t i = 0; i < n; i++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            /* mostly high bytes, where the rules are */
+            in[i] = (unsigned char)(x & 3 ? 0x80 | (x >> 8) : x >> 8);
+        }
+        char full[4 * sizeof(in)], part[4 * sizeof(in)];
+        size_t used;
+        size_t fl = wh_utf8_sanitize(full, sizeof(full), in, n, 0, &used);
+        bad += used != n || !wh_utf8_valid(full, fl, NULL);
+        for (size_t i = 0; i < fl; i++) {
+            unsigned char c = (unsigned char)full[i];
+            bad += c < 0x20 || c == 0x7f ||
+                   (c == 0xC2 && (unsigned char)full[i + 1] < 0xA0);
+        }
+        bool clean = wh_utf8_valid(in, n, NULL);
+        for (size_t i = 0; clean && i < n; i++)
+            clean = in[i] >= 0x20 && in[i] != 0x7f &&
+                    !(in[i] == 0xC2 && in[i + 1] < 0xA0);
+        bad += clean && (fl != n || memcmp(full, in, n) != 0);
+        size_t cap = (x >> 40) % (fl + 2);
+        size_t pl = wh_utf8_sanitize(part, cap, in, n, 0, NULL);
+        bad += cap > 0 && (pl >= cap || memcmp(part, full, pl) != 0);
+    }
+    CHECK_INT(bad, 0);
+}
+
 TEST_MAIN(test_seq, test_exhaustive, test_valid, test_sanitize,
-          test_sanitize_cap, test_sanitize_buf)
+          test_sanitize_cap, test_sanitize_buf, test_random)
