@@ -10,6 +10,11 @@
  * with a thousand slow endpoints, curl_multi_perform and curl_multi_poll
  * would walk all of them on every wake-up. The caller's own descriptors
  * are polled together with the epoll descriptor, one poll(2) per wait.
+ *
+ * A response body is read only as far as the snippet (and a bounded drain
+ * for keep-alive) needs, and a low-speed limit, checked in curl's progress
+ * callback, cuts requests that trickle or stall while being sent or
+ * answered.
  */
 #include "http.h"
 
@@ -440,8 +445,9 @@ static int launch(wh_http *h, wh_http_req *req, char *err, size_t errlen)
     curl_easy_setopt(e, CURLOPT_PREREQDATA, req);
     if (h->conf.low_speed_time_ms > 0) {
         curl_easy_setopt(e, CURLOPT_XFERINFODATA, req);
-        curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
-                         (long)(req->timeout_ms / 1000 + 2));
+        long secs = req->timeout_ms > 0 ? (long)(req->timeout_ms / 1000 + 2)
+                                        : 86400L;
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, secs);
     }
     curl_easy_setopt(e, CURLOPT_PRIVATE, req);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->error);

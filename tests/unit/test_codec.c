@@ -1870,6 +1870,16 @@ static void test_dead_letter_bare(void)
         CHECK(strspn(r->detail, "x") == WH_DEAD_TEXT_MAX);
         wh_codec_dead_letter_free(m);
     }
+    /* more headers than an event may have: not encodable, size 0 */
+    wh_header_kv h17[WH_EVENT_HEADERS_MAX + 1];
+    for (size_t i = 0; i < WH_ARRAY_LEN(h17); i++)
+        h17[i] = hdrs[0];
+    d.event.headers = h17;
+    d.event.n_headers = WH_ARRAY_LEN(h17);
+    CHECK_INT(wh_codec_dead_letter_size(&dl), 0);
+    d.event.headers = hdrs;
+    d.event.n_headers = WH_EVENT_HEADERS_MAX;
+    CHECK_INT(wh_codec_dead_letter_size(&dl), n);
     /* one byte too small a buffer: refused, nothing appended */
     wh_buf b;
     wh_buf_init(&b, n - 1);
@@ -2287,4 +2297,5 @@ TEST_MAIN(test_json_minimal, test_json_payload_compact, test_json_base64,
           test_delivery_roundtrip, test_delivery_errors, test_dead_letter,
           test_dead_letter_raw_prefix, test_dead_letter_bare,
           test_dead_letter_text, test_dead_letter_decode, test_protobuf_nul,
-          test_header_rules, test_delivery_id, test_validators, test_event_validate)
+          test_header_rules, test_delivery_id, test_validators,
+          test_event_validate)

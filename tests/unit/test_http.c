@@ -57,7 +57,10 @@ static int send_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-static int send_str(int fd, const char *s) { return send_all(fd, s, strlen(s)); }
+static int send_str(int fd, const char *s)
+{
+    return send_all(fd, s, strlen(s));
+}
 
 /* Sends n pattern bytes, chunked or not; counts them in body_written.
  * -1 when the client closed the connection first. */
