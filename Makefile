@@ -17,7 +17,7 @@ PKGS      := rdkafka libcurl libpq libcrypto libprotobuf-c
 # clang with coverage for the fuzzer, AddressSanitizer and UBSan.
 ifneq ($(FUZZ),)
 B         ?= build-fuzzer
-SANITIZER := fuzzer-no-link,address,undefined
+override SANITIZER := fuzzer-no-link,address,undefined
 endif
 ifeq ($(SANITIZER),)
 B         ?= build

@@ -17,14 +17,17 @@
 #include "check.h"
 #include "metrics.h"
 
-/* The first k at which the prefix data[0..k) is complete, else 0. */
+/* The shortest prefix of data[0..n) that holds "\n\n" or "\n\r\n" (the
+ * end of the header block, read independently), else 0. */
 static size_t first_complete(const char *data, size_t n)
 {
-    for (size_t k = 1; k <= n; k++) {
-        if (data[k - 1] != '\n')
-            continue; /* the block ends with a newline */
-        if (wh_metrics_request_complete(data, k, 0))
-            return k;
+    for (size_t i = 0; i < n; i++) {
+        if (data[i] != '\n')
+            continue;
+        if (i + 1 < n && data[i + 1] == '\n')
+            return i + 2;
+        if (i + 2 < n && data[i + 1] == '\r' && data[i + 2] == '\n')
+            return i + 3;
     }
     return 0;
 }
@@ -56,8 +59,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         REQUIRE(!wh_metrics_request_complete(req, n, 0));
         return 0;
     }
-    /* complete at the first piece that holds the end */
-    REQUIRE(got >= want);
+    /* complete exactly from the byte that ends the block, and at the
+     * first piece that holds it */
+    REQUIRE(wh_metrics_request_complete(req, want, 0));
+    REQUIRE(!wh_metrics_request_complete(req, want - 1, 0));
+    REQUIRE(got >= want && got - want < 64);
     REQUIRE(wh_metrics_request_complete(req, got, 0));
 
     char *copy = malloc(got);

@@ -53,5 +53,13 @@ for bin in "${bins[@]}"; do
             test -n "$fortified"
     fi
 done
+# -fcf-protection compiles CET instructions in, but an executable is only
+# marked IBT/SHSTK when every object linked is, and Debian bookworm's C
+# start files are not: nothing to check there yet.
+if [ "${#bins[@]}" -gt 0 ] &&
+    ! readelf -nW "${bins[0]}" 2>/dev/null | grep -q 'x86 feature:.*IBT'; then
+    echo "skip - CET (IBT/SHSTK) marking not checked: the C library's start" \
+         "files are not marked, so no executable is"
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
