@@ -28,6 +28,7 @@
  *   /big/N         200 with an N-byte body (Content-Length)
  *   /chunked/N     200 with an N-byte chunked body
  *   /trickle       200, then 10 bytes of body every 100 ms
+ *   /steady        200, 6000 bytes of body at 2000 bytes/s
  *   /stall         200, 5 bytes of a 1000-byte body, then nothing
  *   /think/MS      waits MS milliseconds, then 200 "ok"
  *   /noread        reads the request's headers but not its body
@@ -130,6 +131,19 @@ static int answer(int fd, const char *path)
             usleep(100 * 1000);
         }
         return -1;
+    }
+    if (strcmp(path, "/steady") == 0) {
+        if (send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 6000\r\n\r\n"))
+            return -1;
+        char part[200];
+        for (size_t i = 0; i < sizeof(part); i++)
+            part[i] = pattern_at(i);
+        for (int i = 0; i < 30; i++) {
+            if (send_all(fd, part, sizeof(part)) != 0)
+                return -1;
+            usleep(100 * 1000);
+        }
+        return 0;
     }
     if (strcmp(path, "/stall") == 0) {
         if (send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
@@ -522,6 +536,14 @@ static void test_low_speed(void)
         printf("%s: cut after %lld ms (timeout 10000 ms)\n", slow[i],
                (long long)took_ms);
     }
+
+    /* twice the limit for three times its window: not cut */
+    int64_t t1 = wh_mono_us();
+    run_one(h, &req, "/steady", "{}", 2, 10000);
+    CHECK_INT(req.status, 200);
+    CHECK_INT(req.error_class, WH_HTTP_NONE);
+    CHECK_INT(req.snippet_len, 1024);
+    CHECK((wh_mono_us() - t1) / 1000 >= 2500);
 
     /* 2.5 s of work before answering is the endpoint's to take */
     int64_t t0 = wh_mono_us();
