@@ -215,13 +215,21 @@ static void added(wk_recorder *r, unsigned notes, wk_recorded_fn *fn,
     assert(r->fill->n == r->fill->rows.nitems);
 }
 
+/* A row the batch cannot take (full: it holds everything in flight, so
+ * this is a bug); the caller leaves its offset uncommitted. */
+static int not_added(const char *e)
+{
+    WH_ERROR("the recorder cannot take a row: %s", e);
+    return WH_ERR;
+}
+
 int wk_recorder_add_lane(wk_recorder *r, const wk_lane_op *op,
                          wk_recorded_fn *fn, void *opaque, void *arg)
 {
     unsigned notes;
     char e[WH_ERRLEN];
     if (wk_rows_add_lane(&r->fill->rows, op, &notes, e, sizeof(e)) != WH_OK)
-        return WH_ERR;
+        return not_added(e);
     added(r, notes, fn, opaque, arg);
     return WH_OK;
 }
@@ -232,7 +240,7 @@ int wk_recorder_add_event(wk_recorder *r, const wk_event_row *ev,
     unsigned notes;
     char e[WH_ERRLEN];
     if (wk_rows_add_event(&r->fill->rows, ev, &notes, e, sizeof(e)) != WH_OK)
-        return WH_ERR;
+        return not_added(e);
     added(r, notes, fn, opaque, arg);
     return WH_OK;
 }
@@ -245,7 +253,7 @@ int wk_recorder_add(wk_recorder *r, const wk_attempt *a, wk_recorded_fn *fn,
     assert(!a->next_attempt_at_us || a->epoch > 0);
     if (wk_rows_add_attempt(&r->fill->rows, a, r->ctx->worker_id, &notes, e,
                             sizeof(e)) != WH_OK)
-        return WH_ERR;
+        return not_added(e);
     added(r, notes, fn, opaque, arg);
     return WH_OK;
 }

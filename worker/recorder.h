@@ -24,8 +24,10 @@ typedef void wk_recorded_fn(void *opaque, void *arg);
 
 wk_recorder *wk_recorder_new(wk_ctx *ctx);
 void wk_recorder_destroy(wk_recorder *r);
-/* Buffer the row (copied). WH_ERR only when the row cannot be encoded or
- * the recorder is full (it holds everything in flight, so it is not). */
+/* Buffer the row (copied), encoded by rows.c: text sanitized and cut to
+ * its bound, numbers clamped (counted in rows_clamped and logged). WH_ERR
+ * (logged) only when the recorder is full (it holds everything in flight,
+ * so it is not). */
 int wk_recorder_add(wk_recorder *r, const wk_attempt *a, wk_recorded_fn *fn,
                     void *opaque, void *arg) WH_MUST_CHECK;
 int wk_recorder_add_event(wk_recorder *r, const wk_event_row *e,
@@ -45,9 +47,12 @@ int64_t wk_recorder_due_ms(const wk_recorder *r);
  * thread finished (its waiters run here, on the calling thread) and hands
  * it the next one. A batch is one transaction: event rows and attempt
  * rows with COPY, and the attempts' retries through a staging table, so a
- * retry is durable exactly when its attempt row is. A failed write keeps
- * the batch, reconnects, and is tried again after a backoff: WH_ERR
- * reports the failure (once), WH_AGAIN while backing off. */
+ * retry is durable exactly when its attempt row is. A write Postgres
+ * refuses for a data reason (SQLSTATE class 22, 23, 54) is split until the
+ * refused rows are found; each is written in its minimal form or dropped
+ * (logged, counted), and its waiter runs all the same. Any other failed
+ * write keeps the batch, reconnects, and is tried again after a backoff:
+ * WH_ERR reports the failure (once), WH_AGAIN while backing off. */
 int wk_recorder_flush(wk_recorder *r, char *err, size_t errlen) WH_MUST_CHECK;
 /* Blocks until every row added so far is durable and its waiter ran.
  * WH_ERR when a write failed or is backing off after a failure (the rows
