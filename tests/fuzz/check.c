@@ -67,6 +67,47 @@ void fuzz_require_delivery_eq(const wh_delivery *a, const wh_delivery *b)
     fuzz_require_event_eq(&a->event, &b->event);
 }
 
+/* The header rules of docs/events.md ("Limits"), read independently:
+ * names of 1-64 token bytes, compared without case and with '_' as '-',
+ * none reserved, no two the same; values of 1-1024 bytes of UTF-8 without
+ * controls but tab (C1 included) and without space or tab at either end. */
+static void require_documented_headers(const wh_event *ev)
+{
+    static const char *const reserved[] = {
+        "content-type", "content-length", "host", "user-agent",
+        "connection", "transfer-encoding", "expect", "te", "upgrade",
+        "trailer", "keep-alive", "proxy-authorization", "proxy-connection"};
+    char keys[WH_EVENT_HEADERS_MAX][65];
+    REQUIRE(ev->n_headers <= WH_EVENT_HEADERS_MAX);
+    for (size_t i = 0; i < ev->n_headers; i++) {
+        const char *name = ev->headers[i].name, *v = ev->headers[i].value;
+        size_t n = strlen(name), vn = strlen(v);
+        REQUIRE(n >= 1 && n <= 64);
+        REQUIRE(strspn(name, "abcdefghijklmnopqrstuvwxyz"
+                             "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") == n);
+        for (size_t k = 0; k <= n; k++) {
+            char c = name[k];
+            keys[i][k] = c == '_' ? '-' : (c >= 'A' && c <= 'Z') ? c + 32 : c;
+        }
+        REQUIRE(strncmp(keys[i], "webhook-", 8) != 0);
+        for (size_t r = 0; r < sizeof(reserved) / sizeof(reserved[0]); r++)
+            REQUIRE(strcmp(keys[i], reserved[r]) != 0);
+        for (size_t j = 0; j < i; j++)
+            REQUIRE(strcmp(keys[i], keys[j]) != 0);
+        REQUIRE(vn >= 1 && vn <= 1024);
+        REQUIRE(v[0] != ' ' && v[0] != '\t' && v[vn - 1] != ' ' &&
+                v[vn - 1] != '\t');
+        REQUIRE(wh_utf8_valid(v, vn, NULL));
+        for (size_t k = 0; k < vn; k++) {
+            unsigned char c = (unsigned char)v[k];
+            REQUIRE(c >= 0x20 || c == '\t');
+            REQUIRE(c != 0x7f);
+            if (c == 0xc2)
+                REQUIRE((unsigned char)v[k + 1] >= 0xa0);
+        }
+    }
+}
+
 void fuzz_roundtrip_event(const wh_event *ev, size_t payload_max)
 {
     char err[WH_ERRLEN];
@@ -78,6 +119,7 @@ void fuzz_roundtrip_event(const wh_event *ev, size_t payload_max)
     REQUIRE(ev->n_headers <= WH_EVENT_HEADERS_MAX);
     REQUIRE(wh_codec_event_validate(ev, payload_max, err, sizeof(err)) ==
             WH_OK);
+    require_documented_headers(ev);
 
     REQUIRE(wh_codec_event_encode(ev, &b, err, sizeof(err)) == WH_OK);
     wh_event_msg *m2 = NULL;

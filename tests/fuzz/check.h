@@ -29,7 +29,8 @@ void fuzz_require_failure(const char *err, const void *out);
 void fuzz_require_event_eq(const wh_event *a, const wh_event *b);
 void fuzz_require_delivery_eq(const wh_delivery *a, const wh_delivery *b);
 
-/* A decoded event passes validation again, and survives Event ->
+/* A decoded event passes validation again, meets the header rules of
+ * docs/events.md (checked independently), and survives Event ->
  * protobuf -> Event (given and sniffed content type), the Event inside a
  * Delivery -> Delivery, and that Delivery inside a DeadLetter -> DeadLetter,
  * field for field. */
