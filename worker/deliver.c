@@ -47,6 +47,12 @@
 
 static void free_job(dl_job *j)
 {
+    if (wk_dead_cancel(&j->dead) != WH_OK) {
+        /* the producer still holds it: its report must find j */
+        WH_ERROR("delivery job freed while its dead letter is in the "
+                 "producer; keeping it");
+        return;
+    }
     wh_codec_delivery_free(j->dm);
     wh_kmsg_destroy(j->km);
     free(j->parked_id);

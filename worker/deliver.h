@@ -14,9 +14,6 @@ int wk_deliver_new(wk_ctx *ctx, wk_deliver **out, char *err,
 /* Consumes up to budget deliveries; returns how many it took. */
 int wk_deliver_poll(wk_deliver *d, int budget);
 int wk_deliver_fd(wk_deliver *d);
-/* Delivery report for a dead letter the stage produced. */
-void wk_deliver_on_report(wk_deliver *d, void *msg_opaque, int ok,
-                          const char *errstr);
 /* HTTP completions. */
 void wk_deliver_http_done(wh_http_req *req, void *opaque);
 size_t wk_deliver_pending(const wk_deliver *d);

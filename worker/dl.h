@@ -16,6 +16,7 @@
 #include <stddef.h>
 
 #include "attempt.h"
+#include "deadletter.h"
 #include "deliver.h"
 #include "lane.h"
 #include "parts.h"
@@ -40,6 +41,7 @@ typedef struct {
 
 typedef struct dl_job {
     wk_msg_tag tag;     /* first: producer reports are routed by it */
+    wk_dead dead;       /* its dead letter (deadletter.h) */
     wk_lane_entry link; /* lane queue or held list */
     dl_ticket *tk;      /* NULL for a delivery loaded from webhooks.parked */
     int32_t partition;
@@ -116,9 +118,8 @@ void wk_dl_pump(wk_deliver *d, wk_lane *l);
 /* Starts j's attempt (it takes a slot of its lane), or records why it
  * cannot be made. */
 void wk_dl_start(wk_deliver *d, dl_job *j);
-/* Produces j's DeadLetter; its acknowledgement (wk_deliver_on_report)
- * records the final attempt, or for an undecodable message marks it
- * done. */
+/* Sends j's DeadLetter through ctx->dead (deadletter.h); once Kafka has
+ * it the final attempt is recorded, or an undecodable message is done. */
 void wk_dl_dead_letter(wk_deliver *d, dl_job *j, wh_dead_reason reason,
                        const char *detail);
 /* Recorder callback: the row written for job `opaque` is durable. */

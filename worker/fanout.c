@@ -1,30 +1,58 @@
 /*
- * fanout.c - the fan-out stage: consumes the events topic, decodes each
- * event, stores it in webhooks.events (for replay), finds the endpoints
+ * fanout.c - the fan-out stage (see fanout.h): consumes the events topic,
+ * decodes each event, stores it in webhooks.events (for replay, once per
+ * event however often its fan-out is repeated), finds the endpoints
  * subscribed to it and produces one Delivery per endpoint to the
- * deliveries topic, keyed by endpoint id. An event's offset is stored only
- * after its row is durable and Kafka acknowledged all of its deliveries
- * (or its dead letter); when any of them fails the whole fan-out is repeated,
- * which is safe because delivery ids are derived from (app, event,
- * endpoint). Main thread only.
+ * deliveries topic, keyed by endpoint id. Undecodable events, and events
+ * too large for the deliveries topic, go to the dead-letter sender
+ * (deadletter.h) instead. An event's offset is stored only after its row
+ * is durable and Kafka acknowledged all of its deliveries (or its dead
+ * letter); when any of them fails the whole fan-out is repeated, which is
+ * safe because delivery ids are derived from (app, event, endpoint). Main
+ * thread only.
+ *
+ * An event whose Delivery finds the producer's queue full WAITS: the
+ * endpoints it has not reached yet are kept, consumption pauses, and
+ * wk_fanout_tick goes on with them (and then with the events consumed
+ * meanwhile, in order) once there is room.
  */
+#include "fanout.h"
+
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "deadletter.h"
 #include "log.h"
 #include "worker.h"
 
 #define RETRY_DELAY_US (1000 * 1000)
+/* How soon a waiting event tries the producer's queue again when no
+ * delivery report wakes the loop first. */
+#define WAIT_POLL_MS 10
 
 typedef struct fo_msg {
     wk_msg_tag tag; /* first: producer reports are routed by it */
     wk_item item;
+    wk_fanout *f;
     wh_kmsg *km;
     int pending;    /* produced messages not yet acknowledged, +1 while
-                       the fan-out itself runs */
-    bool failed;
+                       the fan-out itself runs or waits */
+    bool failed;    /* repeat the fan-out (one second later) */
+    bool stored;    /* its webhooks.events row was queued */
+    bool ended;     /* dead-lettered: done once acknowledged, never
+                       repeated */
+    wk_dead dead;
+    /* Waiting for room in the producer's queue: the decoded event (NULL
+     * when its fan-out has not started yet) and the endpoints not yet
+     * reached, from rest[next]. */
+    wh_event_msg *em;
+    char (*rest)[WH_ENDPOINT_ID_MAX];
+    size_t nrest, restcap, next;
+    struct fo_msg *wait_next;
     int64_t retry_at_us;
     struct fo_msg *retry_next;
+    struct fo_msg *aprev, *anext; /* every message held */
 } fo_msg;
 
 struct wk_fanout {
@@ -33,15 +61,41 @@ struct wk_fanout {
     wk_tracker *tracker;
     wh_buf buf;
     fo_msg *retry_head, *retry_tail;
+    fo_msg *wait_head, *wait_tail; /* in consumption order */
+    size_t waiting;
+    fo_msg *all;
     bool paused;
     /* scratch for the current event */
     fo_msg *cur;
     const wh_event *cur_ev;
 };
 
+static void drop_rest(fo_msg *m)
+{
+    wh_codec_event_free(m->em);
+    m->em = NULL;
+    free(m->rest);
+    m->rest = NULL;
+    m->nrest = m->restcap = m->next = 0;
+}
+
 static void release(wk_item *item)
 {
     fo_msg *m = (fo_msg *)((char *)item - offsetof(fo_msg, item));
+    wk_fanout *f = m->f;
+    if (wk_dead_cancel(&m->dead) != WH_OK) {
+        /* the producer still holds it: its report must find m */
+        WH_ERROR("fan-out message freed while its dead letter is in the "
+                 "producer; keeping it");
+        return;
+    }
+    if (m->aprev)
+        m->aprev->anext = m->anext;
+    else
+        f->all = m->anext;
+    if (m->anext)
+        m->anext->aprev = m->aprev;
+    drop_rest(m);
     wh_kmsg_destroy(m->km);
     free(m);
 }
@@ -68,7 +122,8 @@ int wk_fanout_new(wk_ctx *ctx, wk_fanout **out, char *err, size_t errlen)
         return wh_errf(err, errlen, "out of memory");
     f->ctx = ctx;
     f->tracker = wk_tracker_new(release);
-    wh_buf_init(&f->buf, (size_t)ctx->s->payload_max + 64 * 1024);
+    /* a Delivery is at most what the producer takes */
+    wh_buf_init(&f->buf, (size_t)wh_kafka_message_max(ctx->s->payload_max));
     wh_kafka_conf kc = {
         .brokers = ctx->s->kafka_brokers,
         .client_id = ctx->worker_id,
@@ -100,6 +155,13 @@ void wk_fanout_destroy(wk_fanout *f)
     wh_kafka_consumer_close(f->consumer, 10000);
     wk_recorder_forget(f->ctx->recorder, f);
     wk_tracker_destroy(f->tracker); /* releases held messages */
+    /* messages of revoked partitions the tracker no longer holds */
+    while (f->all) {
+        fo_msg *m = f->all;
+        release(&m->item);
+        if (f->all == m) /* kept for the producer */
+            f->all = m->anext;
+    }
     wh_kafka_consumer_destroy(f->consumer);
     wh_buf_free(&f->buf);
     free(f);
@@ -112,28 +174,11 @@ size_t wk_fanout_pending(const wk_fanout *f)
     return wk_tracker_pending(f->tracker);
 }
 
-/* Produces value to topic, waiting for queue space. */
-static int produce(wk_ctx *ctx, const char *topic, const char *key,
-                   const void *value, size_t len, void *opaque)
-{
-    char err[WH_ERRLEN];
-    for (int tries = 0;; tries++) {
-        int rc = wh_kafka_producer_send(ctx->producer, topic, key,
-                                        key ? strlen(key) : 0, value, len,
-                                        NULL, opaque, err, sizeof(err));
-        if (rc == WH_OK)
-            return WH_OK;
-        if (rc == WH_ERR) {
-            WH_ERROR("%s", err);
-            return WH_ERR;
-        }
-        wh_kafka_producer_poll(ctx->producer, 10);
-    }
-}
+size_t wk_fanout_waiting(const wk_fanout *f) { return f->waiting; }
 
 static void finish(wk_fanout *f, fo_msg *m)
 {
-    if (m->failed && !wk_item_revoked(&m->item)) {
+    if (m->failed && !m->ended && !wk_item_revoked(&m->item)) {
         m->failed = false;
         m->retry_at_us = wh_mono_us() + RETRY_DELAY_US;
         m->retry_next = NULL;
@@ -158,10 +203,54 @@ static void event_recorded(void *opaque, void *arg)
     unref(arg, opaque);
 }
 
-/* Queues ev's row for webhooks.events; m waits for it. */
+static void dead_done(wk_dead *d, void *owner, int outcome)
+{
+    (void)outcome; /* the sender logged a fallback */
+    fo_msg *m = (fo_msg *)((char *)d - offsetof(fo_msg, dead));
+    unref(owner, m);
+}
+
+/* Ends m's event as a dead letter carrying (a prefix of) its raw bytes. */
+static void dead_letter(wk_fanout *f, fo_msg *m, const char *detail)
+{
+    size_t len;
+    const void *raw = wh_kmsg_value(m->km, &len);
+    wh_dead_letter dl = {
+        .reason = WH_DEAD_UNDECODABLE,
+        .detail = detail,
+        .raw = raw,
+        .raw_len = len,
+        .source_topic = wh_kmsg_topic(m->km),
+        .source_partition = wh_kmsg_partition(m->km),
+        .source_offset = wh_kmsg_offset(m->km),
+        .dead_at_us = wh_wall_us(),
+    };
+    WH_WARN("event at %s [%d] @ %lld (%zu bytes) is dead-lettered: %s",
+            dl.source_topic, (int)dl.source_partition,
+            (long long)dl.source_offset, len, detail);
+    m->ended = true;
+    m->pending++;
+    wk_dead_send(f->ctx->dead, &m->dead, &dl, NULL, dead_done, f);
+}
+
+/* The event cannot go to the deliveries topic (why: the producer's or the
+ * broker's refusal): it is dead-lettered once, not repeated. */
+static void too_large(wk_fanout *f, fo_msg *m, const char *why)
+{
+    char detail[WH_ERRLEN + 64];
+    if (m->ended)
+        return;
+    snprintf(detail, sizeof(detail),
+             "cannot go to the deliveries topic: %s", why);
+    dead_letter(f, m, detail);
+}
+
+/* Queues ev's row for webhooks.events (once per event); m waits for it. */
 static void store_event(wk_fanout *f, fo_msg *m, const wh_event *ev)
 {
     char err[WH_ERRLEN];
+    if (m->stored)
+        return;
     wh_buf_reset(&f->buf);
     if (wh_codec_event_encode(ev, &f->buf, err, sizeof(err)) != WH_OK) {
         WH_ERROR("cannot encode event %s for storage: %s", ev->id, err);
@@ -182,14 +271,15 @@ static void store_event(wk_fanout *f, fo_msg *m, const wh_event *ev)
         m->failed = true;
         return;
     }
+    m->stored = true;
     m->pending++;
 }
 
-static void emit(const wh_endpoint *ep, void *opaque)
+/* Produces ev's Delivery to ep. WH_AGAIN when the producer's queue is full
+ * (nothing was produced); otherwise WH_OK, failures being noted in m. */
+static int deliver_to(wk_fanout *f, fo_msg *m, const wh_event *ev,
+                      const wh_endpoint *ep)
 {
-    wk_fanout *f = opaque;
-    fo_msg *m = f->cur;
-    const wh_event *ev = f->cur_ev;
     char id[WH_DELIVERY_ID_LEN + 1], err[WH_ERRLEN];
     wh_codec_delivery_id(ev->app, ev->id, ep->id, id);
     wh_delivery d = {
@@ -205,52 +295,84 @@ static void emit(const wh_endpoint *ep, void *opaque)
     wh_buf_reset(&f->buf);
     if (wh_codec_delivery_encode(&d, &f->buf, err, sizeof(err)) != WH_OK) {
         WH_ERROR("cannot encode delivery %s: %s", id, err);
-        m->failed = true;
-        return;
+        too_large(f, m, err);
+        return WH_OK;
     }
-    m->pending++;
-    if (produce(f->ctx, f->ctx->s->deliveries_topic, ep->id, f->buf.data,
-                f->buf.len, m) != WH_OK) {
-        m->pending--;
-        m->failed = true;
-    }
-}
-
-static void dead_letter(wk_fanout *f, fo_msg *m, const char *reason)
-{
-    size_t len;
-    const void *raw = wh_kmsg_value(m->km, &len);
-    char err[WH_ERRLEN];
-    wh_dead_letter dl = {
-        .reason = WH_DEAD_UNDECODABLE,
-        .detail = reason,
-        .raw = raw,
-        .raw_len = len,
-        .source_topic = wh_kmsg_topic(m->km),
-        .source_partition = wh_kmsg_partition(m->km),
-        .source_offset = wh_kmsg_offset(m->km),
-        .dead_at_us = wh_wall_us(),
-    };
-    WH_WARN("event at %s [%d] @ %lld is undecodable, dead-lettered: %s",
-            dl.source_topic, (int)dl.source_partition,
-            (long long)dl.source_offset, reason);
-    wh_buf b; /* sized to the raw message, which may exceed payload_max */
-    wh_buf_init(&b, len + 64 * 1024);
-    if (wh_codec_dead_letter_encode(&dl, &b, err, sizeof(err)) != WH_OK) {
-        WH_ERROR("cannot encode dead letter: %s", err);
-        m->failed = true;
-    } else {
+    int rc = wh_kafka_producer_send(f->ctx->producer,
+                                    f->ctx->s->deliveries_topic, ep->id,
+                                    strlen(ep->id), f->buf.data, f->buf.len,
+                                    NULL, m, err, sizeof(err));
+    if (rc == WH_OK)
         m->pending++;
-        if (produce(f->ctx, f->ctx->s->dead_topic, NULL, b.data, b.len, m) !=
-            WH_OK) {
-            m->pending--;
-            m->failed = true;
-        }
+    else if (rc == WH_DECLINED)
+        too_large(f, m, err);
+    else if (rc == WH_ERR) {
+        WH_ERROR("%s", err);
+        m->failed = true;
     }
-    wh_buf_free(&b);
+    return rc == WH_AGAIN ? WH_AGAIN : WH_OK;
 }
 
-static void fan_out(wk_fanout *f, fo_msg *m)
+static void keep_for_later(fo_msg *m, const char *endpoint_id)
+{
+    if (m->nrest == m->restcap) {
+        size_t cap = m->restcap ? 2 * m->restcap : 16;
+        void *p = realloc(m->rest, cap * sizeof(*m->rest));
+        if (!p) {
+            WH_ERROR("out of memory; exiting so the event is redelivered");
+            abort();
+        }
+        m->rest = p;
+        m->restcap = cap;
+    }
+    wh_strlcpy(m->rest[m->nrest++], endpoint_id, sizeof(*m->rest));
+}
+
+static void emit(const wh_endpoint *ep, void *opaque)
+{
+    wk_fanout *f = opaque;
+    fo_msg *m = f->cur;
+    if (m->ended)
+        return;
+    if (m->nrest > 0 || deliver_to(f, m, f->cur_ev, ep) == WH_AGAIN)
+        keep_for_later(m, ep->id);
+}
+
+/* The endpoint an event names, or NULL (logged) when it cannot get it. */
+static const wh_endpoint *named_endpoint(wk_fanout *f, const wh_event *ev,
+                                         const char *id)
+{
+    const wh_endpoint *ep = wk_cache_get(f->ctx->cache, id);
+    if (!ep || strcmp(ep->app, ev->app) != 0)
+        WH_WARN("event %s names endpoint %s, which app %s does not have",
+                ev->id, id, ev->app);
+    else if (ep->disabled)
+        WH_INFO("event %s: endpoint %s is disabled", ev->id, ep->id);
+    else
+        return ep;
+    return NULL;
+}
+
+/* Goes on with a waiting event: the endpoints it did not reach. Returns
+ * true while it still waits; otherwise m may be gone. */
+static bool go_on(wk_fanout *f, fo_msg *m)
+{
+    const wh_event *ev = wh_codec_event(m->em);
+    while (m->next < m->nrest && !m->ended) {
+        const wh_endpoint *ep = named_endpoint(f, ev, m->rest[m->next]);
+        if (ep && deliver_to(f, m, ev, ep) == WH_AGAIN)
+            return true;
+        m->next++;
+    }
+    drop_rest(m);
+    unref(f, m);
+    return false;
+}
+
+/* Fans m's event out (again). Returns true when it waits for room in the
+ * producer's queue (m is then to be resumed with go_on); otherwise m may
+ * be gone. */
+static bool fan_out(wk_fanout *f, fo_msg *m)
 {
     size_t len;
     const void *val = wh_kmsg_value(m->km, &len);
@@ -270,7 +392,7 @@ static void fan_out(wk_fanout *f, fo_msg *m)
                               &em, err, sizeof(err)) != WH_OK) {
         dead_letter(f, m, err);
         unref(f, m);
-        return;
+        return false;
     }
     const wh_event *ev = wh_codec_event(em);
     store_event(f, m, ev);
@@ -278,14 +400,9 @@ static void fan_out(wk_fanout *f, fo_msg *m)
     f->cur_ev = ev;
     if (ev->n_endpoints) {
         for (size_t i = 0; i < ev->n_endpoints; i++) {
-            const wh_endpoint *ep = wk_cache_get(f->ctx->cache,
-                                                 ev->endpoint_ids[i]);
-            if (!ep || strcmp(ep->app, ev->app) != 0)
-                WH_WARN("event %s names endpoint %s, which app %s does not "
-                        "have", ev->id, ev->endpoint_ids[i], ev->app);
-            else if (ep->disabled)
-                WH_INFO("event %s: endpoint %s is disabled", ev->id, ep->id);
-            else
+            const wh_endpoint *ep = named_endpoint(f, ev,
+                                                   ev->endpoint_ids[i]);
+            if (ep)
                 emit(ep, f);
         }
     } else {
@@ -293,15 +410,23 @@ static void fan_out(wk_fanout *f, fo_msg *m)
     }
     f->cur = NULL;
     f->cur_ev = NULL;
+    if (m->nrest > 0 && !m->ended) {
+        m->em = em; /* go_on continues with it */
+        return true;
+    }
     wh_codec_event_free(em);
+    drop_rest(m);
     unref(f, m);
+    return false;
 }
 
 void wk_fanout_on_report(wk_fanout *f, void *msg_opaque, int ok,
                          const char *errstr)
 {
     fo_msg *m = msg_opaque;
-    if (!ok) {
+    if (!ok && wh_kafka_error_too_large(errstr)) {
+        too_large(f, m, errstr);
+    } else if (!ok) {
         WH_WARN("fan-out of %s [%d] @ %lld: Kafka did not take a message: "
                 "%s; the event will be fanned out again",
                 wh_kmsg_topic(m->km), (int)wh_kmsg_partition(m->km),
@@ -311,18 +436,32 @@ void wk_fanout_on_report(wk_fanout *f, void *msg_opaque, int ok,
     unref(f, m);
 }
 
+static void wait_append(wk_fanout *f, fo_msg *m)
+{
+    m->wait_next = NULL;
+    if (f->wait_tail)
+        f->wait_tail->wait_next = m;
+    else
+        f->wait_head = m;
+    f->wait_tail = m;
+    f->waiting++;
+}
+
 int wk_fanout_poll(wk_fanout *f, int budget)
 {
     int n = 0;
     size_t limit = (size_t)f->ctx->s->max_in_flight;
-    if (!f->paused && wk_tracker_pending(f->tracker) >= limit) {
+    bool hold = f->wait_head || f->ctx->stopping;
+    if (!f->paused && (hold || wk_tracker_pending(f->tracker) >= limit)) {
         wh_kafka_consumer_pause_all(f->consumer, 1);
         f->paused = true;
-    } else if (f->paused && wk_tracker_pending(f->tracker) < limit / 2) {
+    } else if (f->paused && !hold &&
+               wk_tracker_pending(f->tracker) < limit / 2) {
         wh_kafka_consumer_pause_all(f->consumer, 0);
         f->paused = false;
     }
     while (n < budget) {
+        /* polled while paused too: rebalances and the poll interval */
         wh_kmsg *km = wh_kafka_consumer_poll(f->consumer, 0);
         if (!km)
             break;
@@ -334,19 +473,52 @@ int wk_fanout_poll(wk_fanout *f, int budget)
         }
         m->tag.owner = WK_MSG_FANOUT;
         m->km = km;
+        m->f = f;
         if (wk_tracker_add(f->tracker, &m->item, wh_kmsg_partition(km),
                            wh_kmsg_offset(km)) != WH_OK) {
             wh_kmsg_destroy(km);
             free(m);
             continue;
         }
-        fan_out(f, m);
+        m->anext = f->all;
+        if (f->all)
+            f->all->aprev = m;
+        f->all = m;
+        /* behind a waiting event, events wait too: deliveries keep
+         * their order */
+        if (f->wait_head || f->ctx->stopping)
+            wait_append(f, m);
+        else if (fan_out(f, m))
+            wait_append(f, m);
     }
     return n;
 }
 
 void wk_fanout_tick(wk_fanout *f)
 {
+    if (f->ctx->stopping)
+        return; /* what waits is read again by the next owner */
+    while (f->wait_head) {
+        fo_msg *m = f->wait_head, *next = m->wait_next;
+        bool waits;
+        if (wk_item_revoked(&m->item)) {
+            /* its new owner fans it out: produce no more of it */
+            if (m->em)
+                drop_rest(m);
+            else
+                m->pending = 1;
+            waits = false;
+            unref(f, m);
+        } else {
+            waits = m->em ? go_on(f, m) : fan_out(f, m);
+        }
+        if (waits)
+            return;
+        f->wait_head = next;
+        if (!next)
+            f->wait_tail = NULL;
+        f->waiting--;
+    }
     int64_t now = wh_mono_us();
     while (f->retry_head && f->retry_head->retry_at_us <= now) {
         fo_msg *m = f->retry_head;
@@ -355,7 +527,23 @@ void wk_fanout_tick(wk_fanout *f)
             f->retry_tail = NULL;
         if (wk_item_revoked(&m->item))
             wk_tracker_done(f->tracker, &m->item, f->consumer);
-        else
-            fan_out(f, m);
+        else if (fan_out(f, m)) {
+            wait_append(f, m);
+            return;
+        }
     }
+}
+
+int64_t wk_fanout_due_ms(const wk_fanout *f)
+{
+    if (f->ctx->stopping)
+        return -1;
+    if (f->wait_head)
+        return WAIT_POLL_MS;
+    if (!f->retry_head)
+        return -1;
+    int64_t now = wh_mono_us();
+    return f->retry_head->retry_at_us > now
+               ? (f->retry_head->retry_at_us - now) / 1000 + 1
+               : 0;
 }

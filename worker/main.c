@@ -20,6 +20,7 @@
 #include "cache.h"
 #include "config.h"
 #include "dbq.h"
+#include "deadletter.h"
 #include "log.h"
 #include "metrics.h"
 #include "worker.h"
@@ -175,6 +176,7 @@ static int fatal_rc;
 static wh_metrics *metrics;
 static int64_t started_us, produced_acked, produced_failed;
 static wk_deliver_stats deliver_stats; /* taken just before serving */
+static wk_dead_stats dead_stats;       /* likewise */
 
 static void on_signal(int sig)
 {
@@ -193,10 +195,11 @@ static void on_report(void *opaque, void *msg_opaque, int ok,
         produced_failed++;
     if (!tag)
         return;
-    if (tag->owner == WK_MSG_FANOUT)
+    if (tag->owner == WK_MSG_DEAD)
+        wk_deadletter_on_report(ctx->dead, msg_opaque, ok, errstr);
+    else if (tag->owner == WK_MSG_FANOUT)
         wk_fanout_on_report(ctx->fanout, msg_opaque, ok, errstr);
-    else
-        wk_deliver_on_report(ctx->deliver, msg_opaque, ok, errstr);
+    /* the delivery stage produces only dead letters */
 }
 
 /* A burst of endpoint changes bigger than this (a bulk import) is read
@@ -547,6 +550,8 @@ static bool step(wk_ctx *ctx, bool consume, int timeout_ms)
     wh_http_wait(ctx->http, fds, ready, nfds, timeout_ms);
     if (metrics && ctx->deliver)
         wk_deliver_counts(ctx->deliver, &deliver_stats);
+    if (metrics && ctx->dead)
+        wk_deadletter_counts(ctx->dead, &dead_stats);
     wh_metrics_serve(metrics);
 
     bool more = false;
@@ -564,6 +569,7 @@ static bool step(wk_ctx *ctx, bool consume, int timeout_ms)
         more |= wk_deliver_poll(ctx->deliver, 1000) == 1000;
     wh_kafka_producer_poll(ctx->producer, 0);
     wh_http_perform(ctx->http, wk_deliver_http_done, ctx->deliver);
+    wk_deadletter_tick(ctx->dead);
     if (ctx->fanout)
         wk_fanout_tick(ctx->fanout);
     if (ctx->deliver)
@@ -848,6 +854,26 @@ static int metrics_register(wk_ctx *ctx, char *err, size_t errlen)
                        "webhook_worker_kafka_produced_total", "result=failed",
                        produced, &produced_failed, err, errlen) != WH_OK)
         return WH_ERR;
+    const char *dead = "Dead letters by what became of them: produced "
+                       "(acknowledged), retried (sent again after a failure "
+                       "or a full queue, with backoff), fell_back (sent "
+                       "without bodies because of their size).";
+    if (wh_metrics_add(metrics, WH_METRIC_COUNTER,
+                       "webhook_worker_dead_letters_total", "result=produced",
+                       dead, &dead_stats.produced, err, errlen) != WH_OK ||
+        wh_metrics_add(metrics, WH_METRIC_COUNTER,
+                       "webhook_worker_dead_letters_total", "result=retried",
+                       dead, &dead_stats.retried, err, errlen) != WH_OK ||
+        wh_metrics_add(metrics, WH_METRIC_COUNTER,
+                       "webhook_worker_dead_letters_total",
+                       "result=fell_back", dead, &dead_stats.fell_back, err,
+                       errlen) != WH_OK ||
+        wh_metrics_add(metrics, WH_METRIC_GAUGE,
+                       "webhook_worker_dead_letters_waiting", NULL,
+                       "Dead letters waiting out a backoff before they are "
+                       "sent again.", &dead_stats.waiting, err,
+                       errlen) != WH_OK)
+        return WH_ERR;
     return WH_OK;
 }
 
@@ -868,6 +894,12 @@ static int run(wk_ctx *ctx)
         if (due >= 0 && due < timeout)
             timeout = (int)due;
         due = ctx->deliver ? wk_deliver_due_ms(ctx->deliver) : -1;
+        if (due >= 0 && due < timeout)
+            timeout = (int)due;
+        due = ctx->fanout ? wk_fanout_due_ms(ctx->fanout) : -1;
+        if (due >= 0 && due < timeout)
+            timeout = (int)due;
+        due = wk_deadletter_due_ms(ctx->dead);
         if (due >= 0 && due < timeout)
             timeout = (int)due;
         if (bulk_reload_at_us && wh_mono_us() >= bulk_reload_at_us &&
@@ -896,6 +928,7 @@ static int run(wk_ctx *ctx)
                             (maintain(ctx) ? ctx->s->maintenance_ms : 1000) *
                                 1000;
     }
+    ctx->stopping = true;
     wh_metrics_set_ready(metrics, false, "shutting down");
     WH_INFO("stopping: finishing %d attempts in flight (up to %lld ms)",
             wh_http_running(ctx->http),
@@ -1038,6 +1071,7 @@ int main(int argc, char **argv)
         .client_id = ctx.worker_id,
         .extra = s.kafka_extra,
         .keep_order = true, /* deliveries keep their events' order */
+        .message_max = wh_kafka_message_max(s.payload_max),
     };
     if (!(ctx.recorder = wk_recorder_new(&ctx))) {
         WH_ERROR("out of memory");
@@ -1046,6 +1080,21 @@ int main(int argc, char **argv)
     if (wh_kafka_producer_new(&kc, on_report, &ctx, &ctx.producer, err,
                               sizeof(err)) != WH_OK) {
         WH_ERROR("%s", err);
+        goto out;
+    }
+    int64_t message_max = wh_kafka_producer_message_max(ctx.producer);
+    if (message_max < kc.message_max) {
+        WH_ERROR("message.max.bytes is %lld (KAFKA_EXTRA), but "
+                 "WEBHOOK_PAYLOAD_MAX=%lld needs at least %lld (the payload "
+                 "plus %d bytes for a Delivery's other fields or a dead "
+                 "letter)", (long long)message_max, (long long)s.payload_max,
+                 (long long)kc.message_max, WH_KAFKA_HEADROOM);
+        rc = 2;
+        goto out;
+    }
+    if (!(ctx.dead = wk_deadletter_new(ctx.producer, s.dead_topic,
+                                       (size_t)message_max))) {
+        WH_ERROR("out of memory");
         goto out;
     }
     wh_kafka_producer_warm(ctx.producer, s.deliveries_topic);
@@ -1070,13 +1119,22 @@ int main(int argc, char **argv)
     }
     rc = run(&ctx);
 out:
-    /* Consumers leave their groups first (committing stored offsets), then
-     * the producer delivers what the stages queued. */
+    /* What the producer still holds after the shutdown timeout is given up
+     * while the stages that own it exist (they are read again by the next
+     * owner); consumers then leave their groups, committing stored
+     * offsets. */
+    if (ctx.producer && wh_kafka_producer_outq(ctx.producer) > 0 &&
+        wh_kafka_producer_flush(ctx.producer, 1000, err, sizeof(err)) !=
+            WH_OK) {
+        WH_WARN("%s; giving them up", err);
+        wh_kafka_producer_purge(ctx.producer);
+    }
     wk_fanout_destroy(ctx.fanout);
     if (ctx.producer &&
         wh_kafka_producer_flush(ctx.producer, 10000, err, sizeof(err)) != WH_OK)
         WH_WARN("%s", err);
     wk_deliver_destroy(ctx.deliver);
+    wk_deadletter_destroy(ctx.dead);
     wh_kafka_producer_destroy(ctx.producer);
     wh_http_destroy(ctx.http);
     wk_recorder_destroy(ctx.recorder);

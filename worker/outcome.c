@@ -254,8 +254,32 @@ void wk_deliver_http_done(wh_http_req *req, void *opaque)
 
 /* ---- dead letters ------------------------------------------------------- */
 
-/* Produces j's DeadLetter; the acknowledgement (wk_deliver_on_report)
- * records the final attempt, or for an undecodable message marks it done. */
+/* j's dead letter is in Kafka: its final attempt is recorded, or an
+ * undecodable message is done. */
+static void dead_done(wk_dead *dd, void *owner, int outcome)
+{
+    wk_deliver *d = owner;
+    dl_job *j = (dl_job *)((char *)dd - offsetof(dl_job, dead));
+    (void)outcome; /* a fallback without bodies was logged by the sender */
+    if (j->undecodable && j->parked_row) {
+        /* the dead letter is in Kafka: the row goes, then the lane goes
+         * on (wk_dl_recorded frees its slot) */
+        wk_lane_op op = {.op = WK_LANE_UNPARK, .delivery_id = j->parked_id};
+        j->state = JOB_RECORDING;
+        wk_dl_lane_write(d, j->lane, &op, j);
+        return;
+    }
+    if (j->undecodable) {
+        wk_dl_job_done(d, j);
+        return;
+    }
+    record(d, j, false, true, 0, 0);
+}
+
+/* Sends j's DeadLetter through the worker's dead-letter sender
+ * (deadletter.h: it retries with backoff, keeping this reason and detail,
+ * and falls back to the form without bodies); dead_done goes on once
+ * Kafka has it. */
 void wk_dl_dead_letter(wk_deliver *d, dl_job *j, wh_dead_reason reason,
                         const char *detail)
 {
@@ -269,7 +293,6 @@ void wk_dl_dead_letter(wk_deliver *d, dl_job *j, wh_dead_reason reason,
     /* keyed by the endpoint when it is known */
     const char *key = dv ? dv->endpoint_id
                          : j->parked_row ? j->lane->endpoint_id : NULL;
-    char err[WH_ERRLEN];
     wh_dead_letter dl = {
         .reason = reason,
         .detail = detail,
@@ -294,41 +317,5 @@ void wk_dl_dead_letter(wk_deliver *d, dl_job *j, wh_dead_reason reason,
         WH_INFO("delivery %s to %s dead-lettered: %s", dv->delivery_id,
                 dv->endpoint_id, detail);
     j->state = JOB_DEAD_LETTERING;
-    wh_buf_reset(&d->buf);
-    d->buf.max = (raw ? len : dv->event.payload_len) + 64 * 1024;
-    if (wh_codec_dead_letter_encode(&dl, &d->buf, err, sizeof(err)) != WH_OK ||
-        wh_kafka_producer_send(d->ctx->producer, d->ctx->s->dead_topic,
-                               key, key ? strlen(key) : 0, d->buf.data,
-                               d->buf.len, NULL, j, err, sizeof(err)) != WH_OK)
-        WH_ERROR("cannot dead-letter %s [%d] @ %lld: %s; its offset will "
-                 "not be committed", dl.source_topic,
-                 (int)dl.source_partition, (long long)dl.source_offset, err);
-}
-
-void wk_deliver_on_report(wk_deliver *d, void *msg_opaque, int ok,
-                          const char *errstr)
-{
-    dl_job *j = msg_opaque;
-    if (!ok) {
-        WH_WARN("dead letter not accepted by Kafka (%s); sending again",
-                errstr);
-        wk_dl_dead_letter(d, j,
-                    j->undecodable ? WH_DEAD_UNDECODABLE
-                                   : WH_DEAD_ATTEMPTS_EXHAUSTED,
-                    "dead letter sent again after a Kafka error");
-        return;
-    }
-    if (j->undecodable && j->parked_row) {
-        /* the dead letter is in Kafka: the row goes, then the lane goes
-         * on (wk_dl_recorded frees its slot) */
-        wk_lane_op op = {.op = WK_LANE_UNPARK, .delivery_id = j->parked_id};
-        j->state = JOB_RECORDING;
-        wk_dl_lane_write(d, j->lane, &op, j);
-        return;
-    }
-    if (j->undecodable) {
-        wk_dl_job_done(d, j);
-        return;
-    }
-    record(d, j, false, true, 0, 0);
+    wk_dead_send(d->ctx->dead, &j->dead, &dl, key, dead_done, d);
 }

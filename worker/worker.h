@@ -65,6 +65,7 @@ typedef struct wk_cache wk_cache;
 typedef struct wk_recorder wk_recorder;
 typedef struct wk_fanout wk_fanout;
 typedef struct wk_deliver wk_deliver;
+typedef struct wk_deadletter wk_deadletter;
 
 typedef struct wk_ctx {
     const wk_settings *s;
@@ -81,6 +82,8 @@ typedef struct wk_ctx {
     wk_recorder *recorder;       /* events, attempts and retries */
     wk_fanout *fanout;
     wk_deliver *deliver;
+    wk_deadletter *dead;         /* both stages' dead letters */
+    bool stopping;               /* SIGTERM: stages start no new work */
 } wk_ctx;
 
 /* ---- endpoint cache (cache.c) ----------------------------------------- */
@@ -111,22 +114,16 @@ size_t wk_cache_size(const wk_cache *c);
 
 #include "recorder.h"
 
-/* ---- fan-out stage (fanout.c) ------------------------------------------ */
+/* ---- fan-out stage: fanout.h ------------------------------------------ */
 
-int wk_fanout_new(wk_ctx *ctx, wk_fanout **out, char *err,
-                  size_t errlen) WH_MUST_CHECK;
-/* Consumes up to budget events; returns how many it took. */
-int wk_fanout_poll(wk_fanout *f, int budget);
-int wk_fanout_fd(wk_fanout *f);
-/* Delivery report for a message the fan-out produced. */
-void wk_fanout_on_report(wk_fanout *f, void *msg_opaque, int ok,
-                         const char *errstr);
-void wk_fanout_tick(wk_fanout *f);
-size_t wk_fanout_pending(const wk_fanout *f);
-void wk_fanout_destroy(wk_fanout *f);
+#include "fanout.h"
 
 /* Producer messages carry a tag so reports reach the right stage. */
-typedef enum { WK_MSG_FANOUT = 1, WK_MSG_DELIVER = 2 } wk_msg_owner;
+typedef enum {
+    WK_MSG_FANOUT = 1,
+    WK_MSG_DELIVER = 2,
+    WK_MSG_DEAD = 3 /* a dead letter (deadletter.h), of either stage */
+} wk_msg_owner;
 typedef struct {
     wk_msg_owner owner;
 } wk_msg_tag;
