@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dbq.h"
 #include "dl.h"
 #include "lanestore.h"
 #include "log.h"
@@ -563,43 +564,140 @@ static void load_lane(void *opaque, const char *endpoint_id,
         wake(lc->d, l, 0);
 }
 
-/* Takes partition pid (bumps its epoch) and loads its lanes. */
-static int load_part(wk_deliver *d, int32_t pid)
-{
-    char err[WH_ERRLEN];
+/* Taking a partition runs on the query executor, so the loop never waits
+ * for Postgres for it: the job bumps the epoch and reads the lanes that
+ * are not open; its completion builds them and releases the messages the
+ * partition held meanwhile (they wait, in order, until then). A revoke
+ * cancels the job: it still runs (its epoch is then superseded by the next
+ * take, which runs after it), but nothing is built from it. */
+typedef struct {
+    char *endpoint_id, *head_id; /* head_id NULL: draining */
+    uint32_t head_attempt;
+} lane_row;
+
+typedef struct {
+    wk_deliver *d;
+    int32_t pid;
+    const char *topic, *worker; /* the settings' and the context's */
     int64_t epoch;
+    lane_row *rows;
+    size_t n, cap;
+    bool oom;
+} part_job;
+
+/* Executor thread. */
+static void collect_lane(void *opaque, const char *endpoint_id,
+                         const char *head_id, uint32_t head_attempt)
+{
+    part_job *pj = opaque;
+    if (pj->oom)
+        return;
+    if (pj->n == pj->cap) {
+        size_t ncap = pj->cap ? pj->cap * 2 : 16;
+        lane_row *nr = realloc(pj->rows, ncap * sizeof(*nr));
+        if (!nr) {
+            pj->oom = true;
+            return;
+        }
+        pj->rows = nr;
+        pj->cap = ncap;
+    }
+    lane_row *r = &pj->rows[pj->n];
+    r->endpoint_id = strdup(endpoint_id);
+    r->head_id = head_id ? strdup(head_id) : NULL;
+    r->head_attempt = head_attempt;
+    if (!r->endpoint_id || (head_id && !r->head_id)) {
+        free(r->endpoint_id);
+        free(r->head_id);
+        pj->oom = true;
+        return;
+    }
+    pj->n++;
+}
+
+/* Executor thread. */
+static int part_run(wh_db *db, void *arg, char *err, size_t errlen)
+{
+    part_job *pj = arg;
     int rows = 0;
-    if (wk_lanestore_take(d->ctx->db, d->ctx->s->deliveries_topic, pid,
-                          d->ctx->worker_id, &epoch, err,
-                          sizeof(err)) != WH_OK)
-        goto fail;
-    load_ctx lc = {d, pid, epoch};
-    if (wk_lanestore_lanes(d->ctx->db, pid, load_lane, &lc, &rows, err,
-                           sizeof(err)) != WH_OK)
-        goto fail;
-    WH_INFO("delivery: partition %d taken (epoch %lld, %d lanes not open)",
-            (int)pid, (long long)epoch, rows);
-    wk_lane_entry *e = wk_parts_loaded(&d->parts, pid, epoch);
+    if (wk_lanestore_take(db, pj->topic, pj->pid, pj->worker, &pj->epoch,
+                          err, errlen) != WH_OK ||
+        wk_lanestore_lanes(db, pj->pid, collect_lane, pj, &rows, err,
+                           errlen) != WH_OK)
+        return WH_ERR;
+    if (pj->oom)
+        return wh_errf(err, errlen, "out of memory reading %d lanes", rows);
+    return WH_OK;
+}
+
+static void part_release(void *arg)
+{
+    part_job *pj = arg;
+    for (size_t i = 0; i < pj->n; i++) {
+        free(pj->rows[i].endpoint_id);
+        free(pj->rows[i].head_id);
+    }
+    free(pj->rows);
+    free(pj);
+}
+
+static void part_done(void *arg, int rc, const char *err)
+{
+    part_job *pj = arg;
+    wk_deliver *d = pj->d;
+    int32_t pid = pj->pid;
+    d->loading[pid] = 0;
+    if (rc != WH_OK) {
+        WH_WARN("delivery: cannot take partition %d (retrying): %s",
+                (int)pid, err);
+        if (!d->load_at_us)
+            d->load_at_us = wh_mono_us() + 1000 * 1000;
+        return;
+    }
+    /* a revoke cancels the job, so the partition is still waiting */
+    assert(wk_parts_next_unloaded(&d->parts, pid) == pid);
+    load_ctx lc = {d, pid, pj->epoch};
+    for (size_t i = 0; i < pj->n; i++)
+        load_lane(&lc, pj->rows[i].endpoint_id, pj->rows[i].head_id,
+                  pj->rows[i].head_attempt);
+    WH_INFO("delivery: partition %d taken (epoch %lld, %zu lanes not open)",
+            (int)pid, (long long)pj->epoch, pj->n);
+    wk_lane_entry *e = wk_parts_loaded(&d->parts, pid, pj->epoch);
     while (e) {
         wk_lane_entry *next = e->next;
         e->next = NULL;
         dispatch(d, DL_JOB_OF(e));
         e = next;
     }
-    return WH_OK;
-fail:
-    WH_WARN("delivery: cannot take partition %d (retrying): %s", (int)pid,
-            err);
-    return WH_ERR;
 }
 
+/* Queues the take of every assigned partition that is not loaded and has
+ * no take under way; when the executor is full, tries again in a second. */
 static void load_parts(wk_deliver *d)
 {
-    bool failed = false;
-    for (int32_t i = wk_parts_next_unloaded(&d->parts, 0); i >= 0 && !failed;
-         i = wk_parts_next_unloaded(&d->parts, i + 1))
-        failed = load_part(d, i) != WH_OK;
-    d->load_at_us = failed ? wh_mono_us() + 1000 * 1000 : 0;
+    d->load_at_us = 0;
+    for (int32_t i = wk_parts_next_unloaded(&d->parts, 0); i >= 0;
+         i = wk_parts_next_unloaded(&d->parts, i + 1)) {
+        if (d->loading[i])
+            continue;
+        part_job *pj = calloc(1, sizeof(*pj));
+        if (pj) {
+            pj->d = d;
+            pj->pid = i;
+            pj->topic = d->ctx->s->deliveries_topic;
+            pj->worker = d->ctx->worker_id;
+        }
+        wk_dbq_job job = {.name = "partition take", .run = part_run,
+                          .done = part_done, .release = part_release,
+                          .arg = pj};
+        if (!pj || wk_dbq_submit(d->ctx->dbq, &job, &d->loading[i]) !=
+                       WH_OK) {
+            free(pj);
+            d->loading[i] = 0;
+            d->load_at_us = wh_mono_us() + 1000 * 1000;
+            return;
+        }
+    }
 }
 
 static void detach(wk_deliver *d, wk_lane *l)
@@ -637,6 +735,10 @@ static void on_rebalance(void *opaque, int assigned, const int32_t *parts,
             continue;
         }
         wk_tracker_revoke(d->tracker, pid);
+        if (d->loading[pid]) { /* its completion must build nothing */
+            wk_dbq_cancel(d->ctx->dbq, d->loading[pid]);
+            d->loading[pid] = 0;
+        }
         wk_lane_entry *e = wk_parts_revoke(&d->parts, pid);
         while (e) {
             wk_lane_entry *next = e->next;
@@ -723,6 +825,9 @@ void wk_deliver_destroy(wk_deliver *d)
     wh_kafka_consumer_close(d->consumer, 10000); /* revokes everything */
     wh_http_cancel_all(d->ctx->http);
     wk_recorder_forget(d->ctx->recorder, d);
+    for (int32_t i = 0; i < WK_PARTS_MAX; i++)
+        if (d->loading[i]) /* a close that gave up revoked nothing */
+            wk_dbq_cancel(d->ctx->dbq, d->loading[i]);
     for (dl_job *j = d->loose, *next; j; j = next) {
         next = j->lnext;
         free_job(j);

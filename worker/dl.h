@@ -82,6 +82,9 @@ struct wk_deliver {
     wk_parts parts;
     wk_drain_budget budget; /* parked deliveries loaded, over all lanes */
     int64_t load_at_us; /* retry of a failed partition load */
+    /* partition loads under way on the query executor (dbq.h), by
+     * partition: the job's id, 0 when none */
+    uint64_t loading[WK_PARTS_MAX];
     wh_buf buf;         /* the retry or dead letter being encoded */
     bool paused;
     size_t active;      /* consumed jobs not yet done */
