@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # test_parked.sh - parked deliveries of ordered lanes in the worst cases:
 #
-# 1. An unreadable parked row. A lane is blocked (its endpoint answers
-#    503), the deliveries behind its head are parked, and one parked row's
-#    bytes are overwritten with garbage. When the head gets through, the
-#    lane drains: the unreadable row is dead-lettered (reason UNDECODABLE,
-#    keyed by the endpoint, its position in the detail), its row leaves
-#    webhooks.parked, the deliveries after it arrive in order, and the lane
-#    row is deleted (the lane is open again).
+# 1. Unreadable parked rows. A lane is blocked (its endpoint answers
+#    503), the five deliveries behind its head are parked, and two parked
+#    rows' bytes are overwritten with garbage: one in the middle and the
+#    last one, so the lane reopens right after dealing with one. When the
+#    head gets through, the lane drains: each unreadable row is
+#    dead-lettered (reason UNDECODABLE, keyed by the endpoint, its position
+#    in the detail), its row leaves webhooks.parked, the deliveries around
+#    them arrive in order, and the lane row is deleted (open again).
 # 2. Many lanes draining at once stay within WORKER_DRAIN_MAX parked
 #    deliveries in memory: 30 lanes spill at once (WORKER_LANE_QUEUE_MAX=1,
 #    a slow endpoint) and drain with a budget of 4; lanes wait for it
@@ -52,7 +53,8 @@ start_receiver down --listen "127.0.0.1:$port" --secret "$secret" --status 503
 down_pid=${PIDS[-1]}
 ep=$("$BIN/webhookctl" endpoint add --app p --events 't.*' --secret "$secret" \
     --url "http://127.0.0.1:$port/p" --retry-schedule "$(printf '1s,%.0s' $(seq 29))1s")
-start_worker w1 WORKER_BREAKER_FAILURES=0
+start_worker w1 WORKER_BREAKER_FAILURES=0 WORKER_METRICS_LISTEN=127.0.0.1:0
+check "w1 serves metrics" wait_for 20 has_addr w1
 for i in 0 1 2 3 4 5; do
     printf '{"id":"p%d","app":"p","type":"t.x","payload":{"seq":%d}}\n' "$i" "$i"
 done | "$BIN/webhook-produce" --quiet
@@ -61,18 +63,20 @@ five_parked() { [ "$(parked_n)" -eq 5 ]; }
 check "the lane is blocked with 5 deliveries parked" wait_for 30 five_parked
 check "the lane row names the head" \
     test "$(sql "SELECT count(*) FROM webhooks.lanes WHERE endpoint_id = '$ep' AND head_delivery_id IS NOT NULL")" -eq 1
-# the third delivery (seq 2) gets unreadable bytes
+# the third delivery (seq 2) and the last (seq 5) get unreadable bytes
 pos=$(sql "SELECT position FROM webhooks.parked WHERE endpoint_id = '$ep' ORDER BY position OFFSET 1 LIMIT 1")
+last=$(sql "SELECT max(position) FROM webhooks.parked WHERE endpoint_id = '$ep'")
 sql "UPDATE webhooks.parked SET delivery = '\\x00ff' WHERE endpoint_id = '$ep' AND position = $pos" >/dev/null
-check "one parked row is corrupt" \
-    test "$(sql "SELECT count(*) FROM webhooks.parked WHERE endpoint_id = '$ep' AND delivery = '\\x00ff'")" -eq 1
+sql "UPDATE webhooks.parked SET delivery = 'not a delivery' WHERE endpoint_id = '$ep' AND position = $last" >/dev/null
+check "two parked rows are corrupt" \
+    test "$(sql "SELECT count(*) FROM webhooks.parked WHERE endpoint_id = '$ep' AND delivery IN ('\\x00ff', 'not a delivery')")" -eq 2
 # the endpoint recovers: a receiver that answers 204 on the same port
 kill "$down_pid"
 wait "$down_pid" 2>/dev/null || true
 start_receiver up --listen "127.0.0.1:$port" --secret "$secret"
-five_ok() { [ "$(seqs up | wc -w)" -ge 5 ]; }
-check "the five readable deliveries arrive" wait_for 40 five_ok
-check "in order, without the unreadable one" test "$(seqs up)" = "0 1 3 4 5"
+four_ok() { [ "$(seqs up | wc -w)" -ge 4 ]; }
+check "the four readable deliveries arrive" wait_for 40 four_ok
+check "in order, without the unreadable ones" test "$(seqs up)" = "0 1 3 4"
 lane_gone() { [ "$(sql "SELECT count(*) FROM webhooks.lanes WHERE endpoint_id = '$ep'")" -eq 0 ]; }
 check "the lane row is gone (open again)" wait_for 20 lane_gone
 check "nothing is left in webhooks.parked" test "$(parked_n)" -eq 0
@@ -81,17 +85,26 @@ dead_keyed() { # dead_keyed KEY: dead letters keyed KEY
         grep -a -c "^$1\$" || true
 }
 has_dead() { [ "$(dead_keyed "$ep")" -ge 1 ]; }
-check "a dead letter keyed by the endpoint is in webhook.dead" wait_for 20 has_dead
-check "exactly one" test "$(dead_keyed "$ep")" -eq 1
+two_dead() { [ "$(dead_keyed "$ep")" -ge 2 ]; }
+check "dead letters keyed by the endpoint are in webhook.dead" wait_for 20 two_dead
+check "exactly two" test "$(dead_keyed "$ep")" -eq 2
 dead_text() { kcat -b "$KAFKA_BROKERS" -C -t webhook.dead -o beginning -e -q 2>/dev/null; }
-check "it says which parked row was unreadable" \
-    grep -a -q "parked delivery at position $pos of endpoint $ep is unreadable" <(dead_text)
-check "the worker logged that it dead-lettered it" \
-    grep -q "parked delivery at position $pos of endpoint $ep is unreadable (.*); it is dead-lettered" "$T/w1.log"
-more_ok() { [ "$(seqs up | wc -w)" -ge 6 ]; }
+dead_text >"$T/dead.bin"
+check "they say which parked rows were unreadable" \
+    bash -c 'grep -a -q "parked delivery at position $1 of endpoint $3 is unreadable" "$4" &&
+             grep -a -q "parked delivery at position $2 of endpoint $3 is unreadable" "$4"' _ \
+    "$pos" "$last" "$ep" "$T/dead.bin"
+check "the bytes of the row travel as the raw message" grep -a -q "not a delivery" "$T/dead.bin"
+check "counted in webhook_worker_parked_unreadable_total" \
+    test "$(metric w1 webhook_worker_parked_unreadable_total)" = 2
+check "the worker logged that it dead-lettered them" \
+    bash -c 'grep -q "parked delivery at position $1 of endpoint $3 is unreadable (.*); it is dead-lettered" "$4" &&
+             grep -q "parked delivery at position $2 of endpoint $3 is unreadable (.*); it is dead-lettered" "$4"' _ \
+    "$pos" "$last" "$ep" "$T/w1.log"
+more_ok() { [ "$(seqs up | wc -w)" -ge 5 ]; }
 "$BIN/webhook-produce" --quiet --app p --type t.x --id p6 --payload '{"seq":6}'
 check "the open lane delivers what comes next" wait_for 20 more_ok
-check "still in order" test "$(seqs up)" = "0 1 3 4 5 6"
+check "still in order" test "$(seqs up)" = "0 1 3 4 6"
 stop_worker() {
     kill "${WORKER_PID[$1]}"
     wait "${WORKER_PID[$1]}" 2>/dev/null || true
@@ -100,6 +113,10 @@ stop_worker w1
 
 # ---- 2. many draining lanes, one small budget -------------------------------
 
+rc=0
+WORKER_DRAIN_MAX=0 "$BIN/webhook-worker" >"$T/bad.log" 2>&1 || rc=$?
+check "WORKER_DRAIN_MAX=0 is refused at start-up" test "$rc" -ne 0
+check "naming the setting" grep -q "drain-max\|WORKER_DRAIN_MAX" "$T/bad.log"
 N=30
 EVENTS=12
 start_receiver slow --secret "$secret" --delay-ms 300
