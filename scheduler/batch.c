@@ -3,8 +3,10 @@
  * rows of webhooks.retries in one statement (FOR UPDATE SKIP LOCKED),
  * produce their deliveries to Kafka, wait for every acknowledgement, then
  * commit. Any failure rolls back, so a row leaves the table only after
- * Kafka holds its message. Called from the scheduler's main loop, main
- * thread only.
+ * Kafka holds its message. A row the producer cannot send is
+ * dead-lettered instead (without its payload) and recorded as a final
+ * failed attempt, in the same transaction. Called from the scheduler's
+ * main loop, main thread only.
  */
 #include <assert.h>
 #include <inttypes.h>
@@ -12,11 +14,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec.h"
 #include "log.h"
 #include "scheduler.h"
 
-/* Columns of the claim query. A postponed row has only C_ID. */
-enum { C_ID, C_ENDPOINT, C_DELIVERY, C_LAG };
+/* Columns of the claim query. C_APP, C_EVENT and C_ATTEMPT are only set
+ * for a row whose delivery is larger than the limit ($2). */
+enum { C_ID, C_ENDPOINT, C_DELIVERY, C_LAG, C_APP, C_EVENT, C_ATTEMPT };
+
+_Static_assert(SC_BATCH_MAX < (1 << SC_ROW_BITS), "rows fit SC_ROW_BITS");
 
 /*
  * The claim: locks up to $1 due rows, oldest first, skipping rows other
@@ -24,8 +30,8 @@ enum { C_ID, C_ENDPOINT, C_DELIVERY, C_LAG };
  * what the batch produces. The delete commits only after Kafka has
  * acknowledged every message (sc_batch_end); a rollback puts the rows
  * back. Rows whose delivery is larger than $2 bytes cannot be produced:
- * they are moved SC_POSTPONE_SQL ahead instead and come back with only
- * their id.
+ * they come back with their app, event id and attempt too, to be
+ * dead-lettered and recorded.
  *
  * The rows are found again by their ctid, which the lock keeps stable
  * until the transaction ends: a TID scan, where a join on delivery_id
@@ -34,23 +40,29 @@ enum { C_ID, C_ENDPOINT, C_DELIVERY, C_LAG };
  * began is invisible to the delete and simply stays for a later batch.
  *
  * Fetched in binary format (wh_db_query_raw): the delivery as its bytes,
- * the lag cast to text.
+ * the lag and the attempt cast to text.
  */
 static const char claim_sql[] =
-    "WITH c AS (SELECT ctid AS t, octet_length(delivery) > $2::bigint AS big "
-    "FROM webhooks.retries WHERE due_at <= now() "
+    "WITH c AS (SELECT ctid AS t FROM webhooks.retries WHERE due_at <= now() "
     "ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED), "
     "d AS (DELETE FROM webhooks.retries "
-    "WHERE ctid = ANY(ARRAY(SELECT t FROM c WHERE NOT big)) "
-    "RETURNING delivery_id, endpoint_id, delivery, due_at), "
-    "p AS (UPDATE webhooks.retries SET due_at = now() + interval '"
-    SC_POSTPONE_SQL "' WHERE ctid = ANY(ARRAY(SELECT t FROM c WHERE big)) "
-    "RETURNING delivery_id) "
+    "WHERE ctid = ANY(ARRAY(SELECT t FROM c)) "
+    "RETURNING delivery_id, endpoint_id, delivery, due_at, app, event_id, "
+    "attempt) "
     "SELECT delivery_id, endpoint_id, delivery, "
     "(CASE WHEN isfinite(due_at) "
     "THEN floor(extract(epoch FROM now() - due_at) * 1000)::bigint "
-    "ELSE 0 END)::text FROM d "
-    "UNION ALL SELECT delivery_id, NULL, NULL, NULL FROM p";
+    "ELSE 0 END)::text, big.app, big.event_id, big.attempt::text FROM d "
+    "LEFT JOIN LATERAL (SELECT d.app, d.event_id, d.attempt "
+    "WHERE octet_length(d.delivery) > $2::bigint) big ON true";
+
+/* A retry that cannot be sent ends here: its final failed attempt, in the
+ * batch's transaction. */
+static const char attempt_sql[] =
+    "INSERT INTO webhooks.attempts (delivery_id, event_id, endpoint_id, app, "
+    "event_type, attempt, outcome, latency_ms, error_class, error, worker, "
+    "attempted_at, final) VALUES ($1, $2, $3, $4, $5, $6::integer, "
+    "'failed', 0, 'retry_unsendable', $7, $8, now(), true)";
 
 /* Runs in the claim's transaction, so now() is the claim time: a row that
  * became due since is included (and gives 0), rows other schedulers hold
@@ -63,12 +75,25 @@ static const char next_due_sql[] =
 static const char *const headers[] = {"content-type",
                                       "application/x-protobuf", NULL};
 
+#define ROW_MASK ((1u << SC_ROW_BITS) - 1)
+#define DEAD_BIT (1u << SC_ROW_BITS)
+
+/* The opaque of a message: its batch's sequence number, whether it is a
+ * dead letter, and its row. */
+static void *tag_of(const sc_batch *b, bool dead, size_t row)
+{
+    return (void *)(uintptr_t)((b->seq << (SC_ROW_BITS + 1)) |
+                               (dead ? DEAD_BIT : 0) | (uint32_t)row);
+}
+
 void sc_batch_cleanup(sc_ctx *ctx)
 {
     for (size_t i = 0; i < SC_PIPELINE_MAX; i++) {
         sc_batch *b = &ctx->batch[i];
         wh_db_result_free(b->rows);
         b->rows = NULL;
+        free(b->refused);
+        b->refused = NULL;
         wh_db_close(b->db);
         b->db = NULL;
     }
@@ -78,7 +103,8 @@ void sc_batch_on_report(void *opaque, void *msg_opaque, int ok,
                         const char *errstr)
 {
     sc_ctx *ctx = opaque;
-    uint64_t seq = (uint64_t)(uintptr_t)msg_opaque;
+    uint64_t tag = (uint64_t)(uintptr_t)msg_opaque;
+    uint64_t seq = tag >> (SC_ROW_BITS + 1);
     sc_batch *b = NULL;
     for (int64_t i = 0; i < ctx->s->pipeline && !b; i++)
         if (ctx->batch[i].open && ctx->batch[i].seq == seq)
@@ -89,6 +115,12 @@ void sc_batch_on_report(void *opaque, void *msg_opaque, int ok,
     }
     if (ok) {
         b->acked++;
+        return;
+    }
+    if (!(tag & DEAD_BIT) && wh_kafka_error_too_large(errstr) &&
+        b->nrefused < (size_t)ctx->s->batch) {
+        /* dead-lettered by sc_batch_end */
+        b->refused[b->nrefused++] = (uint32_t)(tag & ROW_MASK);
         return;
     }
     if (b->nacked++ == 0)
@@ -102,6 +134,7 @@ static void rollback(sc_batch *b)
     b->open = false;
     wh_db_result_free(b->rows);
     b->rows = NULL;
+    b->nrefused = 0;
     if (wh_db_alive(b->db))
         WH_IGNORE(wh_db_exec(b->db, "ROLLBACK", e, sizeof(e)));
 }
@@ -120,14 +153,14 @@ static int64_t deadline_now(sc_ctx *ctx, int64_t deadline_us)
 
 /* Queues one message, serving delivery reports while the local queue is
  * full. */
-static int send_one(sc_ctx *ctx, sc_batch *b, const char *key, size_t klen,
-                    const char *value, size_t vlen, char *err,
-                    size_t errlen)
+static int send_one(sc_ctx *ctx, sc_batch *b, const char *topic,
+                    const char *key, size_t klen, const char *value,
+                    size_t vlen, void *tag, char *err, size_t errlen)
 {
     for (;;) {
-        int rc = wh_kafka_producer_send(
-            ctx->producer, ctx->s->deliveries_topic, key, klen, value, vlen,
-            headers, (void *)(uintptr_t)b->seq, err, errlen);
+        int rc = wh_kafka_producer_send(ctx->producer, topic, key, klen,
+                                        value, vlen, headers, tag, err,
+                                        errlen);
         if (rc != WH_AGAIN)
             return rc;
         if (wh_mono_us() >= deadline_now(ctx, b->deadline_us))
@@ -141,7 +174,7 @@ static int send_one(sc_ctx *ctx, sc_batch *b, const char *key, size_t klen,
 static int wait_acks(sc_ctx *ctx, sc_batch *b, char *err, size_t errlen)
 {
     for (;;) {
-        if (b->acked + b->nacked >= b->sent)
+        if (b->acked + b->nacked + b->nrefused >= b->sent)
             break;
         int64_t left_ms =
             (deadline_now(ctx, b->deadline_us) - wh_mono_us()) / 1000;
@@ -156,35 +189,124 @@ static int wait_acks(sc_ctx *ctx, sc_batch *b, char *err, size_t errlen)
         return wh_errf(err, errlen,
                        "Kafka refused %zu of %zu messages: %s", b->nacked,
                        b->sent, b->report_err);
-    if (b->acked < b->sent)
+    if (b->acked + b->nrefused < b->sent)
         return wh_errf(err, errlen,
                        "Kafka acknowledged %zu of %zu messages in time",
                        b->acked, b->sent);
-    assert(b->acked == b->sent);
+    assert(b->acked + b->nrefused == b->sent);
     return WH_OK;
 }
 
-/* Produces the claimed rows; the postponed ones are only logged. */
+/* Dead-letters row i, whose delivery cannot be sent (why), and records
+ * its final failed attempt in the batch's transaction. The dead letter
+ * carries the delivery without its payload (length and SHA-256 kept), or,
+ * when the bytes are not a Delivery, their first bytes. */
+static int dead_letter(sc_ctx *ctx, sc_batch *b, int i, const char *why,
+                       char *err, size_t errlen)
+{
+    wh_db_result *r = b->rows;
+    const char *bytes = wh_db_get(r, i, C_DELIVERY);
+    size_t len = wh_db_getlen(r, i, C_DELIVERY);
+    char e[WH_ERRLEN], detail[WH_ERRLEN + 128];
+    wh_delivery_msg *dm = NULL;
+    const wh_delivery *dv = NULL;
+    if (wh_codec_delivery_decode(bytes, len, &dm, e, sizeof(e)) == WH_OK)
+        dv = wh_codec_delivery(dm);
+    snprintf(detail, sizeof(detail), "retry not sent: %s%s%s", why,
+             dv ? "" : "; not a Delivery: ", dv ? "" : e);
+    wh_dead_letter dl = {
+        .reason = dv ? WH_DEAD_ATTEMPTS_EXHAUSTED : WH_DEAD_UNDECODABLE,
+        .detail = detail,
+        .delivery = dv,
+        .raw = dv ? NULL : bytes,
+        .raw_len = dv ? 0 : len,
+        .source_topic = dv ? dv->source_topic : NULL,
+        .source_partition = dv ? dv->source_partition : 0,
+        .source_offset = dv ? dv->source_offset : 0,
+        .attempts = dv ? dv->attempt : 0,
+        .last_error = why,
+        .dead_at_us = wh_wall_us(),
+        .omit_bodies = dv != NULL,
+    };
+    wh_buf out;
+    wh_buf_init(&out, WH_DEAD_RAW_PREFIX_MAX + WH_DEAD_BARE_MAX);
+    int rc = wh_codec_dead_letter_encode(&dl, &out, e, sizeof(e));
+    if (rc != WH_OK)
+        wh_errf(err, errlen, "cannot encode the dead letter of retry %s: %s",
+                wh_db_get(r, i, C_ID), e);
+    else
+        rc = send_one(ctx, b, ctx->s->dead_topic, wh_db_get(r, i, C_ENDPOINT),
+                      wh_db_getlen(r, i, C_ENDPOINT), out.data, out.len,
+                      tag_of(b, true, (size_t)i), err, errlen);
+    wh_buf_free(&out);
+    if (rc != WH_OK) {
+        wh_codec_delivery_free(dm);
+        return WH_ERR;
+    }
+    b->sent++;
+    char attempt[24];
+    const char *event_type = dv ? dv->event.type : "";
+    const char *event_id = wh_db_isnull(r, i, C_EVENT)
+                               ? (dv ? dv->event.id : "")
+                               : wh_db_get(r, i, C_EVENT);
+    const char *app = wh_db_isnull(r, i, C_APP) ? (dv ? dv->event.app : "")
+                                                : wh_db_get(r, i, C_APP);
+    if (wh_db_isnull(r, i, C_ATTEMPT))
+        snprintf(attempt, sizeof(attempt), "%u", dv ? dv->attempt : 1);
+    else
+        wh_strlcpy(attempt, wh_db_get(r, i, C_ATTEMPT), sizeof(attempt));
+    const char *p[] = {wh_db_get(r, i, C_ID), event_id,
+                       wh_db_get(r, i, C_ENDPOINT), app, event_type, attempt,
+                       detail, ctx->id};
+    wh_db_result *ar;
+    rc = wh_db_query(b->db, attempt_sql, 8, p, &ar, e, sizeof(e));
+    if (rc == WH_OK)
+        wh_db_result_free(ar);
+    else
+        wh_errf(err, errlen, "recording the dead-lettered retry %s: %s",
+                wh_db_get(r, i, C_ID), e);
+    wh_log_kv(WH_LOG_ERROR, "retry dead-lettered", "delivery_id",
+              wh_db_get(r, i, C_ID), "endpoint_id",
+              wh_db_get(r, i, C_ENDPOINT), "reason", detail, NULL);
+    wh_codec_delivery_free(dm);
+    b->dead++;
+    return rc;
+}
+
+/* Produces the claimed rows; those the producer cannot send are
+ * dead-lettered. */
 static int produce_rows(sc_ctx *ctx, sc_batch *b, char *err, size_t errlen)
 {
     wh_db_result *r = b->rows;
     int n = wh_db_rows(r);
+    char why[WH_ERRLEN];
     for (int i = 0; i < n; i++) {
-        if (wh_db_isnull(r, i, C_ENDPOINT)) {
-            wh_log_kv(WH_LOG_ERROR, "retry postponed by " SC_POSTPONE_SQL,
-                      "delivery_id", wh_db_get(r, i, C_ID), "reason",
-                      "delivery larger than the scheduler's limit", NULL);
-            b->bad++;
+        size_t len = wh_db_getlen(r, i, C_DELIVERY);
+        if (!wh_db_isnull(r, i, C_APP) || len > ctx->delivery_max) {
+            snprintf(why, sizeof(why),
+                     "the delivery is %zu bytes, the producer takes at most "
+                     "%zu", len, ctx->delivery_max);
+            if (dead_letter(ctx, b, i, why, err, errlen) != WH_OK)
+                return WH_ERR;
             continue;
         }
         int64_t lag = strtoll(wh_db_get(r, i, C_LAG), NULL, 10);
         if (lag > b->res.lag_ms)
             b->res.lag_ms = lag;
-        if (send_one(ctx, b, wh_db_get(r, i, C_ENDPOINT),
-                     wh_db_getlen(r, i, C_ENDPOINT),
-                     wh_db_get(r, i, C_DELIVERY),
-                     wh_db_getlen(r, i, C_DELIVERY), err, errlen) != WH_OK)
+        int rc = send_one(ctx, b, ctx->s->deliveries_topic,
+                          wh_db_get(r, i, C_ENDPOINT),
+                          wh_db_getlen(r, i, C_ENDPOINT),
+                          wh_db_get(r, i, C_DELIVERY), len,
+                          tag_of(b, false, (size_t)i), why, sizeof(why));
+        if (rc == WH_DECLINED) {
+            if (dead_letter(ctx, b, i, why, err, errlen) != WH_OK)
+                return WH_ERR;
+            continue;
+        }
+        if (rc != WH_OK) {
+            wh_strlcpy(err, why, errlen);
             return WH_ERR;
+        }
         b->sent++;
     }
     return WH_OK;
@@ -216,8 +338,11 @@ int sc_batch_begin(sc_ctx *ctx, sc_batch *b, char *err, size_t errlen)
     assert(!b->open && !b->rows);
     memset(&b->res, 0, sizeof(b->res));
     b->res.lag_ms = -1;
-    b->sent = b->bad = b->acked = b->nacked = 0;
+    b->sent = b->acked = b->nacked = b->nrefused = b->dead = 0;
     b->report_err[0] = '\0';
+    if (!b->refused &&
+        !(b->refused = calloc((size_t)ctx->s->batch, sizeof(*b->refused))))
+        return wh_errf(err, errlen, "out of memory");
 
     b->t_claim = wh_mono_us();
     b->deadline_us = b->t_claim + (ctx->s->produce_timeout_ms + 1000) * 1000;
@@ -232,7 +357,7 @@ int sc_batch_begin(sc_ctx *ctx, sc_batch *b, char *err, size_t errlen)
         goto fail;
     }
     snprintf(limit, sizeof(limit), "%" PRId64, ctx->s->batch);
-    snprintf(max, sizeof(max), "%u", SC_DELIVERY_MAX);
+    snprintf(max, sizeof(max), "%zu", ctx->delivery_max);
     const char *p1[] = {limit, max};
     if (wh_db_query_raw(b->db, claim_sql, 2, p1, &b->rows, e, sizeof(e)) !=
         WH_OK) {
@@ -259,9 +384,8 @@ int sc_batch_begin(sc_ctx *ctx, sc_batch *b, char *err, size_t errlen)
     b->open = true;
     if (produce_rows(ctx, b, err, errlen) != WH_OK)
         goto fail;
-    /* the producer copied every message */
-    wh_db_result_free(b->rows);
-    b->rows = NULL;
+    /* the rows stay until the end: a delivery Kafka refuses for its size
+     * is dead-lettered from them */
     return WH_OK;
 fail:
     rollback(b);
@@ -274,6 +398,21 @@ int sc_batch_end(sc_ctx *ctx, sc_batch *b, char *err, size_t errlen)
     assert(b->open);
     if (wait_acks(ctx, b, err, errlen) != WH_OK)
         goto fail;
+    if (b->nrefused > 0) {
+        /* each becomes a dead letter, acknowledged before the commit */
+        size_t n = b->nrefused;
+        b->nrefused = 0;
+        b->sent -= n;
+        for (size_t k = 0; k < n; k++)
+            if (dead_letter(ctx, b, (int)b->refused[k],
+                            "Kafka refused the delivery for its size", err,
+                            errlen) != WH_OK)
+                goto fail;
+        if (wait_acks(ctx, b, err, errlen) != WH_OK || b->nrefused > 0)
+            goto fail;
+    }
+    wh_db_result_free(b->rows);
+    b->rows = NULL;
     int64_t t_commit = wh_mono_us();
     b->res.kafka_ms = (t_commit - b->t_kafka) / 1000;
     if (wh_db_exec(b->db, "COMMIT", e, sizeof(e)) != WH_OK) {
@@ -282,8 +421,8 @@ int sc_batch_end(sc_ctx *ctx, sc_batch *b, char *err, size_t errlen)
     }
     b->open = false;
     b->res.commit_ms = (wh_mono_us() - t_commit) / 1000;
-    b->res.enqueued = b->sent;
-    b->res.postponed = b->bad;
+    b->res.dead = b->dead;
+    b->res.enqueued = b->sent - b->dead;
     return WH_OK;
 fail:
     rollback(b);

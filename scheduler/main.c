@@ -50,7 +50,14 @@ static const wh_opt opts[] = {
     {"deliveries-topic", "WEBHOOK_DELIVERIES_TOPIC", WH_OPT_STRING,
      "webhook.deliveries", 0, 0, S(deliveries_topic),
      "topic due retries are produced to"},
-    {"batch", "SCHEDULER_BATCH", WH_OPT_INT, "1000", 1, 100000, S(batch),
+    {"dead-topic", "WEBHOOK_DEAD_TOPIC", WH_OPT_STRING, "webhook.dead", 0, 0,
+     S(dead_topic), "topic of the dead letters of retries that cannot be "
+     "sent"},
+    {"payload-max", "WEBHOOK_PAYLOAD_MAX", WH_OPT_SIZE, "512k", 1024,
+     16 * 1024 * 1024, S(payload_max),
+     "largest event payload accepted (as the worker's): sets the "
+     "producer's message.max.bytes and the largest retry sent"},
+    {"batch", "SCHEDULER_BATCH", WH_OPT_INT, "1000", 1, SC_BATCH_MAX, S(batch),
      "retries claimed, produced and deleted per transaction"},
     {"pipeline", "SCHEDULER_PIPELINE", WH_OPT_INT, "2", 1, SC_PIPELINE_MAX,
      S(pipeline),
@@ -94,7 +101,7 @@ static void on_signal(int sig)
 static wh_metrics *metrics;
 static struct {
     int64_t started_us;
-    int64_t enqueued, postponed, batches, failed, connect_failed;
+    int64_t enqueued, dead, batches, failed, connect_failed;
     int64_t last_claimed;     /* rows claimed by the latest batch */
     int64_t last_lag_ms;      /* its oldest row's lateness; 0 if none */
     int64_t last_batch_wall_us; /* when the latest batch committed */
@@ -103,7 +110,7 @@ static struct {
 /* Counters of the current summary period, plus the running total. */
 typedef struct {
     int64_t since_us;
-    uint64_t enqueued, batches, failed, postponed;
+    uint64_t enqueued, batches, failed, dead;
     int64_t max_lag_ms; /* -1: nothing enqueued this period */
     uint64_t total;
 } summary;
@@ -121,19 +128,19 @@ static void summary_log(const sc_ctx *ctx, summary *sm, bool force)
     if (!force && now - sm->since_us < SUMMARY_PERIOD_US)
         return;
     double secs = (double)(now - sm->since_us) / 1e6;
-    char enq[24], batches[24], failed[24], postponed[24], rate[32], lag[24],
+    char enq[24], batches[24], failed[24], dead[24], rate[32], lag[24],
         total[24], late[24];
     snprintf(enq, sizeof(enq), "%" PRIu64, sm->enqueued);
     snprintf(batches, sizeof(batches), "%" PRIu64, sm->batches);
     snprintf(failed, sizeof(failed), "%" PRIu64, sm->failed);
-    snprintf(postponed, sizeof(postponed), "%" PRIu64, sm->postponed);
+    snprintf(dead, sizeof(dead), "%" PRIu64, sm->dead);
     snprintf(rate, sizeof(rate), "%.1f",
              secs > 0 ? (double)sm->enqueued / secs : 0.0);
     snprintf(lag, sizeof(lag), "%" PRId64, sm->max_lag_ms);
     snprintf(total, sizeof(total), "%" PRIu64, sm->total);
     snprintf(late, sizeof(late), "%" PRIu64, ctx->late_acks);
     wh_log_kv(WH_LOG_INFO, "retries enqueued", "enqueued", enq, "batches",
-              batches, "failed_batches", failed, "postponed", postponed,
+              batches, "failed_batches", failed, "dead_lettered", dead,
               "rate_per_s", rate, "max_lag_ms",
               sm->max_lag_ms >= 0 ? lag : NULL, "total", total,
               "late_acks", late, NULL);
@@ -291,17 +298,17 @@ static void account(summary *sm, const sc_batch *b)
         return;
     totals.batches++;
     totals.enqueued += (int64_t)res->enqueued;
-    totals.postponed += (int64_t)res->postponed;
+    totals.dead += (int64_t)res->dead;
     sm->batches++;
     sm->enqueued += res->enqueued;
     sm->total += res->enqueued;
-    sm->postponed += res->postponed;
+    sm->dead += res->dead;
     if (res->lag_ms > sm->max_lag_ms)
         sm->max_lag_ms = res->lag_ms;
-    WH_DEBUG("batch: claimed %zu, enqueued %zu, postponed %zu, lag %" PRId64
+    WH_DEBUG("batch: claimed %zu, enqueued %zu, dead-lettered %zu, lag %" PRId64
              " ms, took %" PRId64 " ms (claim %" PRId64 ", kafka %" PRId64
              ", commit %" PRId64 ")",
-             res->claimed, res->enqueued, res->postponed, res->lag_ms,
+             res->claimed, res->enqueued, res->dead, res->lag_ms,
              (wh_mono_us() - b->t_claim) / 1000, res->claim_ms, res->kafka_ms,
              res->commit_ms);
 }
@@ -486,9 +493,11 @@ static int metrics_register(sc_ctx *ctx, char *err, size_t errlen)
         {WH_METRIC_COUNTER, "webhook_scheduler_retries_enqueued_total", NULL,
          "Due retries produced to the deliveries topic and deleted.",
          &totals.enqueued, NULL},
-        {WH_METRIC_COUNTER, "webhook_scheduler_retries_postponed_total", NULL,
-         "Unusable retry rows moved " SC_POSTPONE_SQL " ahead.",
-         &totals.postponed, NULL},
+        {WH_METRIC_COUNTER, "webhook_scheduler_retries_dead_lettered_total",
+         NULL,
+         "Retry rows the producer cannot send (too large): dead-lettered, "
+         "recorded as a final failed attempt and deleted.", &totals.dead,
+         NULL},
         {WH_METRIC_COUNTER, "webhook_scheduler_batches_total", NULL,
          "Committed batches that moved at least one row.", &totals.batches,
          NULL},
@@ -624,13 +633,29 @@ int main(int argc, char **argv)
         .brokers = s.kafka_brokers,
         .client_id = ctx.id,
         .extra = extra,
+        .message_max = wh_kafka_message_max(s.payload_max),
     };
     if (wh_kafka_producer_new(&kc, sc_batch_on_report, &ctx, &ctx.producer,
                               err, sizeof(err)) != WH_OK) {
         WH_ERROR("%s", err);
         goto out;
     }
+    int64_t message_max = wh_kafka_producer_message_max(ctx.producer);
+    if (message_max < kc.message_max) {
+        WH_ERROR("message.max.bytes is %" PRId64 " (KAFKA_EXTRA), but "
+                 "WEBHOOK_PAYLOAD_MAX=%" PRId64 " needs at least %" PRId64
+                 " (the payload plus %d bytes for a Delivery's other fields)",
+                 message_max, s.payload_max, kc.message_max,
+                 WH_KAFKA_HEADROOM);
+        rc = 2;
+        goto out;
+    }
+    ctx.delivery_max = (size_t)(message_max - WH_KAFKA_FRAMING_MAX);
+    WH_INFO("retries of up to %zu bytes are sent (message.max.bytes %" PRId64
+            "); larger ones are dead-lettered", ctx.delivery_max,
+            message_max);
     wh_kafka_producer_warm(ctx.producer, ctx.s->deliveries_topic);
+    wh_kafka_producer_warm(ctx.producer, ctx.s->dead_topic);
     run(&ctx);
     rc = 0;
     int64_t deadline = ctx.stop_deadline_us

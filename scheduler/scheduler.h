@@ -16,20 +16,21 @@
 #include "kafka.h"
 #include "wh.h"
 
-/* Largest encoded Delivery the scheduler moves; a bigger row is left in
- * place (postponed, see sc_batch_begin). */
-#define SC_DELIVERY_MAX (32u * 1024 * 1024)
-/* Rows postponed by this long when they cannot be moved (larger than
- * SC_DELIVERY_MAX). */
-#define SC_POSTPONE_SQL "1 hour"
 /* Most batches in flight at once (SCHEDULER_PIPELINE). */
 #define SC_PIPELINE_MAX 8
+/* Most rows per batch (SCHEDULER_BATCH). A message's delivery report
+ * carries its batch's sequence number and its row: SC_ROW_BITS hold the
+ * row, one more bit tells a dead letter. */
+#define SC_BATCH_MAX 100000
+#define SC_ROW_BITS 17
 
 typedef struct {
     const char *kafka_brokers;
     const char *kafka_extra;
     const char *database_url;
     const char *deliveries_topic;
+    const char *dead_topic;
+    int64_t payload_max;
     int64_t batch;
     int64_t pipeline;
     int64_t poll_interval_ms;
@@ -42,9 +43,10 @@ typedef struct {
 
 /* Outcome of one batch. */
 typedef struct {
-    size_t claimed;     /* rows the claim took (deleted or postponed) */
+    size_t claimed;     /* rows the claim took (and deleted) */
     size_t enqueued;    /* produced, acknowledged and deleted */
-    size_t postponed;   /* unusable rows moved SC_POSTPONE_SQL ahead */
+    size_t dead;        /* rows that could not be sent: dead-lettered,
+                           recorded as a final failed attempt, deleted */
     int64_t lag_ms;     /* now - due_at of the oldest row produced; -1 if
                            none was */
     int64_t claim_ms, kafka_ms, commit_ms; /* time spent claiming (and
@@ -62,12 +64,16 @@ typedef struct {
 typedef struct {
     wh_db *db;                      /* claims and deletes */
     bool open;                      /* a claimed batch awaits sc_batch_end */
-    wh_db_result *rows;             /* the claimed rows while producing */
+    wh_db_result *rows;             /* the claimed rows, until the end */
     /* Delivery reports of the open batch carry its sequence number; those
      * of a batch no longer open are late (sc_ctx.late_acks). */
     uint64_t seq;
-    size_t sent, bad, acked, nacked;
+    size_t sent, acked, nacked;
     char report_err[WH_ERRLEN];     /* first failure of the batch */
+    /* Rows whose delivery Kafka refused for its size (to be
+     * dead-lettered), and how many of the batch were dead-lettered. */
+    uint32_t *refused;
+    size_t nrefused, dead;
     int64_t t_claim, t_kafka, deadline_us;
     sc_batch_result res;
 } sc_batch;
@@ -81,6 +87,9 @@ typedef struct {
     sc_batch batch[SC_PIPELINE_MAX];
     wh_db *listen_db;               /* LISTEN webhooks_retries */
     wh_kafka_producer *producer;
+    /* The largest delivery a retry may be: what the producer takes
+     * (message.max.bytes) less a record's framing. */
+    size_t delivery_max;
     const volatile sig_atomic_t *stop; /* set by SIGTERM/SIGINT */
     int64_t stop_deadline_us;       /* mono time the shutdown must end by;
                                        0 until a stop was requested */
@@ -99,16 +108,21 @@ void sc_batch_cleanup(sc_ctx *ctx);
  * sc_batch_begin: BEGIN, claim up to s->batch due rows (FOR UPDATE SKIP
  * LOCKED, oldest due first) and delete them in the same statement, then
  * queue each row's delivery bytes to the deliveries topic keyed by its
- * endpoint id. Rows that cannot be moved are logged and postponed in the
- * same statement, never deleted. Returns WH_OK with b->res filled so far;
+ * endpoint id. A row the producer cannot send (larger than
+ * ctx->delivery_max, or refused for its size) is dead-lettered instead,
+ * without its payload, and recorded in webhooks.attempts as a final
+ * failed attempt in the same transaction. Returns WH_OK with b->res
+ * filled so far;
  * b->open is then true when rows were claimed (the transaction stays open
  * for sc_batch_end), false when none were due (it committed). Rows claimed
  * by another open slot are skipped.
  *
  * sc_batch_end: waits until Kafka has acknowledged every message of the
  * batch (at most s->produce_timeout_ms plus one second from the claim,
- * less once a stop was requested) and commits, which is when the claimed
- * rows leave the table. Returns WH_OK with b->res complete.
+ * less once a stop was requested), dead-letters the rows whose delivery
+ * Kafka refused for its size (waiting for those too) and commits, which
+ * is when the claimed rows leave the table. Returns WH_OK with b->res
+ * complete.
  *
  * Both return WH_ERR after rolling back (b->open false) when a query
  * failed (wh_db_alive(b->db) tells whether the connection survived) or

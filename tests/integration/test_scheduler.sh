@@ -5,8 +5,11 @@
 # byte for byte, keyed by endpoint id, and leave the table; future and
 # 'infinity' rows stay; a retry is enqueued about when it is due; two
 # replicas enqueue a backlog exactly once; kill -9 mid-backlog loses
-# nothing; a broker outage and a PostgreSQL restart are survived. Prints
-# the drain rate of one scheduler and the duplicates the kill caused.
+# nothing; a broker outage and a PostgreSQL restart are survived; a retry
+# the producer cannot send (larger than its message.max.bytes, or refused
+# by the broker for its size) is dead-lettered, recorded as a final failed
+# attempt and deleted while the other retries keep flowing. Prints the
+# drain rate of one scheduler and the duplicates the kill caused.
 . "$(dirname "$0")/../lib.sh"
 
 BACKLOG=20000
@@ -262,4 +265,118 @@ check "scheduler s7 stops cleanly" stop_scheduler s7
 # (librdkafka's own complaints while the broker was down are not counted)
 check "no scheduler logged an error" \
     test "$(cat "$T"/s[1-8].log | grep ' ERROR ' | grep -vc 'scheduler: kafka ' || true)" -eq 0
+
+# --- a retry the producer cannot send is dead-lettered, not retried -------
+# big-valid: a Delivery with a 700,000-byte payload; big-raw: 700,000 bytes
+# that are no Delivery. Both exceed what the producer takes (the default
+# WEBHOOK_PAYLOAD_MAX of 512k plus headroom: 651,264 bytes). They are due
+# first, among 300 ordinary rows; 300 more follow.
+python3 - "$T/big.sql" <<'PY'
+import sys
+def varint(n):
+    out = b""
+    while True:
+        b = n & 0x7f
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+def field(num, data):
+    return varint(num << 3 | 2) + varint(len(data)) + data
+event = (field(1, b"ev-big") + field(2, b"app") + field(3, b"t.big") +
+         field(5, b"p" * 700000) + field(6, b"application/json"))
+delivery = (field(1, b"msg_0123456789abcdef0123456789abcdef") +
+            field(2, b"ep_bigvalid0") + varint(3 << 3) + varint(2) +
+            field(4, event))
+with open(sys.argv[1], "w") as f:
+    f.write("INSERT INTO webhooks.retries (delivery_id, endpoint_id, app, "
+            "event_id, attempt, due_at, delivery) VALUES "
+            "('big-valid', 'ep_bigvalid0', 'app', 'ev-big', 2, "
+            "now() - interval '2 minutes', decode('%s', 'hex')), "
+            "('big-raw', 'ep_bigraw0', 'app', 'ev-raw', 3, "
+            "now() - interval '2 minutes', convert_to(repeat('x', 700000), 'UTF8'));\n"
+            % delivery.hex())
+PY
+psql "$DATABASE_URL" -XAtq -v ON_ERROR_STOP=1 -f "$T/big.sql"
+insert flow 300 "now() - interval '1 minute'"
+start_scheduler s9 SCHEDULER_BATCH=100
+check "the unsendable rows leave the table" wait_for 30 no_rows big
+insert flow 300 "now()" 301
+check "the other retries keep flowing" wait_for 30 no_rows flow
+dump_topic
+check "every other retry reached the topic" test "$(distinct_on_topic flow)" -eq 600
+check "no unsendable row reached the deliveries topic" \
+    test "$(grep -c -E '^ep_big' "$T/topic.txt" || true)" -eq 0
+check "each is recorded as a final failed attempt" \
+    sql_at_least "SELECT count(*) FROM webhooks.attempts WHERE delivery_id IN
+                  ('big-valid', 'big-raw') AND final AND outcome = 'failed'
+                  AND error_class = 'retry_unsendable'" 2
+check "with the delivery's attempt number and the reason" \
+    sql_at_least "SELECT count(*) FROM webhooks.attempts WHERE delivery_id = 'big-raw'
+                  AND attempt = 3 AND error LIKE 'retry not sent: the delivery is 700000 bytes%'" 1
+check "and logged" grep -q 'retry dead-lettered.*big-valid' "$T/s9.log"
+# dead_topic: webhook.dead decoded, "key size reason raw_len raw_prefix
+# bodies_omitted payload_len delivery_id detail" per line
+dead_topic() {
+    kcat -C -b "$KAFKA_BROKERS" -t webhook.dead -o beginning -e -q \
+        -f '%k\t%S\t%s\n' | python3 -c '
+import sys
+def varint(b, i):
+    v = s = 0
+    while True:
+        c = b[i]; i += 1
+        v |= (c & 0x7f) << s; s += 7
+        if c < 0x80:
+            return v, i
+def fields(b):
+    i, out = 0, {}
+    while i < len(b):
+        k, i = varint(b, i)
+        n, w = k >> 3, k & 7
+        if w == 0:
+            v, i = varint(b, i)
+        elif w == 2:
+            ln, i = varint(b, i); v = b[i:i + ln]; i += ln
+        elif w == 1:
+            v = b[i:i + 8]; i += 8
+        else:
+            v = b[i:i + 4]; i += 4
+        out[n] = v
+    return out
+d = sys.stdin.buffer.read()
+i = 0
+while i < len(d):
+    a = d.index(b"\t", i)
+    b = d.index(b"\t", a + 1)
+    n = int(d[a + 1:b])
+    f = fields(d[b + 1:b + 1 + n])
+    dv = fields(f.get(3, b""))
+    print(d[i:a].decode(), n, f.get(1, 0), f.get(12, 0), len(f.get(4, b"")),
+          f.get(16, 0), f.get(14, 0), dv.get(1, b"").decode(),
+          f.get(2, b"").decode().replace(" ", "_"))
+    i = b + 1 + n + 1
+' >"$T/dead.txt"
+}
+dead_topic
+log "dead letters: $(tr '\n' ';' <"$T/dead.txt")"
+check "the Delivery's dead letter keeps it without its payload (length kept)" \
+    grep -q '^ep_bigvalid0 [0-9]* 2 0 0 1 700000 msg_0123456789abcdef0123456789abcdef retry_not_sent' "$T/dead.txt"
+check "the other's dead letter has its length and a 64 KiB prefix" \
+    grep -q '^ep_bigraw0 [0-9]* 1 700000 65536 0 0  retry_not_sent' "$T/dead.txt"
+check "the dead letters are small" \
+    test "$(awk '$2 > 70000' "$T/dead.txt" | wc -l)" -eq 0
+# the broker refuses a retry for its size: dead-lettered, the rest flows
+check "the broker refuses the next Produce for its size" \
+    control "push-errors Produce 1 MSG_SIZE_TOO_LARGE"
+insert refused 1 "now()"
+check "the refused retry leaves the table" wait_for 30 no_rows refused
+insert after 20 "now()"
+check "the retries after it flow" wait_for 30 no_rows after
+dead_topic
+check "the refused retry is dead-lettered with the reason" \
+    grep -q 'Kafka_refused_the_delivery_for_its_size' "$T/dead.txt"
+check "and recorded" sql_at_least "SELECT count(*) FROM webhooks.attempts
+    WHERE delivery_id = 'refused-1' AND final" 1
+check "scheduler s9 stops cleanly" stop_scheduler s9
 finish

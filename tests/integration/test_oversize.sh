@@ -1,0 +1,300 @@
+#!/usr/bin/env bash
+# test_oversize.sh - oversize and poison messages on the events topic never
+# stall the fan-out: a 1.1 MB garbage message and a 2 MB JSON event,
+# followed by valid events with the same key (the same partition), end as
+# bounded dead letters in webhook.dead (length and SHA-256 of the whole
+# message, at most a 64 KiB prefix) while the valid events are delivered;
+# the fan-out's pending messages return to 0, a restart reads none of them
+# again and delivers new events at once. An event the broker refuses for
+# its size on the deliveries topic is dead-lettered instead of retried;
+# dead letters the broker keeps refusing fall back to the form without
+# bodies, then back off (counted, logged), and SIGTERM still stops the
+# worker within WORKER_SHUTDOWN_TIMEOUT plus a small bound. A KAFKA_EXTRA
+# that lowers message.max.bytes below what WEBHOOK_PAYLOAD_MAX needs stops
+# the worker at start-up with status 2.
+. "$(dirname "$0")/../lib.sh"
+
+SHUTDOWN_TIMEOUT_S=3
+# SIGTERM to exit: the shutdown timeout, the 1 s flush and purge, leaving
+# the group and freeing (measured: about 1 s beyond the timeout)
+STOP_BOUND_S=$((SHUTDOWN_TIMEOUT_S + 4))
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() {
+    local p i
+    for ((i = 0; i < 100; i++)); do
+        p=$((20000 + RANDOM % 12000))
+        port_in_use "$p" || { echo "$p"; return 0; }
+    done
+    return 1
+}
+BROKER_CONTROL_PORT=$(free_port)
+export BROKER_CONTROL_PORT
+
+# control CMD: one fault-injection command to the dev broker.
+control() {
+    local reply=""
+    exec 4<>"/dev/tcp/127.0.0.1/$BROKER_CONTROL_PORT" || return 1
+    printf '%s\n' "$1" >&4
+    IFS= read -r -t 5 reply <&4 || true
+    exec 4>&-
+    [ "$reply" = ok ] || { echo "control '$1': $reply" >&2; return 1; }
+}
+
+addr() {
+    sed -n 's|.*serving /metrics, /healthz and /readyz on http://\([^ ]*\).*|\1|p' \
+        "$T/$1.log" | tail -1
+}
+has_addr() { [ -n "$(addr "$1")" ]; }
+# value NAME SERIES: one series of worker NAME's /metrics.
+value() {
+    curl -fsS "http://$(addr "$1")/metrics" | awk -v k="$2" '$1 == k { print $2 }'
+}
+equals() { [ "$(value "$1" "$2")" = "$3" ]; }
+at_least() {
+    local v
+    v=$(value "$1" "$2")
+    [ -n "$v" ] && awk -v v="$v" -v n="$3" 'BEGIN { exit !(v + 0 >= n + 0) }'
+}
+
+# publish KEY FILE...: each file as one message on the events topic,
+# through a producer whose own limit allows them.
+publish() {
+    local key=$1
+    shift
+    kcat -P -b "$KAFKA_BROKERS" -t webhook.events -k "$key" \
+        -X message.max.bytes=10000000 "$@"
+}
+# valid KEY ID...: one small JSON event per id, keyed KEY.
+valid() {
+    local key=$1 id
+    shift
+    for id in "$@"; do
+        printf '{"id":"%s","app":"big","type":"o.small","payload":{"id":"%s"}}\n' \
+            "$id" "$id"
+    done | kcat -P -b "$KAFKA_BROKERS" -t webhook.events -k "$key"
+}
+
+# dead_letters: webhook.dead decoded, one JSON object per line, in
+# $T/dead.jsonl (a small protobuf wire reader: no protoc here).
+dead_letters() {
+    kcat -C -b "$KAFKA_BROKERS" -t webhook.dead -o beginning -e -q \
+        -f '%S\t%s\n' | python3 -c '
+import sys, json, hashlib
+def varint(b, i):
+    v = s = 0
+    while True:
+        c = b[i]; i += 1
+        v |= (c & 0x7f) << s; s += 7
+        if c < 0x80:
+            return v, i
+def fields(b):
+    i, out = 0, {}
+    while i < len(b):
+        k, i = varint(b, i)
+        n, w = k >> 3, k & 7
+        if w == 0:
+            v, i = varint(b, i)
+        elif w == 2:
+            ln, i = varint(b, i); v = b[i:i + ln]; i += ln
+        elif w == 1:
+            v = b[i:i + 8]; i += 8
+        elif w == 5:
+            v = b[i:i + 4]; i += 4
+        out[n] = v
+    return out
+d = sys.stdin.buffer.read()
+i = 0
+while i < len(d):
+    a = d.index(b"\t", i)
+    n = int(d[i:a])
+    v = d[a + 1:a + 1 + n]
+    i = a + 1 + n + 1
+    f = fields(v)
+    dv = fields(f[3]) if 3 in f else {}
+    ev = fields(dv[4]) if 4 in dv else {}
+    print(json.dumps({
+        "size": n, "reason": f.get(1, 0),
+        "detail": f.get(2, b"").decode("utf-8", "replace"),
+        "raw_prefix": len(f.get(4, b"")), "raw_len": f.get(12, 0),
+        "raw_sha256": f.get(13, b"").hex(),
+        "prefix_sha256": hashlib.sha256(f.get(4, b"")).hexdigest(),
+        "source_partition": f.get(6, 0), "source_offset": f.get(7, 0),
+        "bodies_omitted": f.get(16, 0), "event_id": ev.get(1, b"").decode(),
+        "payload": len(ev.get(5, b"")), "payload_len": f.get(14, 0),
+    }))
+' >"$T/dead.jsonl"
+}
+dead_count() { dead_letters; wc -l <"$T/dead.jsonl"; }
+dead_at_least() { [ "$(dead_count)" -ge "$1" ]; }
+# dead_with FIELD VALUE: dead letters whose FIELD is VALUE (after dead_letters)
+dead_with() {
+    python3 -c '
+import sys, json
+n = sum(1 for l in open(sys.argv[1]) if str(json.loads(l)[sys.argv[2]]) == sys.argv[3])
+print(n)' "$T/dead.jsonl" "$1" "$2"
+}
+# delivered ID: requests the receiver recorded for event ID (its payload's id)
+delivered() {
+    python3 -c '
+import sys, json, base64
+n = 0
+try:
+    for l in open(sys.argv[1]):
+        try:
+            body = json.loads(base64.b64decode(json.loads(l)["body_b64"]))
+            n += body.get("id") == sys.argv[2]
+        except ValueError:
+            pass
+except FileNotFoundError:
+    pass
+print(n)' "$T/recv.jsonl" "$1"
+}
+all_delivered() {
+    local id
+    for id in "$@"; do [ "$(delivered "$id")" -ge 1 ] || return 1; done
+}
+
+stack_up 4
+secret=$(new_secret)
+start_receiver recv --secret "$secret"
+port=$(cat "$T/recv.port")
+"$BIN/webhookctl" endpoint add --app big --events 'o.*' --secret "$secret" \
+    --url "http://127.0.0.1:$port/hook" >/dev/null
+
+# --- start-up: message.max.bytes must fit WEBHOOK_PAYLOAD_MAX --------------
+rc=0
+KAFKA_EXTRA=message.max.bytes=100000 WORKER_ID=low timeout 30 \
+    "$BIN/webhook-worker" >"$T/low.log" 2>&1 || rc=$?
+check "a KAFKA_EXTRA message.max.bytes below what the payload limit needs: exit 2" \
+    test "$rc" -eq 2
+check "the error gives the numbers" \
+    grep -q "message.max.bytes is 100000 (KAFKA_EXTRA), but WEBHOOK_PAYLOAD_MAX=524288 needs at least 655360" "$T/low.log"
+
+# --- oversize messages among valid ones, one partition ----------------------
+head -c 1100000 /dev/urandom >"$T/garbage.bin"
+python3 -c '
+import json, sys
+print(json.dumps({"id": "big-json", "app": "big", "type": "o.big",
+                  "payload": {"blob": "x" * 2000000}}), end="")' >"$T/big.json"
+garbage_sha=$(sha256sum "$T/garbage.bin" | cut -d' ' -f1)
+big_sha=$(sha256sum "$T/big.json" | cut -d' ' -f1)
+big_len=$(stat -c %s "$T/big.json")
+
+start_worker w1 WORKER_METRICS_LISTEN=127.0.0.1:0 LOG_LEVEL=info
+check "the worker serves its metrics" wait_for 20 has_addr w1
+valid k1 v0
+check "a first valid event is delivered" wait_for 30 all_delivered v0
+t0=$SECONDS
+publish k1 "$T/garbage.bin"
+publish k1 "$T/big.json"
+valid k1 v1 v2 v3 v4 v5
+check "the valid events behind them are delivered" \
+    wait_for 60 all_delivered v1 v2 v3 v4 v5
+log "valid events behind 1.1 MB garbage and a 2 MB event delivered after $((SECONDS - t0)) s"
+check "both oversize messages end in webhook.dead" wait_for 30 dead_at_least 2
+check "exactly two dead letters" test "$(dead_count)" -eq 2
+log "dead letters: $(cat "$T/dead.jsonl" | tr '\n' ' ')"
+check "the garbage's dead letter has its whole length and SHA-256" \
+    test "$(dead_with raw_sha256 "$garbage_sha")" -eq 1 -a \
+    "$(dead_with raw_len 1100000)" -eq 1
+check "the 2 MB event's dead letter has its whole length and SHA-256" \
+    test "$(dead_with raw_sha256 "$big_sha")" -eq 1 -a \
+    "$(dead_with raw_len "$big_len")" -eq 1
+check "each carries exactly the 64 KiB prefix" \
+    test "$(dead_with raw_prefix 65536)" -eq 2
+check "and the prefix is the start of the message" \
+    test "$(dead_with prefix_sha256 "$(head -c 65536 "$T/garbage.bin" | sha256sum | cut -d' ' -f1)")" -eq 1 -a \
+    "$(dead_with prefix_sha256 "$(head -c 65536 "$T/big.json" | sha256sum | cut -d' ' -f1)")" -eq 1
+check "dead letters are small (under 70,000 bytes)" python3 -c '
+import json, sys
+sys.exit(not all(json.loads(l)["size"] < 70000 for l in open(sys.argv[1])))' "$T/dead.jsonl"
+check "the fan-out's pending messages return to 0" \
+    wait_for 20 equals w1 'webhook_worker_pending_messages{stage="fanout"}' 0
+check "both were counted as produced dead letters" \
+    at_least w1 'webhook_worker_dead_letters_total{result="produced"}' 2
+check "the dead letters were sent once (no retries)" \
+    equals w1 'webhook_worker_dead_letters_total{result="retried"}' 0
+check "each valid event was delivered once" \
+    test "$(received recv)" -eq 6
+
+# --- a restart reads none of them again -----------------------------------
+kill -TERM "${WORKER_PID[w1]}"
+wait "${WORKER_PID[w1]}" || true
+start_worker w2 WORKER_METRICS_LISTEN=127.0.0.1:0
+check "the restarted worker serves its metrics" wait_for 20 has_addr w2
+valid k1 v6
+check "after a restart a new event on the partition is delivered" \
+    wait_for 60 all_delivered v6
+check "the committed offset passed the oversize messages: not dead-lettered again" \
+    test "$(dead_count)" -eq 2
+check "nor was any valid event delivered again" test "$(received recv)" -eq 7
+
+# --- the broker refuses an event's Delivery for its size --------------------
+# (the dev broker's errors hit every Produce request, the test's own too:
+# the event is published while no worker runs; a refusal applies to a
+# whole batch, so nothing else is produced with it)
+kill -TERM "${WORKER_PID[w2]}"
+wait "${WORKER_PID[w2]}" || true
+valid k1 refused
+check "the broker refuses the next Produce for its size" \
+    control "push-errors Produce 1 MSG_SIZE_TOO_LARGE"
+start_worker w3 WORKER_METRICS_LISTEN=127.0.0.1:0
+check "worker w3 serves its metrics" wait_for 20 has_addr w3
+check "the refused event is dead-lettered" wait_for 30 dead_at_least 3
+check "with the reason" grep -q 'cannot go to the deliveries topic' "$T/dead.jsonl"
+valid k1 v7
+check "the next event is delivered" wait_for 30 all_delivered v7
+check "the refused one was not delivered" test "$(delivered refused)" -eq 0
+check "the fan-out's pending messages return to 0" \
+    wait_for 20 equals w3 'webhook_worker_pending_messages{stage="fanout"}' 0
+check "it was not fanned out again" \
+    test "$(grep -c 'will be fanned out again' "$T/w3.log" || true)" -eq 0
+
+# --- dead letters the broker keeps refusing: fallback, backoff, SIGTERM -----
+kill -TERM "${WORKER_PID[w3]}"
+wait "${WORKER_PID[w3]}" || true
+head -c 300000 /dev/urandom >"$T/garbage2.bin"
+publish k1 "$T/garbage2.bin"
+check "the broker refuses every Produce for its size" \
+    control "push-errors Produce 10000 MSG_SIZE_TOO_LARGE"
+start_worker w4 WORKER_METRICS_LISTEN=127.0.0.1:0 \
+    WORKER_SHUTDOWN_TIMEOUT=${SHUTDOWN_TIMEOUT_S}s
+check "worker w4 serves its metrics" wait_for 20 has_addr w4
+check "the refused dead letter falls back to the form without bodies" \
+    wait_for 30 at_least w4 'webhook_worker_dead_letters_total{result="fell_back"}' 1
+check "then backs off and is sent again" \
+    wait_for 30 at_least w4 'webhook_worker_dead_letters_total{result="retried"}' 4
+check "one dead letter waits" equals w4 'webhook_worker_dead_letters_waiting' 1
+check "each retry is logged with its delay" \
+    grep -q 'not sent: .*sending it again in [0-9]* ms (retry 4)' "$T/w4.log"
+delays=$(grep -o 'sending it again in [0-9]* ms' "$T/w4.log" | grep -o '[0-9]*' | tr '\n' ' ')
+log "dead-letter retry delays (ms): $delays"
+check "the delays double from 100 ms" test "$delays" != "${delays#100 200 400 800 }"
+retries=$(value w4 'webhook_worker_dead_letters_total{result="retried"}')
+sleep 1 # (a count over a fixed span: the backoff keeps it low)
+retries2=$(value w4 'webhook_worker_dead_letters_total{result="retried"}')
+log "retries in 1 s while backing off: $((retries2 - retries))"
+check "no hot loop: at most 2 retries in a second at this point" \
+    test $((retries2 - retries)) -le 2
+check "the fan-out's message waits (pending)" \
+    at_least w4 'webhook_worker_pending_messages{stage="fanout"}' 1
+start_ns=$(date +%s%N)
+kill -TERM "${WORKER_PID[w4]}"
+rc=0
+timeout 60 tail --pid="${WORKER_PID[w4]}" -f /dev/null || rc=$?
+stop_ms=$((($(date +%s%N) - start_ns) / 1000000))
+wait "${WORKER_PID[w4]}" 2>/dev/null || true
+log "SIGTERM with a dead letter backing off: exited after $stop_ms ms (shutdown timeout ${SHUTDOWN_TIMEOUT_S} s)"
+check "SIGTERM with a dead letter backing off: the worker exits within $STOP_BOUND_S s" \
+    test "$rc" -eq 0 -a "$stop_ms" -le $((STOP_BOUND_S * 1000))
+check "it said it stopped" grep -q 'stopped' "$T/w4.log"
+check "the broker takes Produce requests again" control "clear-errors Produce"
+start_worker w5 WORKER_METRICS_LISTEN=127.0.0.1:0
+# the abandoned message was not committed: its new reader dead-letters it
+check "the next worker dead-letters the abandoned message" \
+    wait_for 60 dead_at_least 4
+check "with its whole length" test "$(dead_with raw_len 300000)" -eq 1
+valid k1 v9
+check "and delivers what follows" wait_for 60 all_delivered v9
+finish
