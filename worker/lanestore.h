@@ -4,9 +4,10 @@
  * lanes that are not open, loading parked deliveries, reopening a drained
  * lane, and asking whether a delivery already ended. Lane changes
  * themselves (block, unblock, park, unpark) are written by the recorder
- * (recorder.h, wk_recorder_add_lane). Every call here is one blocking
- * query on the connection it is given, made on the delivery stage's
- * thread (the main thread).
+ * (recorder.h, wk_recorder_add_lane). Every call here is blocking on the
+ * connection it is given: taking a partition and loading its lanes run on
+ * the query executor's thread (dbq.h), the others on the delivery stage's
+ * (the main thread).
  */
 #ifndef WK_LANESTORE_H
 #define WK_LANESTORE_H

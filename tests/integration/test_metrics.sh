@@ -4,9 +4,35 @@
 # /metrics is valid Prometheus text whose counters move as events are
 # delivered (each first attempt fails, so retries go through the
 # scheduler), errors get 404/405, a bad address stops the worker at start,
-# and a stopping worker turns not-ready while it is still alive.
+# a stopping worker turns not-ready while it is still alive, readiness
+# and the database probe show in /metrics, and a fatal idempotent-producer
+# error makes the worker not ready and exit 3.
 . "$(dirname "$0")/../lib.sh"
 
+free_port() {
+    python3 -c '
+import random, socket
+for _ in range(200):
+    p = random.randint(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    s.close()
+    print(p)
+    break'
+}
+broker_ctl() {
+    local fd reply=""
+    exec {fd}<>"/dev/tcp/127.0.0.1/$BROKER_CONTROL_PORT" || return 1
+    printf '%s\n' "$*" >&"$fd"
+    read -r -t 10 reply <&"$fd" || true
+    exec {fd}>&-
+    log "broker control: $* -> ${reply:-(no reply)}"
+    [ "$reply" = ok ]
+}
+BROKER_CONTROL_PORT=$(free_port)
 stack_up 4
 secret=$(new_secret)
 start_receiver recv --secret "$secret" --fail-first 1 --delay-path /slow=4000
@@ -74,7 +100,8 @@ check "and says why" grep -q "metrics address 'nonsense'" "$T/bad.log"
 start_worker w1 WORKER_METRICS_LISTEN=127.0.0.1:0
 SCHEDULER_METRICS_LISTEN=127.0.0.1:0 SCHEDULER_POLL_INTERVAL=100ms \
     "$BIN/webhook-scheduler" >"$T/sched.log" 2>&1 &
-PIDS+=($!)
+SCHED_PID=$!
+PIDS+=($SCHED_PID)
 
 check "the worker logs where it serves" wait_for 20 has_addr w1
 check "the scheduler logs where it serves" wait_for 20 has_addr sched
@@ -99,6 +126,16 @@ check "scheduler /metrics is valid exposition text" \
 check "both endpoints are cached" equals "$W" webhook_worker_endpoints_cached 2
 check "the database connections are up" \
     equals "$W" 'webhook_worker_database_connected{connection="main"}' 1
+check "the database probe answers" wait_for 10 equals "$W" \
+    webhook_worker_database_up 1
+check "its round trip is exported" at_least "$W" \
+    webhook_worker_database_probe_seconds 0
+check "the worker's ready gauge is 1" equals "$W" webhook_worker_ready 1
+check "the scheduler's ready gauge is 1" equals "$S" webhook_scheduler_ready 1
+check "no attempt row waits uncommitted" \
+    equals "$W" webhook_worker_recorder_oldest_pending_seconds 0
+check "the query executor's queue is exported" \
+    sh -c "test -n \"\$(curl -fsS 'http://$W/metrics' | awk '\$1 == \"webhook_worker_db_jobs_pending\" { print \$2 }')\""
 check "nothing attempted yet" \
     equals "$W" 'webhook_worker_delivery_attempts_total{outcome="succeeded"}' 0
 
@@ -151,4 +188,19 @@ check "while /healthz still answers 200" is_code 200 "http://$W/healthz"
 wait "${WORKER_PID[w1]}" || true
 check "the worker has stopped serving" \
     test "$(code "http://$W/healthz" --max-time 2)" = 000
+
+# a fatal idempotent-producer error: the next worker's first produce
+# request gets OUT_OF_ORDER_SEQUENCE_NUMBER from the broker, which
+# librdkafka treats as fatal; the worker must turn not ready and exit 3
+kill "$SCHED_PID" && wait "$SCHED_PID" || true # its producer would take the errors
+"$BIN/webhook-produce" --quiet --app m --type t.ok --id fatal1 --payload '{}'
+check "the broker will refuse the next produce requests" \
+    broker_ctl push-errors Produce 3 OUT_OF_ORDER_SEQUENCE_NUMBER
+start_worker w2 WORKER_METRICS_LISTEN=127.0.0.1:0
+gone() { ! kill -0 "${WORKER_PID[w2]}" 2>/dev/null; }
+check "the worker stops after a fatal producer error" wait_for 30 gone
+rc=0
+wait "${WORKER_PID[w2]}" || rc=$?
+check "with exit status 3 ($rc)" test "$rc" -eq 3
+check "it said why" grep -q "Kafka producer failed fatally: OUT_OF_ORDER_SEQUENCE_NUMBER" "$T/w2.log"
 finish
