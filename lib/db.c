@@ -209,8 +209,10 @@ static int open_conn(wh_db *db, char *err, size_t errlen)
             return WH_ERR;
         }
         if (wait_io(db, st == PGRES_POLLING_WRITING, deadline, what, err,
-                    errlen) != WH_OK)
+                    errlen) != WH_OK) {
+            give_up(db); /* a half-open connection is of no use */
             return WH_ERR;
+        }
         st = PQconnectPoll(db->conn);
     }
     if (PQsetnonblocking(db->conn, 1) != 0) {
@@ -583,6 +585,21 @@ int wh_db_copy_escape(char *dst, size_t cap, size_t *pos, const char *src,
 {
     size_t p = *pos;
     for (size_t i = 0; i < len; i++) {
+        /* runs that need no escape, the common case, in one copy */
+        size_t run = 0;
+        while (i + run < len && src[i + run] != '\\' && src[i + run] != '\t' &&
+               src[i + run] != '\n' && src[i + run] != '\r' &&
+               src[i + run] != '\0')
+            run++;
+        if (run > 0) {
+            if (p + run >= cap)
+                return WH_ERR;
+            memcpy(dst + p, src + i, run);
+            p += run;
+            i += run;
+            if (i == len)
+                break;
+        }
         unsigned char c = (unsigned char)src[i];
         const char *esc = NULL;
         switch (c) {
