@@ -147,17 +147,30 @@ static size_t require_rows(const char *buf, size_t len, size_t *cols,
     return rows;
 }
 
-static void require_batch(const wk_rows *w, size_t cols[WK_T_COUNT])
+/* The rows of w past from[t] bytes (which hold n_from[t] rows checked
+ * before) are well formed. */
+static void require_batch_from(const wk_rows *w, size_t cols[WK_T_COUNT],
+                               const size_t from[WK_T_COUNT],
+                               const size_t n_from[WK_T_COUNT])
 {
     for (int t = 0; t < WK_T_COUNT; t++) {
         REQUIRE(w->t[t].len <= w->t[t].max);
-        size_t rows = require_rows(w->t[t].data ? w->t[t].data : "",
-                                   w->t[t].len, &cols[t],
+        REQUIRE(from[t] <= w->t[t].len);
+        const char *d = w->t[t].data ? w->t[t].data : "";
+        REQUIRE(from[t] == 0 || d[from[t] - 1] == '\n');
+        size_t rows = require_rows(d + from[t], w->t[t].len - from[t],
+                                   &cols[t],
                                    t == WK_T_ATTEMPTS ? WK_ROWS_ATTEMPT_MAX
                                                       : 0);
-        REQUIRE(rows == w->n[t]);
+        REQUIRE(n_from[t] + rows == w->n[t]);
     }
     REQUIRE(w->nitems <= w->cap);
+}
+
+static void require_batch(const wk_rows *w, size_t cols[WK_T_COUNT])
+{
+    static const size_t zero[WK_T_COUNT];
+    require_batch_from(w, cols, zero, zero);
 }
 
 static void op_attempt(reader *r, wk_attempt *a, const char **worker)
@@ -247,7 +260,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 REQUIRE(w.t[t].len == before_len[t] &&
                         w.n[t] == before_n[t]);
         }
-        require_batch(&w, cols);
+        require_batch_from(&w, cols, before_len, before_n);
     }
 
     /* spans tile the tables */
