@@ -1469,6 +1469,41 @@ static void test_header_rules(void)
     wh_buf_free(&b);
 }
 
+/* Error texts quote refused input as valid UTF-8 without controls, at
+ * most 64 bytes of it. */
+static void test_error_quotes(void)
+{
+    CHECK_INT(wh_codec_check_endpoint_id("ep_\x1b[2Jabcdefgh", g_err,
+                                         sizeof(g_err)),
+              WH_ERR);
+    CHECK_STR(g_err, "\"ep_\xef\xbf\xbd[2Jabcdefgh\" is not an endpoint id "
+                     "(ep_ followed by 8-40 lowercase letters or digits)");
+    CHECK_INT(wh_codec_check_endpoint_id("ep_\xed\xa0\x80zz", g_err,
+                                         sizeof(g_err)),
+              WH_ERR);
+    CHECK_STR(g_err, "\"ep_\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbdzz\" is not an "
+                     "endpoint id (ep_ followed by 8-40 lowercase letters or "
+                     "digits)");
+    char *longid = rep('A', 100);
+    memcpy(longid, "ep_", 3);
+    CHECK_INT(wh_codec_check_endpoint_id(longid, g_err, sizeof(g_err)),
+              WH_ERR);
+    char want[256];
+    snprintf(want, sizeof(want), "\"%.64s\" is not an endpoint id (ep_ "
+             "followed by 8-40 lowercase letters or digits)", longid);
+    CHECK_STR(g_err, want);
+    free(longid);
+
+    wh_header_kv h = {"X\xff" "A", "1"};
+    CHECK_INT(validate_headers(&h, 1), WH_ERR);
+    CHECK_STR(g_err, "header name \"X\xef\xbf\xbd" "A\" is not a token");
+
+    EXPECT_ERR(env(",\"payload\":1,\"x\\u001by\":1"),
+               "unknown or repeated field \"x\xef\xbf\xbdy\" (expected id, "
+               "app, type, payload or payload_base64, content_type, "
+               "endpoints, headers, occurred_at_ms)");
+}
+
 /* ---- dead letters ------------------------------------------------------- */
 
 static void test_dead_letter(void)
@@ -1829,6 +1864,8 @@ static void test_dead_letter_bare(void)
     size_t n;
     wh_dead_letter_msg *m = dl_roundtrip(&dl, WH_DEAD_BARE_MAX, &n);
     CHECK(n > 16 * 1024 && n <= WH_DEAD_BARE_MAX);
+    printf("the largest dead letter without bodies: %zu bytes (bound %d)\n",
+           n, WH_DEAD_BARE_MAX);
     if (m) {
         const wh_dead_letter *r = wh_codec_dead_letter(m);
         CHECK(r->omit_bodies);
@@ -2297,5 +2334,6 @@ TEST_MAIN(test_json_minimal, test_json_payload_compact, test_json_base64,
           test_delivery_roundtrip, test_delivery_errors, test_dead_letter,
           test_dead_letter_raw_prefix, test_dead_letter_bare,
           test_dead_letter_text, test_dead_letter_decode, test_protobuf_nul,
-          test_header_rules, test_delivery_id, test_validators,
+          test_header_rules, test_error_quotes, test_delivery_id,
+          test_validators,
           test_event_validate)
