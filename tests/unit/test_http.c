@@ -26,7 +26,9 @@
  *   /hook          204 No Content
  *   /empty         200 with an empty body
  *   /big/N         200 with an N-byte body (Content-Length)
+ *   /big500/N      500 with an N-byte body (Content-Length)
  *   /chunked/N     200 with an N-byte chunked body
+ *   /slowheaders   200, then one header line every 200 ms
  *   /trickle       200, then 10 bytes of body every 100 ms
  *   /steady        200, 6000 bytes of body at 2000 bytes/s
  *   /stall         200, 5 bytes of a 1000-byte body, then nothing
@@ -116,6 +118,22 @@ static int answer(int fd, const char *path)
         snprintf(head, sizeof(head),
                  "HTTP/1.1 200 OK\r\nContent-Length: %lu\r\n\r\n", n);
         return send_str(fd, head) ? -1 : send_body(fd, n, 0);
+    }
+    if (sscanf(path, "/big500/%lu", &n) == 1) {
+        snprintf(head, sizeof(head),
+                 "HTTP/1.1 500 Internal Server Error\r\n"
+                 "Content-Length: %lu\r\n\r\n", n);
+        return send_str(fd, head) ? -1 : send_body(fd, n, 0);
+    }
+    if (strcmp(path, "/slowheaders") == 0) {
+        if (send_str(fd, "HTTP/1.1 200 OK\r\n"))
+            return -1;
+        for (int i = 0; i < 100 && !atomic_load(&stopping); i++) {
+            if (send_str(fd, "X-Slow: 1\r\n") != 0)
+                break;
+            usleep(200 * 1000);
+        }
+        return -1;
     }
     if (sscanf(path, "/chunked/%lu", &n) == 1)
         return send_str(fd, "HTTP/1.1 200 OK\r\n"
@@ -444,6 +462,16 @@ static void test_body_cut(void)
     printf("100 MB body: done in %lld ms, the server wrote %lld bytes "
            "before the client closed\n",
            (long long)(took_us / 1000), written);
+    /* a failure status is kept the same way */
+    snprintf(path, sizeof(path), "/big500/%zu", big);
+    run_one(h, &req, path, "{}", 2, 30000);
+    CHECK_INT(req.status, 500);
+    CHECK_INT(req.error_class, WH_HTTP_NONE);
+    CHECK_INT(req.snippet_len, 100);
+    CHECK(body_done());
+    CHECK_INT(atomic_load(&body_closed), 1);
+    CHECK(atomic_load(&body_written) < (long long)(big / 4));
+    acc++; /* that took a connection of its own */
     /* that connection is gone: the next request opens another */
     run_one(h, &req, "/hook", "{}", 2, 5000);
     CHECK_INT(req.status, 204);
@@ -523,7 +551,7 @@ static void test_low_speed(void)
     wh_netlist *allow;
     wh_http *h = client(&allow, 1024, 1000);
     wh_http_req req;
-    static const char *const slow[] = {"/trickle", "/stall"};
+    static const char *const slow[] = {"/trickle", "/stall", "/slowheaders"};
     for (size_t i = 0; i < WH_ARRAY_LEN(slow); i++) {
         int64_t t0 = wh_mono_us();
         run_one(h, &req, slow[i], "{}", 2, 10000);
