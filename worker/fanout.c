@@ -438,6 +438,11 @@ void wk_fanout_on_report(wk_fanout *f, void *msg_opaque, int ok,
 
 static void wait_append(wk_fanout *f, fo_msg *m)
 {
+    if (!f->wait_head)
+        WH_DEBUG("fan-out: the producer's queue is full; %s [%d] @ %lld "
+                 "waits for room (consumption paused)", wh_kmsg_topic(m->km),
+                 (int)wh_kmsg_partition(m->km),
+                 (long long)wh_kmsg_offset(m->km));
     m->wait_next = NULL;
     if (f->wait_tail)
         f->wait_tail->wait_next = m;

@@ -687,6 +687,12 @@ static double m_deliver_pending(void *o)
     return ctx->deliver ? (double)wk_deliver_pending(ctx->deliver) : 0;
 }
 
+static double m_fanout_waiting(void *o)
+{
+    const wk_ctx *ctx = o;
+    return ctx->fanout ? (double)wk_fanout_waiting(ctx->fanout) : 0;
+}
+
 static double m_producer_queue(void *o)
 {
     const wk_ctx *ctx = o;
@@ -765,6 +771,9 @@ static int metrics_register(wk_ctx *ctx, char *err, size_t errlen)
         {WH_METRIC_GAUGE, "webhook_worker_pending_messages", "stage=deliver",
          "Consumed messages whose offset cannot be committed yet.",
          m_deliver_pending},
+        {WH_METRIC_GAUGE, "webhook_worker_fanout_waiting_events", NULL,
+         "Consumed events waiting for room in the producer's queue "
+         "(consumption is paused meanwhile).", m_fanout_waiting},
         {WH_METRIC_GAUGE, "webhook_worker_kafka_producer_queue_messages",
          NULL, "Produced messages Kafka has not acknowledged yet.",
          m_producer_queue},

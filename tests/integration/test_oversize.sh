@@ -6,7 +6,9 @@
 # message, at most a 64 KiB prefix) while the valid events are delivered;
 # the fan-out's pending messages return to 0, a restart reads none of them
 # again and delivers new events at once. An event the broker refuses for
-# its size on the deliveries topic is dead-lettered instead of retried;
+# its size on the deliveries topic is dead-lettered instead of retried; a
+# repeated fan-out stores its event once; events that find the producer's
+# queue full wait (in order) instead of spinning;
 # dead letters the broker keeps refusing fall back to the form without
 # bodies, then back off (counted, logged), and SIGTERM still stops the
 # worker within WORKER_SHUTDOWN_TIMEOUT plus a small bound. A KAFKA_EXTRA
@@ -268,9 +270,12 @@ check "then backs off and is sent again" \
 check "one dead letter waits" equals w4 'webhook_worker_dead_letters_waiting' 1
 check "each retry is logged with its delay" \
     grep -q 'not sent: .*sending it again in [0-9]* ms (retry 4)' "$T/w4.log"
+check "the delay stops doubling at 5 s" \
+    wait_for 40 grep -q 'sending it again in 5000 ms (retry 8)' "$T/w4.log"
 delays=$(grep -o 'sending it again in [0-9]* ms' "$T/w4.log" | grep -o '[0-9]*' | tr '\n' ' ')
 log "dead-letter retry delays (ms): $delays"
-check "the delays double from 100 ms" test "$delays" != "${delays#100 200 400 800 }"
+check "the delays double from 100 ms to the 5 s cap" \
+    test "${delays:0:36}" = "100 200 400 800 1600 3200 5000 5000 "
 retries=$(value w4 'webhook_worker_dead_letters_total{result="retried"}')
 sleep 1 # (a count over a fixed span: the backoff keeps it low)
 retries2=$(value w4 'webhook_worker_dead_letters_total{result="retried"}')
@@ -297,4 +302,51 @@ check "the next worker dead-letters the abandoned message" \
 check "with its whole length" test "$(dead_with raw_len 300000)" -eq 1
 valid k1 v9
 check "and delivers what follows" wait_for 60 all_delivered v9
+
+# --- a repeated fan-out stores its event once ------------------------------
+kill -TERM "${WORKER_PID[w5]}"
+wait "${WORKER_PID[w5]}" || true
+valid k1 again
+check "the broker fails the next Produce" \
+    control "push-errors Produce 1 TOPIC_AUTHORIZATION_FAILED"
+start_worker w6
+check "an event whose Delivery Kafka did not take is delivered" \
+    wait_for 60 all_delivered again
+check "after its fan-out was repeated" grep -q 'will be fanned out again' "$T/w6.log"
+check "and it is stored in webhooks.events once" \
+    test "$(sql "SELECT count(*) FROM webhooks.events WHERE event_id = 'again'")" -eq 1
+
+# --- a full producer queue: events wait, nothing spins, order kept ---------
+kill -TERM "${WORKER_PID[w6]}"
+wait "${WORKER_PID[w6]}" || true
+check "the broker answers slowly (rtt 200 ms)" control "rtt 1 200"
+start_worker w7 LOG_LEVEL=debug WORKER_METRICS_LISTEN=127.0.0.1:0 \
+    KAFKA_EXTRA=queue.buffering.max.messages=2,batch.num.messages=1
+check "worker w7 serves its metrics" wait_for 30 has_addr w7
+QUEUED=40
+ids=()
+for ((i = 0; i < QUEUED; i++)); do ids+=("q$i"); done
+valid k2 "${ids[@]}"
+check "$QUEUED events through a producer queue of 2 are all delivered" \
+    wait_for 90 all_delivered "${ids[@]}"
+check "events waited for room in the producer's queue" \
+    grep -q "the producer's queue is full; .* waits for room" "$T/w7.log"
+in_order() {
+    python3 -c '
+import sys, json, base64
+seen = []
+for l in open(sys.argv[1]):
+    try:
+        i = json.loads(base64.b64decode(json.loads(l)["body_b64"])).get("id", "")
+    except ValueError:
+        continue
+    if i.startswith("q"):
+        seen.append(int(i[1:]))
+sys.exit(seen != sorted(seen) or len(set(seen)) != int(sys.argv[2]))' "$T/recv.jsonl" "$QUEUED"
+}
+check "in order, each once" in_order
+check "no event waits any more" equals w7 webhook_worker_fanout_waiting_events 0
+check "the fan-out's pending messages return to 0" \
+    wait_for 20 equals w7 'webhook_worker_pending_messages{stage="fanout"}' 0
+check "the broker back to full speed" control "rtt 1 0"
 finish
