@@ -34,6 +34,20 @@ struct wh_delivery_msg {
 
 /* ---- validation --------------------------------------------------------- */
 
+/* Error texts quote at most this many bytes of what they refuse, as valid
+ * UTF-8 without control characters (a bad byte shows as U+FFFD): the
+ * texts reach logs, terminals and dead letters. */
+#define QUOTE_MAX 64
+typedef struct {
+    char s[QUOTE_MAX + 1];
+} quoted;
+
+static const char *quote(quoted *q, const char *s, size_t n)
+{
+    wh_utf8_sanitize(q->s, sizeof(q->s), s, n, 0, NULL);
+    return q->s;
+}
+
 static int id_char(unsigned char c) { return c > 0x20 && c < 0x7f; }
 
 static int name_char(unsigned char c)
@@ -103,10 +117,11 @@ int wh_codec_check_endpoint_id(const char *s, char *err, size_t errlen)
         if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9')))
             goto bad;
     return WH_OK;
-bad:
+bad:;
+    quoted q;
     return wh_errf(err, errlen,
-                   "\"%.64s\" is not an endpoint id (ep_ followed by 8-40 "
-                   "lowercase letters or digits)", s ? s : "");
+                   "\"%s\" is not an endpoint id (ep_ followed by 8-40 "
+                   "lowercase letters or digits)", quote(&q, s ? s : "", n));
 }
 
 static int check_content_type(const char *s, char *err, size_t errlen)
@@ -184,9 +199,11 @@ static int check_header(const wh_header_kv *h, char key[HEADER_NAME_MAX + 1],
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)h->name[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9') || c == '-' || c == '_'))
-            return wh_errf(err, errlen, "header name \"%.64s\" is not a token",
-                           h->name);
+              (c >= '0' && c <= '9') || c == '-' || c == '_')) {
+            quoted q;
+            return wh_errf(err, errlen, "header name \"%s\" is not a token",
+                           quote(&q, h->name, n));
+        }
     }
     header_key(h->name, key);
     if (strncmp(key, "webhook-", 8) == 0)
@@ -333,12 +350,16 @@ static int decode_json(const char *buf, size_t len, size_t payload_max,
             }
         } else {
             char key[64];
-            if (wh_json_string(&d, k, key, sizeof(key), NULL) != WH_OK)
+            size_t kn;
+            quoted q;
+            if (wh_json_string(&d, k, key, sizeof(key), &kn) != WH_OK) {
                 wh_strlcpy(key, "(long key)", sizeof(key));
+                kn = strlen(key);
+            }
             wh_errf(err, errlen,
                     "unknown or repeated field \"%s\" (expected id, app, type, "
                     "payload or payload_base64, content_type, endpoints, "
-                    "headers, occurred_at_ms)", key);
+                    "headers, occurred_at_ms)", quote(&q, key, kn));
             goto done;
         }
         if (dst) {
