@@ -93,6 +93,19 @@ size_t wh_utf8_sanitize(char *dst, size_t cap, const void *src, size_t n,
     const unsigned char *u = src;
     size_t o = 0, i = 0;
     while (i < n && cap > 0) {
+        /* runs of printable ASCII, the common case, in one copy */
+        size_t run = 0;
+        while (i + run < n && u[i + run] >= 0x20 && u[i + run] < 0x7F)
+            run++;
+        if (run > 0) {
+            if (run > cap - 1 - o)
+                run = cap - 1 - o;
+            memcpy(dst + o, u + i, run);
+            o += run;
+            i += run;
+            if (i == n || o == cap - 1)
+                break;
+        }
         const unsigned char *out;
         size_t outlen, in = next_char(u + i, n - i, flags, &out, &outlen);
         if (o + outlen > cap - 1)

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db.h"
 #include "rows.h"
 #include "test.h"
 #include "utf8.h"
@@ -630,5 +631,30 @@ static void test_random(void)
     CHECK_INT(bad, 0);
 }
 
+/* The COPY escaping rows.c relies on (lib/db.c): exact output, and at
+ * every capacity either all of it (with a byte to spare) or WH_ERR with
+ * *pos unchanged and nothing written past the capacity. */
+static void test_copy_escape(void)
+{
+    static const char in[] = "ab\\cd\tef\ngh\rij\0kl";
+    static const char want[] = "ab\\\\cd\\tef\\ngh\\rijkl";
+    char out[64];
+    size_t pos = 0;
+    CHECK_INT(wh_db_copy_escape(out, sizeof(out), &pos, in, sizeof(in) - 1),
+              WH_OK);
+    CHECK_MEM(out, pos, want, sizeof(want) - 1);
+    long bad = 0;
+    for (size_t cap = 0; cap < sizeof(want) + 2; cap++) {
+        memset(out, 'X', sizeof(out));
+        size_t p = 0;
+        int rc = wh_db_copy_escape(out, cap, &p, in, sizeof(in) - 1);
+        bad += (rc == WH_OK) != (cap > sizeof(want) - 1);
+        bad += rc == WH_OK ? p != sizeof(want) - 1 : p != 0;
+        for (size_t i = cap; i < sizeof(out); i++)
+            bad += out[i] != 'X';
+    }
+    CHECK_INT(bad, 0);
+}
+
 TEST_MAIN(test_backslash_ids, test_hostile_text, test_ranges, test_caps,
-          test_spans_minimal, test_random)
+          test_spans_minimal, test_random, test_copy_escape)
