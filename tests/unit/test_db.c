@@ -1,7 +1,9 @@
 /* Unit tests for lib/db.c without a Postgres: the connection parameters
  * built from wh_db_opts (keywords, units, bounds, the URL last so it
- * wins), and the client-side bounds against a loopback listener that
- * accepts and never answers: the connect timeout. */
+ * wins), and the client-side bounds: the connect timeout against a
+ * loopback listener that accepts and never answers, the answer deadline
+ * and wh_db_interrupt against a fake server that speaks just enough of the
+ * protocol to connect and then stops answering, like a frozen backend. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -171,5 +173,160 @@ static void test_no_timeout_waits(void)
     close(lfd);
 }
 
+/* A fake server: one connection; it answers the start-up and the first
+ * `answers` simple queries (CommandComplete "SET", ReadyForQuery), then
+ * reads and never answers again. */
+typedef struct {
+    int lfd;
+    int answers;
+} fake_pg;
+
+static int read_full(int fd, void *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+           (uint32_t)p[2] << 8 | p[3];
+}
+
+static void *fake_pg_main(void *o)
+{
+    fake_pg *f = o;
+    int fd = accept(f->lfd, NULL, NULL);
+    unsigned char hdr[5], body[4096];
+    if (fd < 0)
+        return NULL;
+    /* StartupMessage: length, then protocol and parameters */
+    if (read_full(fd, hdr, 4) != 0 || be32(hdr) < 8 ||
+        be32(hdr) - 4 > sizeof(body) || read_full(fd, body, be32(hdr) - 4))
+        goto out;
+    static const unsigned char ready[] = {
+        'R', 0, 0, 0, 8, 0, 0, 0, 0, /* AuthenticationOk */
+        'Z', 0, 0, 0, 5, 'I'};       /* ReadyForQuery */
+    if (write(fd, ready, sizeof(ready)) != (ssize_t)sizeof(ready))
+        goto out;
+    for (;;) {
+        if (read_full(fd, hdr, 5) != 0 || be32(hdr + 1) < 4 ||
+            be32(hdr + 1) - 4 > sizeof(body) ||
+            read_full(fd, body, be32(hdr + 1) - 4) != 0)
+            break;
+        if (hdr[0] == 'X')
+            break;
+        if (f->answers-- <= 0)
+            continue; /* frozen from here on */
+        static const unsigned char done[] = {
+            'C', 0, 0, 0, 8, 'S', 'E', 'T', 0, /* CommandComplete */
+            'Z', 0, 0, 0, 5, 'I'};
+        if (write(fd, done, sizeof(done)) != (ssize_t)sizeof(done))
+            break;
+    }
+out:
+    close(fd);
+    return NULL;
+}
+
+/* Connects to a fake server that answers `answers` queries (the SET of
+ * the statement timeout is the first); *th runs it. */
+static wh_db *connect_fake(fake_pg *f, pthread_t *th, int answers,
+                           int64_t statement_timeout_ms)
+{
+    int port;
+    f->lfd = silent_listener(&port);
+    f->answers = answers;
+    if (f->lfd < 0 || pthread_create(th, NULL, fake_pg_main, f) != 0)
+        return NULL;
+    char url[160], err[512];
+    snprintf(url, sizeof(url),
+             "postgresql://postgres@127.0.0.1:%d/x?sslmode=disable"
+             "&gssencmode=disable", port);
+    wh_db_opts saved = *wh_db_defaults(), o = saved;
+    o.statement_timeout_ms = statement_timeout_ms;
+    wh_db_set_defaults(&o);
+    wh_db *db = NULL;
+    if (wh_db_connect(url, &db, err, sizeof(err)) != WH_OK)
+        fprintf(stderr, "fake connect: %s\n", err);
+    wh_db_set_defaults(&saved);
+    return db;
+}
+
+/* The answer deadline: statement timeout plus half of it (under 4 s). */
+static void test_answer_deadline(void)
+{
+    fake_pg f;
+    pthread_t th;
+    wh_db *db = connect_fake(&f, &th, 1, 400);
+    CHECK(db != NULL);
+    if (!db)
+        return;
+    CHECK(wh_db_alive(db));
+    CHECK_INT(wh_db_answer_grace_ms(400), 200);
+    CHECK_INT(wh_db_answer_grace_ms(30000), WH_DB_ANSWER_GRACE_MS);
+    char err[512];
+    int64_t t0 = wh_mono_us();
+    CHECK_INT(wh_db_exec(db, "SELECT 1", err, sizeof(err)), WH_ERR);
+    int64_t took_ms = (wh_mono_us() - t0) / 1000;
+    CHECK(took_ms >= 550 && took_ms < 1500);
+    CHECK(strstr(err, "did not answer in time") != NULL);
+    /* the connection is given up, later calls fail at once */
+    CHECK(!wh_db_alive(db));
+    t0 = wh_mono_us();
+    CHECK_INT(wh_db_exec(db, "SELECT 1", err, sizeof(err)), WH_ERR);
+    CHECK(strstr(err, "not connected") != NULL);
+    CHECK((wh_mono_us() - t0) / 1000 < 100);
+    wh_db_close(db);
+    pthread_join(th, NULL);
+    close(f.lfd);
+}
+
+typedef struct {
+    wh_db *db;
+    int rc;
+    char err[512];
+} exec_arg;
+
+static void *exec_thread(void *o)
+{
+    exec_arg *a = o;
+    a->rc = wh_db_exec(a->db, "SELECT 1", a->err, sizeof(a->err));
+    return NULL;
+}
+
+/* No statement timeout: only wh_db_interrupt (from another thread) ends
+ * a call the server never answers. */
+static void test_interrupt(void)
+{
+    fake_pg f;
+    pthread_t th, ex;
+    wh_db *db = connect_fake(&f, &th, 1, 0);
+    CHECK(db != NULL);
+    if (!db)
+        return;
+    exec_arg a = {.db = db};
+    CHECK_INT(pthread_create(&ex, NULL, exec_thread, &a), 0);
+    usleep(300 * 1000);
+    CHECK_INT(pthread_tryjoin_np(ex, NULL), EBUSY); /* still waiting */
+    int64_t t0 = wh_mono_us();
+    wh_db_interrupt(db);
+    pthread_join(ex, NULL);
+    CHECK((wh_mono_us() - t0) / 1000 < 500);
+    CHECK_INT(a.rc, WH_ERR);
+    CHECK(strstr(a.err, "interrupted") != NULL);
+    CHECK(!wh_db_alive(db));
+    wh_db_close(db);
+    pthread_join(th, NULL);
+    close(f.lfd);
+}
+
 TEST_MAIN(test_params_defaults, test_params_units_and_off, test_params_bounds,
-          test_connect_timeout, test_no_timeout_waits)
+          test_connect_timeout, test_no_timeout_waits, test_answer_deadline,
+          test_interrupt)
