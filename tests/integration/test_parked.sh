@@ -15,6 +15,11 @@
 #    (webhook_worker_drain_waits_total > 0), the most ever loaded
 #    (webhook_worker_drain_loaded_peak) is at most 4, and every endpoint
 #    receives all of its deliveries in order.
+# 3. A worker that takes over a partition with many draining lanes: 12
+#    lanes spill, their worker is killed with SIGKILL mid-drain, and the
+#    next worker (WORKER_DRAIN_MAX=4) loads them all as draining at once;
+#    they wait for the budget, at most 4 are loaded at a time, and every
+#    endpoint still gets every delivery in order.
 . "$(dirname "$0")/../lib.sh"
 
 stack_up 1
@@ -148,4 +153,45 @@ check "at most WORKER_DRAIN_MAX parked deliveries were loaded at once" \
 check "none is loaded once the drains are done" test "${loaded:-1}" -eq 0
 check "every endpoint got its deliveries in order" \
     "$BIN/webhook-ordercheck" --record "$T/slow.jsonl" --expect "$EVENTS" --endpoints "$N"
+stop_worker w2
+
+# ---- 3. taking over many draining lanes -------------------------------------
+
+N3=12
+EVENTS3=8
+start_receiver slow3 --secret "$secret" --delay-ms 300
+for i in $(seq 1 $N3); do
+    "$BIN/webhookctl" endpoint add --app n --events 'n.*' --secret "$secret" \
+        --url "http://127.0.0.1:$(cat "$T/slow3.port")/n$i" >/dev/null
+done
+start_worker w3 WORKER_LANE_QUEUE_MAX=1
+for i in $(seq 0 $((EVENTS3 - 1))); do
+    printf '{"id":"n%d","app":"n","type":"n.x","payload":{"seq":%d}}\n' "$i" "$i"
+done | "$BIN/webhook-produce" --quiet
+n_lanes="SELECT count(*) FROM webhooks.lanes l JOIN webhooks.endpoints e ON e.id = l.endpoint_id WHERE e.app = 'n'"
+n_parked="SELECT count(*) FROM webhooks.parked p JOIN webhooks.endpoints e ON e.id = p.endpoint_id WHERE e.app = 'n'"
+spilled() { [ "$(sql "$n_lanes")" -eq "$N3" ] && [ "$(sql "$n_parked")" -ge $((N3 * 4)) ]; }
+check "all $N3 lanes spilled, with parked deliveries" wait_for 30 spilled
+kill -9 "${WORKER_PID[w3]}"
+wait "${WORKER_PID[w3]}" 2>/dev/null || true
+log "w3 killed with $(sql "$n_parked") deliveries parked in $(sql "$n_lanes") lanes"
+start_worker w4 WORKER_LANE_QUEUE_MAX=1 WORKER_DRAIN_MAX=4 \
+    WORKER_METRICS_LISTEN=127.0.0.1:0
+check "w4 serves metrics" wait_for 20 has_addr w4
+taken() { grep -q "partition 0 taken (epoch [0-9]*, [1-9][0-9]* lanes not open)" "$T/w4.log"; }
+check "w4 takes the partition with its draining lanes" wait_for 40 taken
+all_first() {
+    "$BIN/webhook-ordercheck" --record "$T/slow3.jsonl" --expect "$EVENTS3" \
+        --endpoints "$N3" >/dev/null 2>&1
+}
+check "every endpoint gets every delivery, in order" wait_for 60 all_first
+n3_lanes_gone() { [ "$(sql "$n_lanes")" -eq 0 ]; }
+check "every lane is open again" wait_for 30 n3_lanes_gone
+waits=$(metric w4 webhook_worker_drain_waits_total)
+peak=$(metric w4 webhook_worker_drain_loaded_peak)
+log "w4: drain waits $waits, peak loaded $peak"
+check "w4's lanes waited for the drain budget" test "${waits:-0}" -gt 0
+check "w4 never loaded more than 4 parked deliveries at once" \
+    test -n "$peak" -a "${peak:-99}" -le 4 -a "${peak:-0}" -ge 1
+"$BIN/webhook-ordercheck" --record "$T/slow3.jsonl" --expect "$EVENTS3" --endpoints "$N3" | sed 's/^/# /'
 finish
