@@ -3,12 +3,10 @@
  * timeout and the backoff), cancelled jobs (done skipped, release run),
  * completion order and shutdown with jobs queued. The executor is compiled
  * into the test (the Makefile links unit tests with lib/ only). */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <poll.h>
-#include <sys/socket.h>
 
 #include "../../worker/dbq.c"
+#include "fake_pg.h"
 #include "test.h"
 
 static int ran, done_ok, done_err, released;
@@ -48,22 +46,6 @@ static void reset(void)
     last_err[0] = '\0';
 }
 
-/* A listener that accepts (from the kernel's backlog) and never answers,
- * like a frozen postmaster. */
-static int silent_listener(int *port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(a);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
-        listen(fd, 64) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
-        return -1;
-    *port = ntohs(a.sin_port);
-    return fd;
-}
-
 /* Polls q until n jobs were released in total or 5 s passed. */
 static void wait_polled(wk_dbq *q, int n)
 {
@@ -84,7 +66,7 @@ static wk_dbq_job job_of(int i)
 
 static void test_bound_and_no_connection(void)
 {
-    int port, lfd = silent_listener(&port);
+    int port = 0, lfd = silent_listener(&port);
     CHECK(lfd >= 0);
     char url[128], err[256];
     snprintf(url, sizeof(url),
@@ -134,7 +116,7 @@ static void test_bound_and_no_connection(void)
 
 static void test_destroy_with_jobs_queued(void)
 {
-    int port, lfd = silent_listener(&port);
+    int port = 0, lfd = silent_listener(&port);
     CHECK(lfd >= 0);
     char url[128], err[256];
     snprintf(url, sizeof(url),
@@ -179,5 +161,59 @@ static void test_bad_conf(void)
     wk_dbq_destroy(q, 0);
 }
 
+static int select_run(wh_db *db, void *arg, char *err, size_t errlen)
+{
+    (void)arg;
+    __atomic_add_fetch(&ran, 1, __ATOMIC_SEQ_CST);
+    return wh_db_exec(db, "SELECT 1", err, errlen);
+}
+
+/* A job runs on the executor's connection and its done runs here; then a
+ * job waits on a server that no longer answers (no statement timeout), and
+ * destroy interrupts it after its grace. */
+static void test_run_and_interrupt(void)
+{
+    fake_pg f;
+    pthread_t th;
+    /* answers the executor's SET and one SELECT, then freezes */
+    int port = 0;
+    f.lfd = silent_listener(&port);
+    f.answers = 2;
+    CHECK(f.lfd >= 0);
+    CHECK_INT(pthread_create(&th, NULL, fake_pg_main, &f), 0);
+    char url[160], err[256];
+    snprintf(url, sizeof(url),
+             "postgresql://postgres@127.0.0.1:%d/x?sslmode=disable"
+             "&gssencmode=disable", port);
+    wh_db_opts saved = *wh_db_defaults(), o = saved;
+    o.statement_timeout_ms = 0; /* only the interrupt ends a hung call */
+    wh_db_set_defaults(&o);
+    reset();
+    wk_dbq_conf conf = {.url = url, .queue_max = 4, .backoff_min_ms = 100,
+                        .backoff_max_ms = 100};
+    wk_dbq *q;
+    CHECK_INT(wk_dbq_new(&conf, &q, err, sizeof(err)), WH_OK);
+    wk_dbq_job j = job_of(7);
+    j.run = select_run;
+    CHECK_INT(wk_dbq_submit(q, &j, NULL), WH_OK);
+    wait_polled(q, 1);
+    CHECK_INT(done_ok, 1);
+    CHECK_INT(order[0], 7);
+    /* the next one hangs */
+    CHECK_INT(wk_dbq_submit(q, &j, NULL), WH_OK);
+    usleep(300 * 1000);
+    CHECK_INT(ran, 2);
+    CHECK_INT(wk_dbq_pending(q), 1);
+    int64_t t0 = wh_mono_us();
+    wk_dbq_destroy(q, 200);
+    int64_t took_ms = (wh_mono_us() - t0) / 1000;
+    CHECK(took_ms >= 150 && took_ms < 1000);
+    CHECK_INT(done_ok + done_err, 1); /* no done at shutdown */
+    CHECK_INT(released, 2);
+    wh_db_set_defaults(&saved);
+    pthread_join(th, NULL);
+    close(f.lfd);
+}
+
 TEST_MAIN(test_bound_and_no_connection, test_destroy_with_jobs_queued,
-          test_bad_conf)
+          test_bad_conf, test_run_and_interrupt)
