@@ -5,8 +5,8 @@
  * order they were queued.
  *
  * A job moves queued -> running -> finished (-> freed by wk_dbq_poll); a
- * job of a destroyed executor goes from queued straight to freed. All
- * three lists and the counters are guarded by mu.
+ * job of a destroyed executor goes from queued straight to freed. The
+ * two lists, the running job and the counters are guarded by mu.
  */
 #include "dbq.h"
 
