@@ -9,10 +9,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -349,7 +352,10 @@ int wh_kafka_consumer_store(wh_kafka_consumer *c, int32_t partition,
 
 int wh_kafka_consumer_commit(wh_kafka_consumer *c, char *err, size_t errlen)
 {
-    rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, 0);
+    /* Within wh_kafka_consumer_close (the final revoke) the commit is only
+     * requested: the close waits for it within its own bound, where a
+     * synchronous one waited seconds more for a coordinator that is gone. */
+    rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, c->closed);
     if (e == RD_KAFKA_RESP_ERR__NO_OFFSET)
         return WH_AGAIN;
     if (e)
@@ -392,10 +398,63 @@ void wh_kafka_consumer_close(wh_kafka_consumer *c, int timeout_ms)
                 c->unclean = 1;
                 break;
             }
-            rd_kafka_queue_poll_callback(q, 100);
+            /* The consumer's queue is forwarded here, so messages fetched
+             * before the close arrive too: polled as events (a callback
+             * poll aborts on them) and dropped, their offsets were never
+             * stored. The final revoke is served through rebalance_cb,
+             * as a callback or, when returned as an event, here. */
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+            if (ev && rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+                rebalance_cb(c->rk, rd_kafka_event_error(ev),
+                             (rd_kafka_topic_partition_list_t *)
+                                 rd_kafka_event_topic_partition_list(ev),
+                             c);
+            if (ev)
+                rd_kafka_event_destroy(ev);
         }
     }
     rd_kafka_queue_destroy(q);
+}
+
+static void consumer_free(wh_kafka_consumer *c)
+{
+    close(c->pipe[0]);
+    close(c->pipe[1]);
+    free(c->topic);
+    free(c);
+}
+
+/* How long destroy waits for librdkafka after a close that gave up. */
+#define UNCLEAN_DESTROY_WAIT_MS 1000
+
+/* An unclean destroy running on its own thread (see below). */
+typedef struct {
+    wh_kafka_consumer *c;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done, abandoned;
+} unclean_destroy;
+
+static void unclean_destroy_free(unclean_destroy *u)
+{
+    consumer_free(u->c);
+    pthread_cond_destroy(&u->cv);
+    pthread_mutex_destroy(&u->mu);
+    free(u);
+}
+
+static void *unclean_destroy_main(void *arg)
+{
+    unclean_destroy *u = arg;
+    rd_kafka_destroy_flags(u->c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    pthread_mutex_lock(&u->mu);
+    u->done = true;
+    bool abandoned = u->abandoned;
+    pthread_cond_signal(&u->cv);
+    pthread_mutex_unlock(&u->mu);
+    if (abandoned)
+        unclean_destroy_free(u);
+    return NULL;
 }
 
 void wh_kafka_consumer_destroy(wh_kafka_consumer *c)
@@ -404,14 +463,57 @@ void wh_kafka_consumer_destroy(wh_kafka_consumer *c)
         return;
     wh_kafka_consumer_close(c, 10000);
     rd_kafka_queue_destroy(c->queue);
-    if (c->unclean)
-        rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
-    else
+    if (!c->unclean) {
         rd_kafka_destroy(c->rk);
-    close(c->pipe[0]);
-    close(c->pipe[1]);
-    free(c->topic);
-    free(c);
+        consumer_free(c);
+        return;
+    }
+    /* The close gave up (Kafka unreachable): librdkafka's destroy then
+     * waits for the group session to time out (KAFKA_SESSION_TIMEOUT,
+     * 45 s by default). It runs on a thread of its own and is waited for
+     * UNCLEAN_DESTROY_WAIT_MS; past that it is left to finish (and free
+     * the consumer) while the caller, which is shutting down, goes on. */
+    unclean_destroy *u = calloc(1, sizeof(*u));
+    pthread_t th;
+    if (!u || pthread_mutex_init(&u->mu, NULL) != 0) {
+        free(u);
+        rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+        consumer_free(c);
+        return;
+    }
+    u->c = c;
+    pthread_cond_init(&u->cv, NULL);
+    if (pthread_create(&th, NULL, unclean_destroy_main, u) != 0) {
+        unclean_destroy_main(u);
+        unclean_destroy_free(u);
+        return;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += UNCLEAN_DESTROY_WAIT_MS / 1000;
+    until.tv_nsec += (long)(UNCLEAN_DESTROY_WAIT_MS % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&u->mu);
+    while (!u->done &&
+           pthread_cond_timedwait(&u->cv, &u->mu, &until) == 0)
+        ;
+    bool done = u->done;
+    if (!done) {
+        /* c is the thread's from here on */
+        WH_WARN("consumer of %s: Kafka's client is still stopping after %d "
+                "ms; not waiting for it", c->topic, UNCLEAN_DESTROY_WAIT_MS);
+        u->abandoned = true;
+    }
+    pthread_mutex_unlock(&u->mu);
+    if (done) {
+        pthread_join(th, NULL);
+        unclean_destroy_free(u);
+    } else {
+        pthread_detach(th);
+    }
 }
 
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)

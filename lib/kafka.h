@@ -69,7 +69,8 @@ wh_kmsg *wh_kafka_consumer_poll(wh_kafka_consumer *c, int timeout_ms);
  * committed with the next automatic or explicit commit. */
 int wh_kafka_consumer_store(wh_kafka_consumer *c, int32_t partition,
                             int64_t next_offset);
-/* Synchronously commits the stored offsets. WH_AGAIN if nothing to do. */
+/* Synchronously commits the stored offsets (during wh_kafka_consumer_close
+ * only requests it; the close waits for it). WH_AGAIN if nothing to do. */
 int wh_kafka_consumer_commit(wh_kafka_consumer *c, char *err,
                              size_t errlen) WH_MUST_CHECK;
 /* Stops (pause = 1) or resumes fetching for every assigned partition. */
@@ -81,7 +82,10 @@ void wh_kafka_consumer_pause_all(wh_kafka_consumer *c, int pause);
  * caller stay valid until destroy. */
 void wh_kafka_consumer_close(wh_kafka_consumer *c, int timeout_ms);
 /* Closes if needed and frees. Every wh_kmsg of this consumer must have
- * been destroyed first (librdkafka waits for them). */
+ * been destroyed first (librdkafka waits for them). After a close that
+ * gave up, librdkafka's own stop waits for the group session to time out:
+ * it is waited for at most a second, then left to finish on a thread of
+ * its own (for callers that are exiting). */
 void wh_kafka_consumer_destroy(wh_kafka_consumer *c);
 
 /* Messages lost to offset resets or truncation since start. */

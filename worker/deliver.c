@@ -822,7 +822,8 @@ void wk_deliver_destroy(wk_deliver *d)
 {
     if (!d)
         return;
-    wh_kafka_consumer_close(d->consumer, 10000); /* revokes everything */
+    /* revokes everything; bounded by the shutdown budget */
+    wh_kafka_consumer_close(d->consumer, wk_stop_left_ms(d->ctx));
     wh_http_cancel_all(d->ctx->http);
     wk_recorder_forget(d->ctx->recorder, d);
     for (int32_t i = 0; i < WK_PARTS_MAX; i++)

@@ -152,7 +152,7 @@ void wk_fanout_destroy(wk_fanout *f)
 {
     if (!f)
         return;
-    wh_kafka_consumer_close(f->consumer, 10000);
+    wh_kafka_consumer_close(f->consumer, wk_stop_left_ms(f->ctx));
     wk_recorder_forget(f->ctx->recorder, f);
     wk_tracker_destroy(f->tracker); /* releases held messages */
     /* messages of revoked partitions the tracker no longer holds */

@@ -178,6 +178,10 @@ static int64_t started_us, produced_acked, produced_failed;
 static wk_deliver_stats deliver_stats; /* taken just before serving */
 static wk_dead_stats dead_stats;       /* likewise */
 
+/* Set once the stages are freed: a delivery report that still comes must
+ * not touch the message it names (its stage freed it). */
+static bool reports_off;
+
 static void on_signal(int sig)
 {
     (void)sig;
@@ -193,7 +197,7 @@ static void on_report(void *opaque, void *msg_opaque, int ok,
         produced_acked++;
     else
         produced_failed++;
-    if (!tag)
+    if (!tag || reports_off)
         return;
     if (tag->owner == WK_MSG_DEAD)
         wk_deadletter_on_report(ctx->dead, msg_opaque, ok, errstr);
@@ -705,6 +709,12 @@ static double m_endpoints(void *o)
     return ctx->cache ? (double)wk_cache_size(ctx->cache) : 0;
 }
 
+static double m_quarantined(void *o)
+{
+    const wk_ctx *ctx = o;
+    return ctx->cache ? (double)wk_cache_quarantined(ctx->cache) : 0;
+}
+
 /* The recorder's counters (recorder.h), read when /metrics is served. */
 #define RECORDER_COUNT_FN(field)                                         \
     static double m_recorder_##field(void *o)                            \
@@ -779,6 +789,10 @@ static int metrics_register(wk_ctx *ctx, char *err, size_t errlen)
          m_producer_queue},
         {WH_METRIC_GAUGE, "webhook_worker_endpoints_cached", NULL,
          "Endpoints in the in-memory cache.", m_endpoints},
+        {WH_METRIC_GAUGE, "webhook_worker_endpoints_quarantined", NULL,
+         "Cached endpoints whose row cannot be read (secret cannot be "
+         "opened, or a column fails its check); their deliveries are held.",
+         m_quarantined},
     };
     for (size_t i = 0; i < WH_ARRAY_LEN(fns); i++)
         if (wh_metrics_add_fn(metrics, fns[i].type, fns[i].name,
@@ -891,7 +905,6 @@ static int run(wk_ctx *ctx)
     int64_t next_reload = wh_mono_us() + ctx->s->endpoint_refresh_ms * 1000;
     int64_t next_maintain = 0, next_listen_retry = 0, next_db_retry = 0;
     int timeout = 0;
-    char err[512];
     WH_INFO("worker %s running (role %s, %zu endpoints cached)",
             ctx->worker_id, ctx->s->role, wk_cache_size(ctx->cache));
     while (!stop_requested) {
@@ -942,20 +955,26 @@ static int run(wk_ctx *ctx)
     WH_INFO("stopping: finishing %d attempts in flight (up to %lld ms)",
             wh_http_running(ctx->http),
             (long long)ctx->s->shutdown_timeout_ms);
-    int64_t deadline = wh_mono_us() + ctx->s->shutdown_timeout_ms * 1000;
-    while (wh_mono_us() < deadline &&
+    ctx->stop_deadline_us = wh_mono_us() + ctx->s->shutdown_timeout_ms * 1000;
+    while (wh_mono_us() < ctx->stop_deadline_us &&
            (wh_http_running(ctx->http) > 0 ||
             (ctx->fanout && wh_kafka_producer_outq(ctx->producer) > 0))) {
         step(ctx, false, 50);
         WH_IGNORE(record(ctx) >= 0);
     }
-    /* Last rows to Postgres so their offsets can be committed. */
-    for (int i = 0; i < 5 && wk_recorder_pending(ctx->recorder) > 0; i++) {
-        if (wk_recorder_sync(ctx->recorder, err, sizeof(err)) != WH_OK) {
-            WH_WARN("%s", err);
-            usleep(200000);
-        }
+    /* Last rows to Postgres so their offsets can be committed, within
+     * what is left of the budget (at least WK_STOP_STEP_MIN_MS): rows a
+     * Postgres that is down cannot take stay unwritten, and their
+     * messages are consumed again by the partitions' next owner. */
+    int64_t until = wh_mono_us() + (int64_t)wk_stop_left_ms(ctx) * 1000;
+    while (wk_recorder_pending(ctx->recorder) > 0 && wh_mono_us() < until) {
+        step(ctx, false, 20);
+        WH_IGNORE(record(ctx) >= 0);
     }
+    if (wk_recorder_pending(ctx->recorder) > 0)
+        WH_WARN("stopping with %zu rows not written to Postgres; their "
+                "messages will be consumed again",
+                wk_recorder_pending(ctx->recorder));
     return fatal_rc;
 }
 
@@ -1132,18 +1151,22 @@ out:
      * while the stages that own it exist (they are read again by the next
      * owner); consumers then leave their groups, committing stored
      * offsets. */
+    if (!ctx.stop_deadline_us) /* start-up failed: no stop budget yet */
+        ctx.stop_deadline_us = wh_mono_us() + s.shutdown_timeout_ms * 1000;
     if (ctx.producer && wh_kafka_producer_outq(ctx.producer) > 0 &&
-        wh_kafka_producer_flush(ctx.producer, 1000, err, sizeof(err)) !=
-            WH_OK) {
+        wh_kafka_producer_flush(ctx.producer, wk_stop_left_ms(&ctx), err,
+                                sizeof(err)) != WH_OK) {
         WH_WARN("%s; giving them up", err);
         wh_kafka_producer_purge(ctx.producer);
     }
     wk_fanout_destroy(ctx.fanout);
     if (ctx.producer &&
-        wh_kafka_producer_flush(ctx.producer, 10000, err, sizeof(err)) != WH_OK)
+        wh_kafka_producer_flush(ctx.producer, wk_stop_left_ms(&ctx), err,
+                                sizeof(err)) != WH_OK)
         WH_WARN("%s", err);
     wk_deliver_destroy(ctx.deliver);
     wk_deadletter_destroy(ctx.dead);
+    reports_off = true; /* the stages are gone */
     wh_kafka_producer_destroy(ctx.producer);
     wh_http_destroy(ctx.http);
     wk_recorder_destroy(ctx.recorder);

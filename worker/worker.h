@@ -84,27 +84,28 @@ typedef struct wk_ctx {
     wk_deliver *deliver;
     wk_deadletter *dead;         /* both stages' dead letters */
     bool stopping;               /* SIGTERM: stages start no new work */
+    int64_t stop_deadline_us;    /* shutdown budget's end (0: running) */
 } wk_ctx;
 
-/* ---- endpoint cache (cache.c) ----------------------------------------- */
+/* Least time each wait of the teardown gets (consumer close, producer
+ * flush, last recorder write) once the shutdown budget is spent, so each
+ * still gets a chance; the teardown's overrun is bounded by a few of
+ * these (docs/operations.md). */
+#define WK_STOP_STEP_MIN_MS 500
 
-/* Loads every endpoint. */
-int wk_cache_new(wk_ctx *ctx, wk_cache **out, char *err,
-                 size_t errlen) WH_MUST_CHECK;
-void wk_cache_destroy(wk_cache *c);
-/* Re-reads one endpoint after a change notification. */
-int wk_cache_refresh(wk_cache *c, const char *id, char *err,
-                     size_t errlen) WH_MUST_CHECK;
-/* Re-reads all endpoints. */
-int wk_cache_reload(wk_cache *c, char *err, size_t errlen) WH_MUST_CHECK;
-/* The endpoint, or NULL. Valid until the next refresh or reload: callers
- * must not keep it across event-loop iterations. */
-const wh_endpoint *wk_cache_get(wk_cache *c, const char *id);
-/* Calls fn for every enabled endpoint of app whose filter matches type. */
-size_t wk_cache_match(wk_cache *c, const char *app, const char *type,
-                      void (*fn)(const wh_endpoint *ep, void *opaque),
-                      void *opaque);
-size_t wk_cache_size(const wk_cache *c);
+/* Milliseconds a teardown wait may take: what is left of the shutdown
+ * budget (ctx->stop_deadline_us), at least WK_STOP_STEP_MIN_MS. */
+static inline int wk_stop_left_ms(const wk_ctx *ctx)
+{
+    int64_t left_ms = (ctx->stop_deadline_us - wh_mono_us()) / 1000;
+    if (left_ms < WK_STOP_STEP_MIN_MS)
+        return WK_STOP_STEP_MIN_MS;
+    return left_ms > 600000 ? 600000 : (int)left_ms;
+}
+
+/* ---- endpoint cache: cache.h --------------------------------------- */
+
+#include "cache.h"
 
 /* ---- offset tracker: tracker.h ---------------------------------------- */
 

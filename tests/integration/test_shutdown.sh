@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# test_shutdown.sh - SIGTERM always finishes within WORKER_SHUTDOWN_TIMEOUT
+# plus a small bound, exits 0 and frees everything (run with the sanitizer
+# build, LeakSanitizer and ASan reports at exit fail the test):
+#   (a) with requests in flight to a slow endpoint (the worker waits for
+#       them up to the timeout, then gives them up),
+#   (d) with a fan-out message waiting for a produce retry (the broker
+#       refuses every Produce),
+#   (c) with Postgres stopped,
+#   (b) with the broker gone.
+. "$(dirname "$0")/../lib.sh"
+
+TIMEOUT_S=2
+BOUND_S=10 # what the teardown may add to the timeout
+export WORKER_SHUTDOWN_TIMEOUT=${TIMEOUT_S}s
+
+free_port() {
+    python3 - <<'PY'
+import random, socket
+for _ in range(200):
+    p = random.randint(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(p)
+    break
+PY
+}
+BROKER_CONTROL_PORT=$(free_port)
+stack_up 4
+BROKER_PID=${PIDS[0]}
+
+broker_ctl() {
+    local fd reply=""
+    exec {fd}<>"/dev/tcp/127.0.0.1/$BROKER_CONTROL_PORT" || return 1
+    printf '%s\n' "$*" >&"$fd"
+    read -r -t 10 reply <&"$fd" || true
+    exec {fd}>&-
+    log "broker control: $* -> ${reply:-(no reply)}"
+    [ "$reply" = ok ]
+}
+
+secret=$(new_secret)
+start_receiver recv --secret "$secret" --delay-path /slow=60000
+port=$(cat "$T/recv.port")
+"$BIN/webhookctl" endpoint add --app s --events t.fast --secret "$secret" \
+    --url "http://127.0.0.1:$port/fast" >/dev/null
+"$BIN/webhookctl" endpoint add --app s --events t.slow --secret "$secret" \
+    --url "http://127.0.0.1:$port/slow" --unordered --max-in-flight 4 \
+    --timeout 90s >/dev/null
+
+fast_at_least() { [ "$(grep -c '"path":"/fast"' "$T/recv.jsonl" 2>/dev/null || true)" -ge "$1" ]; }
+publish() { "$BIN/webhook-produce" --quiet --app s --type "$1" --id "$2" --payload '{"x":1}'; }
+assigned() { grep -q "assigned 4 partitions of webhook.deliveries" "$T/$1.log"; }
+addr() {
+    sed -n 's|.*serving /metrics, /healthz and /readyz on http://\([^ ]*\).*|\1|p' \
+        "$T/$1.log" | tail -1
+}
+# metric NAME SERIES: one series of worker NAME's /metrics
+metric() {
+    local a
+    a=$(addr "$1")
+    [ -n "$a" ] || return 0
+    curl -fsS "http://$a/metrics" | awk -v k="$2" '$1 == k { print $2 }'
+}
+in_flight_at_least() {
+    local v
+    v=$(metric "$1" webhook_worker_http_requests_in_flight)
+    [ "${v:-0}" -ge "$2" ]
+}
+
+# stop_timed NAME: SIGTERM to worker NAME, then waits for it (a watchdog
+# kills it after 60 s); sets STOP_RC and STOP_MS.
+stop_timed() {
+    local pid=${WORKER_PID[$1]} t0 watchdog
+    t0=$(date +%s%N)
+    kill -TERM "$pid"
+    (sleep 60 && kill -9 "$pid" 2>/dev/null) &
+    watchdog=$!
+    STOP_RC=0
+    wait "$pid" || STOP_RC=$?
+    STOP_MS=$((($(date +%s%N) - t0) / 1000000))
+    kill "$watchdog" 2>/dev/null || true
+    wait "$watchdog" 2>/dev/null || true
+    log "$1: exit $STOP_RC after $STOP_MS ms"
+}
+stopped_in_time() {
+    check "$1: the worker exits 0" test "$STOP_RC" -eq 0
+    check "$1: within ${TIMEOUT_S} s + ${BOUND_S} s ($STOP_MS ms)" \
+        test "$STOP_MS" -le $(((TIMEOUT_S + BOUND_S) * 1000))
+    check "$1: and says it stopped" grep -q "worker: stopped" "$T/$2.log"
+}
+
+# (a) requests in flight to a slow endpoint
+start_worker wa WORKER_METRICS_LISTEN=127.0.0.1:0
+check "(a) the worker joins its groups" wait_for 30 assigned wa
+publish t.fast a-fast
+check "(a) it delivers" wait_for 20 got_at_least recv 1
+for i in 1 2 3; do publish t.slow "a-slow-$i"; done
+check "(a) three requests are in flight to the slow endpoint" \
+    wait_for 20 in_flight_at_least wa 3
+stop_timed wa
+stopped_in_time "(a) in-flight requests" wa
+check "(a) it waited for them up to the timeout" \
+    test "$STOP_MS" -ge $((TIMEOUT_S * 1000 - 100))
+
+# (d) a fan-out message waits for a produce retry: the event is on the
+# topic before the broker starts refusing every Produce
+publish t.fast d-fast
+check "(d) the broker refuses every Produce from now on" \
+    broker_ctl push-errors Produce 10000 MSG_SIZE_TOO_LARGE
+start_worker wd WORKER_METRICS_LISTEN=127.0.0.1:0
+refused_and_held() {
+    local failed held
+    failed=$(metric wd 'webhook_worker_kafka_produced_total{result="failed"}')
+    held=$(metric wd 'webhook_worker_pending_messages{stage="fanout"}')
+    [ "${failed:-0}" -ge 2 ] && [ "${held:-0}" -ge 1 ]
+}
+check "(d) the fan-out's produce is refused, again after a retry, and the event is held" \
+    wait_for 30 refused_and_held
+stop_timed wd
+stopped_in_time "(d) a fan-out message waiting for a retry" wd
+check "(d) broker takes Produce again" broker_ctl clear-errors Produce
+
+# (c) Postgres stopped
+start_worker wc
+check "(c) the worker joins its groups" wait_for 30 assigned wc
+check "(c) it delivers the event the last one could not" \
+    wait_for 30 fast_at_least 2
+"$ROOT/dev/pg.sh" stop "$T/pg" >/dev/null
+publish t.fast c-fast
+stop_timed wc
+stopped_in_time "(c) Postgres stopped" wc
+"$ROOT/dev/pg.sh" start "$T/pg" >/dev/null
+
+# (b) the broker gone
+start_worker wb
+check "(b) the worker joins its groups" wait_for 30 assigned wb
+kill "$BROKER_PID"
+wait "$BROKER_PID" 2>/dev/null || true
+publish_rc=0
+timeout 5 "$BIN/webhook-produce" --quiet --app s --type t.fast --id b-fast \
+    --payload '{"x":1}' 2>/dev/null || publish_rc=$?
+check "(b) the broker is gone (producing fails)" test "$publish_rc" -ne 0
+stop_timed wb
+stopped_in_time "(b) broker gone" wb
+finish
