@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "utf8.h"
+
 #define BUF_MIN_CAP 64
 
 void wh_buf_init(wh_buf *b, size_t max)
@@ -129,41 +131,6 @@ fail:
     return WH_ERR;
 }
 
-/*
- * Checks the UTF-8 sequence at s[0..n) (s[0] >= 0x80). Returns its length
- * when well formed; otherwise returns minus the length of the maximal
- * subpart to replace (at least 1), per Unicode 15, section 3.9.
- */
-static int utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
-    int len;
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-    } else {
-        return -1;
-    }
-    for (int i = 1; i < len; i++) {
-        if ((size_t)i >= n || s[i] < lo || s[i] > hi)
-            return -i;
-        lo = 0x80;
-        hi = 0xBF;
-    }
-    return len;
-}
-
 /* Bytes copied unchanged into a JSON string: printable ASCII except '"'
  * and '\\'. */
 static int json_plain(unsigned char c)
@@ -185,7 +152,7 @@ int wh_buf_json_str(wh_buf *b, const char *s, size_t n)
             while (run < n && json_plain(u[run]))
                 run++;
             if (run < n && u[run] >= 0x80) {
-                int k = utf8_seq(u + run, n - run);
+                int k = wh_utf8_seq(u + run, n - run);
                 if (k > 0) {
                     run += (size_t)k;
                     continue;
@@ -217,7 +184,7 @@ int wh_buf_json_str(wh_buf *b, const char *s, size_t n)
                 esc[4] = hex[c >> 4];
                 esc[5] = hex[c & 0xF];
             } else {
-                int k = utf8_seq(u + i, n - i);
+                int k = wh_utf8_seq(u + i, n - i);
                 assert(k < 0);
                 memcpy(esc + 1, "ufffd", 5);
                 i += (size_t)(-k) - 1;
