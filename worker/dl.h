@@ -1,8 +1,9 @@
 /*
- * dl.h - internals of the delivery stage shared by its two halves:
- * deliver.c (arrivals, lanes, drains, partitions and the stage's interface)
- * and outcome.c (starting an attempt, what its outcome implies, dead
- * letters). Nothing outside those two files includes it. Main thread only.
+ * dl.h - internals of the delivery stage shared by its parts: deliver.c
+ * (arrivals, lanes, drains and the stage's interface), outcome.c (starting
+ * an attempt, what its outcome implies, dead letters) and rebalance.c
+ * (taking and revoking partitions). Nothing else includes it. Main thread
+ * only.
  *
  * Job states: QUEUED -> SENDING -> [DEAD_LETTERING] -> RECORDING -> DONE,
  * or PARKING -> DONE. A job's lane slot is released when its response
@@ -115,6 +116,21 @@ void wk_dl_unblock(wk_deliver *d, wk_lane *l);
 void wk_dl_unpark(wk_deliver *d, wk_lane *l, dl_job *j);
 /* Starts what the lane may start now. */
 void wk_dl_pump(wk_deliver *d, wk_lane *l);
+/* Asks the event loop to pump l at due_us (monotonic; 0 = now). */
+void wk_dl_wake(wk_deliver *d, wk_lane *l, int64_t due_us);
+/* A fresh OPEN lane for endpoint_id in the map (replacing a stale one). */
+wk_lane *wk_dl_lane_new(wk_deliver *d, const char *endpoint_id,
+                        int32_t partition, int64_t epoch);
+/* Routes a decoded message of a loaded partition into its lane. */
+void wk_dl_dispatch(wk_deliver *d, dl_job *j);
+
+/* ---- rebalance.c -------------------------------------------------------- */
+
+/* The consumer's rebalance callback (wh_kafka_consumer_new). */
+void wk_dl_rebalance(void *opaque, int assigned, const int32_t *parts,
+                     size_t n);
+/* Takes the assigned partitions not taken yet (on the query executor). */
+void wk_dl_load_parts(wk_deliver *d);
 
 /* ---- outcome.c ---------------------------------------------------------- */
 
