@@ -116,7 +116,7 @@ check "webhookctl without a command lists the global options" \
     grep -qF -- "--database-url" "$T/err"
 expect "unknown command exits 2" 2 "webhookctl: unknown command 'frobnicate'" "$C" frobnicate
 expect "unknown global option exits 2" 2 "unknown option --frob" "$C" --frob migrate
-expect "endpoint without a subcommand exits 2" 2 "endpoint: expected add, import, list, update, disable or enable" \
+expect "endpoint without a subcommand exits 2" 2 "endpoint: expected add, import, list, update, check, disable or enable" \
     "$C" endpoint
 expect "unknown endpoint subcommand exits 2" 2 "endpoint: unknown command 'remove'" \
     "$C" endpoint remove
@@ -160,8 +160,11 @@ before=$(n_endpoints)
 expect "endpoint add without WEBHOOK_SECRET_KEY exits 2" 2 \
     "webhookctl: WEBHOOK_SECRET_KEY is not set" \
     env -u WEBHOOK_SECRET_KEY "$C" endpoint add --app shop --url https://example.com/h
-expect "endpoint list without WEBHOOK_SECRET_KEY exits 2" 2 "WEBHOOK_SECRET_KEY is not set" \
-    env -u WEBHOOK_SECRET_KEY "$C" endpoint list
+expect "endpoint check without WEBHOOK_SECRET_KEY exits 2" 2 "WEBHOOK_SECRET_KEY is not set" \
+    env -u WEBHOOK_SECRET_KEY "$C" endpoint check
+expect "endpoint update --secret without WEBHOOK_SECRET_KEY exits 2" 2 \
+    "WEBHOOK_SECRET_KEY is not set" \
+    env -u WEBHOOK_SECRET_KEY "$C" endpoint update ep_aaaaaaaaaaaaaaaaaaaa --secret "$(new_secret)"
 expect "a WEBHOOK_SECRET_KEY of the wrong length exits 2" 2 \
     "WEBHOOK_SECRET_KEY must be 32 bytes, base64 or hex encoded (got 3 characters, expected 44 or 64)" \
     env WEBHOOK_SECRET_KEY=abc "$C" endpoint add --app shop --url https://example.com/h
@@ -173,9 +176,50 @@ expect "a WEBHOOK_SECRET_KEY that is not hex exits 2" 2 "(not valid hex of 32 by
     "$C" endpoint add --app shop --url https://example.com/h
 expect "endpoint add with the right key exits 0" 0 "" \
     "$C" endpoint add --app keycheck --url https://example.com/k
-expect "endpoint list with the wrong key exits 1" 1 "wrong WEBHOOK_SECRET_KEY" \
-    env WEBHOOK_SECRET_KEY="$(head -c 32 /dev/urandom | base64)" "$C" endpoint list
 check "a missing or malformed key adds no endpoint" test "$(n_endpoints)" -eq $((before + 1))
+# listing never opens secrets: no key, or another key, lists every row
+expect "endpoint list without WEBHOOK_SECRET_KEY exits 0" 0 "" \
+    env -u WEBHOOK_SECRET_KEY "$C" endpoint list --app keycheck
+check "and lists the endpoint" grep -q "keycheck" "$T/out"
+WRONG_KEY=$(head -c 32 /dev/urandom | base64)
+expect "endpoint list with another key exits 0" 0 "" \
+    env WEBHOOK_SECRET_KEY="$WRONG_KEY" "$C" endpoint list --app keycheck
+check "and lists the endpoint" grep -q "keycheck" "$T/out"
+EP_KEYCHECK=$(sql "SELECT id FROM webhooks.endpoints WHERE app = 'keycheck'")
+# the commands that open secrets name the rows they cannot open, and why
+expect "endpoint check with another key exits 1" 1 "" \
+    env WEBHOOK_SECRET_KEY="$WRONG_KEY" "$C" endpoint check "$EP_KEYCHECK"
+check "and names the row it cannot open, and why" \
+    grep -q "^$EP_KEYCHECK keycheck unreadable: secrets_sealed cannot be opened (secret failed authentication (wrong WEBHOOK_SECRET_KEY?)" "$T/out"
+expect "endpoint check with the right key exits 0" 0 "" "$C" endpoint check "$EP_KEYCHECK"
+check "and says so" grep -qx "1 endpoints checked, 0 unreadable" "$T/out"
+expect "endpoint check of an unknown id exits 1" 1 "no endpoint ep_aaaaaaaaaaaaaaaaaaaa" \
+    "$C" endpoint check ep_aaaaaaaaaaaaaaaaaaaa
+expect "endpoint check with a malformed id exits 2" 2 "" "$C" endpoint check nonsense
+# re-sealing under another key makes the row unreadable to this one, and
+# re-sealing with this key repairs it
+KEYCHECK_SECRET=$(new_secret)
+expect "endpoint update --secret under another key exits 0" 0 "" \
+    env WEBHOOK_SECRET_KEY="$WRONG_KEY" "$C" endpoint update "$EP_KEYCHECK" --secret "$KEYCHECK_SECRET"
+expect "then endpoint check with this key names it" 1 "" "$C" endpoint check "$EP_KEYCHECK"
+expect "endpoint update --secret with this key exits 0" 0 "" \
+    "$C" endpoint update "$EP_KEYCHECK" --secret "$KEYCHECK_SECRET"
+check "and prints that it updated it" grep -qx "$EP_KEYCHECK updated" "$T/out"
+expect "then endpoint check passes" 0 "" "$C" endpoint check "$EP_KEYCHECK"
+expect "endpoint update with a malformed --secret exits 2" 2 \
+    'webhookctl: --secret: secret must start with "whsec_"' \
+    "$C" endpoint update "$EP_KEYCHECK" --secret nonsense
+expect "endpoint update --secret of an unknown id exits 1" 1 "no endpoint ep_aaaaaaaaaaaaaaaaaaaa" \
+    "$C" endpoint update ep_aaaaaaaaaaaaaaaaaaaa --secret "$KEYCHECK_SECRET"
+# a column that fails its check is marked by list and named by check
+sql "UPDATE webhooks.endpoints SET url = 'ftp://example.com/x' WHERE id = '$EP_KEYCHECK'"
+expect "endpoint list with a bad URL in a row exits 0" 0 "" "$C" endpoint list --app keycheck
+check "and marks the row unreadable" grep -q "# unreadable: url: " "$T/out"
+expect "endpoint list --json too" 0 "" "$C" endpoint list --app keycheck --json
+check "with an unreadable member" grep -q '"unreadable":"url: ' "$T/out"
+expect "endpoint check names the bad URL" 1 "" "$C" endpoint check "$EP_KEYCHECK"
+check "as the url column" grep -q "^$EP_KEYCHECK keycheck unreadable: url: " "$T/out"
+sql "UPDATE webhooks.endpoints SET url = 'https://example.com/k' WHERE id = '$EP_KEYCHECK'"
 
 # ---- endpoint add ------------------------------------------------------------
 RECV_PORT=$(free_port)
