@@ -220,6 +220,18 @@ check "with an unreadable member" grep -q '"unreadable":"url: ' "$T/out"
 expect "endpoint check names the bad URL" 1 "" "$C" endpoint check "$EP_KEYCHECK"
 check "as the url column" grep -q "^$EP_KEYCHECK keycheck unreadable: url: " "$T/out"
 sql "UPDATE webhooks.endpoints SET url = 'https://example.com/k' WHERE id = '$EP_KEYCHECK'"
+sql "UPDATE webhooks.endpoints SET event_types = 'a,,b' WHERE id = '$EP_KEYCHECK'"
+expect "endpoint check names a bad filter" 1 "" "$C" endpoint check "$EP_KEYCHECK"
+check "as the event_types column" grep -q "^$EP_KEYCHECK keycheck unreadable: event_types: " "$T/out"
+sql "UPDATE webhooks.endpoints SET event_types = '*', retry_schedule_ms = '{-5}' WHERE id = '$EP_KEYCHECK'"
+expect "endpoint check names a bad retry schedule" 1 "" "$C" endpoint check "$EP_KEYCHECK"
+check "as the retry_schedule_ms column" grep -q "^$EP_KEYCHECK keycheck unreadable: retry_schedule_ms: " "$T/out"
+sql "UPDATE webhooks.endpoints SET retry_schedule_ms = NULL WHERE id = '$EP_KEYCHECK'"
+sql "UPDATE webhooks.endpoints SET secrets_sealed = '\\x01' WHERE id = '$EP_KEYCHECK'"
+expect "endpoint check names a sealed secret of the wrong length" 1 "" "$C" endpoint check "$EP_KEYCHECK"
+check "as not a sealed secret" grep -q "^$EP_KEYCHECK keycheck unreadable: secrets_sealed " "$T/out"
+expect "endpoint update --secret repairs it" 0 "" "$C" endpoint update "$EP_KEYCHECK" --secret "$KEYCHECK_SECRET"
+expect "endpoint check passes again" 0 "" "$C" endpoint check "$EP_KEYCHECK"
 
 # ---- endpoint add ------------------------------------------------------------
 RECV_PORT=$(free_port)
