@@ -157,6 +157,18 @@ all_delivered() {
     for id in "$@"; do [ "$(delivered "$id")" -ge 1 ] || return 1; done
 }
 
+# stop_worker NAME: SIGTERM and wait for it (at most 30 s, then SIGKILL and
+# a failed check: a worker that does not stop is a bug this test shows).
+stop_worker() {
+    local pid=${WORKER_PID[$1]}
+    kill -TERM "$pid"
+    if ! timeout 30 tail --pid="$pid" -f /dev/null; then
+        kill -9 "$pid" 2>/dev/null || true
+        not_ok "worker $1 stopped within 30 s of SIGTERM"
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
 stack_up 4
 secret=$(new_secret)
 start_receiver recv --secret "$secret"
@@ -221,8 +233,7 @@ check "each valid event was delivered once" \
     test "$(received recv)" -eq 6
 
 # --- a restart reads none of them again -----------------------------------
-kill -TERM "${WORKER_PID[w1]}"
-wait "${WORKER_PID[w1]}" || true
+stop_worker w1
 start_worker w2 WORKER_METRICS_LISTEN=127.0.0.1:0
 check "the restarted worker serves its metrics" wait_for 20 has_addr w2
 valid k1 v6
@@ -236,8 +247,7 @@ check "nor was any valid event delivered again" test "$(received recv)" -eq 7
 # (the dev broker's errors hit every Produce request, the test's own too:
 # the event is published while no worker runs; a refusal applies to a
 # whole batch, so nothing else is produced with it)
-kill -TERM "${WORKER_PID[w2]}"
-wait "${WORKER_PID[w2]}" || true
+stop_worker w2
 valid k1 refused
 check "the broker refuses the next Produce for its size" \
     control "push-errors Produce 1 MSG_SIZE_TOO_LARGE"
@@ -254,8 +264,7 @@ check "it was not fanned out again" \
     test "$(grep -c 'will be fanned out again' "$T/w3.log" || true)" -eq 0
 
 # --- dead letters the broker keeps refusing: fallback, backoff, SIGTERM -----
-kill -TERM "${WORKER_PID[w3]}"
-wait "${WORKER_PID[w3]}" || true
+stop_worker w3
 head -c 300000 /dev/urandom >"$T/garbage2.bin"
 publish k1 "$T/garbage2.bin"
 check "the broker refuses every Produce for its size" \
@@ -272,7 +281,7 @@ check "each retry is logged with its delay" \
     grep -q 'not sent: .*sending it again in [0-9]* ms (retry 4)' "$T/w4.log"
 check "the delay stops doubling at 5 s" \
     wait_for 40 grep -q 'sending it again in 5000 ms (retry 8)' "$T/w4.log"
-delays=$(grep -o 'sending it again in [0-9]* ms' "$T/w4.log" | grep -o '[0-9]*' | tr '\n' ' ')
+delays=$(grep -o 'sending it again in [0-9]* ms' "$T/w4.log" | grep -o '[0-9]*' | tr '\n' ' ' || true)
 log "dead-letter retry delays (ms): $delays"
 check "the delays double from 100 ms to the 5 s cap" \
     test "${delays:0:36}" = "100 200 400 800 1600 3200 5000 5000 "
@@ -304,8 +313,7 @@ valid k1 v9
 check "and delivers what follows" wait_for 60 all_delivered v9
 
 # --- a repeated fan-out stores its event once ------------------------------
-kill -TERM "${WORKER_PID[w5]}"
-wait "${WORKER_PID[w5]}" || true
+stop_worker w5
 valid k1 again
 check "the broker fails the next Produce" \
     control "push-errors Produce 1 TOPIC_AUTHORIZATION_FAILED"
@@ -317,8 +325,7 @@ check "and it is stored in webhooks.events once" \
     test "$(sql "SELECT count(*) FROM webhooks.events WHERE event_id = 'again'")" -eq 1
 
 # --- a full producer queue: events wait, nothing spins, order kept ---------
-kill -TERM "${WORKER_PID[w6]}"
-wait "${WORKER_PID[w6]}" || true
+stop_worker w6
 check "the broker answers slowly (rtt 200 ms)" control "rtt 1 200"
 start_worker w7 LOG_LEVEL=debug WORKER_METRICS_LISTEN=127.0.0.1:0 \
     KAFKA_EXTRA=queue.buffering.max.messages=2,batch.num.messages=1
