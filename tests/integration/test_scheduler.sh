@@ -267,10 +267,11 @@ check "no scheduler logged an error" \
     test "$(cat "$T"/s[1-8].log | grep ' ERROR ' | grep -vc 'scheduler: kafka ' || true)" -eq 0
 
 # --- a retry the producer cannot send is dead-lettered, not retried -------
-# big-valid: a Delivery with a 700,000-byte payload; big-raw: 700,000 bytes
-# that are no Delivery. Both exceed what the producer takes (the default
-# WEBHOOK_PAYLOAD_MAX of 512k plus headroom: 651,264 bytes). They are due
-# first, among 300 ordinary rows; 300 more follow.
+# big-valid: a Delivery with a 1,100,000-byte payload; big-raw: 1,100,000
+# bytes that are no Delivery. Both exceed what the producer takes (the
+# default WEBHOOK_PAYLOAD_MAX of 512k plus headroom: 651,264 bytes; and
+# librdkafka's default of 1,000,000). They are due first, among 300
+# ordinary rows; 300 more follow.
 python3 - "$T/big.sql" <<'PY'
 import sys
 def varint(n):
@@ -285,7 +286,7 @@ def varint(n):
 def field(num, data):
     return varint(num << 3 | 2) + varint(len(data)) + data
 event = (field(1, b"ev-big") + field(2, b"app") + field(3, b"t.big") +
-         field(5, b"p" * 700000) + field(6, b"application/json"))
+         field(5, b"p" * 1100000) + field(6, b"application/json"))
 delivery = (field(1, b"msg_0123456789abcdef0123456789abcdef") +
             field(2, b"ep_bigvalid0") + varint(3 << 3) + varint(2) +
             field(4, event))
@@ -295,7 +296,7 @@ with open(sys.argv[1], "w") as f:
             "('big-valid', 'ep_bigvalid0', 'app', 'ev-big', 2, "
             "now() - interval '2 minutes', decode('%s', 'hex')), "
             "('big-raw', 'ep_bigraw0', 'app', 'ev-raw', 3, "
-            "now() - interval '2 minutes', convert_to(repeat('x', 700000), 'UTF8'));\n"
+            "now() - interval '2 minutes', convert_to(repeat('x', 1100000), 'UTF8'));\n"
             % delivery.hex())
 PY
 psql "$DATABASE_URL" -XAtq -v ON_ERROR_STOP=1 -f "$T/big.sql"
@@ -314,7 +315,7 @@ check "each is recorded as a final failed attempt" \
                   AND error_class = 'retry_unsendable'" 2
 check "with the delivery's attempt number and the reason" \
     sql_at_least "SELECT count(*) FROM webhooks.attempts WHERE delivery_id = 'big-raw'
-                  AND attempt = 3 AND error LIKE 'retry not sent: the delivery is 700000 bytes%'" 1
+                  AND attempt = 3 AND error LIKE 'retry not sent: the delivery is 1100000 bytes%'" 1
 check "and logged" grep -q 'retry dead-lettered.*big-valid' "$T/s9.log"
 # dead_topic: webhook.dead decoded, "key size reason raw_len raw_prefix
 # bodies_omitted payload_len delivery_id detail" per line
@@ -361,9 +362,9 @@ while i < len(d):
 dead_topic
 log "dead letters: $(tr '\n' ';' <"$T/dead.txt")"
 check "the Delivery's dead letter keeps it without its payload (length kept)" \
-    grep -q '^ep_bigvalid0 [0-9]* 2 0 0 1 700000 msg_0123456789abcdef0123456789abcdef retry_not_sent' "$T/dead.txt"
+    grep -q '^ep_bigvalid0 [0-9]* 2 0 0 1 1100000 msg_0123456789abcdef0123456789abcdef retry_not_sent' "$T/dead.txt"
 check "the other's dead letter has its length and a 64 KiB prefix" \
-    grep -q '^ep_bigraw0 [0-9]* 1 700000 65536 0 0  retry_not_sent' "$T/dead.txt"
+    grep -q '^ep_bigraw0 [0-9]* 1 1100000 65536 0 0  retry_not_sent' "$T/dead.txt"
 check "the dead letters are small" \
     test "$(awk '$2 > 70000' "$T/dead.txt" | wc -l)" -eq 0
 # the broker refuses a retry for its size: dead-lettered, the rest flows
