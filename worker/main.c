@@ -960,6 +960,11 @@ static int run(wk_ctx *ctx)
            (wh_http_running(ctx->http) > 0 ||
             (ctx->fanout && wh_kafka_producer_outq(ctx->producer) > 0))) {
         step(ctx, false, 50);
+        /* the fan-out keeps serving its group meanwhile, so a rebalance
+         * moves its partitions without waiting for this worker; what it
+         * polls now it holds, unstored (ctx->stopping) */
+        if (ctx->fanout)
+            (void)wk_fanout_poll(ctx->fanout, 1000);
         WH_IGNORE(record(ctx) >= 0);
     }
     /* Last rows to Postgres so their offsets can be committed, within

@@ -4,6 +4,8 @@
 # build, LeakSanitizer and ASan reports at exit fail the test):
 #   (a) with requests in flight to a slow endpoint (the worker waits for
 #       them up to the timeout, then gives them up),
+#   (e) while a worker drains, its fan-out keeps serving the group, so a
+#       joining worker gets events partitions before it has exited,
 #   (d) with a fan-out message waiting for a produce retry (the broker
 #       refuses every Produce),
 #   (c) with Postgres stopped,
@@ -108,12 +110,43 @@ stopped_in_time "(a) in-flight requests" wa
 check "(a) it waited for them up to the timeout" \
     test "$STOP_MS" -ge $((TIMEOUT_S * 1000 - 100))
 
+# (e) while a worker drains (slow requests in flight, a 20 s budget) its
+# fan-out keeps serving the group: a worker that joins gets events
+# partitions before the first one has exited
+start_worker we1 WORKER_SHUTDOWN_TIMEOUT=20s WORKER_METRICS_LISTEN=127.0.0.1:0
+check "(e) the first worker joins its groups" wait_for 30 assigned we1
+check "(e) requests are in flight to the slow endpoint" \
+    wait_for 30 in_flight_at_least we1 1
+t0=$(date +%s%N)
+kill -TERM "${WORKER_PID[we1]}"
+check "(e) the first worker is draining" \
+    wait_for 10 grep -q "stopping: finishing" "$T/we1.log"
+start_worker we2
+fanout_assigned() { grep -q "fan-out: assigned" "$T/we2.log"; }
+wait_for 30 fanout_assigned || true
+moved_ms=$((($(date +%s%N) - t0) / 1000000))
+log "(e) events partitions moved after $moved_ms ms"
+check "(e) the joining worker gets events partitions while the first still drains" \
+    kill -0 "${WORKER_PID[we1]}"
+check "(e) so the rebalance did not wait for the first worker's exit ($moved_ms ms)" \
+    test "$moved_ms" -lt 19000
+rc=0
+wait "${WORKER_PID[we1]}" || rc=$?
+we1_ms=$((($(date +%s%N) - t0) / 1000000))
+check "(e) the first worker exits 0" test "$rc" -eq 0
+check "(e) within 20 s + ${BOUND_S} s ($we1_ms ms)" test "$we1_ms" -le $(((20 + BOUND_S) * 1000))
+stop_timed we2
+stopped_in_time "(e) the joining worker" we2
+
 # (d) a fan-out message waits for a produce retry: the event is on the
 # topic before the broker starts refusing every Produce
 publish t.fast d-fast
 check "(d) the broker refuses every Produce from now on" \
     broker_ctl push-errors Produce 10000 MSG_SIZE_TOO_LARGE
 start_worker wd WORKER_METRICS_LISTEN=127.0.0.1:0
+# (SIGTERM before the delivery consumer's first assignment trips an
+# assertion in librdkafka 2.0.2's sticky assignor: wait for it)
+check "(d) the worker joins its groups" wait_for 30 assigned wd
 refused_and_held() {
     local failed held
     failed=$(metric wd 'webhook_worker_kafka_produced_total{result="failed"}')
