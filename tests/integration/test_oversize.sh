@@ -11,7 +11,8 @@
 # queue full wait (in order) instead of spinning;
 # dead letters the broker keeps refusing fall back to the form without
 # bodies, then back off (counted, logged), and SIGTERM still stops the
-# worker within WORKER_SHUTDOWN_TIMEOUT plus a small bound. A KAFKA_EXTRA
+# worker within WORKER_SHUTDOWN_TIMEOUT plus a small bound, as it does
+# while a dead letter waits in the producer for a partition leader. A KAFKA_EXTRA
 # that lowers message.max.bytes below what WEBHOOK_PAYLOAD_MAX needs stops
 # the worker at start-up with status 2.
 . "$(dirname "$0")/../lib.sh"
@@ -356,4 +357,31 @@ check "no event waits any more" equals w7 webhook_worker_fanout_waiting_events 0
 check "the fan-out's pending messages return to 0" \
     wait_for 20 equals w7 'webhook_worker_pending_messages{stage="fanout"}' 0
 check "the broker back to full speed" control "rtt 1 0"
+
+# --- SIGTERM while a dead letter waits in the producer (no leader) --------
+stop_worker w7
+for p in 0 1 2 3; do control "leader webhook.dead $p -1" || true; done
+head -c 200000 /dev/urandom >"$T/garbage3.bin"
+publish k1 "$T/garbage3.bin"
+start_worker w8 WORKER_METRICS_LISTEN=127.0.0.1:0 \
+    WORKER_SHUTDOWN_TIMEOUT=${SHUTDOWN_TIMEOUT_S}s
+check "worker w8 serves its metrics" wait_for 30 has_addr w8
+check "its dead letter waits in the producer (no leader for webhook.dead)" \
+    wait_for 30 at_least w8 webhook_worker_kafka_producer_queue_messages 1
+check "and the event stays pending" \
+    at_least w8 'webhook_worker_pending_messages{stage="fanout"}' 1
+start_ns=$(date +%s%N)
+kill -TERM "${WORKER_PID[w8]}"
+rc=0
+timeout 60 tail --pid="${WORKER_PID[w8]}" -f /dev/null || rc=$?
+stop_ms=$((($(date +%s%N) - start_ns) / 1000000))
+wait "${WORKER_PID[w8]}" 2>/dev/null || true
+log "SIGTERM with a dead letter in the producer: exited after $stop_ms ms (shutdown timeout ${SHUTDOWN_TIMEOUT_S} s)"
+check "SIGTERM with a dead letter in the producer: the worker exits within $STOP_BOUND_S s" \
+    test "$rc" -eq 0 -a "$stop_ms" -le $((STOP_BOUND_S * 1000))
+check "it gave the unacknowledged message up" grep -q 'giving them up' "$T/w8.log"
+for p in 0 1 2 3; do control "leader webhook.dead $p 1" || true; done
+start_worker w9
+check "the next worker dead-letters it" wait_for 60 dead_at_least 5
+check "with its whole length" test "$(dead_with raw_len 200000)" -eq 1
 finish
