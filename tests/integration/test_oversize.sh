@@ -299,6 +299,7 @@ kill -TERM "${WORKER_PID[w4]}"
 rc=0
 timeout 60 tail --pid="${WORKER_PID[w4]}" -f /dev/null || rc=$?
 stop_ms=$((($(date +%s%N) - start_ns) / 1000000))
+kill -9 "${WORKER_PID[w4]}" 2>/dev/null || true
 wait "${WORKER_PID[w4]}" 2>/dev/null || true
 log "SIGTERM with a dead letter backing off: exited after $stop_ms ms (shutdown timeout ${SHUTDOWN_TIMEOUT_S} s)"
 check "SIGTERM with a dead letter backing off: the worker exits within $STOP_BOUND_S s" \
@@ -318,10 +319,14 @@ stop_worker w5
 valid k1 again
 check "the broker fails the next Produce" \
     control "push-errors Produce 1 TOPIC_AUTHORIZATION_FAILED"
-start_worker w6
+start_worker w6 WORKER_METRICS_LISTEN=127.0.0.1:0
+check "worker w6 serves its metrics" wait_for 30 has_addr w6
 check "an event whose Delivery Kafka did not take is delivered" \
     wait_for 60 all_delivered again
 check "after its fan-out was repeated" grep -q 'will be fanned out again' "$T/w6.log"
+# the event is done (its rows durable) once nothing is pending
+check "the repeated fan-out ends" \
+    wait_for 20 equals w6 'webhook_worker_pending_messages{stage="fanout"}' 0
 check "and it is stored in webhooks.events once" \
     test "$(sql "SELECT count(*) FROM webhooks.events WHERE event_id = 'again'")" -eq 1
 
@@ -375,6 +380,7 @@ kill -TERM "${WORKER_PID[w8]}"
 rc=0
 timeout 60 tail --pid="${WORKER_PID[w8]}" -f /dev/null || rc=$?
 stop_ms=$((($(date +%s%N) - start_ns) / 1000000))
+kill -9 "${WORKER_PID[w8]}" 2>/dev/null || true
 wait "${WORKER_PID[w8]}" 2>/dev/null || true
 log "SIGTERM with a dead letter in the producer: exited after $stop_ms ms (shutdown timeout ${SHUTDOWN_TIMEOUT_S} s)"
 check "SIGTERM with a dead letter in the producer: the worker exits within $STOP_BOUND_S s" \
