@@ -152,6 +152,45 @@ sql_at_least() {
     [ "$(sql "$1")" -ge "$2" ]
 }
 
+# free_port: a loopback port below the ephemeral range that nothing is
+# bound to (for the broker's control port).
+free_port() {
+    python3 -c '
+import random, socket
+for _ in range(200):
+    p = random.randint(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(p)
+    break'
+}
+
+# broker_ctl CMD...: one fault-injection command to the dev broker's
+# control port ($BROKER_CONTROL_PORT, see stack_up); logs the reply and
+# succeeds only when it is "ok".
+broker_ctl() {
+    local fd reply=""
+    exec {fd}<>"/dev/tcp/127.0.0.1/$BROKER_CONTROL_PORT" || return 1
+    printf '%s\n' "$*" >&"$fd"
+    read -r -t 10 reply <&"$fd" || true
+    exec {fd}>&-
+    log "broker control: $* -> ${reply:-(no reply)}"
+    [ "$reply" = ok ]
+}
+
+# dead_letters_json FILE: every dead letter in webhook.dead so far, decoded
+# into FILE, one JSON object per line (tests/dead_letters.py names the
+# fields).
+dead_letters_json() {
+    kcat -C -b "$KAFKA_BROKERS" -t webhook.dead -o beginning -e -q \
+        -f '%k\t%S\t%s\n' | python3 "$ROOT/tests/dead_letters.py" >"$1"
+}
+
 new_secret() {
     echo "whsec_$(head -c 24 /dev/urandom | base64)"
 }

@@ -157,34 +157,8 @@ check "the receiver verified both signatures" \
 
 # dead letters: the details of webhook.dead, one per line
 details() {
-    kcat -C -b "$KAFKA_BROKERS" -t webhook.dead -o beginning -e -q \
-        -f '%S\t%s\n' | python3 -c '
-import sys
-def varint(b, i):
-    v = s = 0
-    while True:
-        c = b[i]; i += 1
-        v |= (c & 0x7f) << s; s += 7
-        if c < 0x80:
-            return v, i
-d, i = sys.stdin.buffer.read(), 0
-while i < len(d):
-    a = d.index(b"\t", i)
-    n = int(d[i:a]); v = d[a + 1:a + 1 + n]; i = a + 2 + n
-    j, detail = 0, b""
-    while j < len(v):
-        k, j = varint(v, j)
-        if k & 7 == 0:
-            _, j = varint(v, j)
-        elif k & 7 == 2:
-            ln, j = varint(v, j)
-            if k >> 3 == 2:
-                detail = v[j:j + ln]
-            j += ln
-        else:
-            j += 8 if k & 7 == 1 else 4
-    print(detail.decode("utf-8", "replace"))
-' >"$T/dead.txt"
+    dead_letters_json "$T/dead.jsonl"
+    jq -r .detail "$T/dead.jsonl" >"$T/dead.txt"
     wc -l <"$T/dead.txt"
 }
 seven_dead() { [ "$(details)" -ge 7 ]; }

@@ -9,29 +9,6 @@
 # error makes the worker not ready and exit 3.
 . "$(dirname "$0")/../lib.sh"
 
-free_port() {
-    python3 -c '
-import random, socket
-for _ in range(200):
-    p = random.randint(20000, 32000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-    except OSError:
-        continue
-    s.close()
-    print(p)
-    break'
-}
-broker_ctl() {
-    local fd reply=""
-    exec {fd}<>"/dev/tcp/127.0.0.1/$BROKER_CONTROL_PORT" || return 1
-    printf '%s\n' "$*" >&"$fd"
-    read -r -t 10 reply <&"$fd" || true
-    exec {fd}>&-
-    log "broker control: $* -> ${reply:-(no reply)}"
-    [ "$reply" = ok ]
-}
 BROKER_CONTROL_PORT=$(free_port)
 stack_up 4
 secret=$(new_secret)

@@ -168,23 +168,6 @@ if [ "$SCENARIOS" = none ]; then
     exit
 fi
 
-# free_port: a port below the ephemeral range that nothing listens on.
-free_port() {
-    python3 - <<'PY'
-import random, socket
-for _ in range(200):
-    p = random.randint(20000, 32000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-    except OSError:
-        continue
-    finally:
-        s.close()
-    print(p)
-    break
-PY
-}
 
 BROKER_CONTROL_PORT=$(free_port)
 stack_up "$PARTITIONS"
@@ -193,16 +176,6 @@ secret=$(new_secret)
 SCHEDULER_PID=$!
 PIDS+=("$SCHEDULER_PID")
 
-# broker_ctl COMMAND...: one command to the broker's control port.
-broker_ctl() {
-    local fd reply=""
-    exec {fd}<>"/dev/tcp/127.0.0.1/$BROKER_CONTROL_PORT" || return 1
-    printf '%s\n' "$*" >&"$fd"
-    read -r -t 10 reply <&"$fd" || true
-    exec {fd}>&-
-    log "broker control: $* -> ${reply:-(no reply)}"
-    [ "$reply" = ok ]
-}
 
 # stop_workers S: SIGTERM to every worker of scenario S at once, then
 # waits for them; notes any that did not exit 0.

@@ -22,27 +22,9 @@ SHUTDOWN_TIMEOUT_S=3
 # the group and freeing (measured: about 1 s beyond the timeout)
 STOP_BOUND_S=$((SHUTDOWN_TIMEOUT_S + 4))
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-    local p i
-    for ((i = 0; i < 100; i++)); do
-        p=$((20000 + RANDOM % 12000))
-        port_in_use "$p" || { echo "$p"; return 0; }
-    done
-    return 1
-}
 BROKER_CONTROL_PORT=$(free_port)
 export BROKER_CONTROL_PORT
 
-# control CMD: one fault-injection command to the dev broker.
-control() {
-    local reply=""
-    exec 4<>"/dev/tcp/127.0.0.1/$BROKER_CONTROL_PORT" || return 1
-    printf '%s\n' "$1" >&4
-    IFS= read -r -t 5 reply <&4 || true
-    exec 4>&-
-    [ "$reply" = ok ] || { echo "control '$1': $reply" >&2; return 1; }
-}
 
 addr() {
     sed -n 's|.*serving /metrics, /healthz and /readyz on http://\([^ ]*\).*|\1|p' \
@@ -79,55 +61,8 @@ valid() {
 }
 
 # dead_letters: webhook.dead decoded, one JSON object per line, in
-# $T/dead.jsonl (a small protobuf wire reader: no protoc here).
-dead_letters() {
-    kcat -C -b "$KAFKA_BROKERS" -t webhook.dead -o beginning -e -q \
-        -f '%S\t%s\n' | python3 -c '
-import sys, json, hashlib
-def varint(b, i):
-    v = s = 0
-    while True:
-        c = b[i]; i += 1
-        v |= (c & 0x7f) << s; s += 7
-        if c < 0x80:
-            return v, i
-def fields(b):
-    i, out = 0, {}
-    while i < len(b):
-        k, i = varint(b, i)
-        n, w = k >> 3, k & 7
-        if w == 0:
-            v, i = varint(b, i)
-        elif w == 2:
-            ln, i = varint(b, i); v = b[i:i + ln]; i += ln
-        elif w == 1:
-            v = b[i:i + 8]; i += 8
-        elif w == 5:
-            v = b[i:i + 4]; i += 4
-        out[n] = v
-    return out
-d = sys.stdin.buffer.read()
-i = 0
-while i < len(d):
-    a = d.index(b"\t", i)
-    n = int(d[i:a])
-    v = d[a + 1:a + 1 + n]
-    i = a + 1 + n + 1
-    f = fields(v)
-    dv = fields(f[3]) if 3 in f else {}
-    ev = fields(dv[4]) if 4 in dv else {}
-    print(json.dumps({
-        "size": n, "reason": f.get(1, 0),
-        "detail": f.get(2, b"").decode("utf-8", "replace"),
-        "raw_prefix": len(f.get(4, b"")), "raw_len": f.get(12, 0),
-        "raw_sha256": f.get(13, b"").hex(),
-        "prefix_sha256": hashlib.sha256(f.get(4, b"")).hexdigest(),
-        "source_partition": f.get(6, 0), "source_offset": f.get(7, 0),
-        "bodies_omitted": f.get(16, 0), "event_id": ev.get(1, b"").decode(),
-        "payload": len(ev.get(5, b"")), "payload_len": f.get(14, 0),
-    }))
-' >"$T/dead.jsonl"
-}
+# $T/dead.jsonl
+dead_letters() { dead_letters_json "$T/dead.jsonl"; }
 dead_count() { dead_letters; wc -l <"$T/dead.jsonl"; }
 dead_at_least() { [ "$(dead_count)" -ge "$1" ]; }
 # dead_with FIELD VALUE: dead letters whose FIELD is VALUE (after dead_letters)
@@ -251,7 +186,7 @@ check "nor was any valid event delivered again" test "$(received recv)" -eq 7
 stop_worker w2
 valid k1 refused
 check "the broker refuses the next Produce for its size" \
-    control "push-errors Produce 1 MSG_SIZE_TOO_LARGE"
+    broker_ctl "push-errors Produce 1 MSG_SIZE_TOO_LARGE"
 start_worker w3 WORKER_METRICS_LISTEN=127.0.0.1:0
 check "worker w3 serves its metrics" wait_for 20 has_addr w3
 check "the refused event is dead-lettered" wait_for 30 dead_at_least 3
@@ -269,7 +204,7 @@ stop_worker w3
 head -c 300000 /dev/urandom >"$T/garbage2.bin"
 publish k1 "$T/garbage2.bin"
 check "the broker refuses every Produce for its size" \
-    control "push-errors Produce 10000 MSG_SIZE_TOO_LARGE"
+    broker_ctl "push-errors Produce 10000 MSG_SIZE_TOO_LARGE"
 start_worker w4 WORKER_METRICS_LISTEN=127.0.0.1:0 \
     WORKER_SHUTDOWN_TIMEOUT=${SHUTDOWN_TIMEOUT_S}s
 check "worker w4 serves its metrics" wait_for 20 has_addr w4
@@ -305,7 +240,7 @@ log "SIGTERM with a dead letter backing off: exited after $stop_ms ms (shutdown 
 check "SIGTERM with a dead letter backing off: the worker exits within $STOP_BOUND_S s" \
     test "$rc" -eq 0 -a "$stop_ms" -le $((STOP_BOUND_S * 1000))
 check "it said it stopped" grep -q 'stopped' "$T/w4.log"
-check "the broker takes Produce requests again" control "clear-errors Produce"
+check "the broker takes Produce requests again" broker_ctl "clear-errors Produce"
 start_worker w5 WORKER_METRICS_LISTEN=127.0.0.1:0
 # the abandoned message was not committed: its new reader dead-letters it
 check "the next worker dead-letters the abandoned message" \
@@ -318,7 +253,7 @@ check "and delivers what follows" wait_for 60 all_delivered v9
 stop_worker w5
 valid k1 again
 check "the broker fails the next Produce" \
-    control "push-errors Produce 1 TOPIC_AUTHORIZATION_FAILED"
+    broker_ctl "push-errors Produce 1 TOPIC_AUTHORIZATION_FAILED"
 start_worker w6 WORKER_METRICS_LISTEN=127.0.0.1:0
 check "worker w6 serves its metrics" wait_for 30 has_addr w6
 check "an event whose Delivery Kafka did not take is delivered" \
@@ -332,7 +267,7 @@ check "and it is stored in webhooks.events once" \
 
 # --- a full producer queue: events wait, nothing spins, order kept ---------
 stop_worker w6
-check "the broker answers slowly (rtt 200 ms)" control "rtt 1 200"
+check "the broker answers slowly (rtt 200 ms)" broker_ctl "rtt 1 200"
 start_worker w7 LOG_LEVEL=debug WORKER_METRICS_LISTEN=127.0.0.1:0 \
     KAFKA_EXTRA=queue.buffering.max.messages=2,batch.num.messages=1
 check "worker w7 serves its metrics" wait_for 30 has_addr w7
@@ -361,11 +296,11 @@ check "in order, each once" in_order
 check "no event waits any more" equals w7 webhook_worker_fanout_waiting_events 0
 check "the fan-out's pending messages return to 0" \
     wait_for 20 equals w7 'webhook_worker_pending_messages{stage="fanout"}' 0
-check "the broker back to full speed" control "rtt 1 0"
+check "the broker back to full speed" broker_ctl "rtt 1 0"
 
 # --- SIGTERM while a dead letter waits in the producer (no leader) --------
 stop_worker w7
-for p in 0 1 2 3; do control "leader webhook.dead $p -1" || true; done
+for p in 0 1 2 3; do broker_ctl "leader webhook.dead $p -1" || true; done
 head -c 200000 /dev/urandom >"$T/garbage3.bin"
 publish k1 "$T/garbage3.bin"
 start_worker w8 WORKER_METRICS_LISTEN=127.0.0.1:0 \
@@ -386,7 +321,7 @@ log "SIGTERM with a dead letter in the producer: exited after $stop_ms ms (shutd
 check "SIGTERM with a dead letter in the producer: the worker exits within $STOP_BOUND_S s" \
     test "$rc" -eq 0 -a "$stop_ms" -le $((STOP_BOUND_S * 1000))
 check "it gave the unacknowledged message up" grep -q 'giving them up' "$T/w8.log"
-for p in 0 1 2 3; do control "leader webhook.dead $p 1" || true; done
+for p in 0 1 2 3; do broker_ctl "leader webhook.dead $p 1" || true; done
 start_worker w9
 check "the next worker dead-letters it" wait_for 60 dead_at_least 5
 check "with its whole length" test "$(dead_with raw_len 200000)" -eq 1

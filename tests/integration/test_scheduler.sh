@@ -14,27 +14,9 @@
 
 BACKLOG=20000
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-    local p i
-    for ((i = 0; i < 100; i++)); do
-        p=$((20000 + RANDOM % 12000))
-        port_in_use "$p" || { echo "$p"; return 0; }
-    done
-    return 1
-}
 BROKER_CONTROL_PORT=$(free_port)
 export BROKER_CONTROL_PORT
 
-# control CMD: one fault-injection command to the dev broker; prints the reply.
-control() {
-    local reply=""
-    exec 4<>"/dev/tcp/127.0.0.1/$BROKER_CONTROL_PORT" || return 1
-    printf '%s\n' "$1" >&4
-    IFS= read -r -t 5 reply <&4 || true
-    exec 4>&-
-    [ "$reply" = ok ] || { echo "control '$1': $reply" >&2; return 1; }
-}
 
 declare -A SCHED_PID
 # start_scheduler NAME [VAR=VALUE ...]: pid in SCHED_PID[NAME], log in $T/NAME.log
@@ -207,7 +189,7 @@ check "both replicas took part" test "$(total_of s3)" -gt 0 -a "$(total_of s4)" 
 
 # --- kill -9 mid-backlog, then a restart: nothing lost -------------------
 insert kill "$BACKLOG" "now() - interval '1 minute'"
-check "broker answers slowly (rtt 100 ms)" control "rtt 1 100"
+check "broker answers slowly (rtt 100 ms)" broker_ctl "rtt 1 100"
 start_scheduler s5
 if wait_for 30 rows_below kill $((BACKLOG - 2000)); then
     kill -9 "${SCHED_PID[s5]}"
@@ -228,7 +210,7 @@ if wait_for 30 rows_below kill $((left - 500)); then
 else
     not_ok "the restarted scheduler made progress"
 fi
-check "broker back to full speed" control "rtt 1 0"
+check "broker back to full speed" broker_ctl "rtt 1 0"
 start_scheduler s8
 check "after a restart the rest of the backlog drains" wait_for 60 no_rows kill
 check "scheduler s8 stops cleanly" stop_scheduler s8
@@ -242,12 +224,12 @@ check "kill -9: duplicates at most the batches in flight" test $((killed_total -
 # --- Kafka unavailable: nothing is deleted, then everything moves --------
 start_scheduler s7 SCHEDULER_PRODUCE_TIMEOUT=1s SCHEDULER_POLL_INTERVAL=60s
 sleep 0.5
-check "broker goes down" control "broker-down 1"
+check "broker goes down" broker_ctl "broker-down 1"
 insert kdown 50 "now()"
 sleep 3
 check "with the broker down the rows stay" test "$(rows kdown)" -eq 50
 check "failed batches are rolled back and logged" grep -q "batch rolled back" "$T/s7.log"
-check "broker comes back" control "broker-up 1"
+check "broker comes back" broker_ctl "broker-up 1"
 check "after the outage the rows are enqueued" wait_for 30 no_rows kdown
 check "every row of the outage reached the topic" wait_for 10 enqueued_all kdown 50
 log "broker outage: $(on_topic kdown) messages for 50 retries"
@@ -320,44 +302,10 @@ check "and logged" grep -q 'retry dead-lettered.*big-valid' "$T/s9.log"
 # dead_topic: webhook.dead decoded, "key size reason raw_len raw_prefix
 # bodies_omitted payload_len delivery_id detail" per line
 dead_topic() {
-    kcat -C -b "$KAFKA_BROKERS" -t webhook.dead -o beginning -e -q \
-        -f '%k\t%S\t%s\n' | python3 -c '
-import sys
-def varint(b, i):
-    v = s = 0
-    while True:
-        c = b[i]; i += 1
-        v |= (c & 0x7f) << s; s += 7
-        if c < 0x80:
-            return v, i
-def fields(b):
-    i, out = 0, {}
-    while i < len(b):
-        k, i = varint(b, i)
-        n, w = k >> 3, k & 7
-        if w == 0:
-            v, i = varint(b, i)
-        elif w == 2:
-            ln, i = varint(b, i); v = b[i:i + ln]; i += ln
-        elif w == 1:
-            v = b[i:i + 8]; i += 8
-        else:
-            v = b[i:i + 4]; i += 4
-        out[n] = v
-    return out
-d = sys.stdin.buffer.read()
-i = 0
-while i < len(d):
-    a = d.index(b"\t", i)
-    b = d.index(b"\t", a + 1)
-    n = int(d[a + 1:b])
-    f = fields(d[b + 1:b + 1 + n])
-    dv = fields(f.get(3, b""))
-    print(d[i:a].decode(), n, f.get(1, 0), f.get(12, 0), len(f.get(4, b"")),
-          f.get(16, 0), f.get(14, 0), dv.get(1, b"").decode(),
-          f.get(2, b"").decode().replace(" ", "_"))
-    i = b + 1 + n + 1
-' >"$T/dead.txt"
+    dead_letters_json "$T/dead.jsonl"
+    jq -r '[.key, .size, .reason, .raw_len, .raw_prefix, .bodies_omitted,
+            .payload_len, .delivery_id, (.detail | gsub(" "; "_"))]
+           | map(tostring) | join(" ")' "$T/dead.jsonl" >"$T/dead.txt"
 }
 dead_topic
 log "dead letters: $(tr '\n' ';' <"$T/dead.txt")"
@@ -369,7 +317,7 @@ check "the dead letters are small" \
     test "$(awk '$2 > 70000' "$T/dead.txt" | wc -l)" -eq 0
 # the broker refuses a retry for its size: dead-lettered, the rest flows
 check "the broker refuses the next Produce for its size" \
-    control "push-errors Produce 1 MSG_SIZE_TOO_LARGE"
+    broker_ctl "push-errors Produce 1 MSG_SIZE_TOO_LARGE"
 insert refused 1 "now()"
 check "the refused retry leaves the table" wait_for 30 no_rows refused
 insert after 20 "now()"

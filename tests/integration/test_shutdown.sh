@@ -16,35 +16,10 @@ TIMEOUT_S=2
 BOUND_S=10 # what the teardown may add to the timeout
 export WORKER_SHUTDOWN_TIMEOUT=${TIMEOUT_S}s
 
-free_port() {
-    python3 - <<'PY'
-import random, socket
-for _ in range(200):
-    p = random.randint(20000, 32000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-    except OSError:
-        continue
-    finally:
-        s.close()
-    print(p)
-    break
-PY
-}
 BROKER_CONTROL_PORT=$(free_port)
 stack_up 4
 BROKER_PID=${PIDS[0]}
 
-broker_ctl() {
-    local fd reply=""
-    exec {fd}<>"/dev/tcp/127.0.0.1/$BROKER_CONTROL_PORT" || return 1
-    printf '%s\n' "$*" >&"$fd"
-    read -r -t 10 reply <&"$fd" || true
-    exec {fd}>&-
-    log "broker control: $* -> ${reply:-(no reply)}"
-    [ "$reply" = ok ]
-}
 
 secret=$(new_secret)
 start_receiver recv --secret "$secret" --delay-path /slow=60000
