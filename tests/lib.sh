@@ -41,7 +41,30 @@ stop_all() {
     PIDS=()
 }
 
+# pg_freeze / pg_thaw: SIGSTOP / SIGCONT to this test's PostgreSQL, the
+# postmaster first (so it forks no new backend), then its children; the
+# server is never left stopped (cleanup thaws it)
+pg_pids() {
+    local pm
+    pm=$(head -1 "$T/pg/data/postmaster.pid" 2>/dev/null) || return 0
+    [ -n "$pm" ] || return 0
+    echo "$pm"
+    pgrep -P "$pm" || true
+}
+FROZEN=0
+pg_freeze() {
+    # shellcheck disable=SC2046 # one pid per word
+    kill -STOP $(pg_pids)
+    FROZEN=1
+}
+pg_thaw() {
+    # shellcheck disable=SC2046
+    kill -CONT $(pg_pids) 2>/dev/null || true
+    FROZEN=0
+}
+
 cleanup() {
+    [ "$FROZEN" = 0 ] || pg_thaw
     stop_all
     if [ -d "$T/pg" ]; then
         "$ROOT/dev/pg.sh" stop "$T/pg" >/dev/null 2>&1 || true

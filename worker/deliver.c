@@ -43,8 +43,6 @@
 #include "lanestore.h"
 #include "log.h"
 
-#define REFILL_BATCH 256 /* parked deliveries one lane loads at a time */
-
 /* ---- jobs and lanes --------------------------------------------------- */
 
 static void free_job(dl_job *j)
@@ -213,7 +211,8 @@ wk_lane *wk_dl_lane_new(wk_deliver *d, const char *endpoint_id,
     }
     if (old) { /* replaced by a fresh load: the old one is stale */
         old->detached = true;
-        wk_drain_cancel(&d->budget, old);
+        wk_dl_drain_stop(d, old);
+        wk_dl_lane_drop_held(d, old);
         wk_dl_lane_unref(d, old);
     }
     return l;
@@ -231,7 +230,7 @@ static void lane_op_done(void *opaque, void *arg)
 {
     wk_lane *l = opaque;
     wk_deliver *d = arg;
-    l->unflushed--;
+    wk_dl_lane_flushed(d, l);
     wk_dl_lane_unref(d, l);
 }
 
@@ -241,6 +240,7 @@ void wk_dl_lane_write(wk_deliver *d, wk_lane *l, wk_lane_op *op, dl_job *j)
     op->endpoint_id = l->endpoint_id;
     op->partition = l->partition;
     op->epoch = l->epoch;
+    l->writes++;
     int rc = j ? wk_recorder_add_lane(d->ctx->recorder, op, wk_dl_recorded, j, d)
                : wk_recorder_add_lane(d->ctx->recorder, op, lane_op_done, l,
                                       d);
@@ -321,21 +321,12 @@ void wk_dl_unblock(wk_deliver *d, wk_lane *l)
 
 /* ---- draining ----------------------------------------------------------- */
 
-typedef struct {
-    wk_deliver *d;
-    wk_lane *l;
-} refill_ctx;
-
-/* One parked row loaded by refill(): queued in its lane as a job, which
- * holds one unit of the drain budget. A row that is not a Delivery is
- * queued all the same, to be dead-lettered in its turn (wk_dl_pump). */
-static void load_parked(void *opaque, int64_t position,
-                        const char *delivery_id, const void *delivery,
-                        size_t len)
+/* A row that is not a Delivery is queued all the same, to be
+ * dead-lettered in its turn (wk_dl_pump). */
+void wk_dl_load_parked(wk_deliver *d, wk_lane *l, int64_t position,
+                       const char *delivery_id, const void *delivery,
+                       size_t len)
 {
-    refill_ctx *rc = opaque;
-    wk_deliver *d = rc->d;
-    wk_lane *l = rc->l;
     l->drained_pos = position;
     dl_job *j = calloc(1, sizeof(*j));
     if (!j) {
@@ -371,59 +362,6 @@ static void load_parked(void *opaque, int64_t position,
     enqueue(l, j);
 }
 
-/* Loads the next parked deliveries of a DRAINING lane into its queue, as
- * many as the drain budget grants, or reopens the lane when none is left.
- * WH_AGAIN: Postgres is unavailable, try later. WH_DECLINED: the budget is
- * spent; the lane is woken when it gets its share. */
-static int refill(wk_deliver *d, wk_lane *l)
-{
-    char err[WH_ERRLEN];
-    if (l->unflushed > 0) {
-        /* what this lane parked or unparked must be visible first */
-        if (wk_recorder_sync(d->ctx->recorder, err, sizeof(err)) != WH_OK) {
-            WH_WARN("lane %s waits for Postgres: %s", l->endpoint_id, err);
-            return WH_AGAIN;
-        }
-    }
-    size_t n = wk_drain_take(&d->budget, l, REFILL_BATCH);
-    if (n == 0) {
-        WH_DEBUG("lane of endpoint %s waits for the drain budget (%zu "
-                 "parked deliveries loaded)", l->endpoint_id,
-                 d->budget.used);
-        return WH_DECLINED;
-    }
-    refill_ctx rc = {d, l};
-    int rows = 0;
-    int q = wk_lanestore_parked(d->ctx->db, l->endpoint_id, l->drained_pos,
-                                n, load_parked, &rc, &rows, err,
-                                sizeof(err));
-    assert(rows >= 0 && (size_t)rows <= n);
-    wk_drain_give(&d->budget, n - (size_t)rows); /* what was not loaded */
-    if (q != WH_OK)
-        goto again;
-    if (rows > 0)
-        return WH_OK;
-    /* Nothing more parked: reopen, unless something was parked meanwhile
-     * (then drain again from the start). */
-    bool more;
-    if (wk_lanestore_reopen(d->ctx->db, l->endpoint_id,
-                            d->ctx->s->deliveries_topic, l->partition,
-                            l->epoch, &more, err, sizeof(err)) != WH_OK)
-        goto again;
-    if (more) {
-        if (l->drained_pos < 0)
-            return WH_AGAIN; /* parked between the two queries: soon */
-        wk_lane_redrain(l);
-        return WH_OK;
-    }
-    wk_lane_reopen(l);
-    WH_DEBUG("lane of endpoint %s is open again", l->endpoint_id);
-    return WH_OK;
-again:
-    WH_WARN("draining the lane of endpoint %s: %s", l->endpoint_id, err);
-    return WH_AGAIN;
-}
-
 /* Starts what the lane may start now. */
 void wk_dl_pump(wk_deliver *d, wk_lane *l)
 {
@@ -433,18 +371,11 @@ void wk_dl_pump(wk_deliver *d, wk_lane *l)
         if (step == WK_LANE_IDLE)
             return;
         if (step == WK_LANE_REFILL) {
-            int rc = refill(d, l);
-            if (rc == WH_AGAIN) {
+            /* WH_DECLINED: the refill's completion, the recorder or the
+             * drain budget wakes the lane */
+            if (wk_dl_refill(d, l) == WH_AGAIN)
                 wk_dl_wake(d, l, wh_mono_us() + 1000 * 1000);
-                return;
-            }
-            if (rc == WH_DECLINED)
-                return; /* the drain budget wakes it */
-            if (!l->qhead && l->state == WK_LANE_DRAINING) {
-                wk_dl_wake(d, l, 0);
-                return;
-            }
-            continue;
+            return;
         }
         dl_job *head = DL_JOB_OF(l->qhead);
         if (head->undecodable) {
@@ -483,21 +414,6 @@ void wk_dl_pump(wk_deliver *d, wk_lane *l)
 
 /* ---- arrivals ----------------------------------------------------------- */
 
-/* Whether delivery dv already ended (succeeded, or failed for good). On
- * error it is assumed not to have ended: a duplicate is allowed, a loss
- * is not. */
-static bool delivery_ended(wk_deliver *d, const wh_delivery *dv)
-{
-    char err[WH_ERRLEN];
-    bool ended = false;
-    if (wk_lanestore_delivery_ended(d->ctx->db, dv->delivery_id, &ended, err,
-                                    sizeof(err)) != WH_OK) {
-        WH_WARN("cannot check delivery %s: %s", dv->delivery_id, err);
-        return false;
-    }
-    return ended;
-}
-
 static void ignore_stale(wk_deliver *d, dl_job *j, const char *why)
 {
     const wh_delivery *dv = wh_codec_delivery(j->dm);
@@ -507,17 +423,121 @@ static void ignore_stale(wk_deliver *d, dl_job *j, const char *why)
     wk_dl_job_done(d, j);
 }
 
-/* Routes a decoded message of a loaded partition into its lane. */
-void wk_dl_dispatch(wk_deliver *d, dl_job *j)
+/* Into the lane's queue, or parked behind what it holds in Postgres. */
+static void place(wk_deliver *d, wk_lane *l, dl_job *j)
+{
+    if (wk_lane_admit(l, (size_t)d->ctx->s->lane_queue_max) ==
+        WK_LANE_TO_PARK) {
+        park(d, l, j);
+        return;
+    }
+    enqueue(l, j);
+    wk_dl_pump(d, l);
+}
+
+/* Whether a retry that is not its lane's head already ended (succeeded,
+ * or failed for good) is asked on the query executor. Meanwhile the lane
+ * holds every later arrival, in order, so nothing overtakes the retry. */
+typedef struct {
+    wk_deliver *d;
+    wk_lane *l; /* valid while the job is not cancelled */
+    char delivery_id[WH_ID_MAX + 1];
+    bool ended;
+} check_job;
+
+/* Executor thread. */
+static int check_run(wh_db *db, void *arg, char *err, size_t errlen)
+{
+    check_job *cj = arg;
+    return wk_lanestore_delivery_ended(db, cj->delivery_id, &cj->ended, err,
+                                       errlen);
+}
+
+static void admit(wk_deliver *d, wk_lane *l, dl_job *j);
+
+/* Admits what the lane held behind its check, until another check
+ * starts. */
+static void release_held(wk_deliver *d, wk_lane *l)
+{
+    while (l->hold_head && !l->check_job) {
+        wk_lane_entry *e = l->hold_head;
+        l->hold_head = e->next;
+        if (!l->hold_head)
+            l->hold_tail = NULL;
+        e->next = NULL;
+        admit(d, l, DL_JOB_OF(e));
+    }
+}
+
+static void check_done(void *arg, int rc, const char *err)
+{
+    check_job *cj = arg;
+    wk_deliver *d = cj->d;
+    wk_lane *l = cj->l;
+    assert(!l->detached && l->checking); /* a detach cancels the job */
+    dl_job *j = DL_JOB_OF(l->checking);
+    l->check_job = 0;
+    l->checking = NULL;
+    if (rc != WH_OK) {
+        /* a duplicate is allowed, a loss is not */
+        WH_WARN("cannot check delivery %s (sending it): %s",
+                cj->delivery_id, err);
+        place(d, l, j);
+    } else if (cj->ended) {
+        ignore_stale(d, j, "the delivery already ended");
+    } else {
+        place(d, l, j);
+    }
+    release_held(d, l);
+}
+
+/* Asks whether j's delivery ended; j waits in l->checking. */
+static void check(wk_deliver *d, wk_lane *l, dl_job *j)
+{
+    check_job *cj = calloc(1, sizeof(*cj));
+    if (cj) {
+        cj->d = d;
+        cj->l = l;
+        wh_strlcpy(cj->delivery_id, wh_codec_delivery(j->dm)->delivery_id,
+                   sizeof(cj->delivery_id));
+    }
+    wk_dbq_job job = {.name = "delivery check", .run = check_run,
+                      .done = check_done, .release = free, .arg = cj};
+    if (!cj || wk_dbq_submit(d->ctx->dbq, &job, &l->check_job) != WH_OK) {
+        free(cj);
+        l->check_job = 0;
+        WH_WARN("cannot check delivery %s (the query executor is full): "
+                "sending it", wh_codec_delivery(j->dm)->delivery_id);
+        place(d, l, j);
+        return;
+    }
+    l->checking = &j->link;
+}
+
+void wk_dl_lane_drop_held(wk_deliver *d, wk_lane *l)
+{
+    wk_dl_reread_cancel(d, l);
+    if (l->check_job) {
+        wk_dbq_cancel(d->ctx->dbq, l->check_job);
+        l->check_job = 0;
+    }
+    if (l->checking) {
+        dl_job *j = DL_JOB_OF(l->checking);
+        l->checking = NULL;
+        wk_dl_job_done(d, j);
+    }
+    while (l->hold_head) {
+        wk_lane_entry *e = l->hold_head;
+        l->hold_head = e->next;
+        wk_dl_job_done(d, DL_JOB_OF(e));
+    }
+    l->hold_tail = NULL;
+}
+
+/* Puts j, a delivery of l's endpoint, where it goes now. */
+static void admit(wk_deliver *d, wk_lane *l, dl_job *j)
 {
     const wh_delivery *dv = wh_codec_delivery(j->dm);
-    wk_lane *l = wh_map_get(d->lanes, dv->endpoint_id);
-    if (!l)
-        l = wk_dl_lane_new(d, dv->endpoint_id, j->partition,
-                     wk_parts_epoch(&d->parts, j->partition));
-    j->lane = l;
-    l->refs++;
-    bool ordered = wk_dl_ordered(d, l);
     if (dv->kind == WH_DELIVERY_RETRY) {
         switch (wk_lane_admit_retry(l, dv->delivery_id, dv->attempt)) {
         case WK_LANE_RETRY_OTHER_ATTEMPT:
@@ -533,18 +553,34 @@ void wk_dl_dispatch(wk_deliver *d, dl_job *j)
         case WK_LANE_RETRY_NOT_HEAD:
             break;
         }
-        if ((ordered || l->state != WK_LANE_OPEN) && delivery_ended(d, dv)) {
-            ignore_stale(d, j, "the delivery already ended");
+        if (wk_dl_ordered(d, l) || l->state != WK_LANE_OPEN) {
+            check(d, l, j);
             return;
         }
     }
-    if (wk_lane_admit(l, (size_t)d->ctx->s->lane_queue_max) ==
-        WK_LANE_TO_PARK) {
-        park(d, l, j);
+    place(d, l, j);
+}
+
+/* Routes a decoded message of a loaded partition into its lane. */
+void wk_dl_dispatch(wk_deliver *d, dl_job *j)
+{
+    const wh_delivery *dv = wh_codec_delivery(j->dm);
+    wk_lane *l = wh_map_get(d->lanes, dv->endpoint_id);
+    if (!l)
+        l = wk_dl_lane_new(d, dv->endpoint_id, j->partition,
+                     wk_parts_epoch(&d->parts, j->partition));
+    j->lane = l;
+    l->refs++;
+    if (l->check_job) { /* behind the retry being checked, in order */
+        j->link.next = NULL;
+        if (l->hold_tail)
+            l->hold_tail->next = &j->link;
+        else
+            l->hold_head = &j->link;
+        l->hold_tail = &j->link;
         return;
     }
-    enqueue(l, j);
-    wk_dl_pump(d, l);
+    admit(d, l, j);
 }
 
 /* ---- stage interface ---------------------------------------------------- */
@@ -559,7 +595,7 @@ int wk_deliver_new(wk_ctx *ctx, wk_deliver **out, char *err, size_t errlen)
     if (!d)
         return wh_errf(err, errlen, "out of memory");
     d->ctx = ctx;
-    wk_drain_budget_init(&d->budget, (size_t)ctx->s->drain_max, REFILL_BATCH,
+    wk_drain_budget_init(&d->budget, (size_t)ctx->s->drain_max, WK_DRAIN_BATCH,
                          budget_wake, d);
     d->tracker = wk_tracker_new(release);
     d->lanes = wh_map_new();
@@ -608,6 +644,12 @@ void wk_deliver_destroy(wk_deliver *d)
     wh_kafka_consumer_destroy(d->consumer);
     for (wk_lane *l = d->all_lanes, *next; l; l = next) {
         next = l->anext;
+        if (l->refill_job)
+            wk_dbq_cancel(d->ctx->dbq, l->refill_job);
+        if (l->check_job)
+            wk_dbq_cancel(d->ctx->dbq, l->check_job);
+        if (l->reread_job)
+            wk_dbq_cancel(d->ctx->dbq, l->reread_job);
         free(l);
     }
     wh_map_destroy(d->lanes);

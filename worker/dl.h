@@ -3,7 +3,8 @@
  * (arrivals, lanes, drains and the stage's interface), outcome.c (starting
  * an attempt, what its outcome implies, dead letters) and rebalance.c
  * (taking and revoking partitions). Nothing else includes it. Main thread
- * only.
+ * only. drain.c (refilling draining lanes from webhooks.parked) is part
+ * of the stage too.
  *
  * Job states: QUEUED -> SENDING -> [DEAD_LETTERING] -> RECORDING -> DONE,
  * or PARKING -> DONE. A job's lane slot is released when its response
@@ -58,6 +59,7 @@ typedef struct dl_job {
     bool holds_slot; /* counted in its lane's in_flight */
     bool undecodable;
     bool budgeted;   /* loaded from webhooks.parked: a unit of the budget */
+    bool reread;     /* its endpoint was read again before it started */
     /* an unreadable parked row (undecodable, no km): its delivery_id and
      * bytes, for its dead letter and its removal */
     char *parked_id;
@@ -121,8 +123,34 @@ void wk_dl_wake(wk_deliver *d, wk_lane *l, int64_t due_us);
 /* A fresh OPEN lane for endpoint_id in the map (replacing a stale one). */
 wk_lane *wk_dl_lane_new(wk_deliver *d, const char *endpoint_id,
                         int32_t partition, int64_t epoch);
-/* Routes a decoded message of a loaded partition into its lane. */
+/* Routes a decoded message of a loaded partition into its lane. A retry
+ * that is not its lane's head is checked on the query executor first
+ * (did its delivery end?), and the lane holds later arrivals meanwhile. */
 void wk_dl_dispatch(wk_deliver *d, dl_job *j);
+/* l goes away: its check is cancelled and the jobs it holds are done. */
+void wk_dl_lane_drop_held(wk_deliver *d, wk_lane *l);
+
+/* A parked row a refill loaded (drain.c): queued in l as a job holding one
+ * unit of the drain budget; l's drained position moves to it. */
+void wk_dl_load_parked(wk_deliver *d, wk_lane *l, int64_t position,
+                       const char *delivery_id, const void *delivery,
+                       size_t len);
+
+/* ---- drain.c ------------------------------------------------------------ */
+
+#define WK_DRAIN_BATCH 256 /* parked deliveries one lane loads at a time */
+
+/* For a DRAINING lane that is empty and idle: queues the load of its next
+ * parked deliveries (or its reopen) on the query executor. WH_DECLINED:
+ * the lane is woken when there is something to do (the load finished, its
+ * buffered writes are durable, the drain budget granted it a share);
+ * WH_AGAIN: try again in a second. Never waits for Postgres. */
+int wk_dl_refill(wk_deliver *d, wk_lane *l);
+/* l goes away (detached): its refill is cancelled and the drain budget it
+ * held or waited for is given back. */
+void wk_dl_drain_stop(wk_deliver *d, wk_lane *l);
+/* One of l's buffered lane writes is durable (or dropped). */
+void wk_dl_lane_flushed(wk_deliver *d, wk_lane *l);
 
 /* ---- rebalance.c -------------------------------------------------------- */
 
@@ -141,6 +169,9 @@ void wk_dl_start(wk_deliver *d, dl_job *j);
  * it the final attempt is recorded, or an undecodable message is done. */
 void wk_dl_dead_letter(wk_deliver *d, dl_job *j, wh_dead_reason reason,
                        const char *detail);
+/* l goes away: the endpoint re-read its head retry waits for is
+ * cancelled, and that job is done. */
+void wk_dl_reread_cancel(wk_deliver *d, wk_lane *l);
 /* Recorder callback: the row written for job `opaque` is durable. */
 void wk_dl_recorded(void *opaque, void *arg);
 

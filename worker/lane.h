@@ -52,6 +52,15 @@ typedef struct wk_lane {
     wh_breaker breaker;
     /* kept by the delivery stage */
     int unflushed;            /* lane writes still in the recorder */
+    uint32_t writes;          /* lane writes buffered, ever (drain.c) */
+    bool flush_wait;          /* a refill waits for unflushed to be 0 */
+    uint64_t refill_job;      /* the refill on the query executor, 0: none */
+    size_t refill_units;      /* drain budget it holds */
+    uint64_t check_job;       /* a retry's "did it end" query, 0: none */
+    wk_lane_entry *checking;  /* ... that retry (its link) */
+    wk_lane_entry *hold_head, *hold_tail; /* arrivals behind the check */
+    uint64_t reread_job;      /* the endpoint re-read a head waits for */
+    wk_lane_entry *rereading; /* ... that head (its link) */
     int refs;                 /* the map, jobs, buffered writes, wake list */
     bool detached;            /* partition revoked: nothing more starts */
     bool waking;

@@ -147,9 +147,10 @@ static const wh_opt opts[] = {
      "debug, info, warn or error"},
     {"loop-db-timeout", "WORKER_LOOP_DB_TIMEOUT", WH_OPT_DURATION, "1s", 100,
      60000, offsetof(settings, loop_db_timeout_ms),
-     "statement timeout of the lane and partition queries the event loop "
-     "still runs itself; a Postgres that does not answer holds the loop at "
-     "most this and half of it again"},
+     "how long a revoke waits for the recorder to make finished attempts "
+     "durable before the partitions move (what is not is delivered again "
+     "by the next owner); also the statement timeout of the loop's own "
+     "connection"},
     {"db-probe-interval", "WORKER_DB_PROBE_INTERVAL", WH_OPT_DURATION, "2s",
      100, 600000, offsetof(settings, probe_interval_ms),
      "how often a SELECT 1 checks that Postgres answers (/readyz, "
@@ -765,6 +766,7 @@ int main(int argc, char **argv)
         goto out;
     }
     /* from now on the loop waits on ctx.db only this long */
+    ctx.loop_wait_ms = cfg.loop_db_timeout_ms;
     if (wh_db_set_timeout(ctx.db, cfg.loop_db_timeout_ms, err, sizeof(err)) !=
         WH_OK) {
         WH_ERROR("%s", err);
@@ -845,7 +847,7 @@ out:
     reports_off = true; /* the stages are gone */
     wh_kafka_producer_destroy(ctx.producer);
     wh_http_destroy(ctx.http);
-    wk_recorder_destroy(ctx.recorder);
+    wk_recorder_destroy(ctx.recorder, wk_stop_left_ms(&ctx));
     wk_dbq_destroy(dbq, 1000); /* before what its completions touch */
     wk_cache_destroy(ctx.cache);
     wh_db_close(ctx.listen_db);

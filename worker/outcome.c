@@ -21,7 +21,7 @@ void wk_dl_recorded(void *opaque, void *arg)
     wk_deliver *d = arg;
     dl_job *j = opaque;
     if (j->state == JOB_PARKING)
-        j->lane->unflushed--;
+        wk_dl_lane_flushed(d, j->lane);
     wk_dl_slot_free(d, j);
     wk_dl_job_done(d, j);
 }
@@ -166,22 +166,93 @@ static void after_failure(wk_deliver *d, dl_job *j, const wh_endpoint *ep)
     wk_dl_dead_letter(d, j, next.reason, next.detail);
 }
 
+/* The retry that `endpoint enable` (or a repaired row) released can
+ * arrive before the change notification: a head retry of an endpoint the
+ * cache has as disabled or unreadable re-reads the endpoint on the query
+ * executor first, and starts once it is read (the lane waits for it
+ * anyway). */
+typedef struct {
+    wk_deliver *d;
+    wk_lane *l; /* valid while the job is not cancelled */
+    char id[WH_ENDPOINT_ID_MAX];
+    wh_db_result *r;
+} reread_job;
+
+/* Executor thread. */
+static int reread_run(wh_db *db, void *arg, char *err, size_t errlen)
+{
+    reread_job *rj = arg;
+    return wh_endpoints_query(db, rj->id, &rj->r, err, errlen);
+}
+
+static void reread_release(void *arg)
+{
+    reread_job *rj = arg;
+    wh_db_result_free(rj->r);
+    free(rj);
+}
+
+static void reread_done(void *arg, int rc, const char *err)
+{
+    reread_job *rj = arg;
+    wk_lane *l = rj->l;
+    assert(!l->detached && l->rereading); /* a detach cancels the job */
+    dl_job *j = DL_JOB_OF(l->rereading);
+    l->reread_job = 0;
+    l->rereading = NULL;
+    char e[WH_ERRLEN];
+    if (rc != WH_OK)
+        WH_WARN("cannot re-read endpoint %s: %s", rj->id, err);
+    else if (wk_cache_apply_refresh(rj->d->ctx->cache, rj->id, rj->r, e,
+                                    sizeof(e)) != WH_OK)
+        WH_WARN("cannot re-read endpoint %s: %s", rj->id, e);
+    else
+        wk_cache_release_held(rj->d->ctx->cache);
+    wk_dl_start(rj->d, j);
+}
+
+/* Queues the re-read of j's endpoint; false when it cannot be queued. */
+static bool reread(wk_deliver *d, dl_job *j, const char *endpoint_id)
+{
+    reread_job *rj = calloc(1, sizeof(*rj));
+    if (!rj)
+        return false;
+    rj->d = d;
+    rj->l = j->lane;
+    wh_strlcpy(rj->id, endpoint_id, sizeof(rj->id));
+    wk_dbq_job job = {.name = "endpoint re-read", .run = reread_run,
+                      .done = reread_done, .release = reread_release,
+                      .arg = rj};
+    if (wk_dbq_submit(d->ctx->dbq, &job, &j->lane->reread_job) != WH_OK) {
+        free(rj);
+        j->lane->reread_job = 0;
+        return false;
+    }
+    j->reread = true;
+    j->lane->rereading = &j->link;
+    return true;
+}
+
+void wk_dl_reread_cancel(wk_deliver *d, wk_lane *l)
+{
+    if (!l->reread_job)
+        return;
+    wk_dbq_cancel(d->ctx->dbq, l->reread_job);
+    l->reread_job = 0;
+    dl_job *j = DL_JOB_OF(l->rereading);
+    l->rereading = NULL;
+    wk_dl_job_done(d, j);
+}
+
 /* Starts j's attempt (it takes a slot of its lane), or records why it
  * cannot be made. */
 void wk_dl_start(wk_deliver *d, dl_job *j)
 {
     const wh_delivery *dv = wh_codec_delivery(j->dm);
     const wh_endpoint *ep = wk_cache_get(d->ctx->cache, dv->endpoint_id);
-    if (ep && (ep->disabled || ep->unreadable) && j->head) {
-        /* The retry that `endpoint enable` (or a repaired row) released
-         * can arrive before the change notification: read the endpoint
-         * again before parking. */
-        char err[WH_ERRLEN];
-        if (wk_cache_refresh(d->ctx->cache, dv->endpoint_id, err,
-                             sizeof(err)) != WH_OK)
-            WH_WARN("cannot re-read endpoint %s: %s", dv->endpoint_id, err);
-        ep = wk_cache_get(d->ctx->cache, dv->endpoint_id);
-    }
+    if (ep && (ep->disabled || ep->unreadable) && j->head && !j->reread &&
+        reread(d, j, dv->endpoint_id))
+        return; /* reread_done starts it */
     j->attempted_at_us = wh_wall_us();
     j->holds_slot = true;
     wk_lane_slot_take(j->lane);

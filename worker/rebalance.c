@@ -173,7 +173,8 @@ static void detach(wk_deliver *d, wk_lane *l)
 {
     wk_lane_entry *e;
     l->detached = true;
-    wk_drain_cancel(&d->budget, l);
+    wk_dl_drain_stop(d, l);
+    wk_dl_lane_drop_held(d, l);
     while ((e = wk_lane_pop(l)) != NULL)
         wk_dl_job_done(d, DL_JOB_OF(e));
     WH_IGNORE(wh_map_del(d->lanes, l->endpoint_id));
@@ -187,9 +188,17 @@ void wk_dl_rebalance(void *opaque, int assigned, const int32_t *parts,
     char err[512];
     if (!assigned) {
         /* Make finished attempts durable so their offsets can be
-         * committed before the partitions move. */
-        if (wk_recorder_sync(d->ctx->recorder, err, sizeof(err)) != WH_OK)
-            WH_WARN("%s", err);
+         * committed before the partitions move, waiting no longer than the
+         * loop waits for Postgres: what is not durable by then is
+         * delivered again by the next owner (a duplicate, never a loss). */
+        int64_t wait_ms = d->ctx->loop_wait_ms;
+        if (d->ctx->stopping && wk_stop_left_ms(d->ctx) < wait_ms)
+            wait_ms = wk_stop_left_ms(d->ctx);
+        if (wk_recorder_sync(d->ctx->recorder, wait_ms, err, sizeof(err)) !=
+            WH_OK)
+            WH_WARN("revoking partitions of %s before every finished "
+                    "attempt is recorded (they are delivered again by the "
+                    "next owner): %s", d->ctx->s->deliveries_topic, err);
     }
     for (size_t i = 0; i < n; i++) {
         int32_t pid = parts[i];

@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -140,7 +141,11 @@ wk_recorder *wk_recorder_new(wk_ctx *ctx)
     r->fill = &r->b[0];
     r->handed = &r->b[1];
     pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cv, &ca);
+    pthread_condattr_destroy(&ca);
     atomic_init(&r->done, false);
     r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     size_t blob_max = blob_row_max(ctx);
@@ -148,18 +153,29 @@ wk_recorder *wk_recorder_new(wk_ctx *ctx)
         batch_init(&r->b[1], r->cap, blob_max) != WH_OK ||
         wk_rows_init(&r->minimal, 1, WK_ROWS_ATTEMPT_MAX, blob_max) !=
             WH_OK) {
-        wk_recorder_destroy(r);
+        wk_recorder_destroy(r, 0);
         return NULL;
     }
     if (pthread_create(&r->thread, NULL, writer, r) != 0) {
-        wk_recorder_destroy(r);
+        wk_recorder_destroy(r, 0);
         return NULL;
     }
     r->started = true;
     return r;
 }
 
-void wk_recorder_destroy(wk_recorder *r)
+/* The absolute CLOCK_MONOTONIC time ms from now, for r->cv. */
+static struct timespec cv_deadline(int64_t ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    int64_t ns = t.tv_nsec + (ms % 1000) * 1000000;
+    t.tv_sec += (time_t)(ms / 1000 + ns / 1000000000);
+    t.tv_nsec = (long)(ns % 1000000000);
+    return t;
+}
+
+void wk_recorder_destroy(wk_recorder *r, int64_t grace_ms)
 {
     if (!r)
         return;
@@ -167,6 +183,17 @@ void wk_recorder_destroy(wk_recorder *r)
         pthread_mutex_lock(&r->mu);
         r->quit = true;
         pthread_cond_broadcast(&r->cv);
+        struct timespec until = cv_deadline(grace_ms);
+        while (r->submitted &&
+               pthread_cond_timedwait(&r->cv, &r->mu, &until) == 0)
+            ;
+        if (r->submitted && r->db) {
+            /* a Postgres that does not answer: its rows stay unwritten and
+             * their messages are consumed again by the next owner */
+            WH_WARN("recorder: a write is still running after %lld ms; "
+                    "interrupting its connection", (long long)grace_ms);
+            wh_db_interrupt(r->db);
+        }
         pthread_mutex_unlock(&r->mu);
         pthread_join(r->thread, NULL);
     }
@@ -427,10 +454,17 @@ static int write_tx(wk_recorder *r, const wk_rows *w, size_t lo, size_t hi,
                     char *state, char *e, size_t elen)
 {
     state[0] = '\0';
-    if (!r->db ? wh_db_connect(r->ctx->s->database_url, &r->db, e, elen)
-               : !wh_db_alive(r->db) &&
-                     wh_db_reconnect(r->db, e, elen) != WH_OK)
+    if (!r->db) {
+        wh_db *db;
+        if (wh_db_connect(r->ctx->s->database_url, &db, e, elen) != WH_OK)
+            return TX_TRANSIENT;
+        pthread_mutex_lock(&r->mu); /* destroy may interrupt it */
+        r->db = db;
+        pthread_mutex_unlock(&r->mu);
+    } else if (!wh_db_alive(r->db) &&
+               wh_db_reconnect(r->db, e, elen) != WH_OK) {
         return TX_TRANSIENT;
+    }
     wh_db *db = r->db;
     size_t nevents = span_rows(w, WK_T_EVENTS, lo, hi),
            nattempts = span_rows(w, WK_T_ATTEMPTS, lo, hi),
@@ -595,15 +629,20 @@ static void submit(wk_recorder *r)
 }
 
 /* Settles a handed batch the thread finished: runs its waiters when it
- * committed, or schedules another try. With wait, first waits for the
+ * committed, or schedules another try. First waits up to wait_ms for the
  * thread. Returns WH_AGAIN while the batch is still being written. */
-static int collect(wk_recorder *r, bool wait, char *err, size_t errlen)
+static int collect(wk_recorder *r, int64_t wait_ms, char *err,
+                   size_t errlen)
 {
     if (r->state != HANDED_RUNNING)
         return WH_OK;
     pthread_mutex_lock(&r->mu);
-    while (wait && !atomic_load(&r->done))
-        pthread_cond_wait(&r->cv, &r->mu);
+    if (wait_ms > 0) {
+        struct timespec until = cv_deadline(wait_ms);
+        while (!atomic_load(&r->done) &&
+               pthread_cond_timedwait(&r->cv, &r->mu, &until) == 0)
+            ;
+    }
     bool done = atomic_load(&r->done);
     int rc = r->result;
     char e[WH_ERRLEN];
@@ -654,7 +693,7 @@ int wk_recorder_flush(wk_recorder *r, char *err, size_t errlen)
 {
     if (r->in_callbacks)
         return WH_OK; /* the caller's loop comes back */
-    int rc = collect(r, false, err, errlen);
+    int rc = collect(r, 0, err, errlen);
     if (rc == WH_ERR)
         return WH_ERR;
     if (r->state == HANDED_RUNNING)
@@ -670,12 +709,20 @@ int wk_recorder_flush(wk_recorder *r, char *err, size_t errlen)
     return WH_OK;
 }
 
-int wk_recorder_sync(wk_recorder *r, char *err, size_t errlen)
+int wk_recorder_sync(wk_recorder *r, int64_t timeout_ms, char *err,
+                     size_t errlen)
 {
     if (r->in_callbacks)
         return wh_errf(err, errlen, "the recorder is running callbacks");
+    int64_t until_us = wh_mono_us() + timeout_ms * 1000;
     for (;;) {
-        if (collect(r, true, err, errlen) != WH_OK)
+        int64_t left_ms = (until_us - wh_mono_us() + 999) / 1000;
+        int rc = collect(r, left_ms > 0 ? left_ms : 0, err, errlen);
+        if (rc == WH_AGAIN)
+            return wh_errf(err, errlen, "Postgres did not commit the "
+                           "recorder's rows within %lld ms",
+                           (long long)timeout_ms);
+        if (rc != WH_OK)
             return WH_ERR;
         if (r->state == HANDED_FAILED) {
             if (r->retry_at_us > wh_mono_us())

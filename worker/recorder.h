@@ -23,7 +23,11 @@ typedef struct wk_recorder wk_recorder;
 typedef void wk_recorded_fn(void *opaque, void *arg);
 
 wk_recorder *wk_recorder_new(wk_ctx *ctx);
-void wk_recorder_destroy(wk_recorder *r);
+/* Stops the thread and frees r. A write still running gets grace_ms to
+ * finish; then its connection is interrupted (wh_db_interrupt), so this
+ * returns within about grace_ms even when Postgres hangs. Rows not
+ * committed are given up (their offsets were not stored). */
+void wk_recorder_destroy(wk_recorder *r, int64_t grace_ms);
 /* Buffer the row (copied), encoded by rows.c: text sanitized and cut to
  * its bound, numbers clamped (counted in rows_clamped and logged). WH_ERR
  * (logged) only when the recorder is full (it holds everything in flight,
@@ -54,10 +58,12 @@ int64_t wk_recorder_due_ms(const wk_recorder *r);
  * write keeps the batch, reconnects, and is tried again after a backoff:
  * WH_ERR reports the failure (once), WH_AGAIN while backing off. */
 int wk_recorder_flush(wk_recorder *r, char *err, size_t errlen) WH_MUST_CHECK;
-/* Blocks until every row added so far is durable and its waiter ran.
- * WH_ERR when a write failed or is backing off after a failure (the rows
- * stay buffered), or when called from a waiter. */
-int wk_recorder_sync(wk_recorder *r, char *err, size_t errlen) WH_MUST_CHECK;
+/* Blocks until every row added so far is durable and its waiter ran, for
+ * at most about timeout_ms. WH_ERR when that did not happen in time, when
+ * a write failed or is backing off after a failure (the rows stay
+ * buffered and are written later), or when called from a waiter. */
+int wk_recorder_sync(wk_recorder *r, int64_t timeout_ms, char *err,
+                     size_t errlen) WH_MUST_CHECK;
 /* Readable when the thread finished a batch: call wk_recorder_flush. */
 int wk_recorder_fd(const wk_recorder *r);
 /* Rows buffered or being written. */

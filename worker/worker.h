@@ -71,7 +71,9 @@ typedef struct wk_ctx {
     const wk_settings *s;
     char worker_id[128];
     wh_secretbox sb;
-    wh_db *db;                   /* lane and partition loads on the loop */
+    wh_db *db;                   /* the loop's own connection (loopdb.h) */
+    int64_t loop_wait_ms;        /* longest the loop waits for Postgres
+                                    (WORKER_LOOP_DB_TIMEOUT) */
     wh_db *listen_db;            /* LISTEN webhooks_endpoints */
     struct wk_dbq *dbq;          /* query executor (dbq.h): maintenance,
                                     endpoint reads, disables, the probe */

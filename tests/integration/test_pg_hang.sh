@@ -20,27 +20,6 @@
 ENDPOINTS=8
 RATE=20 # events per second while the producer runs
 
-# the postmaster first (so it forks no new backend), then its children
-pg_pids() {
-    local pm
-    pm=$(head -1 "$T/pg/data/postmaster.pid" 2>/dev/null) || return 0
-    [ -n "$pm" ] || return 0
-    echo "$pm"
-    pgrep -P "$pm" || true
-}
-FROZEN=0
-pg_freeze() {
-    # shellcheck disable=SC2046 # one pid per word
-    kill -STOP $(pg_pids)
-    FROZEN=1
-}
-pg_thaw() {
-    # shellcheck disable=SC2046
-    kill -CONT $(pg_pids) 2>/dev/null || true
-    FROZEN=0
-}
-# never leave the server stopped, whatever happens
-trap '[ "$FROZEN" = 0 ] || pg_thaw; cleanup' EXIT
 
 stack_up 8
 secret=$(new_secret)

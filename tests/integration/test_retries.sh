@@ -11,7 +11,10 @@
 #   resumed by enable (events published while disabled are not fanned out
 #   to it);
 # - a garbage message on the events topic lands in webhook.dead with its
-#   reason while the events after it are delivered.
+#   reason while the events after it are delivered;
+# - a retry sent again for a delivery that already succeeded (its retry row
+#   put back) is ignored after the worker asked Postgres, and the event
+#   published after it is delivered.
 . "$(dirname "$0")/../lib.sh"
 
 stack_up 4
@@ -21,6 +24,7 @@ start_receiver down --secret "$secret" --status 500
 start_receiver gone --secret "$secret" --status 410
 start_receiver bad --secret "$secret" --status 400
 start_receiver ok --secret "$secret" --fail-first 1
+start_receiver again --secret "$secret" --fail-first 1
 ep() { # ep NAME TYPE SCHEDULE
     "$BIN/webhookctl" endpoint add --app r --events "$2" --secret "$secret" \
         --url "http://127.0.0.1:$(cat "$T/$1.port")/$1" --retry-schedule "$3"
@@ -30,6 +34,7 @@ down=$(ep down t.down 200ms,400ms)
 gone=$(ep gone t.gone 1s)
 bad=$(ep bad t.bad 1s)
 ok_ep=$(ep ok t.ok 10s) # first retry 5-10 s later: time to disable it
+again_ep=$(ep again t.again 4s) # time to copy the retry row
 
 start_worker w1
 "$BIN/webhook-scheduler" >"$T/scheduler.log" 2>&1 &
@@ -118,4 +123,35 @@ check "the event after the garbage is delivered" wait_for 20 after
 garbage_dead() { kcat -b "$KAFKA_BROKERS" -C -t webhook.dead -o beginning -e -q 2>/dev/null |
     grep -a -q "not a valid protobuf webhook.v1.Event nor a JSON envelope"; }
 check "the garbage is in webhook.dead with its reason" wait_for 20 garbage_dead
+
+# a stale retry: the retry row of a delivery that succeeded, put back
+publish t.again a1
+retry_row() {
+    [ "$(sql "SELECT count(*) FROM webhooks.retries WHERE endpoint_id = '$again_ep'")" -eq 1 ]
+}
+check "the first attempt to the again endpoint failed and its retry is scheduled" \
+    wait_for 20 retry_row
+sql "CREATE TABLE public.stale_retry AS SELECT * FROM webhooks.retries
+     WHERE endpoint_id = '$again_ep'" >/dev/null
+check "the retry succeeds" wait_for 20 got_at_least again 2
+no_retry() {
+    [ "$(sql "SELECT count(*) FROM webhooks.retries WHERE endpoint_id = '$again_ep'")" -eq 0 ]
+}
+check "no retry row is left" wait_for 20 no_retry
+a1_delivery=$(sql "SELECT delivery_id FROM public.stale_retry")
+sql "INSERT INTO webhooks.retries SELECT * FROM public.stale_retry" >/dev/null
+sql "UPDATE webhooks.retries SET due_at = now() WHERE endpoint_id = '$again_ep'" >/dev/null
+publish t.again a2
+ignored() {
+    grep -q "ignoring retry 2 of delivery $a1_delivery to $again_ep: the delivery already ended" "$T/w1.log"
+}
+check "the stale retry is ignored: the delivery already ended" wait_for 30 ignored
+bodies() { python3 -c '
+import base64, json, sys
+for l in open(sys.argv[1]):
+    print(base64.b64decode(json.loads(l)["body_b64"]).decode())' "$T/again.jsonl"; }
+a2_received() { bodies | grep -q '"n":"a2"'; }
+check "the event after it is delivered" wait_for 30 a2_received
+check "the stale retry sent nothing: a1 had 2 requests" \
+    test "$(bodies | grep -c '"n":"a1"')" -eq 2
 finish

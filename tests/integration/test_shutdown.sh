@@ -9,6 +9,9 @@
 #   (d) with a fan-out message waiting for a produce retry (the broker
 #       refuses every Produce),
 #   (c) with Postgres stopped,
+#   (f) with Postgres frozen (SIGSTOP) while deliveries are being recorded
+#       and a lane drains (nothing Postgres does not answer may hold the
+#       stop: the recorder's write and the query executor are interrupted),
 #   (b) with the broker gone.
 . "$(dirname "$0")/../lib.sh"
 
@@ -144,6 +147,37 @@ publish t.fast c-fast
 stop_timed wc
 stopped_in_time "(c) Postgres stopped" wc
 "$ROOT/dev/pg.sh" start "$T/pg" >/dev/null
+
+# (f) Postgres frozen: deliveries keep arriving, so the recorder's thread
+# waits in a write and the revoke would wait for it
+start_worker wf WORKER_METRICS_LISTEN=127.0.0.1:0
+check "(f) the worker joins its groups" wait_for 30 assigned wf
+publish t.fast f-fast-0
+check "(f) it delivers" wait_for 30 fast_at_least 3
+pg_freeze
+for i in 1 2 3 4 5; do publish t.fast "f-fast-$i"; done
+check "(f) it delivers while Postgres is frozen" wait_for 30 fast_at_least 8
+pending() {
+    local v
+    v=$(metric wf webhook_worker_recorder_pending_rows)
+    [ "${v:-0}" -ge 1 ]
+}
+check "(f) the recorder holds rows it cannot write" wait_for 10 pending
+stop_timed wf
+pg_thaw
+stopped_in_time "(f) Postgres frozen" wf
+check "(f) it gave the unwritten rows up" \
+    grep -q "rows not written to Postgres" "$T/wf.log"
+start_worker wf2
+check "(f) the next worker joins its groups" wait_for 30 assigned wf2
+recorded_f() {
+    [ "$(sql "SELECT count(DISTINCT event_id) FROM webhooks.attempts
+              WHERE event_id LIKE 'f-fast-%' AND outcome = 'succeeded'")" -ge 6 ]
+}
+check "(f) the next worker records every delivery (redelivered)" \
+    wait_for 60 recorded_f
+stop_timed wf2
+stopped_in_time "(f) the next worker" wf2
 
 # (b) the broker gone
 start_worker wb
