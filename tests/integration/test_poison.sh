@@ -11,7 +11,9 @@
 # rows batched with them commit. Then an event whose id is 128 backslashes, with a
 # 128-byte app and a 256-byte type: the worker does not crash, the
 # delivery is made and recorded with the exact ids, and the worker still
-# works after a restart.
+# works after a restart. Last, a Delivery on the deliveries topic whose
+# attempt number (3,000,000,000) is beyond the attempts column: it is sent,
+# recorded with the attempt clamped (logged), and what follows is recorded.
 . "$(dirname "$0")/../lib.sh"
 
 N=${POISON_EVENTS:-30}
@@ -233,4 +235,39 @@ check "and recorded" \
     wait_for 30 attempts_are clean $((2 * N + 2 * K + 2))
 check "the long-id delivery was not made twice" long_recorded
 check "the restarted worker is still running" kill -0 "${WORKER_PID[w2]}"
+
+# a Delivery whose attempt number does not fit the attempts column
+clean_ep=$(sql "SELECT id FROM webhooks.endpoints WHERE app = 'clean' ORDER BY id LIMIT 1")
+python3 - "$clean_ep" "$T/huge_attempt.pb" <<'PY'
+import sys
+def varint(n):
+    out = b""
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out += bytes([b | (0x80 if n else 0)])
+        if not n:
+            return out
+def field(num, wire, data):
+    key = varint(num << 3 | wire)
+    return key + (varint(data) if wire == 0 else varint(len(data)) + data)
+event = (field(1, 2, b"evhuge_1") + field(2, 2, b"clean") + field(3, 2, b"t.x")
+         + field(5, 2, b'{"huge":true}'))
+delivery = (field(1, 2, b"dlv_huge_attempt") + field(2, 2, sys.argv[1].encode())
+            + field(3, 0, 3000000000) + field(4, 2, event) + field(9, 0, 2))
+open(sys.argv[2], "wb").write(delivery)
+PY
+kcat -b "$KAFKA_BROKERS" -P -t webhook.deliveries -k "$clean_ep" "$T/huge_attempt.pb"
+huge_recorded() {
+    [ "$(sql "SELECT attempt FROM webhooks.attempts WHERE delivery_id = 'dlv_huge_attempt'")" = 2147483647 ]
+}
+check "an attempt number beyond the column is recorded clamped to 2147483647" \
+    wait_for 30 huge_recorded
+check "the clamp is logged with its delivery" \
+    grep -q "recording attempt .* of delivery dlv_huge_attempt: a value out of its column's range was clamped or cut" "$T/w2.log"
+check "the metric counts it" \
+    test "$(metric w2 webhook_worker_recorder_rows_clamped_total)" -ge 1
+before=$(received recv)
+"$BIN/webhook-produce" --quiet --app clean --type t.x --id evc_after_huge --payload '{}'
+check "an event after it is delivered" wait_for 30 got_at_least recv $((before + 2))
+check "and recorded" wait_for 30 attempts_are clean $((2 * N + 2 * K + 5))
 finish
