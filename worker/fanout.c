@@ -203,9 +203,12 @@ static void event_recorded(void *opaque, void *arg)
     unref(arg, opaque);
 }
 
+/* m's dead letter is durable: in Kafka, or (outcome WK_DEAD_GIVEN_UP)
+ * given up and stored in webhooks.unsent_dead_letters, the only record of
+ * an undecodable event. Either way the event is done. */
 static void dead_done(wk_dead *d, void *owner, int outcome)
 {
-    (void)outcome; /* the sender logged a fallback */
+    (void)outcome; /* the sender logged a fallback or a give-up */
     fo_msg *m = (fo_msg *)((char *)d - offsetof(fo_msg, dead));
     unref(owner, m);
 }

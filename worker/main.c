@@ -36,6 +36,7 @@ typedef struct {
     int64_t loop_db_timeout_ms;   /* the loop's own connection (ctx->db) */
     int64_t probe_interval_ms, probe_timeout_ms;
     int64_t ready_stall_ms;
+    int64_t dead_letter_give_up_ms; /* the dead-letter sender's bound */
 } settings;
 
 #define S(f) offsetof(settings, wk.f)
@@ -128,6 +129,11 @@ static const wh_opt opts[] = {
      365LL * 86400000, S(disable_after_ms),
      "disable an endpoint whose every attempt failed for this long (0: "
      "never)"},
+    {"dead-letter-give-up", "WORKER_DEAD_LETTER_GIVE_UP", WH_OPT_DURATION,
+     "1h", 0, 30LL * 86400000, offsetof(settings, dead_letter_give_up_ms),
+     "a dead letter Kafka has not taken after this long is stored in "
+     "webhooks.unsent_dead_letters instead and its message goes on (0: "
+     "never give up)"},
     {"shutdown-timeout", "WORKER_SHUTDOWN_TIMEOUT", WH_OPT_DURATION, "20s", 0,
      600000, S(shutdown_timeout_ms),
      "on SIGTERM, how long in-flight attempts may finish"},
@@ -572,9 +578,10 @@ static int metrics_register(wk_ctx *ctx, char *err, size_t errlen)
                        produced, &produced_failed, err, errlen) != WH_OK)
         return WH_ERR;
     const char *dead = "Dead letters by what became of them: produced "
-                       "(acknowledged), retried (sent again after a failure "
-                       "or a full queue, with backoff), fell_back (sent "
-                       "without bodies because of their size).";
+                       "(acknowledged), retried (sent again, with backoff), "
+                       "fell_back (sent without bodies), given_up (stored "
+                       "in webhooks.unsent_dead_letters instead), "
+                       "store_failed (that insert failed, tried again).";
     if (wh_metrics_add(metrics, WH_METRIC_COUNTER,
                        "webhook_worker_dead_letters_total", "result=produced",
                        dead, &dead_stats.produced, err, errlen) != WH_OK ||
@@ -585,6 +592,14 @@ static int metrics_register(wk_ctx *ctx, char *err, size_t errlen)
                        "webhook_worker_dead_letters_total",
                        "result=fell_back", dead, &dead_stats.fell_back, err,
                        errlen) != WH_OK ||
+        wh_metrics_add(metrics, WH_METRIC_COUNTER,
+                       "webhook_worker_dead_letters_total",
+                       "result=given_up", dead, &dead_stats.given_up, err,
+                       errlen) != WH_OK ||
+        wh_metrics_add(metrics, WH_METRIC_COUNTER,
+                       "webhook_worker_dead_letters_total",
+                       "result=store_failed", dead, &dead_stats.store_failed,
+                       err, errlen) != WH_OK ||
         wh_metrics_add(metrics, WH_METRIC_GAUGE,
                        "webhook_worker_dead_letters_waiting", NULL,
                        "Dead letters waiting out a backoff before they are "
@@ -798,8 +813,11 @@ int main(int argc, char **argv)
         rc = 2;
         goto out;
     }
-    if (!(ctx.dead = wk_deadletter_new(ctx.producer, s.dead_topic,
-                                       (size_t)message_max))) {
+    wk_deadletter_conf dc = {.producer = ctx.producer, .dbq = dbq,
+                             .topic = s.dead_topic,
+                             .message_max = (size_t)message_max,
+                             .give_up_ms = cfg.dead_letter_give_up_ms};
+    if (!(ctx.dead = wk_deadletter_new(&dc))) {
         WH_ERROR("out of memory");
         goto out;
     }

@@ -325,15 +325,19 @@ void wk_deliver_http_done(wh_http_req *req, void *opaque)
 
 /* ---- dead letters ------------------------------------------------------- */
 
-/* j's dead letter is in Kafka: its final attempt is recorded, or an
- * undecodable message is done. */
+/* j's dead letter is durable: in Kafka, or (outcome WK_DEAD_GIVEN_UP)
+ * given up and stored in webhooks.unsent_dead_letters. Either way its
+ * final attempt is recorded next, so the delivery stays in the history
+ * (`webhookctl dead-letters list/replay` read it there); an undecodable
+ * message or parked row, which has no history, is done: its bytes are
+ * in that row. */
 static void dead_done(wk_dead *dd, void *owner, int outcome)
 {
     wk_deliver *d = owner;
     dl_job *j = (dl_job *)((char *)dd - offsetof(dl_job, dead));
-    (void)outcome; /* a fallback without bodies was logged by the sender */
+    (void)outcome; /* the sender logged a fallback or a give-up */
     if (j->undecodable && j->parked_row) {
-        /* the dead letter is in Kafka: the row goes, then the lane goes
+        /* the dead letter is durable: the row goes, then the lane goes
          * on (wk_dl_recorded frees its slot) */
         wk_lane_op op = {.op = WK_LANE_UNPARK, .delivery_id = j->parked_id};
         j->state = JOB_RECORDING;
