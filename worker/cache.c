@@ -3,13 +3,16 @@
  * for the delivery stage and by app for the fan-out. Loading is a query
  * (wh_endpoints_query) and an apply that decrypts and indexes the rows;
  * a row that cannot be read is kept quarantined, logged by id and counted,
- * and released (its held deliveries made due) once a later apply reads it.
- * Main thread only.
+ * and released (its held deliveries made due) once a later apply reads it;
+ * the release's queries run on the query executor (dbq.h). Main thread,
+ * except release_run on the executor's thread.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cache.h"
+#include "dbq.h"
 #include "log.h"
 #include "pattern.h"
 #include "worker.h"
@@ -29,8 +32,14 @@ typedef struct {
 struct wk_cache {
     wk_ctx *ctx;
     index_t ix;
-    wh_map *held;       /* ids to release with wh_endpoints_resume (the
-                           values are unused) */
+    /* Endpoints whose held deliveries are to be released with
+     * wh_endpoints_resume: id -> the mark (a value of mark_seq, never 0,
+     * cast to a pointer) given when it was last noted. */
+    wh_map *held;
+    uintptr_t mark_seq;
+    /* The release job: at most one on the executor; a release asked for
+     * while it runs starts when it is done. */
+    bool releasing, release_again;
 };
 
 static void app_remove(index_t *ix, const wh_endpoint *ep)
@@ -97,7 +106,7 @@ static int install(wk_cache *c, index_t *ix, wh_endpoint *ep,
         WH_INFO("endpoint %s is readable again: releasing the deliveries "
                 "held while it was quarantined", ep->id);
         if (!ep->disabled &&
-            wh_map_put(c->held, ep->id, c, NULL) != WH_OK)
+            wh_map_put(c->held, ep->id, (void *)++c->mark_seq, NULL) != WH_OK)
             WH_ERROR("out of memory noting endpoint %s's held deliveries; "
                      "`webhookctl endpoint enable %s` releases them",
                      ep->id, ep->id);
@@ -193,43 +202,127 @@ int wk_cache_apply_refresh(wk_cache *c, const char *id,
     return WH_OK;
 }
 
+/* ---- releasing held deliveries ------------------------------------------
+ *
+ * A release is a job on the query executor, so that the loop never waits
+ * for Postgres for it: wk_cache_release_held copies the held ids with
+ * their marks, release_run resumes each on the executor's thread, and
+ * release_done (main thread) forgets exactly the ids whose resume
+ * succeeded and that were not noted again since the copy. The resume makes due whatever was
+ * held when it ran; an id noted again after the copy (its row went
+ * unreadable and readable again while the job was queued or running) may
+ * have had deliveries held after that, so it stays and is released once
+ * more, by the run that follows at once. A failed resume stays too, tried
+ * again at the next refresh or reload. What is parked after the last
+ * resume (a parking the recorder commits late, the endpoint disabled and
+ * enabled again) is released by the next `endpoint enable` or `endpoint
+ * update --secret` (webhookctl resumes itself) or the next time an apply
+ * finds the row readable after quarantine. */
+
 typedef struct {
-    char (*ids)[WH_ENDPOINT_ID_MAX];
+    char id[WH_ENDPOINT_ID_MAX];
+    uintptr_t mark;     /* the held map's value when copied */
+    bool released;      /* release_run: the resume succeeded */
+} release_id;
+
+typedef struct {
+    wk_cache *c;
+    release_id *ids;
     size_t n, cap;
-} id_list;
+    bool ran;           /* release_run ran (the executor had a connection) */
+} release_job;
 
 static void collect(const char *id, void *value, void *opaque)
 {
-    (void)value;
-    id_list *l = opaque;
-    if (l->n < l->cap)
-        wh_strlcpy(l->ids[l->n++], id, sizeof(l->ids[0]));
+    release_job *j = opaque;
+    if (j->n < j->cap) {
+        wh_strlcpy(j->ids[j->n].id, id, sizeof(j->ids[0].id));
+        j->ids[j->n++].mark = (uintptr_t)value;
+    }
+}
+
+/* Executor thread: touches only the job's copy of the ids. */
+static int release_run(wh_db *db, void *arg, char *err, size_t errlen)
+{
+    release_job *j = arg;
+    size_t failed = 0;
+    j->ran = true;
+    for (size_t i = 0; i < j->n; i++) {
+        char e[WH_ERRLEN];
+        long released;
+        if (wh_endpoints_resume(db, j->ids[i].id, &released, e,
+                                sizeof(e)) != WH_OK) {
+            WH_WARN("endpoint %s: cannot release its held deliveries yet: "
+                    "%s", j->ids[i].id, e);
+            failed++;
+            continue;
+        }
+        j->ids[i].released = true;
+        WH_INFO("endpoint %s: %ld held deliveries released", j->ids[i].id,
+                released);
+    }
+    if (failed)
+        return wh_errf(err, errlen, "%zu of %zu endpoints not released",
+                       failed, j->n);
+    return WH_OK;
+}
+
+static void release_done(void *arg, int rc, const char *err)
+{
+    release_job *j = arg;
+    wk_cache *c = j->c;
+    bool noted_again = false;
+    if (rc != WH_OK && !j->ran) /* release_run logged each failed resume */
+        WH_WARN("cannot release held deliveries yet: %s; the next endpoint "
+                "refresh or reload tries again", err);
+    for (size_t i = 0; i < j->n; i++) {
+        uintptr_t mark = (uintptr_t)wh_map_get(c->held, j->ids[i].id);
+        if (mark != j->ids[i].mark)
+            noted_again |= mark != 0;
+        else if (j->ids[i].released)
+            wh_map_del(c->held, j->ids[i].id);
+    }
+    c->releasing = false;
+    if (c->release_again || noted_again) {
+        c->release_again = false;
+        wk_cache_release_held(c);
+    }
+}
+
+static void release_free(void *arg)
+{
+    release_job *j = arg;
+    free(j->ids);
+    free(j);
 }
 
 void wk_cache_release_held(wk_cache *c)
 {
     size_t n = wh_map_size(c->held);
-    if (n == 0)
+    if (n == 0 || !c->ctx->dbq)
         return;
-    /* the map must not change while it is walked: copy the ids first */
-    id_list l = {.ids = calloc(n, sizeof(*l.ids)), .cap = n};
-    if (!l.ids)
-        return; /* tried again at the next refresh or reload */
-    wh_map_each(c->held, collect, &l);
-    for (size_t i = 0; i < l.n; i++) {
-        char err[WH_ERRLEN];
-        long released;
-        if (wh_endpoints_resume(c->ctx->db, l.ids[i], &released, err,
-                                sizeof(err)) != WH_OK) {
-            WH_WARN("endpoint %s: cannot release its held deliveries yet: "
-                    "%s", l.ids[i], err);
-            continue;
-        }
-        WH_INFO("endpoint %s: %ld held deliveries released", l.ids[i],
-                released);
-        wh_map_del(c->held, l.ids[i]);
+    if (c->releasing) {
+        c->release_again = true;
+        return;
     }
-    free(l.ids);
+    release_job *j = calloc(1, sizeof(*j));
+    if (!j || !(j->ids = calloc(n, sizeof(*j->ids))))
+        goto fail;
+    j->c = c;
+    j->cap = n;
+    wh_map_each(c->held, collect, j);
+    wk_dbq_job job = {.name = "release held deliveries", .run = release_run,
+                      .done = release_done, .release = release_free,
+                      .arg = j};
+    if (wk_dbq_submit(c->ctx->dbq, &job, NULL) != WH_OK)
+        goto fail;
+    c->releasing = true;
+    return;
+fail:
+    WH_WARN("cannot queue the release of %zu endpoints' held deliveries "
+            "now; the next endpoint refresh or reload tries again", n);
+    if (j)
+        release_free(j);
 }
 
 int wk_cache_reload(wk_cache *c, char *err, size_t errlen)

@@ -23,13 +23,14 @@ typedef struct wk_cache wk_cache;
 int wk_cache_new(wk_ctx *ctx, wk_cache **out, char *err,
                  size_t errlen) WH_MUST_CHECK;
 void wk_cache_destroy(wk_cache *c);
-/* Re-reads one endpoint after a change notification (query, then
- * wk_cache_apply_refresh). WH_ERR when the query fails; the entry then
+/* Re-reads one endpoint after a change notification (query on ctx->db,
+ * bounded by its statement timeout, then wk_cache_apply_refresh and
+ * wk_cache_release_held). WH_ERR when the query fails; the entry then
  * stays as it was. */
 int wk_cache_refresh(wk_cache *c, const char *id, char *err,
                      size_t errlen) WH_MUST_CHECK;
-/* Re-reads all endpoints (query, then wk_cache_apply_reload). On WH_ERR
- * the old cache stays whole. */
+/* Re-reads all endpoints (query on ctx->db, then wk_cache_apply_reload
+ * and wk_cache_release_held). On WH_ERR the old cache stays whole. */
 int wk_cache_reload(wk_cache *c, char *err, size_t errlen) WH_MUST_CHECK;
 
 /* The apply halves of refresh and reload, for a caller that ran
@@ -43,8 +44,11 @@ int wk_cache_apply_reload(wk_cache *c, const wh_db_result *r, char *err,
                           size_t errlen) WH_MUST_CHECK;
 /* Endpoints an apply found readable again after being quarantined: their
  * held deliveries (parked at 'infinity' while unreadable) are released
- * with wh_endpoints_resume. Runs the queries on the cache's connection;
- * what fails is tried again at the next refresh or reload. */
+ * with wh_endpoints_resume, in a job on the query executor (ctx->dbq), so
+ * this never waits for Postgres. One such job at a time: asked for while
+ * one runs, another follows it. What fails is tried again at the next
+ * refresh or reload. The executor must be destroyed before the cache
+ * (its completion updates the cache). */
 void wk_cache_release_held(wk_cache *c);
 
 /* The endpoint, or NULL. Valid until the next refresh or reload: callers
