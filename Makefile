@@ -149,6 +149,8 @@ $(B)/bin/webhook-ordercheck: $(B)/obj/dev/ordercheck.o $(LIB_A)
 $(B)/tests/test_tracker: $(B)/obj/worker/tracker.o
 $(B)/tests/test_lane: $(B)/obj/worker/lane.o $(B)/obj/worker/parts.o
 $(B)/tests/test_rows: $(B)/obj/worker/rows.o
+# scheduler modules with unit tests of their own
+$(B)/tests/test_dbwatch: $(B)/obj/scheduler/dbwatch.o
 
 $(B)/tests/%: $(B)/obj/tests/unit/%.o $(LIB_A)
 	@mkdir -p $(dir $@)

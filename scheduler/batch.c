@@ -262,9 +262,11 @@ static int dead_letter(sc_ctx *ctx, sc_batch *b, int i, const char *why,
     rc = wh_db_query(b->db, attempt_sql, 8, p, &ar, e, sizeof(e));
     if (rc == WH_OK)
         wh_db_result_free(ar);
-    else
+    else {
+        b->res.db_failed = true;
         wh_errf(err, errlen, "recording the dead-lettered retry %s: %s",
                 wh_db_get(r, i, C_ID), e);
+    }
     wh_log_kv(WH_LOG_ERROR, "retry dead-lettered", "delivery_id",
               wh_db_get(r, i, C_ID), "endpoint_id",
               wh_db_get(r, i, C_ENDPOINT), "reason", detail, NULL);
@@ -318,8 +320,10 @@ static int find_next_due(sc_batch *b, char *err, size_t errlen)
     char e[WH_ERRLEN];
     wh_db_result *nr;
     if (wh_db_query(b->db, next_due_sql, 0, NULL, &nr, e, sizeof(e)) !=
-        WH_OK)
+        WH_OK) {
+        b->res.db_failed = true;
         return wh_errf(err, errlen, "finding the next due retry: %s", e);
+    }
     if (wh_db_rows(nr) > 0) {
         long long ms = strtoll(wh_db_get(nr, 0, 0), NULL, 10);
         if (ms < 0)
@@ -353,6 +357,7 @@ int sc_batch_begin(sc_ctx *ctx, sc_batch *b, char *err, size_t errlen)
      * else is written here. It saves a flush per batch. */
     if (wh_db_exec(b->db, "BEGIN; SET LOCAL synchronous_commit = off", e,
                    sizeof(e)) != WH_OK) {
+        b->res.db_failed = true;
         wh_errf(err, errlen, "BEGIN: %s", e);
         goto fail;
     }
@@ -361,6 +366,7 @@ int sc_batch_begin(sc_ctx *ctx, sc_batch *b, char *err, size_t errlen)
     const char *p1[] = {limit, max};
     if (wh_db_query_raw(b->db, claim_sql, 2, p1, &b->rows, e, sizeof(e)) !=
         WH_OK) {
+        b->res.db_failed = true;
         wh_errf(err, errlen, "claiming due retries: %s", e);
         goto fail;
     }
@@ -375,6 +381,7 @@ int sc_batch_begin(sc_ctx *ctx, sc_batch *b, char *err, size_t errlen)
         wh_db_result_free(b->rows);
         b->rows = NULL;
         if (wh_db_exec(b->db, "COMMIT", e, sizeof(e)) != WH_OK) {
+            b->res.db_failed = true;
             wh_errf(err, errlen, "COMMIT: %s", e);
             goto fail;
         }
@@ -416,6 +423,7 @@ int sc_batch_end(sc_ctx *ctx, sc_batch *b, char *err, size_t errlen)
     int64_t t_commit = wh_mono_us();
     b->res.kafka_ms = (t_commit - b->t_kafka) / 1000;
     if (wh_db_exec(b->db, "COMMIT", e, sizeof(e)) != WH_OK) {
+        b->res.db_failed = true;
         wh_errf(err, errlen, "COMMIT: %s", e);
         goto fail;
     }

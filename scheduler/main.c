@@ -5,7 +5,8 @@
  * webhooks_retries, the next due time or the poll interval, whichever
  * comes first), reconnects with backoff, the periodic summary, the
  * operations HTTP server (metrics, health and readiness, served while
- * waiting and between batches) and the graceful stop. One thread;
+ * waiting and between batches), readiness (whether Postgres answers the
+ * claim connection) and the graceful stop. One thread;
  * librdkafka's threads only wake it through the producer's pipe.
  */
 #include <errno.h>
@@ -35,6 +36,7 @@
 typedef struct {
     sc_settings sc;
     const char *metrics_listen;
+    int64_t probe_interval_ms, probe_timeout_ms;
     wh_db_opts db; /* bounds of every Postgres connection */
 } settings;
 
@@ -82,6 +84,16 @@ static const wh_opt opts[] = {
      offsetof(settings, metrics_listen),
      "HOST:PORT serving /metrics, /healthz and /readyz (port 0 picks one; "
      "unset: off)"},
+    {"db-probe-interval", "SCHEDULER_DB_PROBE_INTERVAL", WH_OPT_DURATION,
+     "2s", 100, 600000, offsetof(settings, probe_interval_ms),
+     "longest the scheduler goes without asking Postgres: when no claim "
+     "ran for this long (a longer poll interval, batches held back while "
+     "Kafka settles) it claims or sends SELECT 1 (/readyz)"},
+    {"db-probe-timeout", "SCHEDULER_DB_PROBE_TIMEOUT", WH_OPT_DURATION, "5s",
+     100, 600000, offsetof(settings, probe_timeout_ms),
+     "not ready while the last claim or probe took longer than this to "
+     "answer, failed, or none was answered for the probe interval plus "
+     "this"},
     {"log-format", "LOG_FORMAT", WH_OPT_STRING, "auto", 0, 0, S(log_format),
      "text, json, or auto (text on a terminal)"},
     {"log-level", "LOG_LEVEL", WH_OPT_STRING, "info", 0, 0, S(log_level),
@@ -151,6 +163,31 @@ static void summary_log(const sc_ctx *ctx, summary *sm, bool force)
     sm->total = keep;
 }
 
+/* /readyz: Postgres answers the claim connection (dbwatch.c). */
+static void update_ready(const sc_ctx *ctx)
+{
+    char why[WH_METRICS_REASON_MAX];
+    bool up = sc_dbwatch_up(ctx->batch[0].db, why, sizeof(why));
+    if (stop_requested)
+        wh_metrics_set_ready(metrics, false, "shutting down");
+    else
+        wh_metrics_set_ready(metrics, up, up ? NULL : why);
+}
+
+/* Postgres answered a round trip that took took_us. */
+static void db_answered(const sc_ctx *ctx, int64_t took_us)
+{
+    sc_dbwatch_answered(took_us);
+    update_ready(ctx);
+}
+
+/* A round trip failed: why says which and how. */
+static void db_failed(const sc_ctx *ctx, const char *why)
+{
+    sc_dbwatch_failed(why);
+    update_ready(ctx);
+}
+
 /* Reads every pending notification. Returns true when there was one.
  * Drops the LISTEN connection when it broke (the loop re-opens it). */
 static bool drain_notifications(sc_ctx *ctx)
@@ -180,7 +217,7 @@ static bool drain_notifications(sc_ctx *ctx)
  * claim. */
 static void check_db(sc_ctx *ctx)
 {
-    char payload[64], err[WH_ERRLEN];
+    char payload[64], err[WH_ERRLEN], why[WH_ERRLEN];
     wh_db *db = ctx->batch[0].db;
     int rc;
     while ((rc = wh_db_notification(db, payload, sizeof(payload), err,
@@ -189,16 +226,9 @@ static void check_db(sc_ctx *ctx)
     if (rc == WH_ERR) {
         WH_WARN("database connection lost: %s", err);
         wh_db_drop(db);
+        snprintf(why, sizeof(why), "connection lost: %.200s", err);
+        db_failed(ctx, why);
     }
-}
-
-/* /readyz: the claim connection to Postgres is up. */
-static void update_ready(const sc_ctx *ctx)
-{
-    if (ctx->batch[0].db && wh_db_alive(ctx->batch[0].db))
-        wh_metrics_set_ready(metrics, true, NULL);
-    else
-        wh_metrics_set_ready(metrics, false, "no database connection");
 }
 
 /* Sleeps until until_us (monotonic) or a stop request, serving delivery
@@ -235,6 +265,7 @@ static bool wait_until(sc_ctx *ctx, int64_t until_us, bool wake_early)
             usleep(10000);
             continue;
         }
+        update_ready(ctx); /* the last answer has aged */
         wh_metrics_serve(metrics);
         if (pfd[0].revents) {
             wh_kafka_fd_drain(pfd[0].fd);
@@ -242,7 +273,6 @@ static bool wait_until(sc_ctx *ctx, int64_t until_us, bool wake_early)
         }
         if (ds && pfd[ds].revents) {
             check_db(ctx);
-            update_ready(ctx);
             if (wake_early && !wh_db_alive(db))
                 return true;
         }
@@ -313,29 +343,54 @@ static void account(summary *sm, const sc_batch *b)
              res->commit_ms);
 }
 
-static void failed(summary *sm, const char *err)
+/* Counts a batch that was rolled back; a Postgres failure also makes the
+ * scheduler not ready until Postgres answers again. */
+static void failed(const sc_ctx *ctx, summary *sm, const sc_batch *b,
+                   const char *err)
 {
     sm->failed++;
     totals.failed++;
     WH_WARN("batch rolled back: %s", err);
+    if (b->res.db_failed)
+        db_failed(ctx, err);
+}
+
+/* sc_batch_begin on b, its outcome counted. */
+static int begin_batch(sc_ctx *ctx, summary *sm, sc_batch *b)
+{
+    char err[1024];
+    if (sc_batch_begin(ctx, b, err, sizeof(err)) != WH_OK) {
+        failed(ctx, sm, b, err);
+        return WH_ERR;
+    }
+    db_answered(ctx, b->res.claim_ms * 1000);
+    if (!b->open)
+        account(sm, b); /* nothing was due */
+    return WH_OK;
+}
+
+/* sc_batch_end on b, its outcome counted. */
+static int end_batch(sc_ctx *ctx, summary *sm, sc_batch *b)
+{
+    char err[1024];
+    if (sc_batch_end(ctx, b, err, sizeof(err)) != WH_OK) {
+        failed(ctx, sm, b, err);
+        return WH_ERR;
+    }
+    db_answered(ctx, b->res.commit_ms * 1000);
+    account(sm, b);
+    return WH_OK;
 }
 
 /* Ends every open batch, oldest first (the slot after `next` is the
  * oldest). Returns WH_ERR when one of them was rolled back. */
 static int end_open(sc_ctx *ctx, summary *sm, int64_t next)
 {
-    char err[1024];
     int rc = WH_OK;
     for (int64_t k = 1; k <= ctx->s->pipeline; k++) {
         sc_batch *b = &ctx->batch[(next + k) % ctx->s->pipeline];
-        if (!b->open)
-            continue;
-        if (sc_batch_end(ctx, b, err, sizeof(err)) != WH_OK) {
-            failed(sm, err);
+        if (b->open && end_batch(ctx, sm, b) != WH_OK)
             rc = WH_ERR;
-            continue;
-        }
-        account(sm, b);
     }
     return rc;
 }
@@ -372,11 +427,12 @@ static void run(sc_ctx *ctx)
             s->deliveries_topic);
     while (!stop_requested) {
         summary_log(ctx, &sm, false);
+        update_ready(ctx);
         wh_metrics_serve(metrics);
         bool reopen = ctx->batch[0].db && !wh_db_alive(ctx->batch[0].db);
         if (!any_open(ctx) && ensure_db(ctx, err, sizeof(err)) != WH_OK) {
             totals.connect_failed++;
-            update_ready(ctx);
+            db_failed(ctx, err);
             backoff_ms = next_backoff(backoff_ms);
             WH_WARN("%s (retrying in %" PRId64 " ms)", err, backoff_ms);
             wait_until(ctx, wh_mono_us() + backoff_ms * 1000, false);
@@ -408,6 +464,9 @@ static void run(sc_ctx *ctx)
                 WH_INFO("waiting for %d messages of a rolled-back batch "
                         "to settle before claiming more", left);
             settling = true;
+            /* no claim meanwhile: Postgres is asked anyway */
+            sc_dbwatch_probe(ctx->batch[0].db);
+            update_ready(ctx);
             wait_until(ctx, wh_mono_us() + 100 * 1000, false);
             continue;
         }
@@ -416,20 +475,10 @@ static void run(sc_ctx *ctx)
 
         sc_batch *b = &ctx->batch[next];
         int rc = WH_OK;
-        if (b->open) {
-            if (sc_batch_end(ctx, b, err, sizeof(err)) != WH_OK) {
-                failed(&sm, err);
-                rc = WH_ERR;
-            } else {
-                account(&sm, b);
-            }
-        }
-        if (rc == WH_OK && sc_batch_begin(ctx, b, err, sizeof(err)) != WH_OK) {
-            failed(&sm, err);
-            rc = WH_ERR;
-        }
-        if (rc == WH_OK && !b->open)
-            account(&sm, b); /* nothing was due */
+        if (b->open)
+            rc = end_batch(ctx, &sm, b);
+        if (rc == WH_OK)
+            rc = begin_batch(ctx, &sm, b);
         if (rc == WH_OK && b->res.claimed == (size_t)s->batch) {
             next = (next + 1) % s->pipeline; /* backlog: claim the next */
             backoff_ms = 0;
@@ -445,6 +494,9 @@ static void run(sc_ctx *ctx)
         }
         backoff_ms = 0;
         int64_t until = wh_mono_us() + s->poll_interval_ms * 1000;
+        /* the next claim is /readyz's next answer from Postgres */
+        if (sc_dbwatch_due_us() < until)
+            until = sc_dbwatch_due_us();
         if (b->res.next_due_us > 0 && b->res.next_due_us < until)
             until = b->res.next_due_us;
         if ((!ctx->listen_db || !wh_db_alive(ctx->listen_db)) &&
@@ -473,6 +525,30 @@ static double m_last_batch(void *o)
 static double m_late_acks(void *o)
 {
     return (double)((const sc_ctx *)o)->late_acks;
+}
+
+static double m_db_up(void *o)
+{
+    (void)o;
+    sc_dbwatch_stats st;
+    sc_dbwatch_counts(&st);
+    return st.up;
+}
+
+static double m_db_failures(void *o)
+{
+    (void)o;
+    sc_dbwatch_stats st;
+    sc_dbwatch_counts(&st);
+    return (double)st.failures;
+}
+
+static double m_db_seconds(void *o)
+{
+    (void)o;
+    sc_dbwatch_stats st;
+    sc_dbwatch_counts(&st);
+    return st.seconds;
 }
 
 static double m_producer_queue(void *o)
@@ -520,6 +596,17 @@ static int metrics_register(sc_ctx *ctx, char *err, size_t errlen)
         {WH_METRIC_COUNTER, "webhook_scheduler_late_acks_total", NULL,
          "Acknowledgements that arrived after their batch was rolled back "
          "(each one is produced again).", NULL, m_late_acks},
+        {WH_METRIC_GAUGE, "webhook_scheduler_database_up", NULL,
+         "1 while Postgres answers the claims and probes on the claim "
+         "connection (at least every SCHEDULER_DB_PROBE_INTERVAL) within "
+         "SCHEDULER_DB_PROBE_TIMEOUT.", NULL, m_db_up},
+        {WH_METRIC_GAUGE, "webhook_scheduler_database_probe_seconds", NULL,
+         "Round trip of the last claim or probe Postgres answered.", NULL,
+         m_db_seconds},
+        {WH_METRIC_COUNTER, "webhook_scheduler_database_failures_total", NULL,
+         "Claims, commits, probes and connects that failed on Postgres "
+         "(one that does not answer fails them after "
+         "DATABASE_STATEMENT_TIMEOUT and its grace).", NULL, m_db_failures},
         {WH_METRIC_GAUGE, "webhook_scheduler_kafka_producer_queue_messages",
          NULL, "Produced messages Kafka has not acknowledged yet.", NULL,
          m_producer_queue},
@@ -595,6 +682,9 @@ int main(int argc, char **argv)
         return 2;
     }
     wh_db_set_defaults(&cfg.db);
+    sc_dbwatch_conf wc = {.probe_interval_ms = cfg.probe_interval_ms,
+                          .probe_timeout_ms = cfg.probe_timeout_ms};
+    sc_dbwatch_init(&wc);
     if (s.scheduler_id && *s.scheduler_id) {
         if (wh_strlcpy(ctx.id, s.scheduler_id, sizeof(ctx.id)) != WH_OK) {
             fprintf(stderr, PROG ": SCHEDULER_ID is longer than %zu bytes\n",

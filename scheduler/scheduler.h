@@ -1,8 +1,9 @@
 /*
  * scheduler.h - what the parts of webhook-scheduler share: its settings,
  * the process context, and the batch that moves due retries from
- * webhooks.retries to the deliveries topic (batch.c). main.c owns the
- * loop, the waiting, reconnects and shutdown. Everything runs on the main
+ * webhooks.retries to the deliveries topic (batch.c), and whether
+ * Postgres answers (dbwatch.c). main.c owns the loop, the waiting,
+ * reconnects, readiness and shutdown. Everything runs on the main
  * thread; librdkafka's threads only wake it through the producer's pipe.
  */
 #ifndef SC_SCHEDULER_H
@@ -57,6 +58,7 @@ typedef struct {
                             only rows not yet due at the claim (a row that
                             became due since gives "now"); 0 when there is
                             none or the batch was full */
+    bool db_failed;     /* after WH_ERR: a Postgres call failed (not Kafka) */
 } sc_batch_result;
 
 /* One batch slot: a database connection and the transaction it holds
@@ -125,8 +127,9 @@ void sc_batch_cleanup(sc_ctx *ctx);
  * complete.
  *
  * Both return WH_ERR after rolling back (b->open false) when a query
- * failed (wh_db_alive(b->db) tells whether the connection survived) or
- * when Kafka refused or did not acknowledge a message; no row is deleted
+ * failed (b->res.db_failed set; wh_db_alive(b->db) tells whether the
+ * connection survived) or when Kafka refused or did not acknowledge a
+ * message; no row is deleted
  * then, and messages already produced will be produced again by a later
  * batch. Messages of an abandoned batch may still be in the producer's
  * queue afterwards (wh_kafka_producer_outq); the caller should let them
@@ -140,6 +143,41 @@ int sc_batch_end(sc_ctx *ctx, sc_batch *b, char *err,
 /* Delivery report callback for wh_kafka_producer_new (opaque: sc_ctx). */
 void sc_batch_on_report(void *opaque, void *msg_opaque, int ok,
                         const char *errstr);
+
+/*
+ * Whether Postgres answers (dbwatch.c), for /readyz and /metrics: the
+ * loop reports the outcome of every round trip on a claim connection (a
+ * claim, a commit, a connect) and, when it has not asked Postgres for
+ * probe_interval_ms, sends a probe.
+ */
+typedef struct {
+    int64_t probe_interval_ms;  /* SCHEDULER_DB_PROBE_INTERVAL */
+    int64_t probe_timeout_ms;   /* SCHEDULER_DB_PROBE_TIMEOUT */
+} sc_dbwatch_conf;
+
+void sc_dbwatch_init(const sc_dbwatch_conf *conf);
+/* Postgres answered a round trip that took took_us. */
+void sc_dbwatch_answered(int64_t took_us);
+/* A round trip failed; why (copied) says which and how. */
+void sc_dbwatch_failed(const char *why);
+/* Monotonic time (wh_mono_us) by which the loop should ask Postgres
+ * again: probe_interval_ms after the last round trip ended. */
+int64_t sc_dbwatch_due_us(void);
+/* SELECT 1 on db (connected, no transaction open) when that time has
+ * come; its outcome is reported like any round trip. */
+void sc_dbwatch_probe(wh_db *db);
+/* True while the last round trip was answered, within probe_timeout_ms,
+ * at most probe_interval_ms + probe_timeout_ms ago, and db is connected;
+ * else false with why (cap bytes) saying which, e.g. "database: claiming
+ * due retries: ...". Sets webhook_scheduler_database_up. */
+bool sc_dbwatch_up(wh_db *db, char *why, size_t cap);
+/* For /metrics. */
+typedef struct {
+    bool up;            /* as the last sc_dbwatch_up found */
+    int64_t failures;   /* round trips that failed, since start */
+    double seconds;     /* the last answer's round trip */
+} sc_dbwatch_stats;
+void sc_dbwatch_counts(sc_dbwatch_stats *st);
 
 
 #endif

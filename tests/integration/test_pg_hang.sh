@@ -14,7 +14,12 @@
 #    the hang, keeps serving /metrics and delivering its own partitions'
 #    endpoints meanwhile, and completes the takeover after the resume with
 #    nothing lost.
-# Prints the worst /metrics response time of each phase.
+# 3. The scheduler, Postgres frozen: its /readyz turns 503 within the
+#    bound its settings give (a claim waits for DATABASE_STATEMENT_TIMEOUT
+#    and its grace, then fails) and says why, webhook_scheduler_database_up
+#    drops to 0 and the failures are counted, /healthz keeps answering;
+#    after the resume it is ready again.
+# Prints the worst /metrics response time of phases 1 and 2.
 . "$(dirname "$0")/../lib.sh"
 
 ENDPOINTS=8
@@ -194,4 +199,46 @@ check "the survivor completes the takeover after the resume" wait_for 60 took
 check "every event reached every endpoint after the takeover" wait_for 120 all_delivered
 check "every delivery is recorded after the takeover" wait_for 60 recorded
 check "the survivor is ready" wait_for 30 ready "$A1"
+
+# ---- 3. the scheduler, Postgres frozen --------------------------------
+# a claim on the frozen server fails after 2 s + 1 s of grace; reconnects
+# then fail after 2 s each
+env SCHEDULER_METRICS_LISTEN=127.0.0.1:0 DATABASE_STATEMENT_TIMEOUT=2s \
+    DATABASE_CONNECT_TIMEOUT=2s SCHEDULER_DB_PROBE_TIMEOUT=1s \
+    "$BIN/webhook-scheduler" >"$T/s1.log" 2>&1 &
+PIDS+=($!)
+check "the scheduler serves its probes" wait_for 20 has_addr s1
+S1=$(addr s1)
+check "the scheduler is ready" wait_for 30 ready "$S1"
+check "webhook_scheduler_database_up is 1" \
+    test "$(value "$S1" webhook_scheduler_database_up)" = 1
+failures=$(value "$S1" webhook_scheduler_database_failures_total)
+pg_freeze
+frozen_at=$SECONDS
+log "Postgres frozen for the scheduler"
+check "the scheduler's /readyz turns not ready within 8 s of the freeze" \
+    wait_for 8 not_ready "$S1"
+reason=$(curl -s --max-time 10 "http://$S1/readyz")
+log "scheduler not ready after $((SECONDS - frozen_at)) s: $reason"
+check "its /readyz says Postgres does not answer" \
+    test "${reason#not ready: database: }" != "$reason"
+# every answer until 7 s into the hang (past a reconnect that timed out)
+stays_not_ready() {
+    while ((SECONDS - frozen_at < 7)); do
+        not_ready "$S1" || return 1
+        sleep 0.2 # sampling the hang, not waiting for a condition
+    done
+}
+check "it stays not ready while Postgres is frozen" stays_not_ready
+check "webhook_scheduler_database_up is 0 during the hang" \
+    test "$(value "$S1" webhook_scheduler_database_up)" = 0
+check "webhook_scheduler_database_failures_total counts the claim and a reconnect" \
+    test "$(value "$S1" webhook_scheduler_database_failures_total)" -ge $((failures + 2))
+check "the scheduler's /healthz answers during the hang" \
+    test "$(code "http://$S1/healthz")" = 200
+pg_thaw
+check "the scheduler's /readyz is ready again after the resume" \
+    wait_for 30 ready "$S1"
+check "webhook_scheduler_database_up is 1 again" \
+    test "$(value "$S1" webhook_scheduler_database_up)" = 1
 finish
