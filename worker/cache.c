@@ -337,18 +337,6 @@ int wk_cache_reload(wk_cache *c, char *err, size_t errlen)
     return rc;
 }
 
-int wk_cache_refresh(wk_cache *c, const char *id, char *err, size_t errlen)
-{
-    wh_db_result *r;
-    if (wh_endpoints_query(c->ctx->db, id, &r, err, errlen) != WH_OK)
-        return WH_ERR;
-    int rc = wk_cache_apply_refresh(c, id, r, err, errlen);
-    wh_db_result_free(r);
-    if (rc == WH_OK)
-        wk_cache_release_held(c);
-    return rc;
-}
-
 int wk_cache_new(wk_ctx *ctx, wk_cache **out, char *err, size_t errlen)
 {
     *out = NULL;

@@ -23,12 +23,6 @@ typedef struct wk_cache wk_cache;
 int wk_cache_new(wk_ctx *ctx, wk_cache **out, char *err,
                  size_t errlen) WH_MUST_CHECK;
 void wk_cache_destroy(wk_cache *c);
-/* Re-reads one endpoint after a change notification (query on ctx->db,
- * bounded by its statement timeout, then wk_cache_apply_refresh and
- * wk_cache_release_held). WH_ERR when the query fails; the entry then
- * stays as it was. */
-int wk_cache_refresh(wk_cache *c, const char *id, char *err,
-                     size_t errlen) WH_MUST_CHECK;
 /* Re-reads all endpoints (query on ctx->db, then wk_cache_apply_reload
  * and wk_cache_release_held). On WH_ERR the old cache stays whole. */
 int wk_cache_reload(wk_cache *c, char *err, size_t errlen) WH_MUST_CHECK;

@@ -71,7 +71,8 @@ typedef struct wk_ctx {
     const wk_settings *s;
     char worker_id[128];
     wh_secretbox sb;
-    wh_db *db;                   /* the loop's own connection (loopdb.h) */
+    wh_db *db;                   /* start-up reads (the endpoint cache);
+                                    no query runs on it from the loop */
     int64_t loop_wait_ms;        /* longest the loop waits for Postgres
                                     (WORKER_LOOP_DB_TIMEOUT) */
     wh_db *listen_db;            /* LISTEN webhooks_endpoints */
