@@ -376,11 +376,35 @@ void wh_kafka_consumer_pause_all(wh_kafka_consumer *c, int pause)
     rd_kafka_topic_partition_list_destroy(parts);
 }
 
+/* Whether any partition is still assigned to the consumer. */
+static bool consumer_assigned(rd_kafka_t *rk)
+{
+    rd_kafka_topic_partition_list_t *l = NULL;
+    if (rd_kafka_assignment(rk, &l) || !l)
+        return false;
+    bool any = l->cnt > 0;
+    rd_kafka_topic_partition_list_destroy(l);
+    return any;
+}
+
 void wh_kafka_consumer_close(wh_kafka_consumer *c, int timeout_ms)
 {
     if (!c || c->closed)
         return;
     c->closed = 1;
+    int64_t deadline = wh_mono_us() + (int64_t)timeout_ms * 1000;
+    /* Leave the group first and serve the final revoke through the usual
+     * poll: a rebalance served during rd_kafka_consumer_close_queue can
+     * hang for good in librdkafka before 2.4 (an incremental unassign
+     * that never returns). Messages polled meanwhile are dropped; their
+     * offsets were never stored. */
+    if (!rd_kafka_unsubscribe(c->rk)) {
+        while (consumer_assigned(c->rk) && wh_mono_us() < deadline) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 50);
+            if (m)
+                rd_kafka_message_destroy(m);
+        }
+    }
     rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
     rd_kafka_error_t *e = rd_kafka_consumer_close_queue(c->rk, q);
     if (e) {
@@ -389,7 +413,8 @@ void wh_kafka_consumer_close(wh_kafka_consumer *c, int timeout_ms)
         rd_kafka_error_destroy(e);
         c->unclean = 1;
     } else {
-        int64_t deadline = wh_mono_us() + (int64_t)timeout_ms * 1000;
+        if (deadline < wh_mono_us() + 100 * 1000)
+            deadline = wh_mono_us() + 100 * 1000; /* a chance to leave */
         while (!rd_kafka_consumer_closed(c->rk)) {
             if (wh_mono_us() >= deadline) {
                 WH_WARN("consumer of %s did not leave its group within %d "

@@ -197,6 +197,33 @@ static void on_signal(int sig)
     stop_requested = 1;
 }
 
+/* What the teardown may add to WORKER_SHUTDOWN_TIMEOUT before the
+ * watchdog ends the process: every wait of the teardown is bounded, this
+ * catches a library call that never returns (docs/operations.md). */
+#define STOP_WATCHDOG_S 15
+
+static void on_watchdog(int sig)
+{
+    (void)sig;
+    static const char msg[] = "webhook-worker: the shutdown overran "
+                              "WORKER_SHUTDOWN_TIMEOUT by 15 s; exiting "
+                              "(what was not committed is consumed again)\n";
+    if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0) {
+        /* nothing more can be done */
+    }
+    _exit(4);
+}
+
+/* Arms the watchdog for a stop that began now. */
+static void watchdog_arm(int64_t shutdown_timeout_ms)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_watchdog;
+    sigaction(SIGALRM, &sa, NULL);
+    alarm((unsigned)((shutdown_timeout_ms + 999) / 1000) + STOP_WATCHDOG_S);
+}
+
 static void on_report(void *opaque, void *msg_opaque, int ok,
                       const char *errstr)
 {
@@ -643,6 +670,7 @@ static int run(wk_ctx *ctx)
             wh_http_running(ctx->http),
             (long long)ctx->s->shutdown_timeout_ms);
     ctx->stop_deadline_us = wh_mono_us() + ctx->s->shutdown_timeout_ms * 1000;
+    watchdog_arm(ctx->s->shutdown_timeout_ms);
     while (wh_mono_us() < ctx->stop_deadline_us &&
            (wh_http_running(ctx->http) > 0 ||
             (ctx->fanout && wh_kafka_producer_outq(ctx->producer) > 0))) {
@@ -847,8 +875,10 @@ out:
      * while the stages that own it exist (they are read again by the next
      * owner); consumers then leave their groups, committing stored
      * offsets. */
-    if (!ctx.stop_deadline_us) /* start-up failed: no stop budget yet */
+    if (!ctx.stop_deadline_us) { /* start-up failed: no stop budget yet */
         ctx.stop_deadline_us = wh_mono_us() + s.shutdown_timeout_ms * 1000;
+        watchdog_arm(s.shutdown_timeout_ms);
+    }
     if (ctx.producer && wh_kafka_producer_outq(ctx.producer) > 0 &&
         wh_kafka_producer_flush(ctx.producer, wk_stop_left_ms(&ctx), err,
                                 sizeof(err)) != WH_OK) {

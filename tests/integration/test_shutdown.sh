@@ -108,9 +108,13 @@ check "(e) the joining worker gets events partitions while the first still drain
     kill -0 "${WORKER_PID[we1]}"
 check "(e) so the rebalance did not wait for the first worker's exit ($moved_ms ms)" \
     test "$moved_ms" -lt 19000
+(sleep 90 && kill -9 "${WORKER_PID[we1]}" 2>/dev/null) &
+watchdog=$!
 rc=0
 wait "${WORKER_PID[we1]}" || rc=$?
 we1_ms=$((($(date +%s%N) - t0) / 1000000))
+kill "$watchdog" 2>/dev/null || true
+wait "$watchdog" 2>/dev/null || true
 check "(e) the first worker exits 0" test "$rc" -eq 0
 check "(e) within 20 s + ${BOUND_S} s ($we1_ms ms)" test "$we1_ms" -le $(((20 + BOUND_S) * 1000))
 stop_timed we2
