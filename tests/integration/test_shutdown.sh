@@ -12,7 +12,10 @@
 #   (f) with Postgres frozen (SIGSTOP) while deliveries are being recorded
 #       and a lane drains (nothing Postgres does not answer may hold the
 #       stop: the recorder's write and the query executor are interrupted),
-#   (b) with the broker gone.
+#   (b) with the broker gone,
+#   (g) and when the teardown itself stalls (here the process is stopped
+#       with SIGSTOP mid-teardown), the watchdog armed at SIGTERM ends it
+#       with exit status 4 once the timeout plus 15 s have passed.
 . "$(dirname "$0")/../lib.sh"
 
 TIMEOUT_S=2
@@ -182,6 +185,34 @@ check "(f) the next worker records every delivery (redelivered)" \
     wait_for 60 recorded_f
 stop_timed wf2
 stopped_in_time "(f) the next worker" wf2
+
+# (g) a teardown that stalls: the watchdog ends it
+start_worker wg WORKER_METRICS_LISTEN=127.0.0.1:0
+check "(g) the worker joins its groups" wait_for 30 assigned wg
+publish t.slow g-slow
+check "(g) a request is in flight to the slow endpoint" \
+    wait_for 20 in_flight_at_least wg 1
+t0=$(date +%s%N)
+kill -TERM "${WORKER_PID[wg]}"
+check "(g) the worker starts its teardown" \
+    wait_for 10 grep -q "stopping: finishing" "$T/wg.log"
+kill -STOP "${WORKER_PID[wg]}"
+# SIGALRM (14) pending: the watchdog's alarm went off while it was stopped
+alarm_pending() {
+    local pnd
+    pnd=$(awk '/^ShdPnd:/ { print $2 }' "/proc/${WORKER_PID[wg]}/status")
+    (((16#$pnd >> 13) & 1))
+}
+check "(g) the watchdog's alarm goes off" wait_for $((TIMEOUT_S + 30)) alarm_pending
+kill -CONT "${WORKER_PID[wg]}"
+rc=0
+wait "${WORKER_PID[wg]}" || rc=$?
+g_ms=$((($(date +%s%N) - t0) / 1000000))
+log "wg: exit $rc after $g_ms ms"
+check "(g) the watchdog ends the worker with exit status 4" test "$rc" -eq 4
+check "(g) not before the timeout plus 15 s ($g_ms ms)" \
+    test "$g_ms" -ge $(((TIMEOUT_S + 15) * 1000 - 500))
+check "(g) and says why" grep -q "the shutdown overran WORKER_SHUTDOWN_TIMEOUT" "$T/wg.log"
 
 # (b) the broker gone
 start_worker wb
