@@ -614,6 +614,9 @@ void wh_metrics_request_parse(char *req, size_t len, wh_metrics_request *out)
 {
     char *line = req, *eol = memchr(line, '\n', len);
     assert(eol);
+    *out = (wh_metrics_request){.status = 400};
+    if (memchr(line, '\0', (size_t)(eol - line)))
+        return; /* a NUL would cut the line short for the checks below */
     *eol = '\0';
     if (eol > line && eol[-1] == '\r')
         eol[-1] = '\0';
@@ -624,7 +627,6 @@ void wh_metrics_request_parse(char *req, size_t len, wh_metrics_request *out)
         if (version)
             *version++ = '\0';
     }
-    *out = (wh_metrics_request){.status = 400};
     if (!target || !version || !*method || *target != '/' ||
         strchr(version, ' ') ||
         (strcmp(version, "HTTP/1.1") != 0 &&

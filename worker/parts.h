@@ -12,8 +12,10 @@
 #include <stdint.h>
 
 #include "lane.h"
+#include "tracker.h"
 
-#define WK_PARTS_MAX 1024 /* partitions of the deliveries topic supported */
+/* partitions of the deliveries topic supported: what the tracker tracks */
+#define WK_PARTS_MAX WK_TRACKER_PARTITIONS_MAX
 
 typedef struct {
     bool assigned;

@@ -17,8 +17,6 @@
 
 #include "worker.h"
 
-#define MAX_PARTS 1024
-
 struct wk_part {
     int32_t partition;
     bool revoked;
@@ -28,7 +26,7 @@ struct wk_part {
 };
 
 struct wk_tracker {
-    wk_part *parts[MAX_PARTS]; /* current assignment by partition number */
+    wk_part *parts[WK_TRACKER_PARTITIONS_MAX]; /* current assignment by partition number */
     LIST_HEAD(, wk_part) revoked; /* revoked partitions that hold items */
     void (*release)(wk_item *item);
     size_t pending;
@@ -60,7 +58,7 @@ void wk_tracker_destroy(wk_tracker *t)
 {
     if (!t)
         return;
-    for (int i = 0; i < MAX_PARTS; i++)
+    for (int i = 0; i < WK_TRACKER_PARTITIONS_MAX; i++)
         if (t->parts[i])
             free_part_items(t, t->parts[i]);
     while (!LIST_EMPTY(&t->revoked)) {
@@ -74,7 +72,7 @@ void wk_tracker_destroy(wk_tracker *t)
 
 void wk_tracker_assign(wk_tracker *t, int32_t partition)
 {
-    if (partition < 0 || partition >= MAX_PARTS || t->parts[partition])
+    if (partition < 0 || partition >= WK_TRACKER_PARTITIONS_MAX || t->parts[partition])
         return;
     wk_part *p = calloc(1, sizeof(*p));
     if (!p)
@@ -85,7 +83,7 @@ void wk_tracker_assign(wk_tracker *t, int32_t partition)
 
 void wk_tracker_revoke(wk_tracker *t, int32_t partition)
 {
-    if (partition < 0 || partition >= MAX_PARTS || !t->parts[partition])
+    if (partition < 0 || partition >= WK_TRACKER_PARTITIONS_MAX || !t->parts[partition])
         return;
     wk_part *p = t->parts[partition];
     t->parts[partition] = NULL;
@@ -100,7 +98,7 @@ void wk_tracker_revoke(wk_tracker *t, int32_t partition)
 int wk_tracker_add(wk_tracker *t, wk_item *item, int32_t partition,
                    int64_t offset)
 {
-    if (partition < 0 || partition >= MAX_PARTS || !t->parts[partition])
+    if (partition < 0 || partition >= WK_TRACKER_PARTITIONS_MAX || !t->parts[partition])
         return WH_DECLINED;
     wk_part *p = t->parts[partition];
     assert(!p->tail || p->tail->offset < offset);

@@ -14,6 +14,9 @@
 #include "kafka.h"
 #include "wh.h"
 
+/* Partitions of one topic a tracker (and so a stage) supports. */
+#define WK_TRACKER_PARTITIONS_MAX 1024
+
 typedef struct wk_tracker wk_tracker;
 typedef struct wk_part wk_part;
 typedef struct wk_item {

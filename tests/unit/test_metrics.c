@@ -478,6 +478,13 @@ static void test_http_errors(void)
         if (cases[i].status == 405)
             CHECK(strstr(resp, "\r\nAllow: GET, HEAD\r\n") != NULL);
     }
+    /* a NUL in the request line (after the version, in the target) */
+    static const char nul_version[] = "GET /metrics HTTP/1.1\0x\r\n\r\n";
+    static const char nul_target[] = "GET /metrics\0/x HTTP/1.1\r\n\r\n";
+    exchange(m, nul_version, sizeof(nul_version) - 1, resp, sizeof(resp));
+    CHECK_INT(status_of(resp), 400);
+    exchange(m, nul_target, sizeof(nul_target) - 1, resp, sizeof(resp));
+    CHECK_INT(status_of(resp), 400);
 
     /* a request in pieces */
     int fd = connect_to(m);
