@@ -26,6 +26,8 @@ struct wh_kafka_consumer {
     char *topic;
     wh_kafka_rebalance_fn *cb;
     void *opaque;
+    void (*on_eof)(void *opaque, int32_t partition, int64_t next_offset);
+    void *eof_opaque;
     int pipe[2];
     int closed;
     int unclean; /* close gave up: destroy must not try again */
@@ -249,6 +251,8 @@ int wh_kafka_consumer_new(const wh_kafka_conf *kc, const char *group,
     c->pipe[0] = c->pipe[1] = -1;
     c->cb = cb;
     c->opaque = opaque;
+    c->on_eof = kc->on_eof;
+    c->eof_opaque = kc->eof_opaque;
     rd_kafka_conf_t *conf = base_conf(kc, err, errlen);
     if (!conf)
         goto fail;
@@ -260,7 +264,8 @@ int wh_kafka_consumer_new(const wh_kafka_conf *kc, const char *group,
         conf_set(conf, "partition.assignment.strategy", "cooperative-sticky",
                  err, errlen) ||
         conf_set(conf, "fetch.wait.max.ms", "50", err, errlen) ||
-        conf_set(conf, "enable.partition.eof", "false", err, errlen) ||
+        conf_set(conf, "enable.partition.eof", kc->on_eof ? "true" : "false",
+                 err, errlen) ||
         conf_extra(conf, kc->extra, err, errlen)) {
         rd_kafka_conf_destroy(conf);
         goto fail;
@@ -323,7 +328,10 @@ wh_kmsg *wh_kafka_consumer_poll(wh_kafka_consumer *c, int timeout_ms)
             WH_ERROR("DATA LOSS: %s [%d]: offset reset: %s",
                      m->rkt ? rd_kafka_topic_name(m->rkt) : c->topic,
                      (int)m->partition, rd_kafka_message_errstr(m));
-        } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        } else if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            if (c->on_eof)
+                c->on_eof(c->eof_opaque, m->partition, m->offset);
+        } else {
             WH_WARN("consumer error on %s: %s", c->topic,
                     rd_kafka_message_errstr(m));
         }

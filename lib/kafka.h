@@ -30,6 +30,11 @@ typedef struct {
      * idempotence a message is never given up while a later one to the
      * same partition is delivered; sending waits out broker outages. */
     bool keep_order;
+    /* Consumer: called from wh_kafka_consumer_poll each time the consumer
+     * reached the end of a partition (every message before next_offset
+     * was returned); NULL: not wanted. */
+    void (*on_eof)(void *opaque, int32_t partition, int64_t next_offset);
+    void *eof_opaque;
 } wh_kafka_conf;
 
 /* A consumed message. Owned by the caller once polled: release it with

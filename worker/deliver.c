@@ -489,6 +489,7 @@ static void check_done(void *arg, int rc, const char *err)
         place(d, l, j);
     }
     release_held(d, l);
+    wk_dl_wake(d, l, 0); /* a drain may have waited for the check */
 }
 
 /* Asks whether j's delivery ended; j waits in l->checking. */
@@ -571,6 +572,7 @@ void wk_dl_dispatch(wk_deliver *d, dl_job *j)
                      wk_parts_epoch(&d->parts, j->partition));
     j->lane = l;
     l->refs++;
+    wk_parts_placed(&d->parts, j->partition, j->position + 1);
     if (l->check_job) { /* behind the retry being checked, in order */
         j->link.next = NULL;
         if (l->hold_tail)
@@ -587,6 +589,13 @@ void wk_dl_dispatch(wk_deliver *d, dl_job *j)
 
 /* The drain budget granted l a share: pump it. */
 static void budget_wake(wk_lane *l, void *opaque) { wk_dl_wake(opaque, l, 0); }
+
+/* The consumer reached the end of a partition. */
+static void on_eof(void *opaque, int32_t partition, int64_t next_offset)
+{
+    wk_deliver *d = opaque;
+    wk_parts_eof(&d->parts, partition, next_offset);
+}
 
 int wk_deliver_new(wk_ctx *ctx, wk_deliver **out, char *err, size_t errlen)
 {
@@ -606,6 +615,8 @@ int wk_deliver_new(wk_ctx *ctx, wk_deliver **out, char *err, size_t errlen)
         .extra = ctx->s->kafka_extra,
         .session_timeout_ms = ctx->s->session_timeout_ms,
         .heartbeat_ms = ctx->s->heartbeat_ms,
+        .on_eof = on_eof,
+        .eof_opaque = d,
     };
     if (!d->tracker || !d->lanes) {
         wh_errf(err, errlen, "out of memory");
@@ -727,6 +738,8 @@ void wk_deliver_tick(wk_deliver *d)
     int64_t now = wh_mono_us();
     if (d->load_at_us && now >= d->load_at_us)
         wk_dl_load_parts(d);
+    if (d->placing)
+        wk_dl_placing_tick(d);
     wk_lane *list = d->wake, *later = NULL;
     d->wake = NULL;
     while (list) {

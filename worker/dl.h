@@ -80,6 +80,8 @@ struct wk_deliver {
     wh_map *lanes;
     wk_lane *all_lanes;
     wk_lane *wake;
+    wk_lane *placing;   /* lanes waiting for their partition's placed
+                           offset to pass a parked position (drain.c) */
     dl_job *sending;
     dl_job *loose;      /* jobs without a ticket */
     wk_parts parts;
@@ -146,6 +148,9 @@ void wk_dl_load_parked(wk_deliver *d, wk_lane *l, int64_t position,
  * buffered writes are durable, the drain budget granted it a share);
  * WH_AGAIN: try again in a second. Never waits for Postgres. */
 int wk_dl_refill(wk_deliver *d, wk_lane *l);
+/* Wakes the lanes whose partition has now placed every message before the
+ * parked delivery they wait to send. */
+void wk_dl_placing_tick(wk_deliver *d);
 /* l goes away (detached): its refill is cancelled and the drain budget it
  * held or waited for is given back. */
 void wk_dl_drain_stop(wk_deliver *d, wk_lane *l);

@@ -15,6 +15,14 @@
  * refill runs the lane is empty and idle, so the only change it can see
  * is new arrivals being parked behind it (l->writes tells): then a drain
  * that found nothing does not reopen the lane but drains again.
+ *
+ * A lane that changed owner (restart, crash, rebalance) may hold parked
+ * rows above offsets its partition's new owner has not consumed again
+ * yet: a message the previous owner had in memory, or in flight, comes
+ * back at its own lower offset and is parked there. So a parked row is
+ * sent only once every message of the partition before its position was
+ * placed (wk_parts_placed_below); rows at or past that wait, the lane on
+ * d->placing, until the partition's consumption passes them.
  */
 #include <assert.h>
 #include <stdlib.h>
@@ -100,6 +108,40 @@ static void refill_release(void *arg)
     free(rj);
 }
 
+/* l waits until its partition placed every message before pos. */
+static void place_wait(wk_deliver *d, wk_lane *l, int64_t pos)
+{
+    WH_DEBUG("lane of endpoint %s waits for partition %d to be consumed "
+             "past position %lld before it sends that parked delivery",
+             l->endpoint_id, (int)l->partition, (long long)pos);
+    l->place_wait_pos = pos;
+    if (l->place_waiting)
+        return;
+    l->place_waiting = true;
+    l->place_next = d->placing;
+    d->placing = l;
+    l->refs++;
+}
+
+void wk_dl_placing_tick(wk_deliver *d)
+{
+    for (wk_lane **p = &d->placing; *p;) {
+        wk_lane *l = *p;
+        if (!l->detached &&
+            wk_parts_placed_below(&d->parts, l->partition) <=
+                l->place_wait_pos) {
+            p = &l->place_next;
+            continue;
+        }
+        *p = l->place_next;
+        l->place_waiting = false;
+        l->place_next = NULL;
+        if (!l->detached)
+            wk_dl_wake(d, l, 0);
+        wk_dl_lane_unref(d, l);
+    }
+}
+
 static void refill_done(void *arg, int rc, const char *err)
 {
     refill_job *rj = arg;
@@ -110,18 +152,27 @@ static void refill_done(void *arg, int rc, const char *err)
     l->refill_job = 0;
     l->refill_units = 0;
     size_t loaded = rc == WH_OK ? rj->n : 0;
-    wk_drain_give(&d->budget, rj->limit - loaded); /* what was not loaded */
+    wk_drain_give(&d->budget, rj->limit - loaded); /* what was not read */
     if (rc != WH_OK) {
         WH_WARN("draining the lane of endpoint %s (trying again in a "
                 "second): %s", l->endpoint_id, err);
         wk_dl_wake(d, l, wh_mono_us() + 1000 * 1000);
         return;
     }
-    for (size_t i = 0; i < rj->n; i++)
-        wk_dl_load_parked(d, l, rj->rows[i].position,
-                          rj->rows[i].delivery_id, rj->rows[i].bytes,
-                          rj->rows[i].len);
-    if (loaded == 0) {
+    int64_t below = wk_parts_placed_below(&d->parts, l->partition);
+    loaded = 0;
+    while (loaded < rj->n && rj->rows[loaded].position < below) {
+        parked_row *r = &rj->rows[loaded++];
+        wk_dl_load_parked(d, l, r->position, r->delivery_id, r->bytes,
+                          r->len);
+    }
+    wk_drain_give(&d->budget, rj->n - loaded); /* held back below */
+    if (loaded < rj->n) {
+        /* the next row waits for its partition's earlier messages */
+        place_wait(d, l, rj->rows[loaded].position);
+        if (loaded == 0)
+            return;
+    } else if (loaded == 0) {
         if (rj->more) {
             /* parked at or before the drained position: start over; from
              * the start already, it was parked between the two queries */
@@ -142,8 +193,10 @@ static void refill_done(void *arg, int rc, const char *err)
 
 int wk_dl_refill(wk_deliver *d, wk_lane *l)
 {
-    if (l->refill_job)
-        return WH_DECLINED; /* its completion wakes the lane */
+    if (l->refill_job || l->place_waiting)
+        return WH_DECLINED; /* its completion or placing_tick wakes it */
+    if (l->check_job)
+        return WH_DECLINED; /* an arrival is not placed yet: check_done */
     if (l->unflushed > 0) {
         /* what this lane parked or unparked must be visible first; the
          * recorder's callback wakes the lane (wk_dl_lane_flushed) */

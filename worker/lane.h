@@ -59,6 +59,10 @@ typedef struct wk_lane {
     uint64_t check_job;       /* a retry's "did it end" query, 0: none */
     wk_lane_entry *checking;  /* ... that retry (its link) */
     wk_lane_entry *hold_head, *hold_tail; /* arrivals behind the check */
+    bool place_waiting;       /* in the stage's list of lanes waiting for
+                                 their partition's placed offset */
+    int64_t place_wait_pos;   /* ... to pass this parked position */
+    struct wk_lane *place_next;
     uint64_t reread_job;      /* the endpoint re-read a head waits for */
     wk_lane_entry *rereading; /* ... that head (its link) */
     int refs;                 /* the map, jobs, buffered writes, wake list */

@@ -19,6 +19,7 @@ void wk_parts_assign(wk_parts *ps, int32_t pid)
     wk_parts_slot *s = &ps->slot[pid];
     s->assigned = true;
     s->epoch = 0;
+    s->placed = s->eof_held = -1;
 }
 
 wk_lane_entry *wk_parts_revoke(wk_parts *ps, int32_t pid)
@@ -29,6 +30,7 @@ wk_lane_entry *wk_parts_revoke(wk_parts *ps, int32_t pid)
     s->assigned = false;
     s->epoch = 0;
     s->held = s->held_tail = NULL;
+    s->placed = s->eof_held = -1;
     return held;
 }
 
@@ -62,6 +64,41 @@ wk_lane_entry *wk_parts_loaded(wk_parts *ps, int32_t pid, int64_t epoch)
     s->epoch = epoch;
     s->held = s->held_tail = NULL;
     return held;
+}
+
+void wk_parts_placed(wk_parts *ps, int32_t pid, int64_t next_offset)
+{
+    assert(wk_parts_valid(pid) && ps->slot[pid].epoch > 0);
+    if (next_offset > ps->slot[pid].placed)
+        ps->slot[pid].placed = next_offset;
+}
+
+void wk_parts_eof(wk_parts *ps, int32_t pid, int64_t next_offset)
+{
+    if (!wk_parts_valid(pid) || !ps->slot[pid].assigned)
+        return;
+    wk_parts_slot *s = &ps->slot[pid];
+    if (s->epoch == 0) {
+        if (next_offset > s->eof_held)
+            s->eof_held = next_offset;
+        return;
+    }
+    if (next_offset > s->placed)
+        s->placed = next_offset;
+}
+
+void wk_parts_settle(wk_parts *ps, int32_t pid)
+{
+    assert(wk_parts_valid(pid) && ps->slot[pid].epoch > 0);
+    wk_parts_slot *s = &ps->slot[pid];
+    if (s->eof_held > s->placed)
+        s->placed = s->eof_held;
+    s->eof_held = -1;
+}
+
+int64_t wk_parts_placed_below(const wk_parts *ps, int32_t pid)
+{
+    return wk_parts_assigned(ps, pid) ? ps->slot[pid].placed : -1;
 }
 
 int32_t wk_parts_next_unloaded(const wk_parts *ps, int32_t from)

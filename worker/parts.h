@@ -21,6 +21,10 @@ typedef struct {
     bool assigned;
     int64_t epoch;                 /* 0 until the lanes are loaded */
     wk_lane_entry *held, *held_tail;
+    /* Every message of the partition before this offset, consumed since
+     * the assignment, was placed in its lane (-1: none known yet). */
+    int64_t placed;
+    int64_t eof_held;              /* the end, reached while holding */
 } wk_parts_slot;
 
 typedef struct {
@@ -40,6 +44,19 @@ void wk_parts_hold(wk_parts *ps, int32_t pid, wk_lane_entry *e);
 /* The partition's lanes were loaded under epoch (> 0): returns the held
  * messages in arrival order, to dispatch now. */
 wk_lane_entry *wk_parts_loaded(wk_parts *ps, int32_t pid, int64_t epoch);
+/* A message at next_offset - 1 was placed in its lane (dispatched). */
+void wk_parts_placed(wk_parts *ps, int32_t pid, int64_t next_offset);
+/* The consumer reached the end of the partition at next_offset: all before
+ * it is placed, or will be once the held messages are (wk_parts_settle). */
+void wk_parts_eof(wk_parts *ps, int32_t pid, int64_t next_offset);
+/* After the messages wk_parts_loaded returned were dispatched: an end
+ * reached while they were held now counts. */
+void wk_parts_settle(wk_parts *ps, int32_t pid);
+/* The offset before which every message was placed (-1: none known). A
+ * parked delivery at a position at or after it must not be sent yet: a
+ * message before it (a previous owner's, consumed again) may still join
+ * its lane ahead of it. */
+int64_t wk_parts_placed_below(const wk_parts *ps, int32_t pid);
 /* The first assigned partition at or after from that is not loaded, or
  * -1. */
 int32_t wk_parts_next_unloaded(const wk_parts *ps, int32_t from);

@@ -138,6 +138,7 @@ static void part_done(void *arg, int rc, const char *err)
         wk_dl_dispatch(d, DL_JOB_OF(e));
         e = next;
     }
+    wk_parts_settle(&d->parts, pid);
 }
 
 /* Queues the take of every assigned partition that is not loaded and has

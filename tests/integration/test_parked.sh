@@ -20,8 +20,17 @@
 #    next worker (WORKER_DRAIN_MAX=4) loads them all as draining at once;
 #    they wait for the budget, at most 4 are loaded at a time, and every
 #    endpoint still gets every delivery in order.
+# 4. A spilled lane changes owner by a graceful restart: its worker held
+#    deliveries in memory (the lane queue) below the parked ones when it
+#    got SIGTERM; the next worker's first fetches fail (the broker answers
+#    them with NOT_LEADER_FOR_PARTITION), so the partition is taken and its
+#    parked rows could be loaded well before those lower offsets are
+#    consumed again. It sends no parked delivery before every earlier
+#    message of the partition was placed: the endpoint gets every
+#    delivery, first receipts in order.
 . "$(dirname "$0")/../lib.sh"
 
+BROKER_CONTROL_PORT=$(free_port)
 stack_up 1
 secret=$(new_secret)
 "$BIN/webhook-scheduler" >"$T/scheduler.log" 2>&1 &
@@ -194,4 +203,44 @@ check "w4's lanes waited for the drain budget" test "${waits:-0}" -gt 0
 check "w4 never loaded more than 4 parked deliveries at once" \
     test -n "$peak" -a "${peak:-99}" -le 4 -a "${peak:-0}" -ge 1
 "$BIN/webhook-ordercheck" --record "$T/slow3.jsonl" --expect "$EVENTS3" --endpoints "$N3" | sed 's/^/# /'
+stop_all_workers() {
+    local w
+    for w in "$@"; do
+        kill "${WORKER_PID[$w]}" 2>/dev/null || true
+        wait "${WORKER_PID[$w]}" 2>/dev/null || true
+    done
+}
+stop_all_workers w4
+
+# ---- 4. a spilled lane changes owner by a graceful restart -----------------
+
+EVENTS4=120
+start_receiver slow4 --secret "$secret" --delay-ms 100
+ep4=$("$BIN/webhookctl" endpoint add --app o --events 'o.*' --secret "$secret" \
+    --url "http://127.0.0.1:$(cat "$T/slow4.port")/o")
+start_worker w5 WORKER_LANE_QUEUE_MAX=30 WORKER_SHUTDOWN_TIMEOUT=1s
+for i in $(seq 0 $((EVENTS4 - 1))); do
+    printf '{"id":"o%d","app":"o","type":"o.x","payload":{"seq":%d}}\n' "$i" "$i"
+done | "$BIN/webhook-produce" --quiet
+o_parked="SELECT count(*) FROM webhooks.parked WHERE endpoint_id = '$ep4'"
+# one in flight, 30 queued, the rest parked
+spilled4() { [ "$(sql "$o_parked")" -ge $((EVENTS4 - 31)) ]; }
+check "the lane spilled: $((EVENTS4 - 31)) deliveries parked behind 30 in memory" \
+    wait_for 30 spilled4
+check "some deliveries were made before the restart" wait_for 20 got_at_least slow4 3
+kill -TERM "${WORKER_PID[w5]}"
+wait "${WORKER_PID[w5]}" 2>/dev/null || true
+log "w5 stopped after $(received slow4) receipts, $(sql "$o_parked") parked"
+check "the broker fails the next fetches" \
+    broker_ctl push-errors Fetch 8 NOT_LEADER_FOR_PARTITION
+start_worker w6
+all4() {
+    "$BIN/webhook-ordercheck" --record "$T/slow4.jsonl" --expect "$EVENTS4" \
+        --endpoints 1 >/dev/null 2>&1
+}
+check "the next owner sends every delivery, first receipts in order" \
+    wait_for 120 all4
+"$BIN/webhook-ordercheck" --record "$T/slow4.jsonl" --expect "$EVENTS4" --endpoints 1 | sed 's/^/# /'
+check "and the lane is open again" \
+    wait_for 30 test "$(sql "SELECT count(*) FROM webhooks.lanes WHERE endpoint_id = '$ep4'")" -eq 0
 finish

@@ -494,6 +494,38 @@ static void test_parts(void)
     CHECK_INT(wk_parts_next_unloaded(&ps, 0), 5);
 }
 
+/* What a partition placed: dispatched messages and the end of the
+ * partition, the end reached while messages were held counting only once
+ * they are dispatched; a revoke forgets it. */
+static void test_parts_placed(void)
+{
+    static wk_parts ps;
+    memset(&ps, 0, sizeof(ps));
+    wk_parts_assign(&ps, 3);
+    CHECK_INT(wk_parts_placed_below(&ps, 3), -1);
+    wk_parts_hold(&ps, 3, &entries[0]);
+    wk_parts_eof(&ps, 3, 40); /* reached while holding */
+    CHECK_INT(wk_parts_placed_below(&ps, 3), -1);
+    (void)wk_parts_loaded(&ps, 3, 1);
+    wk_parts_placed(&ps, 3, 20); /* the held message, dispatched */
+    CHECK_INT(wk_parts_placed_below(&ps, 3), 20);
+    wk_parts_settle(&ps, 3);
+    CHECK_INT(wk_parts_placed_below(&ps, 3), 40);
+    wk_parts_placed(&ps, 3, 30); /* never backwards */
+    CHECK_INT(wk_parts_placed_below(&ps, 3), 40);
+    wk_parts_placed(&ps, 3, 41);
+    wk_parts_eof(&ps, 3, 45);
+    CHECK_INT(wk_parts_placed_below(&ps, 3), 45);
+    wk_parts_eof(&ps, 7, 99); /* not assigned: ignored */
+    CHECK_INT(wk_parts_placed_below(&ps, 7), -1);
+    (void)wk_parts_revoke(&ps, 3);
+    CHECK_INT(wk_parts_placed_below(&ps, 3), -1);
+    wk_parts_assign(&ps, 3);
+    CHECK_INT(wk_parts_placed_below(&ps, 3), -1);
+    CHECK_INT(wk_parts_placed_below(&ps, WK_PARTS_MAX), -1);
+}
+
 TEST_MAIN(test_spill, test_block, test_retry_admission, test_drain_reopen,
           test_table, test_invalid, test_limits, test_budget,
-          test_budget_many, test_budget_invalid, test_parts)
+          test_budget_many, test_budget_invalid, test_parts,
+          test_parts_placed)
