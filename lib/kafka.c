@@ -372,6 +372,12 @@ int wh_kafka_consumer_commit(wh_kafka_consumer *c, char *err, size_t errlen)
     return WH_OK;
 }
 
+void wh_kafka_consumer_commit_soon(wh_kafka_consumer *c)
+{
+    if (c && !c->closed)
+        (void)rd_kafka_commit(c->rk, NULL, 1); /* nothing stored: fine */
+}
+
 void wh_kafka_consumer_pause_all(wh_kafka_consumer *c, int pause)
 {
     rd_kafka_topic_partition_list_t *parts = NULL;

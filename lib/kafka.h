@@ -78,6 +78,10 @@ int wh_kafka_consumer_store(wh_kafka_consumer *c, int32_t partition,
  * only requests it; the close waits for it). WH_AGAIN if nothing to do. */
 int wh_kafka_consumer_commit(wh_kafka_consumer *c, char *err,
                              size_t errlen) WH_MUST_CHECK;
+/* Asks for a commit of the stored offsets now, without waiting for it
+ * (the automatic one runs every 250 ms): for a stop, so what is stored
+ * reaches the group before a rebalance can refuse the final commit. */
+void wh_kafka_consumer_commit_soon(wh_kafka_consumer *c);
 /* Stops (pause = 1) or resumes fetching for every assigned partition. */
 void wh_kafka_consumer_pause_all(wh_kafka_consumer *c, int pause);
 /* Leaves the group: the rebalance callback sees the final revoke and the

@@ -41,6 +41,30 @@ stop_all() {
     PIDS=()
 }
 
+# addr NAME: where process NAME (logging to $T/NAME.log) serves /metrics,
+# /healthz and /readyz, as HOST:PORT; empty until it says so.
+addr() {
+    sed -n 's|.*serving /metrics, /healthz and /readyz on http://\([^ ]*\).*|\1|p' \
+        "$T/$1.log" | tail -1
+}
+has_addr() { [ -n "$(addr "$1")" ]; }
+# metric NAME SERIES: one series of process NAME's /metrics, e.g.
+# 'x_total{k="v"}'; empty when it serves none or has no such series.
+metric() {
+    local a
+    a=$(addr "$1")
+    [ -n "$a" ] || return 0
+    curl -fsS --max-time 30 "http://$a/metrics" 2>/dev/null |
+        awk -v k="$2" '$1 == k { print $2 }'
+}
+metric_is() { [ "$(metric "$1" "$2")" = "$3" ]; }
+# metric_at_least NAME SERIES N
+metric_at_least() {
+    local v
+    v=$(metric "$1" "$2")
+    [ -n "$v" ] && awk -v v="$v" -v n="$3" 'BEGIN { exit !(v + 0 >= n + 0) }'
+}
+
 # pg_freeze / pg_thaw: SIGSTOP / SIGCONT to this test's PostgreSQL, the
 # postmaster first (so it forks no new backend), then its children; the
 # server is never left stopped (cleanup thaws it)

@@ -365,6 +365,8 @@ void wk_dl_load_parked(wk_deliver *d, wk_lane *l, int64_t position,
 /* Starts what the lane may start now. */
 void wk_dl_pump(wk_deliver *d, wk_lane *l)
 {
+    if (d->ctx->stopping)
+        return; /* nothing new starts; wk_deliver_stop parked the queue */
     while (!l->detached) {
         const wh_endpoint *ep = wk_cache_get(d->ctx->cache, l->endpoint_id);
         wk_lane_step step = wk_lane_next(l, wk_lane_limit(ep));
@@ -586,6 +588,50 @@ void wk_dl_dispatch(wk_deliver *d, dl_job *j)
 }
 
 /* ---- stage interface ---------------------------------------------------- */
+
+void wk_deliver_stop(wk_deliver *d)
+{
+    assert(d->ctx->stopping);
+    size_t parked = 0, left = 0;
+    for (wk_lane *l = d->all_lanes; l; l = l->anext) {
+        if (l->detached || !l->qhead)
+            continue;
+        if (l->state == WK_LANE_OPEN)
+            wk_lane_spill(l);
+        assert(l->state == WK_LANE_DRAINING);
+        dl_job *j;
+        while ((j = dequeue(l)) != NULL) {
+            if (j->parked_row) { /* loaded: its row stays where it is */
+                wk_dl_job_done(d, j);
+                left++;
+            } else {
+                park(d, l, j);
+                parked++;
+            }
+        }
+    }
+    char err[WH_ERRLEN];
+    if (wk_recorder_flush(d->ctx->recorder, err, sizeof(err)) == WH_ERR)
+        WH_WARN("%s", err);
+    WH_INFO("stopping: %zu queued deliveries parked and %zu loaded ones "
+            "left parked for the partitions' next owner", parked, left);
+}
+
+void wk_deliver_commit_soon(wk_deliver *d)
+{
+    wh_kafka_consumer_commit_soon(d->consumer);
+}
+
+int wk_deliver_serve(wk_deliver *d, int budget)
+{
+    int n = 0;
+    wh_kmsg *km;
+    while (n < budget && (km = wh_kafka_consumer_poll(d->consumer, 0))) {
+        wh_kmsg_destroy(km); /* never tracked: its offset is not stored */
+        n++;
+    }
+    return n;
+}
 
 /* The drain budget granted l a share: pump it. */
 static void budget_wake(wk_lane *l, void *opaque) { wk_dl_wake(opaque, l, 0); }

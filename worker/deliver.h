@@ -20,6 +20,18 @@ size_t wk_deliver_pending(const wk_deliver *d);
 /* Lane work that waits for a time (Postgres backoff) or for the loop
  * (durable outcomes); call every loop iteration. */
 void wk_deliver_tick(wk_deliver *d);
+/* SIGTERM (ctx->stopping set): no attempt starts any more; what lanes
+ * queue in memory is parked in Postgres (its offsets move once that is
+ * durable) and lanes with queues become DRAINING, so the partitions' next
+ * owner sends it in order after the requests now in flight. */
+void wk_deliver_stop(wk_deliver *d);
+/* While stopping: serves the consumer's group (rebalances, so partitions
+ * move to a replacement at once) and drops what it polls, unstored (the
+ * next owner consumes it). Returns how many messages were dropped. */
+int wk_deliver_serve(wk_deliver *d, int budget);
+/* While stopping: commits the stored offsets now (see
+ * wh_kafka_consumer_commit_soon). */
+void wk_deliver_commit_soon(wk_deliver *d);
 /* Milliseconds until wk_deliver_tick has work (0 = now, -1 = none). */
 int64_t wk_deliver_due_ms(const wk_deliver *d);
 typedef struct {

@@ -169,6 +169,11 @@ void wk_fanout_destroy(wk_fanout *f)
 
 int wk_fanout_fd(wk_fanout *f) { return wh_kafka_consumer_fd(f->consumer); }
 
+void wk_fanout_commit_soon(wk_fanout *f)
+{
+    wh_kafka_consumer_commit_soon(f->consumer);
+}
+
 size_t wk_fanout_pending(const wk_fanout *f)
 {
     return wk_tracker_pending(f->tracker);

@@ -28,6 +28,9 @@ void wk_fanout_on_report(wk_fanout *f, void *msg_opaque, int ok,
 /* Resumes events waiting for room in the producer's queue, then repeats
  * failed fan-outs that are due; call every loop iteration. */
 void wk_fanout_tick(wk_fanout *f);
+/* While stopping: commits the stored offsets now (see
+ * wh_kafka_consumer_commit_soon). */
+void wk_fanout_commit_soon(wk_fanout *f);
 /* Milliseconds until wk_fanout_tick has work (0 = now, -1 = none). */
 int64_t wk_fanout_due_ms(const wk_fanout *f);
 /* Consumed events whose offset cannot be committed yet. */

@@ -71,11 +71,16 @@ wk_lane_place wk_lane_admit(wk_lane *l, size_t queue_max)
         return WK_LANE_TO_PARK;
     if (l->queued >= queue_max) {
         /* spill: later deliveries wait in Postgres, not in memory */
-        set_state(l, WK_LANE_DRAINING);
-        l->drained_pos = -1;
+        wk_lane_spill(l);
         return WK_LANE_TO_PARK;
     }
     return WK_LANE_TO_QUEUE;
+}
+
+void wk_lane_spill(wk_lane *l)
+{
+    set_state(l, WK_LANE_DRAINING);
+    l->drained_pos = -1;
 }
 
 wk_lane_retry wk_lane_admit_retry(wk_lane *l, const char *delivery_id,

@@ -6,7 +6,8 @@
  *
  * States (sql/006_lanes.sql mirrors BLOCKED and DRAINING as a lanes row):
  *
- *   OPEN     -> DRAINING  spill: an arrival finds lane_queue_max queued
+ *   OPEN     -> DRAINING  spill: an arrival finds lane_queue_max queued,
+ *                         or the stage stops (SIGTERM) with some queued
  *   OPEN     -> BLOCKED   an ordered delivery failed and will be retried
  *   DRAINING -> BLOCKED   a drained (or queued) delivery failed likewise
  *   BLOCKED  -> BLOCKED   the head failed again (waits for its next attempt)
@@ -92,6 +93,9 @@ typedef enum {
 /* For a new delivery (or a retry that is not the head's): OPEN queues
  * up to queue_max, then spills to DRAINING; otherwise it is parked. */
 wk_lane_place wk_lane_admit(wk_lane *l, size_t queue_max);
+/* OPEN -> DRAINING: what is queued and what arrives is parked from now on
+ * (the caller parks the queue). */
+void wk_lane_spill(wk_lane *l);
 
 typedef enum {
     WK_LANE_RETRY_HEAD,          /* the awaited attempt: start it (head_busy) */

@@ -257,6 +257,24 @@ static int64_t record(wk_ctx *ctx)
 }
 
 /* One loop iteration's worth of work; returns true if more is waiting. */
+/* While stopping, every STOP_COMMIT_MS and once more at the end: both
+ * stages' stored offsets go to the group at once, so a rebalance that a
+ * replacement starts meanwhile (the group then refuses commits) cannot
+ * leave them uncommitted and sent again. */
+#define STOP_COMMIT_MS 100
+
+static void stop_commit(wk_ctx *ctx, bool now)
+{
+    static int64_t next_us;
+    if (!now && wh_mono_us() < next_us)
+        return;
+    next_us = wh_mono_us() + STOP_COMMIT_MS * 1000;
+    if (ctx->fanout)
+        wk_fanout_commit_soon(ctx->fanout);
+    if (ctx->deliver)
+        wk_deliver_commit_soon(ctx->deliver);
+}
+
 static bool step(wk_ctx *ctx, bool consume, int timeout_ms)
 {
     int fds[8], ready[8] = {0};
@@ -671,16 +689,22 @@ static int run(wk_ctx *ctx)
             (long long)ctx->s->shutdown_timeout_ms);
     ctx->stop_deadline_us = wh_mono_us() + ctx->s->shutdown_timeout_ms * 1000;
     watchdog_arm(ctx->s->shutdown_timeout_ms);
+    if (ctx->deliver)
+        wk_deliver_stop(ctx->deliver);
     while (wh_mono_us() < ctx->stop_deadline_us &&
            (wh_http_running(ctx->http) > 0 ||
             (ctx->fanout && wh_kafka_producer_outq(ctx->producer) > 0))) {
         step(ctx, false, 50);
-        /* the fan-out keeps serving its group meanwhile, so a rebalance
-         * moves its partitions without waiting for this worker; what it
-         * polls now it holds, unstored (ctx->stopping) */
+        /* both stages keep serving their groups meanwhile, so a
+         * rebalance moves their partitions without waiting for this
+         * worker; what they poll now they hold or drop, unstored
+         * (ctx->stopping) */
         if (ctx->fanout)
             (void)wk_fanout_poll(ctx->fanout, 1000);
+        if (ctx->deliver)
+            (void)wk_deliver_serve(ctx->deliver, 1000);
         WH_IGNORE(record(ctx) >= 0);
+        stop_commit(ctx, false);
     }
     /* Last rows to Postgres so their offsets can be committed, within
      * what is left of the budget (at least WK_STOP_STEP_MIN_MS): rows a
@@ -690,7 +714,9 @@ static int run(wk_ctx *ctx)
     while (wk_recorder_pending(ctx->recorder) > 0 && wh_mono_us() < until) {
         step(ctx, false, 20);
         WH_IGNORE(record(ctx) >= 0);
+        stop_commit(ctx, false);
     }
+    stop_commit(ctx, true);
     if (wk_recorder_pending(ctx->recorder) > 0)
         WH_WARN("stopping with %zu rows not written to Postgres; their "
                 "messages will be consumed again",

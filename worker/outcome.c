@@ -248,6 +248,9 @@ void wk_dl_reread_cancel(wk_deliver *d, wk_lane *l)
  * cannot be made. */
 void wk_dl_start(wk_deliver *d, dl_job *j)
 {
+    if (d->ctx->stopping)
+        return; /* left unfinished: its offset stays, the next owner sends
+                   it */
     const wh_delivery *dv = wh_codec_delivery(j->dm);
     const wh_endpoint *ep = wk_cache_get(d->ctx->cache, dv->endpoint_id);
     if (ep && (ep->disabled || ep->unreadable) && j->head && !j->reread &&

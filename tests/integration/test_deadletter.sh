@@ -17,21 +17,6 @@ GIVE_UP_S=3
 BROKER_CONTROL_PORT=$(free_port)
 export BROKER_CONTROL_PORT
 
-addr() {
-    sed -n 's|.*serving /metrics, /healthz and /readyz on http://\([^ ]*\).*|\1|p' \
-        "$T/$1.log" | tail -1
-}
-has_addr() { [ -n "$(addr "$1")" ]; }
-# value NAME SERIES: one series of worker NAME's /metrics.
-value() {
-    curl -fsS "http://$(addr "$1")/metrics" | awk -v k="$2" '$1 == k { print $2 }'
-}
-equals() { [ "$(value "$1" "$2")" = "$3" ]; }
-at_least() {
-    local v
-    v=$(value "$1" "$2")
-    [ -n "$v" ] && awk -v v="$v" -v n="$3" 'BEGIN { exit !(v + 0 >= n + 0) }'
-}
 GIVEN_UP='webhook_worker_dead_letters_total{result="given_up"}'
 RETRIED='webhook_worker_dead_letters_total{result="retried"}'
 
@@ -121,9 +106,9 @@ check "worker w1 serves its metrics" wait_for 20 has_addr w1
 check "the events behind the undecodable one are fanned out meanwhile" \
     wait_for 30 all_delivered ok v1 v2
 check "the undecodable event's dead letter is given up" \
-    wait_for 30 at_least w1 "$GIVEN_UP" 1
-check "counted once" equals w1 "$GIVEN_UP" 1
-check "it was never produced" equals w1 'webhook_worker_dead_letters_total{result="produced"}' 0
+    wait_for 30 metric_at_least w1 "$GIVEN_UP" 1
+check "counted once" metric_is w1 "$GIVEN_UP" 1
+check "it was never produced" metric_is w1 'webhook_worker_dead_letters_total{result="produced"}' 0
 check "the give-up is logged as an error naming the message, the topic and the last error" \
     grep -Eq 'ERROR.*dead letter of message at webhook\.events \[[0-9]\] @ [0-9]+ given up after [0-9]+ ms and 0 retries: webhook\.dead did not take it \(last error: no delivery report after 3000 ms\); stored in webhooks\.unsent_dead_letters \(id [0-9]+\)' "$T/w1.log"
 check "stored in webhooks.unsent_dead_letters, reason UNDECODABLE" \
@@ -139,13 +124,13 @@ check "the stored DeadLetter carries the event's whole length and SHA-256" \
     "$(json_field raw_sha256 <<<"$stored")" = "$garbage_sha"
 check "and its first 64 KiB" test "$(json_field raw_prefix <<<"$stored")" -eq 65536
 check "the fan-out's pending messages return to 0 (its offset can move on)" \
-    wait_for 20 equals w1 'webhook_worker_pending_messages{stage="fanout"}' 0
-check "no dead letter waits" equals w1 webhook_worker_dead_letters_waiting 0
+    wait_for 20 metric_is w1 'webhook_worker_pending_messages{stage="fanout"}' 0
+check "no dead letter waits" metric_is w1 webhook_worker_dead_letters_waiting 0
 
 # --- the delivery stage: a rejected delivery on an ordered lane ------------
 event rj r.x k2 r1 r2
 check "both rejected deliveries' dead letters are given up" \
-    wait_for 40 at_least w1 "$GIVEN_UP" 3
+    wait_for 40 metric_at_least w1 "$GIVEN_UP" 3
 check "each logged with its delivery and event" \
     test "$(grep -Ec "ERROR.*dead letter of delivery [^ ]+ \(event r[12]\) to $ep_rej given up after" "$T/w1.log")" -eq 2
 check "stored with delivery, event, endpoint and reason REJECTED" \
@@ -157,7 +142,7 @@ check "webhookctl dead-letters list shows both" \
 check "the lane went on to r2 only after r1's dead letter was given up" \
     test "$(sql "SELECT (SELECT attempted_at FROM webhooks.delivery_log WHERE event_id = 'r2') >= (SELECT given_up_at FROM webhooks.unsent_dead_letters WHERE event_id = 'r1')")" = t
 check "the delivery stage's pending messages return to 0" \
-    wait_for 20 equals w1 'webhook_worker_pending_messages{stage="deliver"}' 0
+    wait_for 20 metric_is w1 'webhook_worker_pending_messages{stage="deliver"}' 0
 
 # --- the offsets moved on: a new worker reads none of it again -------------
 stop_worker w1
@@ -170,11 +155,11 @@ event rj r.x k2 r3
 check "an event behind them on the same partition is delivered" \
     wait_for 30 all_delivered ok v3
 check "the next delivery to the rejecting endpoint is dead-lettered to Kafka" \
-    wait_for 30 at_least w2 'webhook_worker_dead_letters_total{result="produced"}' 1
+    wait_for 30 metric_at_least w2 'webhook_worker_dead_letters_total{result="produced"}' 1
 check "only r3 reaches webhook.dead: what was given up is not read again" \
     test "$(dead_with event_id r3)" -eq 1 -a "$(dead_with event_id r1)" -eq 0 \
     -a "$(dead_with raw_len 200000)" -eq 0
-check "nothing given up by w2" equals w2 "$GIVEN_UP" 0
+check "nothing given up by w2" metric_is w2 "$GIVEN_UP" 0
 check "still three stored dead letters" test "$(unsent true)" -eq 3
 
 # --- give-up 0: keeps retrying a dead letter the broker refuses ------------
@@ -188,23 +173,23 @@ check "worker w3 serves its metrics" wait_for 20 has_addr w3
 # retry 6 comes after 100+200+400+800+1600 ms of backoff and 6 refusals:
 # over 3 s, more than the bound that gave the others up
 check "with WORKER_DEAD_LETTER_GIVE_UP=0 the dead letter is still retried after the bound" \
-    wait_for 40 at_least w3 "$RETRIED" 6
+    wait_for 40 metric_at_least w3 "$RETRIED" 6
 check "it kept retrying past ${GIVE_UP_S} s" \
     grep -q 'not sent: .*sending it again in 3200 ms (retry 6)' "$T/w3.log"
-check "nothing given up" equals w3 "$GIVEN_UP" 0
+check "nothing given up" metric_is w3 "$GIVEN_UP" 0
 check "nothing more stored" test "$(unsent true)" -eq 3
 check "it waits, its event pending" \
-    equals w3 webhook_worker_dead_letters_waiting 1
+    metric_is w3 webhook_worker_dead_letters_waiting 1
 check "its event stays pending" \
-    at_least w3 'webhook_worker_pending_messages{stage="fanout"}' 1
+    metric_at_least w3 'webhook_worker_pending_messages{stage="fanout"}' 1
 stop_worker w3
 
 # --- ... and a bound gives it up while it backs off -------------------------
 start_worker w4 WORKER_METRICS_LISTEN=127.0.0.1:0 WORKER_DEAD_LETTER_GIVE_UP=2s
 check "worker w4 serves its metrics" wait_for 20 has_addr w4
 check "the refused dead letter is given up after the bound" \
-    wait_for 30 at_least w4 "$GIVEN_UP" 1
-check "after retries with backoff" at_least w4 "$RETRIED" 3
+    wait_for 30 metric_at_least w4 "$GIVEN_UP" 1
+check "after retries with backoff" metric_at_least w4 "$RETRIED" 3
 check "stored without bodies, with the broker's refusal as last error" \
     test "$(unsent "source_topic = 'webhook.events' AND without_bodies AND retries >= 3 AND last_error ILIKE '%too large%'")" -eq 1
 stored=$(stored_json "source_topic = 'webhook.events' AND without_bodies")
@@ -212,7 +197,7 @@ check "its stored DeadLetter has the whole length, no body" \
     test "$(json_field raw_len <<<"$stored")" -eq 100000 -a \
     "$(json_field raw_prefix <<<"$stored")" -eq 0
 check "the fan-out goes on" \
-    wait_for 20 equals w4 'webhook_worker_pending_messages{stage="fanout"}' 0
+    wait_for 20 metric_is w4 'webhook_worker_pending_messages{stage="fanout"}' 0
 stop_worker w4
 check "the broker takes Produce requests again" broker_ctl "clear-errors Produce"
 start_worker w5 WORKER_METRICS_LISTEN=127.0.0.1:0

@@ -20,12 +20,6 @@ port=$(cat "$T/recv.port")
 "$BIN/webhookctl" endpoint add --app m --events t.slow --secret "$secret" \
     --url "http://127.0.0.1:$port/slow" --retry-schedule none >/dev/null
 
-# addr NAME: the address NAME's log says it serves the probes on.
-addr() {
-    sed -n 's|.*serving /metrics, /healthz and /readyz on http://\([^ ]*\).*|\1|p' \
-        "$T/$1.log" | tail -1
-}
-has_addr() { [ -n "$(addr "$1")" ]; }
 # code URL [CURL ARGS]: the HTTP status of a request.
 code() {
     local url=$1

@@ -18,13 +18,18 @@
 #      injected through the broker's control port (Produce, Fetch,
 #      OffsetCommit, Heartbeat)
 #   d  PostgreSQL restarts mid-run
+#   e  one worker gets SIGTERM mid-run (every endpoint answering in 20 ms,
+#      so its lanes hold thousands in memory) and its replacement starts
+#      once it exited: nothing new starts after SIGTERM and what its lanes
+#      queued is parked for the next owner, so the duplicate receipts are
+#      at most the requests in flight at SIGTERM
 # Each scenario waits until every endpoint has all first receipts (or its
 # deadline passes), then checks ordering and that nothing was lost: every
 # delivery has a 2xx receipt and a succeeded row in the history, nothing
 # was dead-lettered, no retry is left, every request was signed correctly.
 #
 # Environment: ORDERING_LONG=1 (1000 events per endpoint, more faults),
-# ORDERING_EVENTS, ORDERING_ENDPOINTS, ORDERING_SCENARIOS ("a b c d";
+# ORDERING_EVENTS, ORDERING_ENDPOINTS, ORDERING_SCENARIOS ("a b c d e";
 # "none" runs the self test only), ORDERING_DEADLINE (seconds per
 # scenario).
 . "$(dirname "$0")/../lib.sh"
@@ -46,7 +51,7 @@ else
     WINDOW_MS=1000
 fi
 ENDPOINTS=${ORDERING_ENDPOINTS:-100}
-SCENARIOS=${ORDERING_SCENARIOS:-a b c d}
+SCENARIOS=${ORDERING_SCENARIOS:-a b c d e}
 if [ "$ENDPOINTS" -lt 20 ] || [ "$ENDPOINTS" -gt 9999 ]; then
     echo "ORDERING_ENDPOINTS must be 20..9999" >&2
     exit 2
@@ -302,7 +307,8 @@ begin() {
     start_receiver "recv-$s" --listen "127.0.0.1:$port" --secret "$secret" \
         --fail-rate 0.2 "${windows[@]}" \
         --delay-path "$(printf '/e%04d' $((ENDPOINTS / 20)))=50" \
-        --delay-path "$(printf '/e%04d' $((ENDPOINTS * 11 / 20)))=50"
+        --delay-path "$(printf '/e%04d' $((ENDPOINTS * 11 / 20)))=50" \
+        "${RECV_ARGS[@]}"
     for ((i = 0; i < EVENTS; i++)); do
         printf '{"id":"ord-%s-%d","app":"ord-%s","type":"o.created","payload":{"seq":%d}}\n' \
             "$s" "$i" "$s" "$i"
@@ -391,6 +397,7 @@ PY
 }
 
 SUMMARY=()
+RECV_ARGS=() # more receiver options for the next scenario
 
 scenario_a() {
     begin a 3
@@ -465,10 +472,39 @@ scenario_d() {
     finish_scenario d "PostgreSQL restart"
 }
 
+scenario_e() {
+    # every answer takes 20 ms, so the lanes have a backlog at SIGTERM,
+    # more than a 2 s stop could send
+    RECV_ARGS=(--delay-ms 20 --fail-rate 0)
+    export WORKER_SHUTDOWN_TIMEOUT=2s
+    begin e 1
+    unset WORKER_SHUTDOWN_TIMEOUT
+    RECV_ARGS=()
+    local pid in_flight=0 dups t0 rc=0
+    if at_fraction e 30; then
+        pid=${WORKER_PID[e-w1]}
+        t0=$SECONDS
+        kill -TERM "$pid"
+        timeout 60 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || rc=$?
+        unset 'WORKER_PID[e-w1]'
+        start_worker e-w2
+        check "scenario e: the stopped worker exits 0 (status $rc)" test "$rc" = 0
+        in_flight=$(sed -n 's/.*stopping: finishing \([0-9]*\) attempts in flight.*/\1/p' "$T/e-w1.log" | tail -1)
+        log "scenario e: e-w1 stopped in $((SECONDS - t0))s with ${in_flight:-?} attempts in flight at SIGTERM; $(grep -o 'stopping: [0-9]* queued deliveries parked.*' "$T/e-w1.log" | tail -1)"
+        check "scenario e: the stopped worker started nothing new and parked its queues" \
+            grep -q "stopping: [0-9]* queued deliveries parked" "$T/e-w1.log"
+    fi
+    finish_scenario e "SIGTERM, replacement started after the exit"
+    dups=$(sed -n 's/.*duplicate receipts \([0-9]*\).*/\1/p' "$T/ordercheck-e.txt" | tail -1)
+    check "scenario e: duplicate receipts (${dups:-?}) at most the requests in flight at SIGTERM (${in_flight:-?})" \
+        test "${dups:-999999}" -le "${in_flight:-0}"
+}
+
 log "ordering: $ENDPOINTS endpoints x $EVENTS events, $PARTITIONS partitions, scenarios: $SCENARIOS"
 for s in $SCENARIOS; do
     case $s in
-    a | b | c | d) "scenario_$s" ;;
+    a | b | c | d | e) "scenario_$s" ;;
     *) not_ok "unknown scenario '$s' in ORDERING_SCENARIOS" ;;
     esac
 done

@@ -26,21 +26,6 @@ BROKER_CONTROL_PORT=$(free_port)
 export BROKER_CONTROL_PORT
 
 
-addr() {
-    sed -n 's|.*serving /metrics, /healthz and /readyz on http://\([^ ]*\).*|\1|p' \
-        "$T/$1.log" | tail -1
-}
-has_addr() { [ -n "$(addr "$1")" ]; }
-# value NAME SERIES: one series of worker NAME's /metrics.
-value() {
-    curl -fsS "http://$(addr "$1")/metrics" | awk -v k="$2" '$1 == k { print $2 }'
-}
-equals() { [ "$(value "$1" "$2")" = "$3" ]; }
-at_least() {
-    local v
-    v=$(value "$1" "$2")
-    [ -n "$v" ] && awk -v v="$v" -v n="$3" 'BEGIN { exit !(v + 0 >= n + 0) }'
-}
 
 # publish KEY FILE...: each file as one message on the events topic,
 # through a producer whose own limit allows them.
@@ -160,11 +145,11 @@ check "dead letters are small (under 70,000 bytes)" python3 -c '
 import json, sys
 sys.exit(not all(json.loads(l)["size"] < 70000 for l in open(sys.argv[1])))' "$T/dead.jsonl"
 check "the fan-out's pending messages return to 0" \
-    wait_for 20 equals w1 'webhook_worker_pending_messages{stage="fanout"}' 0
+    wait_for 20 metric_is w1 'webhook_worker_pending_messages{stage="fanout"}' 0
 check "both were counted as produced dead letters" \
-    at_least w1 'webhook_worker_dead_letters_total{result="produced"}' 2
+    metric_at_least w1 'webhook_worker_dead_letters_total{result="produced"}' 2
 check "the dead letters were sent once (no retries)" \
-    equals w1 'webhook_worker_dead_letters_total{result="retried"}' 0
+    metric_is w1 'webhook_worker_dead_letters_total{result="retried"}' 0
 check "each valid event was delivered once" \
     test "$(received recv)" -eq 6
 
@@ -195,7 +180,7 @@ valid k1 v7
 check "the next event is delivered" wait_for 30 all_delivered v7
 check "the refused one was not delivered" test "$(delivered refused)" -eq 0
 check "the fan-out's pending messages return to 0" \
-    wait_for 20 equals w3 'webhook_worker_pending_messages{stage="fanout"}' 0
+    wait_for 20 metric_is w3 'webhook_worker_pending_messages{stage="fanout"}' 0
 check "it was not fanned out again" \
     test "$(grep -c 'will be fanned out again' "$T/w3.log" || true)" -eq 0
 
@@ -209,10 +194,10 @@ start_worker w4 WORKER_METRICS_LISTEN=127.0.0.1:0 \
     WORKER_SHUTDOWN_TIMEOUT=${SHUTDOWN_TIMEOUT_S}s
 check "worker w4 serves its metrics" wait_for 20 has_addr w4
 check "the refused dead letter falls back to the form without bodies" \
-    wait_for 30 at_least w4 'webhook_worker_dead_letters_total{result="fell_back"}' 1
+    wait_for 30 metric_at_least w4 'webhook_worker_dead_letters_total{result="fell_back"}' 1
 check "then backs off and is sent again" \
-    wait_for 30 at_least w4 'webhook_worker_dead_letters_total{result="retried"}' 4
-check "one dead letter waits" equals w4 'webhook_worker_dead_letters_waiting' 1
+    wait_for 30 metric_at_least w4 'webhook_worker_dead_letters_total{result="retried"}' 4
+check "one dead letter waits" metric_is w4 'webhook_worker_dead_letters_waiting' 1
 check "each retry is logged with its delay" \
     grep -q 'not sent: .*sending it again in [0-9]* ms (retry 4)' "$T/w4.log"
 check "the delay stops doubling at 5 s" \
@@ -221,14 +206,14 @@ delays=$(grep -o 'sending it again in [0-9]* ms' "$T/w4.log" | grep -o '[0-9]*' 
 log "dead-letter retry delays (ms): $delays"
 check "the delays double from 100 ms to the 5 s cap" \
     test "${delays:0:36}" = "100 200 400 800 1600 3200 5000 5000 "
-retries=$(value w4 'webhook_worker_dead_letters_total{result="retried"}')
+retries=$(metric w4 'webhook_worker_dead_letters_total{result="retried"}')
 sleep 1 # (a count over a fixed span: the backoff keeps it low)
-retries2=$(value w4 'webhook_worker_dead_letters_total{result="retried"}')
+retries2=$(metric w4 'webhook_worker_dead_letters_total{result="retried"}')
 log "retries in 1 s while backing off: $((retries2 - retries))"
 check "no hot loop: at most 2 retries in a second at this point" \
     test $((retries2 - retries)) -le 2
 check "the fan-out's message waits (pending)" \
-    at_least w4 'webhook_worker_pending_messages{stage="fanout"}' 1
+    metric_at_least w4 'webhook_worker_pending_messages{stage="fanout"}' 1
 start_ns=$(date +%s%N)
 kill -TERM "${WORKER_PID[w4]}"
 rc=0
@@ -261,7 +246,7 @@ check "an event whose Delivery Kafka did not take is delivered" \
 check "after its fan-out was repeated" grep -q 'will be fanned out again' "$T/w6.log"
 # the event is done (its rows durable) once nothing is pending
 check "the repeated fan-out ends" \
-    wait_for 20 equals w6 'webhook_worker_pending_messages{stage="fanout"}' 0
+    wait_for 20 metric_is w6 'webhook_worker_pending_messages{stage="fanout"}' 0
 check "and it is stored in webhooks.events once" \
     test "$(sql "SELECT count(*) FROM webhooks.events WHERE event_id = 'again'")" -eq 1
 
@@ -293,9 +278,9 @@ for l in open(sys.argv[1]):
 sys.exit(seen != sorted(seen) or len(set(seen)) != int(sys.argv[2]))' "$T/recv.jsonl" "$QUEUED"
 }
 check "in order, each once" in_order
-check "no event waits any more" equals w7 webhook_worker_fanout_waiting_events 0
+check "no event waits any more" metric_is w7 webhook_worker_fanout_waiting_events 0
 check "the fan-out's pending messages return to 0" \
-    wait_for 20 equals w7 'webhook_worker_pending_messages{stage="fanout"}' 0
+    wait_for 20 metric_is w7 'webhook_worker_pending_messages{stage="fanout"}' 0
 check "the broker back to full speed" broker_ctl "rtt 1 0"
 
 # --- SIGTERM while a dead letter waits in the producer (no leader) --------
@@ -307,9 +292,9 @@ start_worker w8 WORKER_METRICS_LISTEN=127.0.0.1:0 \
     WORKER_SHUTDOWN_TIMEOUT=${SHUTDOWN_TIMEOUT_S}s
 check "worker w8 serves its metrics" wait_for 30 has_addr w8
 check "its dead letter waits in the producer (no leader for webhook.dead)" \
-    wait_for 30 at_least w8 webhook_worker_kafka_producer_queue_messages 1
+    wait_for 30 metric_at_least w8 webhook_worker_kafka_producer_queue_messages 1
 check "and the event stays pending" \
-    at_least w8 'webhook_worker_pending_messages{stage="fanout"}' 1
+    metric_at_least w8 'webhook_worker_pending_messages{stage="fanout"}' 1
 start_ns=$(date +%s%N)
 kill -TERM "${WORKER_PID[w8]}"
 rc=0

@@ -36,14 +36,6 @@ secret=$(new_secret)
 "$BIN/webhook-scheduler" >"$T/scheduler.log" 2>&1 &
 PIDS+=($!)
 
-addr() {
-    sed -n 's|.*serving /metrics, /healthz and /readyz on http://\([^ ]*\).*|\1|p' \
-        "$T/$1.log" | tail -1
-}
-has_addr() { [ -n "$(addr "$1")" ]; }
-metric() { # metric WORKER SERIES
-    curl -fsS "http://$(addr "$1")/metrics" | awk -v k="$2" '$1 == k { print $2 }'
-}
 # seqs NAME: the payload seq of each 2xx receipt, first per webhook-id, in
 # receipt order, space separated.
 seqs() {

@@ -38,11 +38,6 @@ done
 WORKER_ENV=(WORKER_METRICS_LISTEN=127.0.0.1:0 WORKER_DB_PROBE_INTERVAL=500ms
     WORKER_DB_PROBE_TIMEOUT=2s)
 
-addr() {
-    sed -n 's|.*serving /metrics, /healthz and /readyz on http://\([^ ]*\).*|\1|p' \
-        "$T/$1.log" | tail -1
-}
-has_addr() { [ -n "$(addr "$1")" ]; }
 code() { curl -s -o /dev/null --max-time 30 -w '%{http_code}' "$1"; }
 ready() { [ "$(code "http://$1/readyz")" = 200 ]; }
 not_ready() { [ "$(code "http://$1/readyz")" = 503 ]; }

@@ -57,17 +57,6 @@ done
 export WEBHOOK_PAYLOAD_MAX=1m
 start_worker w1 WORKER_METRICS_LISTEN=127.0.0.1:0
 
-addr() {
-    sed -n 's|.*serving /metrics, /healthz and /readyz on http://\([^ ]*\).*|\1|p' \
-        "$T/$1.log" | tail -1
-}
-has_addr() { [ -n "$(addr "$1")" ]; }
-# metric NAME SERIES: one series' value from NAME's /metrics ("" if none)
-metric() {
-    curl -fsS "http://$(addr "$1")/metrics" 2>/dev/null |
-        awk -v k="$2" '$1 == k { print $2 }'
-}
-metric_is() { [ "$(metric "$1" "$2")" = "$3" ]; }
 # drained NAME: both stages of NAME have no pending messages
 drained() {
     metric_is "$1" 'webhook_worker_pending_messages{stage="fanout"}' 0 &&

@@ -39,17 +39,6 @@ port=$(cat "$T/recv.port")
 fast_at_least() { [ "$(grep -c '"path":"/fast"' "$T/recv.jsonl" 2>/dev/null || true)" -ge "$1" ]; }
 publish() { "$BIN/webhook-produce" --quiet --app s --type "$1" --id "$2" --payload '{"x":1}'; }
 assigned() { grep -q "assigned 4 partitions of webhook.deliveries" "$T/$1.log"; }
-addr() {
-    sed -n 's|.*serving /metrics, /healthz and /readyz on http://\([^ ]*\).*|\1|p' \
-        "$T/$1.log" | tail -1
-}
-# metric NAME SERIES: one series of worker NAME's /metrics
-metric() {
-    local a
-    a=$(addr "$1")
-    [ -n "$a" ] || return 0
-    curl -fsS "http://$a/metrics" | awk -v k="$2" '$1 == k { print $2 }'
-}
 in_flight_at_least() {
     local v
     v=$(metric "$1" webhook_worker_http_requests_in_flight)
