@@ -31,6 +31,7 @@ struct wh_kafka_consumer {
     int pipe[2];
     int closed;
     int unclean; /* close gave up: destroy must not try again */
+    bool assigned_once; /* a rebalance assigned partitions at least once */
 };
 
 #define WARM_TOPICS_MAX 4
@@ -212,6 +213,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         rd_kafka_error_t *e = NULL;
+        c->assigned_once = true;
         if (cooperative)
             e = rd_kafka_incremental_assign(rk, parts);
         else
@@ -411,8 +413,10 @@ void wh_kafka_consumer_close(wh_kafka_consumer *c, int timeout_ms)
      * poll: a rebalance served during rd_kafka_consumer_close_queue can
      * hang for good in librdkafka before 2.4 (an incremental unassign
      * that never returns). Messages polled meanwhile are dropped; their
-     * offsets were never stored. */
-    if (!rd_kafka_unsubscribe(c->rk)) {
+     * offsets were never stored. A consumer still in its first join goes
+     * straight to the close: an assignment arriving while it unsubscribes
+     * is a path librdkafka 2.0 does not survive either. */
+    if (c->assigned_once && !rd_kafka_unsubscribe(c->rk)) {
         while (consumer_assigned(c->rk) && wh_mono_us() < deadline) {
             rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 50);
             if (m)

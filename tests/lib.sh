@@ -65,6 +65,18 @@ metric_at_least() {
     [ -n "$v" ] && awk -v v="$v" -v n="$3" 'BEGIN { exit !(v + 0 >= n + 0) }'
 }
 
+# stop_worker NAME: SIGTERM to worker NAME and waits for it (at most 30 s,
+# then SIGKILL and a failed check: a worker that does not stop is a bug).
+stop_worker() {
+    local pid=${WORKER_PID[$1]}
+    kill -TERM "$pid"
+    if ! timeout 30 tail --pid="$pid" -f /dev/null; then
+        kill -9 "$pid" 2>/dev/null || true
+        not_ok "worker $1 stopped within 30 s of SIGTERM"
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
 # pg_freeze / pg_thaw: SIGSTOP / SIGCONT to this test's PostgreSQL, the
 # postmaster first (so it forks no new backend), then its children; the
 # server is never left stopped (cleanup thaws it)

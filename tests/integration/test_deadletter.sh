@@ -52,15 +52,6 @@ event() {
 publish_file() {
     kcat -P -b "$KAFKA_BROKERS" -t webhook.events -k "$1" "$2"
 }
-stop_worker() {
-    local pid=${WORKER_PID[$1]}
-    kill -TERM "$pid"
-    if ! timeout 30 tail --pid="$pid" -f /dev/null; then
-        kill -9 "$pid" 2>/dev/null || true
-        not_ok "worker $1 stopped within 30 s of SIGTERM"
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 unsent() { sql "SELECT count(*) FROM webhooks.unsent_dead_letters WHERE $1"; }
 # stored_json WHERE: the stored DeadLetter of the one row matching WHERE,
 # decoded like webhook.dead's (tests/dead_letters.py)

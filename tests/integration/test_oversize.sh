@@ -78,17 +78,6 @@ all_delivered() {
     for id in "$@"; do [ "$(delivered "$id")" -ge 1 ] || return 1; done
 }
 
-# stop_worker NAME: SIGTERM and wait for it (at most 30 s, then SIGKILL and
-# a failed check: a worker that does not stop is a bug this test shows).
-stop_worker() {
-    local pid=${WORKER_PID[$1]}
-    kill -TERM "$pid"
-    if ! timeout 30 tail --pid="$pid" -f /dev/null; then
-        kill -9 "$pid" 2>/dev/null || true
-        not_ok "worker $1 stopped within 30 s of SIGTERM"
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 
 stack_up 4
 secret=$(new_secret)
