@@ -65,6 +65,29 @@ metric_at_least() {
     [ -n "$v" ] && awk -v v="$v" -v n="$3" 'BEGIN { exit !(v + 0 >= n + 0) }'
 }
 
+# delivered RECEIVER ID: requests receiver RECEIVER recorded whose JSON
+# payload's "id" is ID.
+delivered() {
+    python3 -c '
+import sys, json, base64
+n = 0
+try:
+    for l in open(sys.argv[1]):
+        try:
+            n += json.loads(base64.b64decode(json.loads(l)["body_b64"])).get("id") == sys.argv[2]
+        except ValueError:
+            pass
+except FileNotFoundError:
+    pass
+print(n)' "$T/$1.jsonl" "$2"
+}
+# all_delivered RECEIVER ID...: each ID was delivered to RECEIVER.
+all_delivered() {
+    local r=$1 id
+    shift
+    for id in "$@"; do [ "$(delivered "$r" "$id")" -ge 1 ] || return 1; done
+}
+
 # stop_worker NAME: SIGTERM to worker NAME and waits for it (at most 30 s,
 # then SIGKILL and a failed check: a worker that does not stop is a bug).
 stop_worker() {

@@ -20,26 +20,6 @@ export BROKER_CONTROL_PORT
 GIVEN_UP='webhook_worker_dead_letters_total{result="given_up"}'
 RETRIED='webhook_worker_dead_letters_total{result="retried"}'
 
-# delivered RECEIVER ID: requests RECEIVER recorded for event ID
-delivered() {
-    python3 -c '
-import sys, json, base64
-n = 0
-try:
-    for l in open(sys.argv[1]):
-        try:
-            n += json.loads(base64.b64decode(json.loads(l)["body_b64"])).get("id") == sys.argv[2]
-        except ValueError:
-            pass
-except FileNotFoundError:
-    pass
-print(n)' "$T/$1.jsonl" "$2"
-}
-all_delivered() {
-    local r=$1 id
-    shift
-    for id in "$@"; do [ "$(delivered "$r" "$id")" -ge 1 ] || return 1; done
-}
 # event APP TYPE KEY ID...: one small JSON event per id.
 event() {
     local app=$1 type=$2 key=$3 id

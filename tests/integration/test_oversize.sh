@@ -57,26 +57,6 @@ import sys, json
 n = sum(1 for l in open(sys.argv[1]) if str(json.loads(l)[sys.argv[2]]) == sys.argv[3])
 print(n)' "$T/dead.jsonl" "$1" "$2"
 }
-# delivered ID: requests the receiver recorded for event ID (its payload's id)
-delivered() {
-    python3 -c '
-import sys, json, base64
-n = 0
-try:
-    for l in open(sys.argv[1]):
-        try:
-            body = json.loads(base64.b64decode(json.loads(l)["body_b64"]))
-            n += body.get("id") == sys.argv[2]
-        except ValueError:
-            pass
-except FileNotFoundError:
-    pass
-print(n)' "$T/recv.jsonl" "$1"
-}
-all_delivered() {
-    local id
-    for id in "$@"; do [ "$(delivered "$id")" -ge 1 ] || return 1; done
-}
 
 
 stack_up 4
@@ -108,13 +88,13 @@ big_len=$(stat -c %s "$T/big.json")
 start_worker w1 WORKER_METRICS_LISTEN=127.0.0.1:0 LOG_LEVEL=info
 check "the worker serves its metrics" wait_for 20 has_addr w1
 valid k1 v0
-check "a first valid event is delivered" wait_for 30 all_delivered v0
+check "a first valid event is delivered" wait_for 30 all_delivered recv v0
 t0=$SECONDS
 publish k1 "$T/garbage.bin"
 publish k1 "$T/big.json"
 valid k1 v1 v2 v3 v4 v5
 check "the valid events behind them are delivered" \
-    wait_for 60 all_delivered v1 v2 v3 v4 v5
+    wait_for 60 all_delivered recv v1 v2 v3 v4 v5
 log "valid events behind 1.1 MB garbage and a 2 MB event delivered after $((SECONDS - t0)) s"
 check "both oversize messages end in webhook.dead" wait_for 30 dead_at_least 2
 check "exactly two dead letters" test "$(dead_count)" -eq 2
@@ -148,7 +128,7 @@ start_worker w2 WORKER_METRICS_LISTEN=127.0.0.1:0
 check "the restarted worker serves its metrics" wait_for 20 has_addr w2
 valid k1 v6
 check "after a restart a new event on the partition is delivered" \
-    wait_for 60 all_delivered v6
+    wait_for 60 all_delivered recv v6
 check "the committed offset passed the oversize messages: not dead-lettered again" \
     test "$(dead_count)" -eq 2
 check "nor was any valid event delivered again" test "$(received recv)" -eq 7
@@ -166,8 +146,8 @@ check "worker w3 serves its metrics" wait_for 20 has_addr w3
 check "the refused event is dead-lettered" wait_for 30 dead_at_least 3
 check "with the reason" grep -q 'cannot go to the deliveries topic' "$T/dead.jsonl"
 valid k1 v7
-check "the next event is delivered" wait_for 30 all_delivered v7
-check "the refused one was not delivered" test "$(delivered refused)" -eq 0
+check "the next event is delivered" wait_for 30 all_delivered recv v7
+check "the refused one was not delivered" test "$(delivered recv refused)" -eq 0
 check "the fan-out's pending messages return to 0" \
     wait_for 20 metric_is w3 'webhook_worker_pending_messages{stage="fanout"}' 0
 check "it was not fanned out again" \
@@ -221,7 +201,7 @@ check "the next worker dead-letters the abandoned message" \
     wait_for 60 dead_at_least 4
 check "with its whole length" test "$(dead_with raw_len 300000)" -eq 1
 valid k1 v9
-check "and delivers what follows" wait_for 60 all_delivered v9
+check "and delivers what follows" wait_for 60 all_delivered recv v9
 
 # --- a repeated fan-out stores its event once ------------------------------
 stop_worker w5
@@ -231,7 +211,7 @@ check "the broker fails the next Produce" \
 start_worker w6 WORKER_METRICS_LISTEN=127.0.0.1:0
 check "worker w6 serves its metrics" wait_for 30 has_addr w6
 check "an event whose Delivery Kafka did not take is delivered" \
-    wait_for 60 all_delivered again
+    wait_for 60 all_delivered recv again
 check "after its fan-out was repeated" grep -q 'will be fanned out again' "$T/w6.log"
 # the event is done (its rows durable) once nothing is pending
 check "the repeated fan-out ends" \
@@ -250,7 +230,7 @@ ids=()
 for ((i = 0; i < QUEUED; i++)); do ids+=("q$i"); done
 valid k2 "${ids[@]}"
 check "$QUEUED events through a producer queue of 2 are all delivered" \
-    wait_for 90 all_delivered "${ids[@]}"
+    wait_for 90 all_delivered recv "${ids[@]}"
 check "events waited for room in the producer's queue" \
     grep -q "the producer's queue is full; .* waits for room" "$T/w7.log"
 in_order() {
