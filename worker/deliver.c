@@ -249,6 +249,8 @@ void wk_dl_lane_write(wk_deliver *d, wk_lane *l, wk_lane_op *op, dl_job *j)
          * is redelivered after a restart. */
         WH_ERROR("lane change for endpoint %s could not be buffered; its "
                  "offset will not be committed", l->endpoint_id);
+        if (j && j->state == JOB_PARKING)
+            l->unflushed--; /* no write will come back for it */
         return;
     }
     if (!j) {
