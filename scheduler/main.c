@@ -527,29 +527,18 @@ static double m_late_acks(void *o)
     return (double)((const sc_ctx *)o)->late_acks;
 }
 
-static double m_db_up(void *o)
-{
-    (void)o;
-    sc_dbwatch_stats st;
-    sc_dbwatch_counts(&st);
-    return st.up;
-}
-
-static double m_db_failures(void *o)
-{
-    (void)o;
-    sc_dbwatch_stats st;
-    sc_dbwatch_counts(&st);
-    return (double)st.failures;
-}
-
-static double m_db_seconds(void *o)
-{
-    (void)o;
-    sc_dbwatch_stats st;
-    sc_dbwatch_counts(&st);
-    return st.seconds;
-}
+/* What dbwatch.c saw of Postgres, read when /metrics is served. */
+#define DBWATCH_FN(name, field)                                          \
+    static double m_db_##name(void *o)                                   \
+    {                                                                    \
+        (void)o;                                                         \
+        sc_dbwatch_stats st;                                             \
+        sc_dbwatch_counts(&st);                                          \
+        return (double)st.field;                                         \
+    }
+DBWATCH_FN(up, up)
+DBWATCH_FN(failures, failures)
+DBWATCH_FN(seconds, seconds)
 
 static double m_producer_queue(void *o)
 {
