@@ -201,13 +201,17 @@ static void on_signal(int sig)
  * watchdog ends the process: every wait of the teardown is bounded, this
  * catches a library call that never returns (docs/operations.md). */
 #define STOP_WATCHDOG_S 15
+#define STOP_WATCHDOG_TEXT(s) #s /* the bound, for the message */
+#define STOP_WATCHDOG_STR(s) STOP_WATCHDOG_TEXT(s)
 
 static void on_watchdog(int sig)
 {
     (void)sig;
     static const char msg[] = "webhook-worker: the shutdown overran "
-                              "WORKER_SHUTDOWN_TIMEOUT by 15 s; exiting "
-                              "(what was not committed is consumed again)\n";
+                              "WORKER_SHUTDOWN_TIMEOUT by "
+                              STOP_WATCHDOG_STR(STOP_WATCHDOG_S)
+                              " s; exiting (what was not committed is "
+                              "consumed again)\n";
     if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0) {
         /* nothing more can be done */
     }
