@@ -87,11 +87,13 @@ typedef struct {
 } fail_window;
 
 /* --delay-path: responses for paths starting with prefix are held delay_ms
- * (the longest matching prefix wins, over --delay-ms). */
+ * (the longest matching prefix wins, over --delay-ms), while the uptime is
+ * in [from_ms, to_ms) when the rule has a window. */
 typedef struct {
     char prefix[PREFIX_MAX + 1];
     size_t prefix_len;
     long delay_ms;
+    int64_t from_ms, to_ms; /* to_ms 0: always */
 } delay_path;
 
 /* --body-path: answers to paths starting with prefix carry these bytes
@@ -180,11 +182,12 @@ static const struct {
      "started listening) is in [FROM_MS, TO_MS);\n"
      "0 <= FROM_MS < TO_MS <= 604800000 (7 days).\n"
      "Repeatable (also for one PREFIX), at most 256"},
-    {"delay-path", OPT_DELAY_PATH, "PREFIX=MS",
+    {"delay-path", OPT_DELAY_PATH, "PREFIX=MS[@FROM_MS-TO_MS]",
      "hold responses to requests whose path starts\n"
      "with PREFIX for MS ms (0..600000) instead of\n"
-     "--delay-ms; the longest matching prefix wins.\n"
-     "Repeatable, at most 64 prefixes"},
+     "--delay-ms, only while the uptime is in\n"
+     "[FROM_MS, TO_MS) if given; the longest\n"
+     "matching prefix wins. Repeatable, at most 64"},
     {"body-path", OPT_BODY_PATH, "PREFIX=HEX",
      "answer requests whose path starts with PREFIX\n"
      "with the bytes HEX encodes as body (any bytes,\n"
@@ -547,6 +550,28 @@ static const char *split_prefix(const char *opt, const char *syntax,
     return eq + 1;
 }
 
+/* FROM_MS-TO_MS of option --name (argument arg) into *from_ms, *to_ms. */
+static void parse_window(const char *name, const char *arg, const char *range,
+                         int64_t *from_ms, int64_t *to_ms)
+{
+    const char *dash = strchr(range, '-');
+    char from[32];
+    long a, b;
+    if (!dash || (size_t)(dash - range) >= sizeof from)
+        die_usage("--%s %s: expected FROM_MS-TO_MS after the prefix", name,
+                  arg);
+    memcpy(from, range, (size_t)(dash - range));
+    from[dash - range] = '\0';
+    if (parse_long(from, 0, WINDOW_MAX_MS, &a) != WH_OK ||
+        parse_long(dash + 1, 0, WINDOW_MAX_MS, &b) != WH_OK)
+        die_usage("--%s %s: FROM_MS and TO_MS must be milliseconds 0..%lld",
+                  name, arg, WINDOW_MAX_MS);
+    if (a >= b)
+        die_usage("--%s %s: FROM_MS must be below TO_MS", name, arg);
+    *from_ms = a;
+    *to_ms = b;
+}
+
 static void parse_fail_window(const char *arg)
 {
     if (cfg.nfail_windows == FAIL_WINDOW_MAX)
@@ -554,22 +579,7 @@ static void parse_fail_window(const char *arg)
     fail_window *w = &cfg.fail_windows[cfg.nfail_windows];
     const char *range = split_prefix("fail-window", "PREFIX=FROM_MS-TO_MS",
                                      arg, w->prefix, &w->prefix_len);
-    const char *dash = strchr(range, '-');
-    char from[32];
-    long a, b;
-    if (!dash || (size_t)(dash - range) >= sizeof from)
-        die_usage("--fail-window %s: expected PREFIX=FROM_MS-TO_MS", arg);
-    memcpy(from, range, (size_t)(dash - range));
-    from[dash - range] = '\0';
-    if (parse_long(from, 0, WINDOW_MAX_MS, &a) != WH_OK ||
-        parse_long(dash + 1, 0, WINDOW_MAX_MS, &b) != WH_OK)
-        die_usage("--fail-window %s: FROM_MS and TO_MS must be "
-                  "milliseconds 0..%lld",
-                  arg, WINDOW_MAX_MS);
-    if (a >= b)
-        die_usage("--fail-window %s: FROM_MS must be below TO_MS", arg);
-    w->from_ms = a;
-    w->to_ms = b;
+    parse_window("fail-window", arg, range, &w->from_ms, &w->to_ms);
     cfg.nfail_windows++;
 }
 
@@ -578,13 +588,25 @@ static void parse_delay_path(const char *arg)
     if (cfg.ndelay_paths == DELAY_PATH_MAX)
         die_usage("--delay-path: at most %d prefixes", DELAY_PATH_MAX);
     delay_path *dp = &cfg.delay_paths[cfg.ndelay_paths];
-    const char *ms = split_prefix("delay-path", "PREFIX=MS", arg, dp->prefix,
-                                  &dp->prefix_len);
-    if (parse_long(ms, 0, DELAY_MAX_MS, &dp->delay_ms) != WH_OK)
+    const char *ms = split_prefix("delay-path", "PREFIX=MS[@FROM_MS-TO_MS]",
+                                  arg, dp->prefix, &dp->prefix_len);
+    char num[32];
+    const char *at = strchr(ms, '@');
+    size_t n = at ? (size_t)(at - ms) : strlen(ms);
+    if (n >= sizeof num)
         die_usage("--delay-path %s: MS must be 0..%d", arg, DELAY_MAX_MS);
+    memcpy(num, ms, n);
+    num[n] = '\0';
+    if (parse_long(num, 0, DELAY_MAX_MS, &dp->delay_ms) != WH_OK)
+        die_usage("--delay-path %s: MS must be 0..%d", arg, DELAY_MAX_MS);
+    dp->from_ms = dp->to_ms = 0;
+    if (at)
+        parse_window("delay-path", arg, at + 1, &dp->from_ms, &dp->to_ms);
     for (size_t i = 0; i < cfg.ndelay_paths; i++)
-        if (strcmp(cfg.delay_paths[i].prefix, dp->prefix) == 0)
-            die_usage("--delay-path: prefix %s given twice", dp->prefix);
+        if (strcmp(cfg.delay_paths[i].prefix, dp->prefix) == 0 &&
+            (!at || cfg.delay_paths[i].to_ms == 0))
+            die_usage("--delay-path: prefix %s given twice without a "
+                      "window", dp->prefix);
     cfg.ndelay_paths++;
 }
 
@@ -972,11 +994,14 @@ static bool path_in_fail_window(const char *path, int64_t now_us)
 }
 
 /* The hold time of a response to path, in ms (0: none). */
-static long delay_for(const char *path)
+static long delay_for(const char *path, int64_t now_us)
 {
     const delay_path *best = NULL;
+    int64_t up_ms = (now_us - srv.started_us) / 1000;
     for (size_t i = 0; i < cfg.ndelay_paths; i++) {
         const delay_path *dp = &cfg.delay_paths[i];
+        if (dp->to_ms != 0 && (up_ms < dp->from_ms || up_ms >= dp->to_ms))
+            continue;
         if (strncmp(path, dp->prefix, dp->prefix_len) == 0 &&
             (!best || dp->prefix_len > best->prefix_len))
             best = dp;
@@ -1398,7 +1423,7 @@ static void handle_webhook(conn *c, const char *base, const char *body,
     if (cfg.print)
         print_line(&d);
 
-    long delay_ms = delay_for(path);
+    long delay_ms = delay_for(path, wh_mono_us());
     bool hold = delay_ms > 0;
     if ((bp ? queue_response_n(c, status, bp->body, bp->body_len, closing,
                                hold)

@@ -18,8 +18,12 @@
  * succeeds or is dead-lettered the lane is DRAINING: parked deliveries
  * are loaded and sent in order, new arrivals are parked behind them, and
  * once none is left the lane row is deleted and the lane is OPEN again. A
- * lane whose queue passes lane_queue_max spills to DRAINING the same way,
- * so a slow endpoint never holds more than its bound in memory.
+ * lane whose queue passes lane_queue_max, whose oldest queued delivery
+ * waited lane_park_after, or that would queue past the stage's bound on
+ * queued deliveries (max_in_flight) spills to DRAINING the same way and
+ * parks its queue: a slow endpoint never holds more than its bound in
+ * memory nor its partition's committed offset for long, and queued
+ * deliveries do not count toward pausing consumption.
  *
  * A retry message is sent only while its lane waits for exactly that
  * attempt; other retries of ordered endpoints are ignored when the
@@ -174,16 +178,26 @@ void wk_dl_slot_free(wk_deliver *d, dl_job *j)
     wk_dl_wake(d, j->lane, 0);
 }
 
-static void enqueue(wk_lane *l, dl_job *j)
+static void enqueue(wk_deliver *d, wk_lane *l, dl_job *j)
 {
     j->state = JOB_QUEUED;
+    j->queued_at_us = wh_mono_us();
+    if (j->tk)
+        d->queued++;
     wk_lane_push(l, &j->link);
 }
 
-static dl_job *dequeue(wk_lane *l)
+dl_job *wk_dl_dequeue(wk_deliver *d, wk_lane *l)
 {
     wk_lane_entry *e = wk_lane_pop(l);
-    return e ? DL_JOB_OF(e) : NULL;
+    if (!e)
+        return NULL;
+    dl_job *j = DL_JOB_OF(e);
+    if (j->tk) {
+        assert(d->queued > 0);
+        d->queued--;
+    }
+    return j;
 }
 
 wk_lane *wk_dl_lane_new(wk_deliver *d, const char *endpoint_id,
@@ -305,7 +319,7 @@ void wk_dl_block(wk_deliver *d, wk_lane *l, dl_job *j, uint32_t attempt)
      * queue held consumed messages that are parked now */
     wk_lane_block(l, dv->delivery_id, attempt, was_parked ? j->position : -1);
     dl_job *q;
-    while ((q = dequeue(l)) != NULL) {
+    while ((q = wk_dl_dequeue(d, l)) != NULL) {
         if (q->parked_row)
             wk_dl_job_done(d, q);
         else
@@ -361,7 +375,7 @@ void wk_dl_load_parked(wk_deliver *d, wk_lane *l, int64_t position,
     j->lane = l;
     l->refs++;
     loose_add(d, j);
-    enqueue(l, j);
+    enqueue(d, l, j);
 }
 
 /* Starts what the lane may start now. */
@@ -386,7 +400,7 @@ void wk_dl_pump(wk_deliver *d, wk_lane *l)
             /* an unreadable parked row, in its turn: dead-lettered, it
              * holds the slot until its row is gone */
             char detail[sizeof(head->out.error) + WH_ENDPOINT_ID_MAX + 96];
-            dequeue(l);
+            wk_dl_dequeue(d, l);
             head->holds_slot = true;
             wk_lane_slot_take(l);
             d->unreadable++;
@@ -412,7 +426,7 @@ void wk_dl_pump(wk_deliver *d, wk_lane *l)
         if (!wh_breaker_allow(&l->breaker, now))
             return;
         WH_IGNORE(wh_bucket_take(&l->bucket, now));
-        wk_dl_start(d, dequeue(l));
+        wk_dl_start(d, wk_dl_dequeue(d, l));
     }
 }
 
@@ -427,16 +441,77 @@ static void ignore_stale(wk_deliver *d, dl_job *j, const char *why)
     wk_dl_job_done(d, j);
 }
 
-/* Into the lane's queue, or parked behind what it holds in Postgres. */
+/* The lane spills (OPEN -> DRAINING) and what it queues goes: consumed
+ * deliveries are parked, so their offsets can be committed, and loaded
+ * ones are left where they are, in webhooks.parked. Returns how many were
+ * parked; *left counts the loaded ones. */
+static size_t spill(wk_deliver *d, wk_lane *l, size_t *left)
+{
+    size_t parked = 0;
+    dl_job *j;
+    if (l->state == WK_LANE_OPEN)
+        wk_lane_spill(l);
+    assert(!l->qhead || l->state == WK_LANE_DRAINING);
+    while ((j = wk_dl_dequeue(d, l)) != NULL) {
+        if (j->parked_row) {
+            wk_dl_job_done(d, j);
+            (*left)++;
+        } else {
+            park(d, l, j);
+            parked++;
+        }
+    }
+    return parked;
+}
+
+/* Into the lane's queue, or parked behind what it holds in Postgres. A
+ * lane that spills here parks its queue too: nothing it held in memory
+ * pins its partition's committed offset. */
 static void place(wk_deliver *d, wk_lane *l, dl_job *j)
 {
+    bool was_open = l->state == WK_LANE_OPEN;
+    size_t left = 0;
     if (wk_lane_admit(l, (size_t)d->ctx->s->lane_queue_max) ==
         WK_LANE_TO_PARK) {
+        if (was_open) { /* spilled past WORKER_LANE_QUEUE_MAX */
+            spill(d, l, &left);
+            d->spills_count++;
+        }
         park(d, l, j);
         return;
     }
-    enqueue(l, j);
+    enqueue(d, l, j);
     wk_dl_pump(d, l);
+    /* queued deliveries over all lanes stay within WORKER_MAX_IN_FLIGHT:
+     * beyond it a lane that has to queue parks instead */
+    if (l->state == WK_LANE_OPEN && l->qhead &&
+        d->queued > (size_t)d->ctx->s->max_in_flight) {
+        spill(d, l, &left);
+        d->spills_memory++;
+    }
+}
+
+/* Parks the queue of every open lane whose oldest queued delivery has
+ * waited WORKER_LANE_PARK_AFTER, looking a few times per that period and
+ * only while something is queued. */
+static void spill_waiting(wk_deliver *d, int64_t now)
+{
+    int64_t after_us = d->ctx->s->lane_park_after_ms * 1000;
+    if (d->queued == 0 || d->ctx->stopping || now < d->spill_scan_us)
+        return;
+    d->spill_scan_us = now + after_us / 4;
+    size_t left = 0;
+    for (wk_lane *l = d->all_lanes; l; l = l->anext) {
+        if (l->detached || l->state != WK_LANE_OPEN || !l->qhead)
+            continue;
+        if (now - DL_JOB_OF(l->qhead)->queued_at_us < after_us)
+            continue;
+        size_t n = spill(d, l, &left);
+        d->spills_waited++;
+        WH_DEBUG("lane of endpoint %s: %zu queued deliveries waited %lld ms "
+                 "and are parked", l->endpoint_id, n,
+                 (long long)d->ctx->s->lane_park_after_ms);
+    }
 }
 
 /* Whether a retry that is not its lane's head already ended (succeeded,
@@ -595,23 +670,9 @@ void wk_deliver_stop(wk_deliver *d)
 {
     assert(d->ctx->stopping);
     size_t parked = 0, left = 0;
-    for (wk_lane *l = d->all_lanes; l; l = l->anext) {
-        if (l->detached || !l->qhead)
-            continue;
-        if (l->state == WK_LANE_OPEN)
-            wk_lane_spill(l);
-        assert(l->state == WK_LANE_DRAINING);
-        dl_job *j;
-        while ((j = dequeue(l)) != NULL) {
-            if (j->parked_row) { /* loaded: its row stays where it is */
-                wk_dl_job_done(d, j);
-                left++;
-            } else {
-                park(d, l, j);
-                parked++;
-            }
-        }
-    }
+    for (wk_lane *l = d->all_lanes; l; l = l->anext)
+        if (!l->detached && l->qhead)
+            parked += spill(d, l, &left);
     char err[WH_ERRLEN];
     if (wk_recorder_flush(d->ctx->recorder, err, sizeof(err)) == WH_ERR)
         WH_WARN("%s", err);
@@ -731,10 +792,11 @@ int wk_deliver_poll(wk_deliver *d, int budget)
      * behind a slow one for the offset to move), with a hard cap on those
      * too. */
     size_t held = wk_tracker_pending(d->tracker);
-    if (!d->paused && (d->active >= limit || held >= 16 * limit)) {
+    size_t working = d->active - d->queued; /* queued ones can be parked */
+    if (!d->paused && (working >= limit || held >= 16 * limit)) {
         wh_kafka_consumer_pause_all(d->consumer, 1);
         d->paused = true;
-    } else if (d->paused && d->active < limit / 2 && held < 8 * limit) {
+    } else if (d->paused && working < limit / 2 && held < 8 * limit) {
         wh_kafka_consumer_pause_all(d->consumer, 0);
         d->paused = false;
     }
@@ -788,6 +850,7 @@ void wk_deliver_tick(wk_deliver *d)
         wk_dl_load_parts(d);
     if (d->placing)
         wk_dl_placing_tick(d);
+    spill_waiting(d, now);
     wk_lane *list = d->wake, *later = NULL;
     d->wake = NULL;
     while (list) {
@@ -816,6 +879,12 @@ int64_t wk_deliver_due_ms(const wk_deliver *d)
     int64_t now = wh_mono_us(), due = -1;
     if (d->load_at_us)
         due = d->load_at_us > now ? (d->load_at_us - now) / 1000 + 1 : 0;
+    if (d->queued > 0 && !d->ctx->stopping) {
+        int64_t ms = d->spill_scan_us > now
+                         ? (d->spill_scan_us - now) / 1000 + 1 : 0;
+        if (due < 0 || ms < due)
+            due = ms;
+    }
     for (const wk_lane *l = d->wake; l; l = l->wake_next) {
         int64_t ms = l->wake_at_us > now ? (l->wake_at_us - now) / 1000 + 1
                                          : 0;
@@ -836,6 +905,10 @@ void wk_deliver_counts(const wk_deliver *d, wk_deliver_stats *st)
     st->active = (int64_t)d->active;
     st->lanes = (int64_t)wh_map_size(d->lanes);
     st->unreadable = d->unreadable;
+    st->queued = (int64_t)d->queued;
+    st->spills_count = d->spills_count;
+    st->spills_waited = d->spills_waited;
+    st->spills_memory = d->spills_memory;
     st->drain_loaded = (int64_t)d->budget.used;
     st->drain_peak = (int64_t)d->budget.peak;
     st->drain_waits = d->budget.waits;

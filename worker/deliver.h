@@ -42,6 +42,10 @@ typedef struct {
     int64_t active;                  /* consumed, outcome not yet durable */
     int64_t lanes;                   /* lanes in memory */
     int64_t unreadable;              /* unreadable parked rows dead-lettered */
+    int64_t queued;                  /* consumed, waiting in lane queues */
+    /* lanes whose queue was parked: by count (WORKER_LANE_QUEUE_MAX), by
+     * time (WORKER_LANE_PARK_AFTER), for memory (WORKER_MAX_IN_FLIGHT) */
+    int64_t spills_count, spills_waited, spills_memory;
     /* the drain budget (WORKER_DRAIN_MAX): parked deliveries loaded now,
      * the most ever, times a lane waited for it, lanes waiting now */
     int64_t drain_loaded, drain_peak, drain_waits, drain_waiting;

@@ -68,6 +68,7 @@ typedef struct dl_job {
     wh_http_req req;
     char url[WH_URL_MAX + 1];
     int64_t attempted_at_us;
+    int64_t queued_at_us; /* QUEUED: since when (WORKER_LANE_PARK_AFTER) */
     wk_outcome out; /* kept while a dead letter is in flight */
 } dl_job;
 
@@ -93,7 +94,11 @@ struct wk_deliver {
     wh_buf buf;         /* the retry or dead letter being encoded */
     bool paused;
     size_t active;      /* consumed jobs not yet done */
+    size_t queued;      /* ... of them waiting in lane queues: they can be
+                           parked, so they do not count toward the pause */
+    int64_t spill_scan_us; /* next look for queues waiting too long */
     int64_t sent, succeeded, failed, parked, stale, blocked, unreadable;
+    int64_t spills_count, spills_waited, spills_memory; /* deliver.h */
 };
 
 /* ---- deliver.c ---------------------------------------------------------- */
@@ -118,6 +123,8 @@ void wk_dl_block(wk_deliver *d, wk_lane *l, dl_job *j, uint32_t attempt);
 void wk_dl_unblock(wk_deliver *d, wk_lane *l);
 /* j was loaded from webhooks.parked and ended: its row goes. */
 void wk_dl_unpark(wk_deliver *d, wk_lane *l, dl_job *j);
+/* Takes the head of l's queue (NULL: empty). */
+dl_job *wk_dl_dequeue(wk_deliver *d, wk_lane *l);
 /* Starts what the lane may start now. */
 void wk_dl_pump(wk_deliver *d, wk_lane *l);
 /* Asks the event loop to pump l at due_us (monotonic; 0 = now). */

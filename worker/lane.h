@@ -7,7 +7,10 @@
  * States (sql/006_lanes.sql mirrors BLOCKED and DRAINING as a lanes row):
  *
  *   OPEN     -> DRAINING  spill: an arrival finds lane_queue_max queued,
- *                         or the stage stops (SIGTERM) with some queued
+ *                         the oldest queued one waited lane_park_after, the
+ *                         queues of all lanes are full, or the stage stops
+ *                         (SIGTERM) with some queued; the stage parks the
+ *                         queue
  *   OPEN     -> BLOCKED   an ordered delivery failed and will be retried
  *   DRAINING -> BLOCKED   a drained (or queued) delivery failed likewise
  *   BLOCKED  -> BLOCKED   the head failed again (waits for its next attempt)

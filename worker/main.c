@@ -87,11 +87,18 @@ static const wh_opt opts[] = {
      "e.g. 127.0.0.0/8,::1/128"},
     {"max-in-flight", "WORKER_MAX_IN_FLIGHT", WH_OPT_INT, "20000", 10,
      1000000, S(max_in_flight),
-     "messages a stage holds before it pauses consumption"},
+     "messages a stage works on before it pauses consumption; deliveries "
+     "waiting in lane queues do not count: up to as many again wait there, "
+     "then a lane that would queue one more parks its queue in Postgres"},
     {"lane-queue-max", "WORKER_LANE_QUEUE_MAX", WH_OPT_INT, "1000", 1,
      1000000, S(lane_queue_max),
      "deliveries one endpoint's lane queues in memory; later ones wait "
      "parked in Postgres"},
+    {"lane-park-after", "WORKER_LANE_PARK_AFTER", WH_OPT_DURATION, "5s", 10,
+     3600000, S(lane_park_after_ms),
+     "a delivery queued in memory this long behind a slow or failing one "
+     "is parked in Postgres with the rest of its lane's queue, so its "
+     "offset can be committed"},
     {"drain-max", "WORKER_DRAIN_MAX", WH_OPT_INT, "10000", 1, 10000000,
      S(drain_max),
      "parked deliveries all draining lanes together load into memory; "
@@ -575,6 +582,21 @@ static int metrics_register(wk_ctx *ctx, char *err, size_t errlen)
         {WH_METRIC_GAUGE, "webhook_worker_deliveries_active", NULL,
          "Deliveries consumed whose outcome is not durable yet.",
          &deliver_stats.active},
+        {WH_METRIC_GAUGE, "webhook_worker_deliveries_queued", NULL,
+         "Deliveries consumed and waiting in lane queues (they do not count "
+         "toward WORKER_MAX_IN_FLIGHT).", &deliver_stats.queued},
+        {WH_METRIC_COUNTER, "webhook_worker_lane_spills_total",
+         "reason=count",
+         "Lanes whose in-memory queue was parked in Postgres, by reason.",
+         &deliver_stats.spills_count},
+        {WH_METRIC_COUNTER, "webhook_worker_lane_spills_total",
+         "reason=waited",
+         "Lanes whose in-memory queue was parked in Postgres, by reason.",
+         &deliver_stats.spills_waited},
+        {WH_METRIC_COUNTER, "webhook_worker_lane_spills_total",
+         "reason=memory",
+         "Lanes whose in-memory queue was parked in Postgres, by reason.",
+         &deliver_stats.spills_memory},
         {WH_METRIC_GAUGE, "webhook_worker_lanes", NULL,
          "Endpoint lanes held in memory.", &deliver_stats.lanes},
         {WH_METRIC_COUNTER, "webhook_worker_parked_unreadable_total", NULL,

@@ -172,12 +172,12 @@ void wk_dl_load_parts(wk_deliver *d)
 
 static void detach(wk_deliver *d, wk_lane *l)
 {
-    wk_lane_entry *e;
+    dl_job *j;
     l->detached = true;
     wk_dl_drain_stop(d, l);
     wk_dl_lane_drop_held(d, l);
-    while ((e = wk_lane_pop(l)) != NULL)
-        wk_dl_job_done(d, DL_JOB_OF(e));
+    while ((j = wk_dl_dequeue(d, l)) != NULL)
+        wk_dl_job_done(d, j);
     WH_IGNORE(wh_map_del(d->lanes, l->endpoint_id));
     wk_dl_lane_unref(d, l);
 }

@@ -41,6 +41,7 @@ typedef struct {
     const char *allow_private_nets;
     int64_t max_in_flight;
     int64_t lane_queue_max;
+    int64_t lane_park_after_ms;
     int64_t drain_max;
     int64_t breaker_failures;
     int64_t breaker_cooldown_ms;

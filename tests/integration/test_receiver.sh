@@ -454,6 +454,24 @@ if [ "$BQ" = 204 ] && [ $((B1 - B0)) -lt 2000 ]; then
 else
     fail "--delay-path PREFIX=0 exempts a path from --delay-ms" "$BQ in $((B1 - B0)) ms"
 fi
+# a windowed delay: /w is held 2 s only while the uptime is in [0, 1500)
+start_receiver dwin --delay-path /w=2000@0-1500
+V0=$(ms_now)
+VQ=$(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary @"$TMP/body2" "http://127.0.0.1:$PORT/w/1")
+V1=$(ms_now)
+while [ $(($(ms_now) - V0)) -lt 2100 ]; do sleep 0.1; done
+V2=$(ms_now)
+VR=$(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary @"$TMP/body2" "http://127.0.0.1:$PORT/w/2")
+V3=$(ms_now)
+if [ "$VQ $VR" = "204 204" ] && [ $((V1 - V0)) -ge 2000 ] && [ $((V3 - V2)) -lt 1000 ]; then
+    pass "--delay-path PREFIX=MS@FROM-TO: held inside the window, not after"
+else
+    fail "--delay-path PREFIX=MS@FROM-TO: held inside the window, not after" \
+        "$VQ in $((V1 - V0)) ms, $VR in $((V3 - V2)) ms"
+fi
+"$RECEIVER" --delay-path /w=5@9-3 >/dev/null 2>"$TMP/dwin.err" && rc=0 || rc=$?
+check "--delay-path with an empty window is refused" "2 yes" \
+    "$rc $(grep -q 'FROM_MS must be below TO_MS' "$TMP/dwin.err" && echo yes)"
 
 # ---- --print -------------------------------------------------------------------
 
