@@ -109,6 +109,12 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac,
         WH_ERROR("DATA LOSS: kafka %s", buf);
         return;
     }
+    /* set on purpose (the fan-out's producer, kafka.h): not a warning */
+    if (strcmp(fac, "CONFWARN") == 0 &&
+        strstr(buf, "enable.gapless.guarantee is experimental")) {
+        WH_DEBUG("kafka %s: %s", fac, buf);
+        return;
+    }
     if (level <= 3)
         WH_ERROR("kafka %s: %s", fac, buf);
     else if (level <= 4)
@@ -380,6 +386,28 @@ void wh_kafka_consumer_commit_soon(wh_kafka_consumer *c)
         (void)rd_kafka_commit(c->rk, NULL, 1); /* nothing stored: fine */
 }
 
+int wh_kafka_consumer_seek(wh_kafka_consumer *c, int32_t partition,
+                           int64_t offset, char *err, size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, c->topic, partition)->offset = offset;
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, l, 0);
+    int rc = WH_OK;
+    if (e) {
+        rc = wh_errf(err, errlen, "seek %s [%d] to %lld: %s", c->topic,
+                     (int)partition, (long long)offset,
+                     rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    } else if (l->elems[0].err &&
+               l->elems[0].err != RD_KAFKA_RESP_ERR__IN_PROGRESS) {
+        rc = wh_errf(err, errlen, "seek %s [%d] to %lld: %s", c->topic,
+                     (int)partition, (long long)offset,
+                     rd_kafka_err2str(l->elems[0].err));
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    return rc;
+}
+
 void wh_kafka_consumer_pause_all(wh_kafka_consumer *c, int pause)
 {
     rd_kafka_topic_partition_list_t *parts = NULL;
@@ -591,7 +619,9 @@ int wh_kafka_producer_new(const wh_kafka_conf *kc, wh_kafka_dr_fn *dr,
         conf_set(conf, "queue.buffering.max.messages", "1000000", err,
                  errlen) ||
         (kc->keep_order &&
-         conf_set(conf, "message.timeout.ms", "0", err, errlen))) {
+         conf_set(conf, "message.timeout.ms", "0", err, errlen)) ||
+        (kc->gapless &&
+         conf_set(conf, "enable.gapless.guarantee", "true", err, errlen))) {
         rd_kafka_conf_destroy(conf);
         goto fail;
     }
@@ -710,6 +740,31 @@ bool wh_kafka_error_too_large(const char *errstr)
         if (strstr(errstr, rd_kafka_err2str(codes[i])))
             return true;
     return false;
+}
+
+bool wh_kafka_error_consequence(const char *errstr)
+{
+    if (!errstr)
+        return false;
+    static const rd_kafka_resp_err_t codes[] = {
+        RD_KAFKA_RESP_ERR__FATAL,
+        RD_KAFKA_RESP_ERR__PURGE_QUEUE,
+        RD_KAFKA_RESP_ERR__PURGE_INFLIGHT,
+        RD_KAFKA_RESP_ERR__GAPLESS_GUARANTEE,
+    };
+    for (size_t i = 0; i < WH_ARRAY_LEN(codes); i++)
+        if (strcmp(errstr, rd_kafka_err2str(codes[i])) == 0)
+            return true;
+    return false;
+}
+
+void wh_kafka_producer_purge_async(wh_kafka_producer *p)
+{
+    rd_kafka_resp_err_t e = rd_kafka_purge(
+        p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT |
+                   RD_KAFKA_PURGE_F_NON_BLOCKING);
+    if (e)
+        WH_WARN("rd_kafka_purge() failed: %s", rd_kafka_err2str(e));
 }
 
 int wh_kafka_producer_outq(wh_kafka_producer *p)

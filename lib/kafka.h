@@ -30,6 +30,12 @@ typedef struct {
      * idempotence a message is never given up while a later one to the
      * same partition is delivered; sending waits out broker outages. */
     bool keep_order;
+    /* Producer: enable.gapless.guarantee: a message given up (a permanent
+     * error) makes the producer fail fatally instead of letting later
+     * messages to its partition through, so what was delivered is always
+     * a prefix of what was produced. The owner then replaces the producer
+     * (wh_kafka_producer_fatal tells). */
+    bool gapless;
     /* Consumer: called from wh_kafka_consumer_poll each time the consumer
      * reached the end of a partition (every message before next_offset
      * was returned); NULL: not wanted. */
@@ -82,6 +88,12 @@ int wh_kafka_consumer_commit(wh_kafka_consumer *c, char *err,
  * (the automatic one runs every 250 ms): for a stop, so what is stored
  * reaches the group before a rebalance can refuse the final commit. */
 void wh_kafka_consumer_commit_soon(wh_kafka_consumer *c);
+/* Makes an assigned partition's consumption start again at offset (also
+ * while paused; messages fetched before are not returned). Asynchronous:
+ * WH_ERR only when the seek could not be asked for. */
+int wh_kafka_consumer_seek(wh_kafka_consumer *c, int32_t partition,
+                           int64_t offset, char *err,
+                           size_t errlen) WH_MUST_CHECK;
 /* Stops (pause = 1) or resumes fetching for every assigned partition. */
 void wh_kafka_consumer_pause_all(wh_kafka_consumer *c, int pause);
 /* Leaves the group: the rebalance callback sees the final revoke and the
@@ -153,8 +165,15 @@ int64_t wh_kafka_producer_message_max(wh_kafka_producer *p);
  * was refused for its size: librdkafka's MSG_SIZE_TOO_LARGE (locally or
  * from the broker) or the broker's RECORD_LIST_TOO_LARGE. */
 bool wh_kafka_error_too_large(const char *errstr);
+/* True when a delivery report's errstr says the message failed only
+ * because of another one: the producer failed fatally, or the message was
+ * purged (queued or in flight) before it could be sent. */
+bool wh_kafka_error_consequence(const char *errstr);
 /* Messages not yet acknowledged. */
 int wh_kafka_producer_outq(wh_kafka_producer *p);
+/* Gives up on every message not yet acknowledged without waiting: each
+ * gets a failed delivery report, served by wh_kafka_producer_poll. */
+void wh_kafka_producer_purge_async(wh_kafka_producer *p);
 /* WH_ERR, with librdkafka's reason in err, once the producer has failed
  * fatally (rd_kafka_fatal_error: e.g. the idempotent producer cannot keep
  * its ordering guarantee); it delivers nothing more and the process must

@@ -7,9 +7,24 @@
  * too large for the deliveries topic, go to the dead-letter sender
  * (deadletter.h) instead. An event's offset is stored only after its row
  * is durable and Kafka acknowledged all of its deliveries (or its dead
- * letter); when any of them fails the whole fan-out is repeated, which is
- * safe because delivery ids are derived from (app, event, endpoint). Main
+ * letter). Delivery ids are derived from (app, event, endpoint), so a
+ * fan-out done twice makes duplicates, never different deliveries. Main
  * thread only.
+ *
+ * Order across produce failures. The stage has its own producer, with
+ * librdkafka's gapless guarantee: when Kafka refuses a Delivery for good,
+ * nothing produced after it to the same partition is written, and the
+ * producer fails fatally. The stage then REWINDS: it stops fanning out,
+ * gives up every message the producer still holds, waits for their
+ * reports, replaces the producer, and seeks every events partition back
+ * to its first event not completely fanned out; consumption goes on from
+ * there. So a Delivery never reaches its partition after a later event's
+ * Delivery to the same endpoint. An event Kafka refused is a suspect:
+ * after the rewind it is produced alone (once the producer holds nothing
+ * else, and the events after it wait for its reports), so a refusal of
+ * its own is told from one of a batch it was in; refused alone twice, it
+ * is dead-lettered. Rewinds back off from 1 s to 30 s while no event gets
+ * through in between.
  *
  * An event whose Delivery finds the producer's queue full WAITS: the
  * endpoints it has not reached yet are kept, consumption pauses, and
@@ -27,6 +42,19 @@
 #include "worker.h"
 
 #define RETRY_DELAY_US (1000 * 1000)
+/* A rewind waits at least this long (doubling on each rewind that follows
+ * another with no event fanned out in between, up to REWIND_DELAY_MAX_US),
+ * and gives the producer REWIND_DRAIN_US to report what it held before
+ * that is given up once more. */
+#define REWIND_DELAY_US (1000 * 1000)
+#define REWIND_DELAY_MAX_US (30 * 1000 * 1000)
+#define REWIND_DRAIN_US (10 * 1000 * 1000)
+/* Refusals after which a suspect event is dead-lettered: one in a batch
+ * (or alone), then twice alone. */
+#define SUSPECT_GIVE_UP 3
+/* Suspects remembered at most (a rewind re-reads them at once; entries of
+ * partitions that moved away are forgotten past this). */
+#define SUSPECTS_MAX 4096
 /* How soon a waiting event tries the producer's queue again when no
  * delivery report wakes the loop first. */
 #define WAIT_POLL_MS 10
@@ -39,6 +67,11 @@ typedef struct fo_msg {
     int pending;    /* produced messages not yet acknowledged, +1 while
                        the fan-out itself runs or waits */
     bool failed;    /* repeat the fan-out (one second later) */
+    bool refused;   /* Kafka did not take one of its Deliveries: rewind */
+    bool noted;     /* ... and refused one itself (suspect_note) */
+    bool abandoned; /* a rewind reads it again: never done */
+    bool detached;  /* released by a rewind while reports were due: freed
+                       by the last of them */
     bool stored;    /* its webhooks.events row was queued */
     bool ended;     /* dead-lettered: done once acknowledged, never
                        repeated */
@@ -55,10 +88,30 @@ typedef struct fo_msg {
     struct fo_msg *aprev, *anext; /* every message held */
 } fo_msg;
 
+/* An event Kafka refused a Delivery of, by "partition:offset". */
+typedef struct {
+    int refusals;
+    bool dead; /* dead-lettered for its size already: skip it */
+    char error[WH_ERRLEN];
+} suspect;
+
 struct wk_fanout {
     wk_ctx *ctx;
     wh_kafka_consumer *consumer;
+    wh_kafka_producer *producer; /* its own, gapless (see the top) */
+    wh_kafka_conf pconf;
     wk_tracker *tracker;
+    bool rewinding;
+    int64_t rewind_at_us;    /* when the rewind may complete */
+    int64_t rewind_drain_us; /* ... give up what is left at */
+    int64_t rewind_delay_us; /* the next rewind's wait */
+    int64_t rewinds;
+    wh_map *suspects;
+    fo_msg *solo;            /* a suspect produced alone */
+    char broken[WH_ERRLEN];  /* a rewind could not seek: restart */
+    /* by events partition: the offset below which every event's row is
+     * durable, so a rewind does not store them again */
+    int64_t durable_below[WK_TRACKER_PARTITIONS_MAX];
     wh_buf buf;
     fo_msg *retry_head, *retry_tail;
     fo_msg *wait_head, *wait_tail; /* in consumption order */
@@ -79,10 +132,24 @@ static void drop_rest(fo_msg *m)
     m->nrest = m->restcap = m->next = 0;
 }
 
+static void free_msg(wk_fanout *f, fo_msg *m);
+
+/* A rewind releases messages whose reports (an events row, a dead letter)
+ * are still due: the last of them frees it. */
 static void release(wk_item *item)
 {
     fo_msg *m = (fo_msg *)((char *)item - offsetof(fo_msg, item));
-    wk_fanout *f = m->f;
+    if (m->pending > 0 && m->f->rewinding) {
+        m->detached = true;
+        return;
+    }
+    free_msg(m->f, m);
+}
+
+static void free_msg(wk_fanout *f, fo_msg *m)
+{
+    if (f->solo == m)
+        f->solo = NULL;
     if (wk_dead_cancel(&m->dead) != WH_OK) {
         /* the producer still holds it: its report must find m */
         WH_ERROR("fan-out message freed while its dead letter is in the "
@@ -131,10 +198,24 @@ int wk_fanout_new(wk_ctx *ctx, wk_fanout **out, char *err, size_t errlen)
         .session_timeout_ms = ctx->s->session_timeout_ms,
         .heartbeat_ms = ctx->s->heartbeat_ms,
     };
-    if (!f->tracker) {
+    f->pconf = (wh_kafka_conf){
+        .brokers = ctx->s->kafka_brokers,
+        .client_id = ctx->worker_id,
+        .extra = ctx->s->kafka_extra,
+        .keep_order = true, /* deliveries keep their events' order */
+        .gapless = true,
+        .message_max = wh_kafka_message_max(ctx->s->payload_max),
+    };
+    f->rewind_delay_us = REWIND_DELAY_US;
+    f->suspects = wh_map_new();
+    if (!f->tracker || !f->suspects) {
         wh_errf(err, errlen, "out of memory");
         goto fail;
     }
+    if (wh_kafka_producer_new(&f->pconf, ctx->on_report, ctx, &f->producer,
+                              err, errlen) != WH_OK)
+        goto fail;
+    wh_kafka_producer_warm(f->producer, ctx->s->deliveries_topic);
     if (wh_kafka_consumer_new(&kc, ctx->s->fanout_group,
                               ctx->s->events_topic, on_rebalance, f,
                               &f->consumer, err, errlen) != WH_OK)
@@ -142,29 +223,74 @@ int wk_fanout_new(wk_ctx *ctx, wk_fanout **out, char *err, size_t errlen)
     *out = f;
     return WH_OK;
 fail:
+    wh_kafka_producer_destroy(f->producer);
     wk_tracker_destroy(f->tracker);
+    wh_map_destroy(f->suspects);
     wh_buf_free(&f->buf);
     free(f);
     return WH_ERR;
 }
 
+static void free_suspect(const char *key, void *value, void *opaque)
+{
+    (void)key;
+    (void)opaque;
+    free(value);
+}
+
 void wk_fanout_destroy(wk_fanout *f)
 {
+    char err[WH_ERRLEN];
     if (!f)
         return;
+    /* what the producer still holds after the shutdown budget is given up
+     * (its events are read again by the partitions' next owner); no
+     * report arrives after this */
+    if (wh_kafka_producer_outq(f->producer) > 0 &&
+        wh_kafka_producer_flush(f->producer, wk_stop_left_ms(f->ctx), err,
+                                sizeof(err)) != WH_OK) {
+        WH_WARN("fan-out: %s; giving them up", err);
+        wh_kafka_producer_purge(f->producer);
+    }
+    wh_kafka_producer_destroy(f->producer);
+    f->producer = NULL;
     wh_kafka_consumer_close(f->consumer, wk_stop_left_ms(f->ctx));
     wk_recorder_forget(f->ctx->recorder, f);
     wk_tracker_destroy(f->tracker); /* releases held messages */
     /* messages of revoked partitions the tracker no longer holds */
     while (f->all) {
         fo_msg *m = f->all;
-        release(&m->item);
+        free_msg(f, m);
         if (f->all == m) /* kept for the producer */
             f->all = m->anext;
     }
     wh_kafka_consumer_destroy(f->consumer);
+    wh_map_each(f->suspects, free_suspect, NULL);
+    wh_map_destroy(f->suspects);
     wh_buf_free(&f->buf);
     free(f);
+}
+
+int wk_fanout_producer_fd(wk_fanout *f)
+{
+    return wh_kafka_producer_fd(f->producer);
+}
+
+void wk_fanout_serve(wk_fanout *f)
+{
+    wh_kafka_producer_poll(f->producer, 0);
+}
+
+size_t wk_fanout_outq(const wk_fanout *f)
+{
+    return (size_t)wh_kafka_producer_outq(f->producer);
+}
+
+int64_t wk_fanout_rewinds(const wk_fanout *f) { return f->rewinds; }
+
+const char *wk_fanout_broken(const wk_fanout *f)
+{
+    return f->broken[0] ? f->broken : NULL;
 }
 
 int wk_fanout_fd(wk_fanout *f) { return wh_kafka_consumer_fd(f->consumer); }
@@ -181,8 +307,90 @@ size_t wk_fanout_pending(const wk_fanout *f)
 
 size_t wk_fanout_waiting(const wk_fanout *f) { return f->waiting; }
 
+static void suspect_key(const fo_msg *m, char *key, size_t len)
+{
+    snprintf(key, len, "%d:%lld", (int)wh_kmsg_partition(m->km),
+             (long long)wh_kmsg_offset(m->km));
+}
+
+static suspect *suspect_of(wk_fanout *f, const fo_msg *m)
+{
+    char key[48];
+    suspect_key(m, key, sizeof(key));
+    return wh_map_get(f->suspects, key);
+}
+
+static void suspect_forget(wk_fanout *f, const fo_msg *m)
+{
+    char key[48];
+    suspect_key(m, key, sizeof(key));
+    free(wh_map_del(f->suspects, key));
+}
+
+/* Kafka refused one of m's Deliveries (why): one refusal more. */
+static void suspect_note(wk_fanout *f, fo_msg *m, const char *why, bool dead)
+{
+    char key[48];
+    suspect *sp = suspect_of(f, m);
+    if (!sp) {
+        if (wh_map_size(f->suspects) >= SUSPECTS_MAX) {
+            WH_WARN("fan-out: %d events refused by Kafka remembered; "
+                    "forgetting them", SUSPECTS_MAX);
+            wh_map_each(f->suspects, free_suspect, NULL);
+            wh_map_destroy(f->suspects);
+            f->suspects = wh_map_new();
+        }
+        suspect_key(m, key, sizeof(key));
+        sp = calloc(1, sizeof(*sp));
+        if (!f->suspects || !sp ||
+            wh_map_put(f->suspects, key, sp, NULL) != WH_OK) {
+            WH_ERROR("out of memory; exiting so the event is redelivered");
+            abort();
+        }
+    }
+    sp->refusals++;
+    sp->dead |= dead;
+    wh_strlcpy(sp->error, why ? why : "unknown error", sizeof(sp->error));
+}
+
+/* Kafka did not take a Delivery (why): the stage rewinds (see the top). */
+static void rewind_start(wk_fanout *f, const char *why)
+{
+    if (f->rewinding)
+        return;
+    int64_t now = wh_mono_us();
+    f->rewinding = true;
+    f->rewinds++;
+    f->rewind_at_us = now + f->rewind_delay_us;
+    f->rewind_drain_us = now + REWIND_DRAIN_US;
+    WH_WARN("fan-out: Kafka did not take a Delivery (%s); giving up what "
+            "the producer holds and reading every events partition again "
+            "from its first event not fanned out completely, in %lld ms",
+            why, (long long)(f->rewind_delay_us / 1000));
+    if (f->rewind_delay_us < REWIND_DELAY_MAX_US)
+        f->rewind_delay_us *= 2;
+    if (!f->paused) {
+        wh_kafka_consumer_pause_all(f->consumer, 1);
+        f->paused = true;
+    }
+    wh_kafka_producer_purge_async(f->producer);
+}
+
 static void finish(wk_fanout *f, fo_msg *m)
 {
+    if (f->solo == m)
+        f->solo = NULL; /* the events after it go on */
+    if (m->detached) { /* a rewind released it: its last report is in */
+        free_msg(f, m);
+        return;
+    }
+    if (m->abandoned || (f->rewinding && (m->failed || m->refused)))
+        return; /* the rewind reads it again */
+    if (m->refused) {
+        /* refused outside a rewind cannot be: make one */
+        rewind_start(f, "a refused Delivery");
+        return;
+    }
     if (m->failed && !m->ended && !wk_item_revoked(&m->item)) {
         m->failed = false;
         m->retry_at_us = wh_mono_us() + RETRY_DELAY_US;
@@ -194,6 +402,10 @@ static void finish(wk_fanout *f, fo_msg *m)
         f->retry_tail = m;
         return;
     }
+    if (!m->ended || !suspect_of(f, m) || !suspect_of(f, m)->dead)
+        suspect_forget(f, m); /* it got through */
+    if (!f->rewinding)
+        f->rewind_delay_us = REWIND_DELAY_US; /* progress since */
     wk_tracker_done(f->tracker, &m->item, f->consumer);
 }
 
@@ -203,9 +415,18 @@ static void unref(wk_fanout *f, fo_msg *m)
         finish(f, m);
 }
 
+/* m's events row is durable, and so is every row queued before it: rows
+ * are written in the order they were queued. */
 static void event_recorded(void *opaque, void *arg)
 {
-    unref(arg, opaque);
+    wk_fanout *f = arg;
+    fo_msg *m = opaque;
+    int32_t pid = wh_kmsg_partition(m->km);
+    int64_t next = wh_kmsg_offset(m->km) + 1;
+    if (pid >= 0 && pid < WK_TRACKER_PARTITIONS_MAX &&
+        next > f->durable_below[pid])
+        f->durable_below[pid] = next;
+    unref(f, m);
 }
 
 /* m's dead letter is durable: in Kafka, or (outcome WK_DEAD_GIVEN_UP)
@@ -257,8 +478,14 @@ static void too_large(wk_fanout *f, fo_msg *m, const char *why)
 static void store_event(wk_fanout *f, fo_msg *m, const wh_event *ev)
 {
     char err[WH_ERRLEN];
+    int32_t pid = wh_kmsg_partition(m->km);
     if (m->stored)
         return;
+    if (pid >= 0 && pid < WK_TRACKER_PARTITIONS_MAX &&
+        wh_kmsg_offset(m->km) < f->durable_below[pid]) {
+        m->stored = true; /* read again after a rewind: its row is in */
+        return;
+    }
     wh_buf_reset(&f->buf);
     if (wh_codec_event_encode(ev, &f->buf, err, sizeof(err)) != WH_OK) {
         WH_ERROR("cannot encode event %s for storage: %s", ev->id, err);
@@ -289,6 +516,10 @@ static int deliver_to(wk_fanout *f, fo_msg *m, const wh_event *ev,
                       const wh_endpoint *ep)
 {
     char id[WH_DELIVERY_ID_LEN + 1], err[WH_ERRLEN];
+    if (f->rewinding) { /* the rewind fans it out again */
+        m->refused = true;
+        return WH_OK;
+    }
     wh_codec_delivery_id(ev->app, ev->id, ep->id, id);
     wh_delivery d = {
         .delivery_id = id,
@@ -306,7 +537,7 @@ static int deliver_to(wk_fanout *f, fo_msg *m, const wh_event *ev,
         too_large(f, m, err);
         return WH_OK;
     }
-    int rc = wh_kafka_producer_send(f->ctx->producer,
+    int rc = wh_kafka_producer_send(f->producer,
                                     f->ctx->s->deliveries_topic, ep->id,
                                     strlen(ep->id), f->buf.data, f->buf.len,
                                     NULL, m, err, sizeof(err));
@@ -315,8 +546,11 @@ static int deliver_to(wk_fanout *f, fo_msg *m, const wh_event *ev,
     else if (rc == WH_DECLINED)
         too_large(f, m, err);
     else if (rc == WH_ERR) {
-        WH_ERROR("%s", err);
-        m->failed = true;
+        /* a producer that failed fatally, or one that cannot send: a new
+         * one, and this event again */
+        WH_ERROR("fan-out: %s", err);
+        m->refused = true;
+        rewind_start(f, err);
     }
     return rc == WH_AGAIN ? WH_AGAIN : WH_OK;
 }
@@ -388,6 +622,36 @@ static bool fan_out(wk_fanout *f, fo_msg *m)
     size_t ctlen = 0;
     char ctype[WH_CONTENT_TYPE_MAX + 1], err[WH_ERRLEN];
     const char *ctp = NULL;
+    if (f->solo || f->rewinding)
+        return true; /* behind a suspect's reports, or a rewind */
+    const suspect *sp = suspect_of(f, m);
+    if (sp && sp->dead) { /* dead-lettered before the rewind */
+        m->pending = 1;
+        m->ended = true;
+        unref(f, m);
+        return false;
+    }
+    if (sp && sp->refusals >= SUSPECT_GIVE_UP) {
+        char detail[WH_ERRLEN + 96];
+        snprintf(detail, sizeof(detail),
+                 "cannot go to the deliveries topic: Kafka refused it %d "
+                 "times, twice alone: %s", sp->refusals, sp->error);
+        m->pending = 1;
+        suspect_forget(f, m);
+        dead_letter(f, m, detail);
+        unref(f, m);
+        return false;
+    }
+    if (sp) {
+        /* alone: once the producer holds nothing else, and what follows
+         * waits for its reports */
+        if (wh_kafka_producer_outq(f->producer) > 0)
+            return true;
+        WH_INFO("fan-out: %s [%d] @ %lld, refused %d times, is produced "
+                "alone", wh_kmsg_topic(m->km), (int)wh_kmsg_partition(m->km),
+                (long long)wh_kmsg_offset(m->km), sp->refusals);
+        f->solo = m;
+    }
     if (wh_kmsg_header(m->km, "content-type", &ct, &ctlen) == WH_OK &&
         ctlen < sizeof(ctype)) {
         memcpy(ctype, ct, ctlen);
@@ -432,14 +696,25 @@ void wk_fanout_on_report(wk_fanout *f, void *msg_opaque, int ok,
                          const char *errstr)
 {
     fo_msg *m = msg_opaque;
-    if (!ok && wh_kafka_error_too_large(errstr)) {
-        too_large(f, m, errstr);
+    if (!ok && wh_kafka_error_consequence(errstr)) {
+        /* given up because another one was refused */
+        m->refused = true;
+        rewind_start(f, errstr);
     } else if (!ok) {
-        WH_WARN("fan-out of %s [%d] @ %lld: Kafka did not take a message: "
-                "%s; the event will be fanned out again",
-                wh_kmsg_topic(m->km), (int)wh_kmsg_partition(m->km),
-                (long long)wh_kmsg_offset(m->km), errstr);
-        m->failed = true;
+        bool size = wh_kafka_error_too_large(errstr);
+        if (!m->noted && !m->abandoned && !m->detached) {
+            m->noted = true;
+            /* one refusal per event and fan-out, however many of its
+             * Deliveries the refused request held */
+            WH_WARN("fan-out of %s [%d] @ %lld: Kafka refused a Delivery: "
+                    "%s", wh_kmsg_topic(m->km), (int)wh_kmsg_partition(m->km),
+                    (long long)wh_kmsg_offset(m->km), errstr);
+            suspect_note(f, m, errstr, size);
+        }
+        if (size)
+            too_large(f, m, errstr); /* dead-lettered once, not repeated */
+        m->refused = true;
+        rewind_start(f, errstr);
     }
     unref(f, m);
 }
@@ -464,7 +739,7 @@ int wk_fanout_poll(wk_fanout *f, int budget)
 {
     int n = 0;
     size_t limit = (size_t)f->ctx->s->max_in_flight;
-    bool hold = f->wait_head || f->ctx->stopping;
+    bool hold = f->wait_head || f->ctx->stopping || f->rewinding;
     if (!f->paused && (hold || wk_tracker_pending(f->tracker) >= limit)) {
         wh_kafka_consumer_pause_all(f->consumer, 1);
         f->paused = true;
@@ -499,7 +774,7 @@ int wk_fanout_poll(wk_fanout *f, int budget)
         f->all = m;
         /* behind a waiting event, events wait too: deliveries keep
          * their order */
-        if (f->wait_head || f->ctx->stopping)
+        if (f->wait_head || f->ctx->stopping || f->rewinding)
             wait_append(f, m);
         else if (fan_out(f, m))
             wait_append(f, m);
@@ -507,10 +782,78 @@ int wk_fanout_poll(wk_fanout *f, int budget)
     return n;
 }
 
+/* wk_tracker_rewind: consumption of partition starts again at offset. */
+static void seek_back(int32_t partition, int64_t offset, void *opaque)
+{
+    wk_fanout *f = opaque;
+    char err[WH_ERRLEN];
+    WH_INFO("fan-out: %s [%d] is read again from offset %lld",
+            f->ctx->s->events_topic, (int)partition, (long long)offset);
+    if (wh_kafka_consumer_seek(f->consumer, partition, offset, err,
+                               sizeof(err)) != WH_OK) {
+        /* the group's committed offset is at or before offset: a restart
+         * reads it again */
+        wh_strlcpy(f->broken, err, sizeof(f->broken));
+    }
+}
+
+/* Ends a rewind once the producer reported everything it held: a new
+ * producer, every message held given up, consumption from the first event
+ * of each partition not fanned out completely. */
+static void rewind_finish(wk_fanout *f)
+{
+    char err[WH_ERRLEN];
+    int64_t now = wh_mono_us();
+    if (now < f->rewind_at_us)
+        return;
+    if (wh_kafka_producer_outq(f->producer) > 0) {
+        if (now < f->rewind_drain_us)
+            return;
+        WH_WARN("fan-out: %d Deliveries still unreported after %d s; "
+                "giving them up", wh_kafka_producer_outq(f->producer),
+                REWIND_DRAIN_US / 1000000);
+        wh_kafka_producer_purge(f->producer);
+    }
+    wh_kafka_producer *p = NULL;
+    if (wh_kafka_producer_new(&f->pconf, f->ctx->on_report, f->ctx, &p, err,
+                              sizeof(err)) != WH_OK) {
+        WH_ERROR("fan-out: a new producer: %s (trying again in a second)",
+                 err);
+        f->rewind_at_us = now + RETRY_DELAY_US;
+        return;
+    }
+    wh_kafka_producer_destroy(f->producer);
+    f->producer = p;
+    wh_kafka_producer_warm(p, f->ctx->s->deliveries_topic);
+    /* what waits (to be fanned out, or again) is read again */
+    for (fo_msg *m = f->wait_head, *next; m; m = next) {
+        next = m->wait_next;
+        m->abandoned = true;
+        if (m->em) {
+            drop_rest(m);
+            unref(f, m);
+        }
+    }
+    f->wait_head = f->wait_tail = NULL;
+    f->waiting = 0;
+    for (fo_msg *m = f->retry_head; m; m = m->retry_next)
+        m->abandoned = true;
+    f->retry_head = f->retry_tail = NULL;
+    f->solo = NULL;
+    wk_tracker_rewind(f->tracker, seek_back, f);
+    f->rewinding = false;
+    WH_INFO("fan-out: rewound with a new producer (%lld rewinds so far)",
+            (long long)f->rewinds);
+}
+
 void wk_fanout_tick(wk_fanout *f)
 {
     if (f->ctx->stopping)
         return; /* what waits is read again by the next owner */
+    if (f->rewinding) {
+        rewind_finish(f);
+        return;
+    }
     while (f->wait_head) {
         fo_msg *m = f->wait_head, *next = m->wait_next;
         bool waits;
@@ -551,7 +894,7 @@ int64_t wk_fanout_due_ms(const wk_fanout *f)
 {
     if (f->ctx->stopping)
         return -1;
-    if (f->wait_head)
+    if (f->rewinding || f->wait_head)
         return WAIT_POLL_MS;
     if (!f->retry_head)
         return -1;

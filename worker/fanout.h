@@ -1,6 +1,7 @@
 /*
  * fanout.h - the fan-out stage (fanout.c): consumes the events topic and
- * produces one Delivery per subscribed endpoint to the deliveries topic;
+ * produces one Delivery per subscribed endpoint to the deliveries topic
+ * with a producer of its own;
  * undecodable and oversize events go to the dead-letter sender
  * (deadletter.h). Called from the worker's event loop (main.c), main
  * thread only.
@@ -37,6 +38,16 @@ int64_t wk_fanout_due_ms(const wk_fanout *f);
 size_t wk_fanout_pending(const wk_fanout *f);
 /* Events waiting for room in the producer's queue. */
 size_t wk_fanout_waiting(const wk_fanout *f);
+/* The stage's own producer (deliveries; see fanout.c on rewinds): its fd
+ * for the event loop, serving its reports, messages it holds. */
+int wk_fanout_producer_fd(wk_fanout *f);
+void wk_fanout_serve(wk_fanout *f);
+size_t wk_fanout_outq(const wk_fanout *f);
+/* Times Kafka refused a Delivery and the stage rewound. */
+int64_t wk_fanout_rewinds(const wk_fanout *f);
+/* Why the stage cannot go on (a rewind could not seek back), or NULL:
+ * the worker must restart so its partitions are read again. */
+const char *wk_fanout_broken(const wk_fanout *f);
 /* Leaves the consumer group and frees every event held, abandoning those
  * still waiting (their offsets are not committed: they are read again). */
 void wk_fanout_destroy(wk_fanout *f);

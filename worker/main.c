@@ -288,11 +288,13 @@ static void stop_commit(wk_ctx *ctx, bool now)
 
 static bool step(wk_ctx *ctx, bool consume, int timeout_ms)
 {
-    int fds[8], ready[8] = {0};
+    int fds[9], ready[9] = {0};
     size_t nfds = 0;
-    int fo = -1, dl = -1, pr, ls;
-    if (ctx->fanout)
+    int fo = -1, fp = -1, dl = -1, pr, ls;
+    if (ctx->fanout) {
         fds[fo = (int)nfds++] = wk_fanout_fd(ctx->fanout);
+        fds[fp = (int)nfds++] = wk_fanout_producer_fd(ctx->fanout);
+    }
     if (ctx->deliver)
         fds[dl = (int)nfds++] = wk_deliver_fd(ctx->deliver);
     fds[pr = (int)nfds++] = wh_kafka_producer_fd(ctx->producer);
@@ -322,11 +324,15 @@ static bool step(wk_ctx *ctx, bool consume, int timeout_ms)
         wh_kafka_fd_drain(fds[dl]);
     if (ready[pr])
         wh_kafka_fd_drain(fds[pr]);
+    if (fp >= 0 && ready[fp])
+        wh_kafka_fd_drain(fds[fp]);
     if (consume && ctx->fanout)
         more |= wk_fanout_poll(ctx->fanout, 1000) == 1000;
     if (consume && ctx->deliver)
         more |= wk_deliver_poll(ctx->deliver, 1000) == 1000;
     wh_kafka_producer_poll(ctx->producer, 0);
+    if (ctx->fanout)
+        wk_fanout_serve(ctx->fanout);
     wh_http_perform(ctx->http, wk_deliver_http_done, ctx->deliver);
     wk_deadletter_tick(ctx->dead);
     if (ctx->fanout)
@@ -366,7 +372,13 @@ static void update_ready(wk_ctx *ctx)
     wk_recorder_stats rs;
     wk_recorder_counts(ctx->recorder, &rs);
     why[0] = '\0';
-    if (wh_kafka_producer_fatal(ctx->producer, e, sizeof(e)) != WH_OK) {
+    const char *broken = ctx->fanout ? wk_fanout_broken(ctx->fanout) : NULL;
+    bool fatal = wh_kafka_producer_fatal(ctx->producer, e, sizeof(e)) != WH_OK;
+    if (!fatal && broken) {
+        wh_strlcpy(e, broken, sizeof(e));
+        fatal = true;
+    }
+    if (fatal) {
         wh_strlcpy(why, e, sizeof(why));
         if (!fatal_rc) {
             WH_ERROR("%s; stopping", e);
@@ -453,10 +465,17 @@ static double m_fanout_waiting(void *o)
     return ctx->fanout ? (double)wk_fanout_waiting(ctx->fanout) : 0;
 }
 
+static double m_fanout_rewinds(void *o)
+{
+    const wk_ctx *ctx = o;
+    return ctx->fanout ? (double)wk_fanout_rewinds(ctx->fanout) : 0;
+}
+
 static double m_producer_queue(void *o)
 {
     const wk_ctx *ctx = o;
-    return ctx->producer ? wh_kafka_producer_outq(ctx->producer) : 0;
+    return (ctx->producer ? wh_kafka_producer_outq(ctx->producer) : 0) +
+           (ctx->fanout ? (double)wk_fanout_outq(ctx->fanout) : 0);
 }
 
 static double m_endpoints(void *o)
@@ -540,6 +559,10 @@ static int metrics_register(wk_ctx *ctx, char *err, size_t errlen)
         {WH_METRIC_GAUGE, "webhook_worker_fanout_waiting_events", NULL,
          "Consumed events waiting for room in the producer's queue "
          "(consumption is paused meanwhile).", m_fanout_waiting},
+        {WH_METRIC_COUNTER, "webhook_worker_fanout_rewinds_total", NULL,
+         "Times Kafka refused a Delivery and the fan-out read its "
+         "partitions again from the first event not fanned out "
+         "completely, with a new producer.", m_fanout_rewinds},
         {WH_METRIC_GAUGE, "webhook_worker_kafka_producer_queue_messages",
          NULL, "Produced messages Kafka has not acknowledged yet.",
          m_producer_queue},
@@ -719,7 +742,7 @@ static int run(wk_ctx *ctx)
         wk_deliver_stop(ctx->deliver);
     while (wh_mono_us() < ctx->stop_deadline_us &&
            (wh_http_running(ctx->http) > 0 ||
-            (ctx->fanout && wh_kafka_producer_outq(ctx->producer) > 0))) {
+            (ctx->fanout && wk_fanout_outq(ctx->fanout) > 0))) {
         step(ctx, false, 50);
         /* both stages keep serving their groups meanwhile, so a
          * rebalance moves their partitions without waiting for this
@@ -871,13 +894,15 @@ int main(int argc, char **argv)
         .brokers = s.kafka_brokers,
         .client_id = ctx.worker_id,
         .extra = s.kafka_extra,
-        .keep_order = true, /* deliveries keep their events' order */
+        /* dead letters: never timed out (the sender gives up itself) */
+        .keep_order = true,
         .message_max = wh_kafka_message_max(s.payload_max),
     };
     if (!(ctx.recorder = wk_recorder_new(&ctx))) {
         WH_ERROR("out of memory");
         goto out;
     }
+    ctx.on_report = on_report;
     if (wh_kafka_producer_new(&kc, on_report, &ctx, &ctx.producer, err,
                               sizeof(err)) != WH_OK) {
         WH_ERROR("%s", err);
@@ -901,7 +926,6 @@ int main(int argc, char **argv)
         WH_ERROR("out of memory");
         goto out;
     }
-    wh_kafka_producer_warm(ctx.producer, s.deliveries_topic);
     wh_kafka_producer_warm(ctx.producer, s.dead_topic);
     wh_http_conf hc = {
         .user_agent = s.user_agent,

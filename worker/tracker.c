@@ -148,3 +148,37 @@ void wk_tracker_done(wk_tracker *t, wk_item *item, wh_kafka_consumer *c)
 }
 
 size_t wk_tracker_pending(const wk_tracker *t) { return t->pending; }
+
+/* Releases p's items; p stays (empty). */
+static void drop_items(wk_tracker *t, wk_part *p)
+{
+    wk_item *it = p->head;
+    p->head = p->tail = NULL;
+    p->count = 0;
+    while (it) {
+        wk_item *next = it->next;
+        t->pending--;
+        t->release(it);
+        it = next;
+    }
+}
+
+void wk_tracker_rewind(wk_tracker *t,
+                       void (*fn)(int32_t partition, int64_t offset,
+                                  void *opaque),
+                       void *opaque)
+{
+    for (int i = 0; i < WK_TRACKER_PARTITIONS_MAX; i++) {
+        wk_part *p = t->parts[i];
+        if (!p || !p->head)
+            continue;
+        fn(p->partition, p->head->offset, opaque);
+        drop_items(t, p);
+    }
+    while (!LIST_EMPTY(&t->revoked)) {
+        wk_part *p = LIST_FIRST(&t->revoked);
+        LIST_REMOVE(p, revoked_link);
+        drop_items(t, p);
+        free(p);
+    }
+}

@@ -42,5 +42,13 @@ bool wk_item_revoked(const wk_item *item);
  * grows are applied through the consumer. */
 void wk_tracker_done(wk_tracker *t, wk_item *item, wh_kafka_consumer *c);
 size_t wk_tracker_pending(const wk_tracker *t);
+/* Gives every item up, done or not: fn learns, for each assigned
+ * partition holding items, the offset of its first one (where its
+ * consumption must start again); revoked partitions' items go too. Items
+ * are released; nothing is stored. */
+void wk_tracker_rewind(wk_tracker *t,
+                       void (*fn)(int32_t partition, int64_t offset,
+                                  void *opaque),
+                       void *opaque);
 
 #endif

@@ -80,7 +80,9 @@ typedef struct wk_ctx {
     struct wk_dbq *dbq;          /* query executor (dbq.h): maintenance,
                                     endpoint reads, disables, the probe */
     wh_netlist *allow;
-    wh_kafka_producer *producer; /* deliveries and dead letters */
+    wh_kafka_producer *producer; /* dead letters (the fan-out has its
+                                    own for deliveries) */
+    wh_kafka_dr_fn *on_report;   /* delivery reports of both producers */
     wh_http *http;
     wk_cache *cache;
     wk_recorder *recorder;       /* events, attempts and retries */

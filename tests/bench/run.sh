@@ -3,7 +3,7 @@
 # the local stack on loopback, against the machine's own HTTP ceiling.
 #
 # One stack (dev broker, PostgreSQL, one worker, one scheduler) runs every
-# scenario in turn (a, f, b, c, d, e); each publishes its own events to its own apps and is
+# scenario in turn (a, f, g, b, c, d, e); each publishes its own events to its own apps and is
 # measured from its own receipts:
 #   ceiling  wrk POSTs the same 512-byte body to webhook-receiver
 #   (a)      1,000 ordered endpoints, 30 events each
@@ -14,6 +14,9 @@
 #   (e)      retry storm: 100,000 retries due at once (scheduler rate,
 #            then their delivery)
 #   (f)      latency at a fixed rate, 20% of (a)'s deliveries/s
+#   (g)      graceful restart under (a)'s load: SIGTERM to the worker once
+#            30% of the events arrived, its replacement started at once;
+#            duplicates, and the replacement's time to its first delivery
 # Prints a table and, as its last line, one JSON object with every figure.
 # Exits non-zero if wrk is missing or a delivery is lost.
 #
@@ -21,6 +24,7 @@
 # BENCH_B_ENDPOINTS (100000), BENCH_B_EVENTS (100000), BENCH_C_EVENTS
 # (30000), BENCH_D_EVENTS (300), BENCH_E_RETRIES (100000),
 # BENCH_F_SECONDS (10), BENCH_F_RATE (default 20% of (a)'s rate),
+# BENCH_G_EVENTS (30000),
 # BENCH_WRK_SECONDS (5), BENCH_WRK_CONNECTIONS (32), BENCH_TIMEOUT (300 s
 # per scenario), BENCH_PERF=DIR (perf call graphs of the worker per
 # scenario; BENCH_PERF_OPTS, BENCH_PERF_ALL=1 for the whole machine).
@@ -43,6 +47,7 @@ D_EVENTS=${BENCH_D_EVENTS:-300}
 E_RETRIES=${BENCH_E_RETRIES:-100000}
 F_SECONDS=${BENCH_F_SECONDS:-10}
 F_RATE=${BENCH_F_RATE:-}
+G_EVENTS=${BENCH_G_EVENTS:-30000}
 WRK_SECONDS=${BENCH_WRK_SECONDS:-5}
 WRK_CONNECTIONS=${BENCH_WRK_CONNECTIONS:-32}
 WAIT_S=${BENCH_TIMEOUT:-300}
@@ -74,7 +79,7 @@ for b in webhook-worker webhook-scheduler webhook-receiver webhook-devbroker \
     webhook-produce webhookctl; do
     [ -x "$BIN/$b" ] || refuse "$BIN/$b missing: run 'make -j2' first"
 done
-for n in "$A_EVENTS" "$B_EVENTS" "$C_EVENTS" "$((D_EVENTS * D_ENDPOINTS))" "$E_RETRIES"; do
+for n in "$((A_EVENTS + G_EVENTS))" "$B_EVENTS" "$C_EVENTS" "$((D_EVENTS * D_ENDPOINTS))" "$E_RETRIES"; do
     per_partition=$(((n * (PAYLOAD_BYTES + 300)) / PARTITIONS))
     if [ "$per_partition" -gt "$RETENTION_BYTES" ]; then
         refuse "$n messages over $PARTITIONS partitions is ~$per_partition bytes per partition, beyond the dev broker's retention; raise BENCH_PARTITIONS"
@@ -355,6 +360,36 @@ F_EVENTS=$((F_RATE * F_SECONDS))
 log "scenario (f): $F_EVENTS events at $F_RATE/s to (a)'s endpoints"
 scenario f sa "$((A_EVENTS + F_EVENTS))" "$F_EVENTS" sa "$A_EVENTS" "$F_EVENTS" "$A_ENDPOINTS" "$F_RATE"
 
+# ---- (g) graceful restart under (a)'s load -----------------------------------
+# (a)'s endpoints get G_EVENTS more events as fast as they can be
+# published; once 30% arrived the worker gets SIGTERM and its replacement
+# starts at once (a rolling update). Measured from the receipts of those
+# events: duplicates, and from the history: when the replacement made
+# its first successful attempt.
+g_distinct() {
+    sql_at_least "SELECT count(DISTINCT delivery_id) FROM webhooks.attempts
+                  WHERE outcome = 'succeeded' AND app LIKE 'sa%'" "$1"
+}
+G_FIRST=$((A_EVENTS + F_EVENTS))
+log "scenario (g): $G_EVENTS events to (a)'s endpoints; SIGTERM at 30%, replacement started at once"
+g_base=$(received recv)
+publish sa "$G_FIRST" "$G_EVENTS" "$A_ENDPOINTS" &
+g_pub=$!
+wait_for "$WAIT_S" receipts_at_least recv "$((g_base + G_EVENTS * 3 / 10))" ||
+    die "scenario (g): 30% of the events did not arrive within ${WAIT_S}s"
+g_term=$(now_us)
+kill -TERM "$W_PID"
+start_worker wg
+wait "$W_PID" 2>/dev/null || true
+g_exit=$(now_us)
+W_PID=${WORKER_PID[wg]}
+wait "$g_pub" || die "scenario (g): publishing failed"
+slow_wait "$WAIT_S" g_distinct "$((G_FIRST + G_EVENTS))" ||
+    log "scenario (g): not every delivery succeeded within ${WAIT_S}s"
+g_first=$(sql "SELECT coalesce((extract(epoch FROM min(attempted_at)) * 1e6)::bigint, 0)
+               FROM webhooks.attempts WHERE worker = 'wg' AND outcome = 'succeeded'")
+g_in_flight=$(sed -n 's/.*stopping: finishing \([0-9]*\) attempts in flight.*/\1/p' "$T/w1.log" | tail -n 1)
+
 scenario b sb "$B_EVENTS" "$B_EVENTS" sb 0 "$B_EVENTS" "$B_ENDPOINTS"
 c_failing=$((C_EVENTS / C_ENDPOINTS * (C_ENDPOINTS / 10)))
 scenario c sc "$((C_EVENTS - c_failing))" "$((C_EVENTS - c_failing))" sc 0 "$C_EVENTS" "$C_ENDPOINTS"
@@ -407,7 +442,7 @@ for r in recv aux; do
     [ -n "$pid" ] && kill "$pid" 2>/dev/null && timeout 10 tail --pid="$pid" -f /dev/null || true
 done
 data_loss=0
-cat "$T/w1.log" "$T/w2.log" | grep -q "DATA LOSS" && data_loss=1
+cat "$T/w1.log" "$T/wg.log" "$T/w2.log" | grep -q "DATA LOSS" && data_loss=1
 attempts_ok=$(sql "SELECT count(*) FROM webhooks.attempts WHERE outcome = 'succeeded' AND app NOT LIKE 'sw%'")
 
 # ---- analysis -----------------------------------------------------------------
@@ -488,6 +523,17 @@ res["e_drain_s"] = round(drain, 3)
 res["e_retries_per_s_wall"] = round($E_RETRIES / drain, 1) if drain > 0 else 0.0
 measure("f", "sa", $F_EVENTS, $A_EVENTS, $A_EVENTS + $F_EVENTS)
 res["f_rate_per_s"] = $F_RATE
+# (g): receipts of its events, the restart's times
+g_lo, g_n = $G_FIRST, $G_EVENTS
+g_rs = [x for x in rec.get("sa", []) if x[3] and g_lo <= x[4] < g_lo + g_n]
+g_ids = {x[2] for x in g_rs}
+res["g_published"] = g_n
+res["g_received"] = len(g_ids)
+res["g_duplicates"] = len(g_rs) - len(g_ids)
+res["g_lost"] = g_n - len(g_ids)
+res["g_in_flight_at_sigterm"] = int("${g_in_flight:-0}" or 0)
+res["g_old_worker_exit_ms"] = round(($g_exit - $g_term) / 1000.0, 1)
+res["g_first_delivery_ms"] = round(($g_first - $g_term) / 1000.0, 1) if $g_first > 0 else None
 print(json.dumps(res))
 PY
 
@@ -496,7 +542,7 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 ceiling = float("$ceiling_rps")
 a = r["a_deliveries_per_s"]
-lost = sum(r[k + "_lost"] for k in "abcdef")
+lost = sum(r[k + "_lost"] for k in "abcdefg")
 out = {
     "machine": {"cores": $(nproc), "cpu": "$CPU_MODEL", "os": "$OS_NAME",
                 "kernel_damon": "$DAMON"},
@@ -536,6 +582,10 @@ for k in "abcdef":
         r[k + "_postgres_cpu_s_per_10k"], r[k + "_postgres_rows_per_s"], r[k + "_lost"])))
 rows.append(("e: retries re-enqueued", "%.0f /s steady (scheduler batches), %d in %.2f s wall = %.0f /s" % (
     r["e_retries_per_s"], r["e_retries"], r["e_drain_s"], r["e_retries_per_s_wall"])))
+rows.append(("g: graceful restart under (a)", "duplicates %d of %d (%d attempts in flight at SIGTERM), replacement's first delivery %s ms after SIGTERM, old worker exited after %.0f ms, lost %d" % (
+    r["g_duplicates"], r["g_published"], r["g_in_flight_at_sigterm"],
+    "none" if r["g_first_delivery_ms"] is None else "%.0f" % r["g_first_delivery_ms"],
+    r["g_old_worker_exit_ms"], r["g_lost"])))
 rows.append(("ratio to ceiling (a)", "%.3f" % out["ceiling_ratio"]))
 rows.append(("b / a, c healthy / a, d / a", "%.2f, %.2f, %.2f" % (out["b_vs_a"], out["c_healthy_vs_a"], out["d_vs_a"])))
 rows.append(("targets met", ", ".join("%s %s" % (k, "yes" if v else "NO") for k, v in targets.items())))
@@ -548,7 +598,7 @@ print("-" * 120)
 print(json.dumps(out, separators=(",", ":")))
 PY
 
-lost=$("$PY" -c "import json; r = json.load(open('$T/result.json')); print(sum(r[k + '_lost'] for k in 'abcdef'))")
+lost=$("$PY" -c "import json; r = json.load(open('$T/result.json')); print(sum(r[k + '_lost'] for k in 'abcdefg'))")
 problems=0
 [ "$lost" -eq 0 ] || { echo "bench: $lost deliveries were lost" >&2; problems=1; }
 [ "$data_loss" -eq 0 ] || { echo "bench: the worker logged DATA LOSS" >&2; problems=1; }

@@ -5,8 +5,9 @@
 # delivered (each first attempt fails, so retries go through the
 # scheduler), errors get 404/405, a bad address stops the worker at start,
 # a stopping worker turns not-ready while it is still alive, readiness
-# and the database probe show in /metrics, and a fatal idempotent-producer
-# error makes the worker not ready and exit 3.
+# and the database probe show in /metrics; a fatal error of the fan-out's
+# producer makes it rewind with a new one, and one of the producer of dead
+# letters makes the worker not ready and exit 3.
 . "$(dirname "$0")/../lib.sh"
 
 BROKER_CONTROL_PORT=$(free_port)
@@ -160,20 +161,38 @@ wait "${WORKER_PID[w1]}" || true
 check "the worker has stopped serving" \
     test "$(code "http://$W/healthz" --max-time 2)" = 000
 
-# a fatal idempotent-producer error: the next worker's first produce
-# request gets OUT_OF_ORDER_SEQUENCE_NUMBER from the broker, which
-# librdkafka treats as fatal; the worker must turn not ready and exit 3
+# Kafka refusing the fan-out's Delivery with OUT_OF_ORDER_SEQUENCE_NUMBER,
+# which librdkafka treats as fatal for an idempotent producer: the fan-out
+# replaces its producer, reads the event again and delivers it; the worker
+# keeps running
 kill "$SCHED_PID" && wait "$SCHED_PID" || true # its producer would take the errors
-"$BIN/webhook-produce" --quiet --app m --type t.ok --id fatal1 --payload '{}'
+"$BIN/webhook-produce" --quiet --app m --type t.ok --id fatal1 --payload '{"id":"fatal1"}'
+check "the broker will refuse the next produce request" \
+    broker_ctl push-errors Produce 1 OUT_OF_ORDER_SEQUENCE_NUMBER
+start_worker w2 WORKER_METRICS_LISTEN=127.0.0.1:0
+check "worker w2 serves its metrics" wait_for 20 has_addr w2
+check "the fan-out rewinds with a new producer after a fatal error" \
+    wait_for 30 grep -q 'fan-out: rewound with a new producer' "$T/w2.log"
+check "and delivers the event" wait_for 30 all_delivered recv fatal1
+check "the rewind is counted" \
+    metric_at_least w2 webhook_worker_fanout_rewinds_total 1
+W2=$(addr w2)
+check "the worker stays ready" is_code 200 "http://$W2/readyz"
+stop_worker w2
+
+# a fatal error of the producer of dead letters: an undecodable event's
+# dead letter is the next produce request; the worker must turn not ready
+# and exit 3
+printf 'not an event' | kcat -P -b "$KAFKA_BROKERS" -t webhook.events -k m
 check "the broker will refuse the next produce requests" \
     broker_ctl push-errors Produce 3 OUT_OF_ORDER_SEQUENCE_NUMBER
-start_worker w2 WORKER_METRICS_LISTEN=127.0.0.1:0
-gone() { ! kill -0 "${WORKER_PID[w2]}" 2>/dev/null; }
+start_worker w3 WORKER_METRICS_LISTEN=127.0.0.1:0
+gone() { ! kill -0 "${WORKER_PID[w3]}" 2>/dev/null; }
 check "the worker stops after a fatal producer error" wait_for 30 gone
 rc=0
 if gone; then # else it is still running: the check below fails, finish stops it
-    wait "${WORKER_PID[w2]}" || rc=$?
+    wait "${WORKER_PID[w3]}" || rc=$?
 fi
 check "with exit status 3 ($rc)" test "$rc" -eq 3
-check "it said why" grep -q "Kafka producer failed fatally: OUT_OF_ORDER_SEQUENCE_NUMBER" "$T/w2.log"
+check "it said why" grep -q "Kafka producer failed fatally: OUT_OF_ORDER_SEQUENCE_NUMBER" "$T/w3.log"
 finish

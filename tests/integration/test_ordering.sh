@@ -27,13 +27,15 @@
 #      killed with SIGKILL: queued deliveries are parked after
 #      WORKER_LANE_PARK_AFTER (1 s here), so no endpoint gets more
 #      duplicates than it received in the few seconds before the kill
+#   g  Kafka refuses three Produce requests for good while events are
+#      being fanned out: the fan-out rewinds, nothing arrives out of order
 # Each scenario waits until every endpoint has all first receipts (or its
 # deadline passes), then checks ordering and that nothing was lost: every
 # delivery has a 2xx receipt and a succeeded row in the history, nothing
 # was dead-lettered, no retry is left, every request was signed correctly.
 #
 # Environment: ORDERING_LONG=1 (1000 events per endpoint, more faults),
-# ORDERING_EVENTS, ORDERING_ENDPOINTS, ORDERING_SCENARIOS ("a b c d e f";
+# ORDERING_EVENTS, ORDERING_ENDPOINTS, ORDERING_SCENARIOS ("a b c d e f g";
 # "none" runs the self test only), ORDERING_DEADLINE (seconds per
 # scenario).
 . "$(dirname "$0")/../lib.sh"
@@ -55,7 +57,7 @@ else
     WINDOW_MS=1000
 fi
 ENDPOINTS=${ORDERING_ENDPOINTS:-100}
-SCENARIOS=${ORDERING_SCENARIOS:-a b c d e f}
+SCENARIOS=${ORDERING_SCENARIOS:-a b c d e f g}
 if [ "$ENDPOINTS" -lt 20 ] || [ "$ENDPOINTS" -gt 9999 ]; then
     echo "ORDERING_ENDPOINTS must be 20..9999" >&2
     exit 2
@@ -590,10 +592,27 @@ scenario_f() {
     check "scenario f: every duplicate is of a delivery received or published in the ${bound}s before SIGKILL" test "$rc" = 0
 }
 
+scenario_g() {
+    # the events are published before any worker runs, then Kafka refuses
+    # the next three Produce requests for good, which are the fan-out's:
+    # it rewinds with a new producer each time, and no endpoint gets an
+    # event after a later one
+    local rewinds
+    begin g 0
+    check "scenario g: the next three Produce requests are refused (INVALID_RECORD)" \
+        broker_ctl push-errors Produce 3 INVALID_RECORD
+    start_worker g-w1
+    start_worker g-w2
+    finish_scenario g "Produce refused during the fan-out"
+    rewinds=$(cat "$T"/g-w*.log | grep -c 'fan-out: rewound with a new producer' || true)
+    log "scenario g: $rewinds fan-out rewinds"
+    check "scenario g: the fan-out rewound ($rewinds times)" test "$rewinds" -ge 1
+}
+
 log "ordering: $ENDPOINTS endpoints x $EVENTS events, $PARTITIONS partitions, scenarios: $SCENARIOS"
 for s in $SCENARIOS; do
     case $s in
-    a | b | c | d | e | f) "scenario_$s" ;;
+    a | b | c | d | e | f | g) "scenario_$s" ;;
     *) not_ok "unknown scenario '$s' in ORDERING_SCENARIOS" ;;
     esac
 done

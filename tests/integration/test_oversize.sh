@@ -150,8 +150,8 @@ check "the next event is delivered" wait_for 30 all_delivered recv v7
 check "the refused one was not delivered" test "$(delivered recv refused)" -eq 0
 check "the fan-out's pending messages return to 0" \
     wait_for 20 metric_is w3 'webhook_worker_pending_messages{stage="fanout"}' 0
-check "it was not fanned out again" \
-    test "$(grep -c 'will be fanned out again' "$T/w3.log" || true)" -eq 0
+check "it was not fanned out again (the rewind skipped it)" \
+    test "$(grep -c 'refused [0-9]* times, is produced alone' "$T/w3.log" || true)" -eq 0
 
 # --- dead letters the broker keeps refusing: fallback, backoff, SIGTERM -----
 stop_worker w3
@@ -212,7 +212,9 @@ start_worker w6 WORKER_METRICS_LISTEN=127.0.0.1:0
 check "worker w6 serves its metrics" wait_for 30 has_addr w6
 check "an event whose Delivery Kafka did not take is delivered" \
     wait_for 60 all_delivered recv again
-check "after its fan-out was repeated" grep -q 'will be fanned out again' "$T/w6.log"
+check "after the fan-out rewound with a new producer" \
+    grep -q 'fan-out: rewound with a new producer' "$T/w6.log"
+check "and produced it alone" grep -q 'refused 1 times, is produced alone' "$T/w6.log"
 # the event is done (its rows durable) once nothing is pending
 check "the repeated fan-out ends" \
     wait_for 20 metric_is w6 'webhook_worker_pending_messages{stage="fanout"}' 0
