@@ -435,9 +435,16 @@ void wk_dl_pump(wk_deliver *d, wk_lane *l)
 static void ignore_stale(wk_deliver *d, dl_job *j, const char *why)
 {
     const wh_delivery *dv = wh_codec_delivery(j->dm);
-    WH_INFO("ignoring retry %u of delivery %s to %s: %s", dv->attempt,
-            dv->delivery_id, dv->endpoint_id, why);
-    d->stale++;
+    if (dv->kind == WH_DELIVERY_RETRY) {
+        WH_INFO("ignoring retry %u of delivery %s to %s: %s", dv->attempt,
+                dv->delivery_id, dv->endpoint_id, why);
+        d->stale++;
+    } else {
+        /* consumed again below a hand-off: the previous owner sent it */
+        WH_DEBUG("not sending delivery %s to %s again: %s", dv->delivery_id,
+                 dv->endpoint_id, why);
+        d->handed_done++;
+    }
     wk_dl_job_done(d, j);
 }
 
@@ -637,6 +644,12 @@ static void admit(wk_deliver *d, wk_lane *l, dl_job *j)
             check(d, l, j);
             return;
         }
+    } else if (j->tk &&
+               j->position < wk_parts_check_below(&d->parts, j->partition)) {
+        /* the previous owner consumed it: it may have been delivered
+         * (its offset commit refused during the hand-off) */
+        check(d, l, j);
+        return;
     }
     place(d, l, j);
 }
@@ -906,6 +919,7 @@ void wk_deliver_counts(const wk_deliver *d, wk_deliver_stats *st)
     st->lanes = (int64_t)wh_map_size(d->lanes);
     st->unreadable = d->unreadable;
     st->queued = (int64_t)d->queued;
+    st->handed_done = d->handed_done;
     st->spills_count = d->spills_count;
     st->spills_waited = d->spills_waited;
     st->spills_memory = d->spills_memory;

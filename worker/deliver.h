@@ -43,6 +43,8 @@ typedef struct {
     int64_t lanes;                   /* lanes in memory */
     int64_t unreadable;              /* unreadable parked rows dead-lettered */
     int64_t queued;                  /* consumed, waiting in lane queues */
+    int64_t handed_done;             /* consumed again after a hand-off,
+                                        already delivered: not sent */
     /* lanes whose queue was parked: by count (WORKER_LANE_QUEUE_MAX), by
      * time (WORKER_LANE_PARK_AFTER), for memory (WORKER_MAX_IN_FLIGHT) */
     int64_t spills_count, spills_waited, spills_memory;

@@ -99,6 +99,7 @@ struct wk_deliver {
     int64_t spill_scan_us; /* next look for queues waiting too long */
     int64_t sent, succeeded, failed, parked, stale, blocked, unreadable;
     int64_t spills_count, spills_waited, spills_memory; /* deliver.h */
+    int64_t handed_done; /* consumed again below a hand-off, already done */
 };
 
 /* ---- deliver.c ---------------------------------------------------------- */

@@ -12,22 +12,32 @@
 #include "lanestore.h"
 
 int wk_lanestore_take(wh_db *db, const char *topic, int32_t partition,
-                      const char *worker, int64_t *epoch, char *err,
-                      size_t errlen)
+                      const char *worker, int64_t *epoch, int64_t *handed_to,
+                      char *err, size_t errlen)
 {
     char ps[16];
     wh_db_result *r = NULL;
     snprintf(ps, sizeof(ps), "%d", (int)partition);
     const char *p[3] = {topic, ps, worker};
     if (wh_db_query(db,
+                    /* the row as it was (FOR UPDATE would read it again
+                     * after this statement changed it); two takes at once
+                     * may both read it: checking a delivery needlessly
+                     * costs a query, never a delivery */
+                    "WITH before AS (SELECT handed_to FROM webhooks.lane_owners "
+                    "WHERE topic = $1 AND partition = $2::int) "
                     "INSERT INTO webhooks.lane_owners AS o (topic, partition, "
                     "epoch, worker) VALUES ($1, $2::int, 1, $3) "
                     "ON CONFLICT (topic, partition) DO UPDATE SET "
                     "epoch = o.epoch + 1, worker = EXCLUDED.worker, "
-                    "assigned_at = now() RETURNING epoch",
+                    "assigned_at = now(), handed_to = NULL "
+                    "RETURNING epoch, (SELECT handed_to FROM before)",
                     3, p, &r, err, errlen) != WH_OK)
         return WH_ERR;
     *epoch = strtoll(wh_db_get(r, 0, 0), NULL, 10);
+    *handed_to = wh_db_isnull(r, 0, 1)
+                     ? -1
+                     : strtoll(wh_db_get(r, 0, 1), NULL, 10);
     wh_db_result_free(r);
     return WH_OK;
 }

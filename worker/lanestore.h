@@ -18,10 +18,12 @@
 #include "db.h"
 #include "wh.h"
 
-/* Takes (topic, partition) for worker: bumps its epoch and returns it. */
+/* Takes (topic, partition) for worker: bumps its epoch and returns it,
+ * with the offset the previous owner handed the partition over at
+ * (sql/010_handoff.sql; -1: none, it crashed or never wrote one). */
 int wk_lanestore_take(wh_db *db, const char *topic, int32_t partition,
-                      const char *worker, int64_t *epoch, char *err,
-                      size_t errlen) WH_MUST_CHECK;
+                      const char *worker, int64_t *epoch, int64_t *handed_to,
+                      char *err, size_t errlen) WH_MUST_CHECK;
 
 /* A lane of the partition that is not open: head_id NULL when it is
  * draining, else the blocked lane's head and the attempt it waits for. */

@@ -605,6 +605,10 @@ static int metrics_register(wk_ctx *ctx, char *err, size_t errlen)
         {WH_METRIC_GAUGE, "webhook_worker_deliveries_active", NULL,
          "Deliveries consumed whose outcome is not durable yet.",
          &deliver_stats.active},
+        {WH_METRIC_COUNTER, "webhook_worker_handoff_skipped_total", NULL,
+         "Deliveries consumed again after their partition was handed over "
+         "that had already ended: not sent again.",
+         &deliver_stats.handed_done},
         {WH_METRIC_GAUGE, "webhook_worker_deliveries_queued", NULL,
          "Deliveries consumed and waiting in lane queues (they do not count "
          "toward WORKER_MAX_IN_FLIGHT).", &deliver_stats.queued},

@@ -19,7 +19,7 @@ void wk_parts_assign(wk_parts *ps, int32_t pid)
     wk_parts_slot *s = &ps->slot[pid];
     s->assigned = true;
     s->epoch = 0;
-    s->placed = s->eof_held = -1;
+    s->placed = s->eof_held = s->check_below = -1;
 }
 
 wk_lane_entry *wk_parts_revoke(wk_parts *ps, int32_t pid)
@@ -30,7 +30,7 @@ wk_lane_entry *wk_parts_revoke(wk_parts *ps, int32_t pid)
     s->assigned = false;
     s->epoch = 0;
     s->held = s->held_tail = NULL;
-    s->placed = s->eof_held = -1;
+    s->placed = s->eof_held = s->check_below = -1;
     return held;
 }
 
@@ -64,6 +64,17 @@ wk_lane_entry *wk_parts_loaded(wk_parts *ps, int32_t pid, int64_t epoch)
     s->epoch = epoch;
     s->held = s->held_tail = NULL;
     return held;
+}
+
+void wk_parts_handed(wk_parts *ps, int32_t pid, int64_t offset)
+{
+    assert(wk_parts_valid(pid));
+    ps->slot[pid].check_below = offset;
+}
+
+int64_t wk_parts_check_below(const wk_parts *ps, int32_t pid)
+{
+    return wk_parts_assigned(ps, pid) ? ps->slot[pid].check_below : -1;
 }
 
 void wk_parts_placed(wk_parts *ps, int32_t pid, int64_t next_offset)

@@ -25,6 +25,10 @@ typedef struct {
      * the assignment, was placed in its lane (-1: none known yet). */
     int64_t placed;
     int64_t eof_held;              /* the end, reached while holding */
+    /* The previous owner handed the partition over at this offset
+     * (sql/010_handoff.sql): a delivery below it may have been delivered
+     * already and is checked first (-1: none). */
+    int64_t check_below;
 } wk_parts_slot;
 
 typedef struct {
@@ -44,6 +48,10 @@ void wk_parts_hold(wk_parts *ps, int32_t pid, wk_lane_entry *e);
 /* The partition's lanes were loaded under epoch (> 0): returns the held
  * messages in arrival order, to dispatch now. */
 wk_lane_entry *wk_parts_loaded(wk_parts *ps, int32_t pid, int64_t epoch);
+/* The offset the previous owner handed the partition over at (-1: none),
+ * as read when it was taken; wk_parts_check_below returns it. */
+void wk_parts_handed(wk_parts *ps, int32_t pid, int64_t offset);
+int64_t wk_parts_check_below(const wk_parts *ps, int32_t pid);
 /* A message at next_offset - 1 was placed in its lane (dispatched). */
 void wk_parts_placed(wk_parts *ps, int32_t pid, int64_t next_offset);
 /* The consumer reached the end of the partition at next_offset: all before

@@ -49,6 +49,7 @@ typedef struct {
     int32_t pid;
     const char *topic, *worker; /* the settings' and the context's */
     int64_t epoch;
+    int64_t handed_to;          /* the previous owner's hand-off, or -1 */
     lane_row *rows;
     size_t n, cap;
     bool oom;
@@ -90,7 +91,7 @@ static int part_run(wh_db *db, void *arg, char *err, size_t errlen)
     part_job *pj = arg;
     int rows = 0;
     if (wk_lanestore_take(db, pj->topic, pj->pid, pj->worker, &pj->epoch,
-                          err, errlen) != WH_OK ||
+                          &pj->handed_to, err, errlen) != WH_OK ||
         wk_lanestore_lanes(db, pj->pid, collect_lane, pj, &rows, err,
                            errlen) != WH_OK)
         return WH_ERR;
@@ -129,8 +130,15 @@ static void part_done(void *arg, int rc, const char *err)
     for (size_t i = 0; i < pj->n; i++)
         load_lane(&lc, pj->rows[i].endpoint_id, pj->rows[i].head_id,
                   pj->rows[i].head_attempt);
-    WH_INFO("delivery: partition %d taken (epoch %lld, %zu lanes not open)",
-            (int)pid, (long long)pj->epoch, pj->n);
+    wk_parts_handed(&d->parts, pid, pj->handed_to);
+    if (pj->handed_to >= 0)
+        WH_INFO("delivery: partition %d taken (epoch %lld, %zu lanes not "
+                "open); handed over at offset %lld: deliveries below it are "
+                "checked before they are sent", (int)pid,
+                (long long)pj->epoch, pj->n, (long long)pj->handed_to);
+    else
+        WH_INFO("delivery: partition %d taken (epoch %lld, %zu lanes not "
+                "open)", (int)pid, (long long)pj->epoch, pj->n);
     wk_lane_entry *e = wk_parts_loaded(&d->parts, pid, pj->epoch);
     while (e) {
         wk_lane_entry *next = e->next;
@@ -182,16 +190,41 @@ static void detach(wk_deliver *d, wk_lane *l)
     wk_dl_lane_unref(d, l);
 }
 
+/* Records where pid is handed over: every message below the offset its
+ * consumption placed was consumed here, and what was finished is in the
+ * recorder ahead of this row (sql/010_handoff.sql). */
+static void hand_over(wk_deliver *d, int32_t pid)
+{
+    if (!wk_parts_valid(pid) || wk_parts_epoch(&d->parts, pid) == 0)
+        return;
+    int64_t placed = wk_parts_placed_below(&d->parts, pid);
+    if (placed < 0)
+        return;
+    wk_lane_op op = {.op = WK_LANE_HANDOFF,
+                     .endpoint_id = "",
+                     .partition = pid,
+                     .epoch = wk_parts_epoch(&d->parts, pid),
+                     .delivery_id = "",
+                     .position = placed};
+    if (wk_recorder_add_lane(d->ctx->recorder, &op, NULL, NULL, d) != WH_OK)
+        WH_WARN("delivery: partition %d handed over without its offset; its "
+                "next owner sends again what was delivered since the last "
+                "commit", (int)pid);
+}
+
 void wk_dl_rebalance(void *opaque, int assigned, const int32_t *parts,
                          size_t n)
 {
     wk_deliver *d = opaque;
     char err[512];
     if (!assigned) {
-        /* Make finished attempts durable so their offsets can be
-         * committed before the partitions move, waiting no longer than the
-         * loop waits for Postgres: what is not durable by then is
-         * delivered again by the next owner (a duplicate, never a loss). */
+        /* Hand the partitions over (sql/010_handoff.sql), then make
+         * finished attempts durable so their offsets can be committed
+         * before the partitions move, waiting no longer than the loop
+         * waits for Postgres: what is not durable by then is delivered
+         * again by the next owner (a duplicate, never a loss). */
+        for (size_t i = 0; i < n; i++)
+            hand_over(d, parts[i]);
         int64_t wait_ms = d->ctx->loop_wait_ms;
         if (d->ctx->stopping && wk_stop_left_ms(d->ctx) < wait_ms)
             wait_ms = wk_stop_left_ms(d->ctx);

@@ -403,6 +403,16 @@ static int write_lanes(wk_recorder *r, const wk_rows *w, size_t lo,
                   elen) != WH_OK ||
         fenced_delete(r, "lane_stage", "partition", e, elen) != WH_OK)
         return WH_ERR;
+    /* hand-offs: the partitions' next owners check below these */
+    const char *p[1] = {r->ctx->s->deliveries_topic};
+    wh_db_result *res = NULL;
+    if (wh_db_query(db,
+                    "UPDATE webhooks.lane_owners o SET handed_to = s.position "
+                    "FROM lane_stage s WHERE s.op = 'h' AND o.topic = $1 "
+                    "AND o.partition = s.partition AND o.epoch = s.epoch",
+                    1, p, &res, e, elen) != WH_OK)
+        return WH_ERR;
+    wh_db_result_free(res);
     return wh_db_exec(
         db,
         "INSERT INTO webhooks.lanes AS l (endpoint_id, partition, "

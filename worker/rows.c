@@ -289,7 +289,8 @@ int wk_rows_add_lane(wk_rows *w, const wk_lane_op *op, unsigned *notes,
                      char *err, size_t errlen)
 {
     static const char ops[] = {[WK_LANE_BLOCK] = 'b', [WK_LANE_UNBLOCK] = 'u',
-                               [WK_LANE_PARK] = 'p', [WK_LANE_UNPARK] = 'd'};
+                               [WK_LANE_PARK] = 'p', [WK_LANE_UNPARK] = 'd',
+                               [WK_LANE_HANDOFF] = 'h'};
     bool c = false;
     assert((unsigned)op->op < sizeof(ops));
     if (item_begin(w, err, errlen) != WH_OK)

@@ -60,7 +60,9 @@ typedef enum {
     WK_LANE_BLOCK,   /* wait for delivery_id's retry `attempt` */
     WK_LANE_UNBLOCK, /* the head ended: drain the parked deliveries */
     WK_LANE_PARK,    /* park the delivery (encoded) at `position` */
-    WK_LANE_UNPARK   /* the parked delivery ended (or became the head) */
+    WK_LANE_UNPARK,  /* the parked delivery ended (or became the head) */
+    WK_LANE_HANDOFF  /* the partition is let go: every message below
+                        `position` was consumed (endpoint_id unused) */
 } wk_lane_op_kind;
 
 typedef struct {
@@ -70,7 +72,7 @@ typedef struct {
     int64_t epoch;
     const char *delivery_id;
     uint32_t attempt;         /* BLOCK */
-    int64_t position;         /* PARK */
+    int64_t position;         /* PARK, HANDOFF */
     const void *delivery;     /* PARK: webhook.v1.Delivery, copied */
     size_t delivery_len;
 } wk_lane_op;

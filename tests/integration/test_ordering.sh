@@ -29,13 +29,15 @@
 #      duplicates than it received in the few seconds before the kill
 #   g  Kafka refuses three Produce requests for good while events are
 #      being fanned out: the fan-out rewinds, nothing arrives out of order
+#   h  as e, but the replacement starts right after SIGTERM and joins
+#      while the old worker drains
 # Each scenario waits until every endpoint has all first receipts (or its
 # deadline passes), then checks ordering and that nothing was lost: every
 # delivery has a 2xx receipt and a succeeded row in the history, nothing
 # was dead-lettered, no retry is left, every request was signed correctly.
 #
 # Environment: ORDERING_LONG=1 (1000 events per endpoint, more faults),
-# ORDERING_EVENTS, ORDERING_ENDPOINTS, ORDERING_SCENARIOS ("a b c d e f g";
+# ORDERING_EVENTS, ORDERING_ENDPOINTS, ORDERING_SCENARIOS ("a b c d e f g h";
 # "none" runs the self test only), ORDERING_DEADLINE (seconds per
 # scenario).
 . "$(dirname "$0")/../lib.sh"
@@ -57,7 +59,7 @@ else
     WINDOW_MS=1000
 fi
 ENDPOINTS=${ORDERING_ENDPOINTS:-100}
-SCENARIOS=${ORDERING_SCENARIOS:-a b c d e f g}
+SCENARIOS=${ORDERING_SCENARIOS:-a b c d e f g h}
 if [ "$ENDPOINTS" -lt 20 ] || [ "$ENDPOINTS" -gt 9999 ]; then
     echo "ORDERING_ENDPOINTS must be 20..9999" >&2
     exit 2
@@ -609,10 +611,40 @@ scenario_g() {
     check "scenario g: the fan-out rewound ($rewinds times)" test "$rewinds" -ge 1
 }
 
+scenario_h() {
+    # like e, but the replacement starts right after SIGTERM (a rolling
+    # update): it joins while the old worker drains, so the group may
+    # refuse the old worker's last commits; what the old worker delivered
+    # is not sent again all the same
+    RECV_ARGS=(--delay-ms 20 --fail-rate 0)
+    export WORKER_SHUTDOWN_TIMEOUT=2s
+    begin h 1
+    unset WORKER_SHUTDOWN_TIMEOUT
+    RECV_ARGS=()
+    local pid in_flight=0 dups rc=0
+    if at_fraction h 30; then
+        pid=${WORKER_PID[h-w1]}
+        kill -TERM "$pid"
+        start_worker h-w2
+        timeout 60 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || rc=$?
+        unset 'WORKER_PID[h-w1]'
+        check "scenario h: the stopped worker exits 0 (status $rc)" test "$rc" = 0
+        in_flight=$(sed -n 's/.*stopping: finishing \([0-9]*\) attempts in flight.*/\1/p' "$T/h-w1.log" | tail -1)
+        log "scenario h: h-w1 had ${in_flight:-?} attempts in flight at SIGTERM"
+    fi
+    check "scenario h: the replacement took the partitions with their hand-off offsets" \
+        wait_for 30 grep -q 'handed over at offset' "$T/h-w2.log"
+    finish_scenario h "SIGTERM, replacement started at once"
+    dups=$(sed -n 's/.*duplicate receipts \([0-9]*\).*/\1/p' "$T/ordercheck-h.txt" | tail -1)
+    check "scenario h: duplicate receipts (${dups:-?}) at most the requests in flight at SIGTERM (${in_flight:-?})" \
+        test "${dups:-999999}" -le "${in_flight:-0}"
+}
+
 log "ordering: $ENDPOINTS endpoints x $EVENTS events, $PARTITIONS partitions, scenarios: $SCENARIOS"
 for s in $SCENARIOS; do
     case $s in
-    a | b | c | d | e | f | g) "scenario_$s" ;;
+    a | b | c | d | e | f | g | h) "scenario_$s" ;;
     *) not_ok "unknown scenario '$s' in ORDERING_SCENARIOS" ;;
     esac
 done

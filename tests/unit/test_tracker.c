@@ -107,5 +107,54 @@ static void test_destroy_releases_revoked(void)
     CHECK_INT(released, 31);
 }
 
+/* wk_tracker_rewind: the offsets each partition starts again at. */
+static int64_t rewound[8];
+static int rewinds;
+
+static void note_rewind(int32_t partition, int64_t offset, void *opaque)
+{
+    (void)opaque;
+    rewound[partition] = offset;
+    rewinds++;
+}
+
+static void test_rewind(void)
+{
+    wk_tracker *t = wk_tracker_new(release);
+    released = 0;
+    rewinds = 0;
+    for (int p = 0; p < 8; p++)
+        rewound[p] = -1;
+    wk_tracker_assign(t, 1);
+    wk_tracker_assign(t, 2);
+    wk_tracker_assign(t, 4);
+    wk_item *a = item(), *b = item(), *c = item(), *d = item(), *e = item();
+    CHECK_INT(wk_tracker_add(t, a, 1, 10), WH_OK);
+    CHECK_INT(wk_tracker_add(t, b, 1, 11), WH_OK);
+    CHECK_INT(wk_tracker_add(t, c, 1, 12), WH_OK);
+    CHECK_INT(wk_tracker_add(t, d, 2, 7), WH_OK);
+    CHECK_INT(wk_tracker_add(t, e, 4, 3), WH_OK);
+    wk_tracker_done(t, a, NULL); /* released: 1 starts again at 11 */
+    wk_tracker_done(t, c, NULL); /* done behind b: given up with it */
+    wk_tracker_revoke(t, 4);     /* revoked: given up, not sought */
+    CHECK_INT(released, 1);
+    wk_tracker_rewind(t, note_rewind, NULL);
+    CHECK_INT(rewinds, 2);
+    CHECK_INT(rewound[1], 11);
+    CHECK_INT(rewound[2], 7);
+    CHECK_INT(rewound[4], -1);
+    CHECK_INT(released, 5);
+    CHECK_INT(wk_tracker_pending(t), 0);
+    /* the partitions stay assigned and take offsets from the start again */
+    wk_item *f = item();
+    CHECK_INT(wk_tracker_add(t, f, 1, 11), WH_OK);
+    wk_item *g = item();
+    CHECK_INT(wk_tracker_add(t, g, 4, 3), WH_DECLINED); /* still revoked */
+    free(g);
+    wk_tracker_done(t, f, NULL);
+    CHECK_INT(released, 6);
+    wk_tracker_destroy(t);
+}
+
 TEST_MAIN(test_prefix, test_unassigned, test_revoke, test_destroy_releases,
-          test_destroy_releases_revoked)
+          test_destroy_releases_revoked, test_rewind)
