@@ -495,34 +495,42 @@ scenario_d() {
     finish_scenario d "PostgreSQL restart"
 }
 
-scenario_e() {
-    # every answer takes 20 ms, so the lanes have a backlog at SIGTERM,
-    # more than a 2 s stop could send
+# graceful_restart S WHEN WHAT: one worker gets SIGTERM once 30% arrived
+# (every answer takes 20 ms, so its lanes have a backlog, more than a 2 s
+# stop could send); its replacement starts once it exited (WHEN = after)
+# or right after the signal (at-once). Duplicate receipts must be at most
+# the requests in flight at SIGTERM.
+graceful_restart() {
+    local s=$1 when=$2 what=$3 pid in_flight=0 dups t0 rc=0
     RECV_ARGS=(--delay-ms 20 --fail-rate 0)
     export WORKER_SHUTDOWN_TIMEOUT=2s
-    begin e 1
+    begin "$s" 1
     unset WORKER_SHUTDOWN_TIMEOUT
     RECV_ARGS=()
-    local pid in_flight=0 dups t0 rc=0
-    if at_fraction e 30; then
-        pid=${WORKER_PID[e-w1]}
+    if at_fraction "$s" 30; then
+        pid=${WORKER_PID[$s-w1]}
         t0=$SECONDS
         kill -TERM "$pid"
+        [ "$when" = at-once ] && start_worker "$s-w2"
         timeout 60 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || rc=$?
-        unset 'WORKER_PID[e-w1]'
-        start_worker e-w2
-        check "scenario e: the stopped worker exits 0 (status $rc)" test "$rc" = 0
-        in_flight=$(sed -n 's/.*stopping: finishing \([0-9]*\) attempts in flight.*/\1/p' "$T/e-w1.log" | tail -1)
-        log "scenario e: e-w1 stopped in $((SECONDS - t0))s with ${in_flight:-?} attempts in flight at SIGTERM; $(grep -o 'stopping: [0-9]* queued deliveries parked.*' "$T/e-w1.log" | tail -1)"
-        check "scenario e: the stopped worker started nothing new and parked its queues" \
-            grep -q "stopping: [0-9]* queued deliveries parked" "$T/e-w1.log"
+        unset "WORKER_PID[$s-w1]"
+        [ "$when" = after ] && start_worker "$s-w2"
+        check "scenario $s: the stopped worker exits 0 (status $rc)" test "$rc" = 0
+        in_flight=$(sed -n 's/.*stopping: finishing \([0-9]*\) attempts in flight.*/\1/p' "$T/$s-w1.log" | tail -1)
+        log "scenario $s: $s-w1 stopped in $((SECONDS - t0))s with ${in_flight:-?} attempts in flight at SIGTERM; $(grep -o 'stopping: [0-9]* queued deliveries parked.*' "$T/$s-w1.log" | tail -1)"
+        check "scenario $s: the stopped worker started nothing new and parked its queues" \
+            grep -q "stopping: [0-9]* queued deliveries parked" "$T/$s-w1.log"
+        check "scenario $s: the replacement took the partitions with their hand-off offsets" \
+            wait_for 30 grep -q 'handed over at offset' "$T/$s-w2.log"
     fi
-    finish_scenario e "SIGTERM, replacement started after the exit"
-    dups=$(sed -n 's/.*duplicate receipts \([0-9]*\).*/\1/p' "$T/ordercheck-e.txt" | tail -1)
-    check "scenario e: duplicate receipts (${dups:-?}) at most the requests in flight at SIGTERM (${in_flight:-?})" \
+    finish_scenario "$s" "$what"
+    dups=$(sed -n 's/.*duplicate receipts \([0-9]*\).*/\1/p' "$T/ordercheck-$s.txt" | tail -1)
+    check "scenario $s: duplicate receipts (${dups:-?}) at most the requests in flight at SIGTERM (${in_flight:-?})" \
         test "${dups:-999999}" -le "${in_flight:-0}"
 }
+
+scenario_e() { graceful_restart e after "SIGTERM, replacement started after the exit"; }
 
 # crash_dups_within S KILL_US WINDOW_S: every duplicate 2xx receipt of S
 # is of a delivery that was received, or whose event was published, in
@@ -611,35 +619,11 @@ scenario_g() {
     check "scenario g: the fan-out rewound ($rewinds times)" test "$rewinds" -ge 1
 }
 
-scenario_h() {
-    # like e, but the replacement starts right after SIGTERM (a rolling
-    # update): it joins while the old worker drains, so the group may
-    # refuse the old worker's last commits; what the old worker delivered
-    # is not sent again all the same
-    RECV_ARGS=(--delay-ms 20 --fail-rate 0)
-    export WORKER_SHUTDOWN_TIMEOUT=2s
-    begin h 1
-    unset WORKER_SHUTDOWN_TIMEOUT
-    RECV_ARGS=()
-    local pid in_flight=0 dups rc=0
-    if at_fraction h 30; then
-        pid=${WORKER_PID[h-w1]}
-        kill -TERM "$pid"
-        start_worker h-w2
-        timeout 60 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || rc=$?
-        unset 'WORKER_PID[h-w1]'
-        check "scenario h: the stopped worker exits 0 (status $rc)" test "$rc" = 0
-        in_flight=$(sed -n 's/.*stopping: finishing \([0-9]*\) attempts in flight.*/\1/p' "$T/h-w1.log" | tail -1)
-        log "scenario h: h-w1 had ${in_flight:-?} attempts in flight at SIGTERM"
-    fi
-    check "scenario h: the replacement took the partitions with their hand-off offsets" \
-        wait_for 30 grep -q 'handed over at offset' "$T/h-w2.log"
-    finish_scenario h "SIGTERM, replacement started at once"
-    dups=$(sed -n 's/.*duplicate receipts \([0-9]*\).*/\1/p' "$T/ordercheck-h.txt" | tail -1)
-    check "scenario h: duplicate receipts (${dups:-?}) at most the requests in flight at SIGTERM (${in_flight:-?})" \
-        test "${dups:-999999}" -le "${in_flight:-0}"
-}
+# as e, but the replacement starts right after SIGTERM (a rolling update):
+# it joins while the old worker drains, so the group refuses the old
+# worker's last commits; the hand-off keeps what it delivered from being
+# sent again
+scenario_h() { graceful_restart h at-once "SIGTERM, replacement started at once"; }
 
 log "ordering: $ENDPOINTS endpoints x $EVENTS events, $PARTITIONS partitions, scenarios: $SCENARIOS"
 for s in $SCENARIOS; do
