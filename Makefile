@@ -69,7 +69,7 @@ CTL_SRC       := $(wildcard ctl/*.c)
 BINS := $(B)/bin/webhook-worker $(B)/bin/webhookctl \
         $(B)/bin/webhook-produce $(B)/bin/webhook-produce-example \
         $(B)/bin/webhook-devbroker $(B)/bin/webhook-receiver \
-        $(B)/bin/webhook-ordercheck
+        $(B)/bin/webhook-ordercheck $(B)/bin/webhook-partcheck
 ifneq ($(SCHED_SRC),)
 BINS += $(B)/bin/webhook-scheduler
 endif
@@ -142,6 +142,10 @@ $(B)/bin/webhook-receiver: $(B)/obj/dev/receiver.o $(LIB_A)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(B)/bin/webhook-ordercheck: $(B)/obj/dev/ordercheck.o $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/bin/webhook-partcheck: $(B)/obj/dev/partcheck.o $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -2,10 +2,16 @@
  * kafka.c - Kafka adapter over librdkafka (see kafka.h). Used by the
  * worker, the producer API and the scheduler from their main thread;
  * librdkafka's own threads only call back into log_cb (thread-safe) and
- * wake the caller's loop through a pipe.
+ * wake the caller's loop through a pipe. A producer asked for partition
+ * counts runs one thread of its own (counts_main) that reads them from
+ * the cluster's metadata; it shares only the topic table, under the
+ * producer's mutex, with the caller's thread. Consumer and producer stay
+ * in this one file, past the usual size of a module, because it is the
+ * one file that includes librdkafka (docs/architecture.md).
  */
 #include "kafka.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
@@ -34,7 +40,31 @@ struct wh_kafka_consumer {
     bool assigned_once; /* a rebalance assigned partitions at least once */
 };
 
-#define WARM_TOPICS_MAX 4
+_Static_assert(WH_KAFKA_PARTITION_ANY == RD_KAFKA_PARTITION_UA,
+               "WH_KAFKA_PARTITION_ANY is librdkafka's unassigned partition");
+
+/* Partition counts: how long a lookup may take, how often a count is read
+ * again, and how soon after a failed lookup. */
+#define COUNT_TIMEOUT_MS 1000
+#define COUNT_REFRESH_US (30 * 1000 * 1000)
+#define COUNT_RETRY_US (1000 * 1000)
+/* A run of failed lookups is logged at its start and every this many. */
+#define COUNT_LOG_EVERY 60
+
+/* A topic the producer holds a handle for (wh_kafka_producer_warm, or
+ * wh_kafka_producer_partitions). Fields below rkt are the producer's
+ * mutex's. */
+typedef struct {
+    char *name;
+    rd_kafka_topic_t *rkt; /* held until the producer is destroyed */
+    bool counted;          /* its partition count is kept */
+    int32_t count;         /* partitions; 0 while not known */
+    int64_t due_us;        /* next lookup (wh_mono_us); 0: at once */
+    bool busy;             /* a lookup is running on the thread */
+    bool again;            /* look up again once it ended */
+    int failures;          /* lookups failed in a row */
+    char why[WH_ERRLEN];   /* the last failure */
+} ktopic;
 
 struct wh_kafka_producer {
     rd_kafka_t *rk;
@@ -42,8 +72,13 @@ struct wh_kafka_producer {
     wh_kafka_dr_fn *dr;
     void *opaque;
     int pipe[2];
-    rd_kafka_topic_t *warm[WARM_TOPICS_MAX]; /* see wh_kafka_producer_warm */
-    int nwarm;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;       /* wakes counts_main */
+    bool thread_started;
+    bool stopping;           /* counts_main is to return */
+    pthread_t thread;
+    ktopic topics[WH_KAFKA_TOPICS_MAX];
+    int ntopics;
 };
 
 static atomic_uint_fast64_t data_loss;
@@ -587,10 +622,233 @@ void wh_kafka_consumer_destroy(wh_kafka_consumer *c)
     }
 }
 
+/* ---- producer: partition counts ----------------------------------------- */
+
+int32_t wh_kafka_partition_of(const void *key, size_t klen,
+                              int32_t partition_cnt)
+{
+    assert(partition_cnt >= 1);
+    /* librdkafka's consistent partitioner reads only the key and the
+     * count (CRC32 of the key modulo the count); consistent_random, the
+     * default, uses it for every non-empty key. */
+    return rd_kafka_msg_partitioner_consistent(NULL, key, klen,
+                                               partition_cnt, NULL, NULL);
+}
+
+/* The entry for topic, or NULL. Under p->mu. */
+static ktopic *topic_find(wh_kafka_producer *p, const char *topic)
+{
+    for (int i = 0; i < p->ntopics; i++)
+        if (strcmp(p->topics[i].name, topic) == 0)
+            return &p->topics[i];
+    return NULL;
+}
+
+/* The entry for topic, added with its handle when new; NULL when the
+ * table is full or out of memory. Under p->mu. */
+static ktopic *topic_get(wh_kafka_producer *p, const char *topic)
+{
+    ktopic *t = topic_find(p, topic);
+    if (t || p->ntopics >= WH_KAFKA_TOPICS_MAX)
+        return t;
+    t = &p->topics[p->ntopics];
+    memset(t, 0, sizeof(*t));
+    if (!(t->name = strdup(topic)))
+        return NULL;
+    /* a new topic handle asks the cluster for the topic's partition
+     * leaders in the background */
+    if (!(t->rkt = rd_kafka_topic_new(p->rk, topic, NULL))) {
+        free(t->name);
+        t->name = NULL;
+        return NULL;
+    }
+    p->ntopics++;
+    return t;
+}
+
+/* Asks for topic's count to be read again at once (a send or a report
+ * named a partition it does not have). */
+static void count_again(wh_kafka_producer *p, const char *topic)
+{
+    pthread_mutex_lock(&p->mu);
+    ktopic *t = topic_find(p, topic);
+    if (t && t->counted) {
+        if (t->busy)
+            t->again = true;
+        else
+            t->due_us = 0;
+        pthread_cond_signal(&p->cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Reads rkt's partition count from the cluster (on counts_main). */
+static int read_count(rd_kafka_t *rk, rd_kafka_topic_t *rkt, int32_t *count,
+                      char *err, size_t errlen)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, rkt, &md,
+                                              COUNT_TIMEOUT_MS);
+    if (e)
+        return wh_errf(err, errlen, "metadata request failed: %s",
+                       rd_kafka_err2str(e));
+    int rc = WH_OK;
+    const char *name = rd_kafka_topic_name(rkt);
+    const struct rd_kafka_metadata_topic *mt = NULL;
+    for (int i = 0; i < md->topic_cnt && !mt; i++)
+        if (strcmp(md->topics[i].topic, name) == 0)
+            mt = &md->topics[i];
+    if (!mt)
+        rc = wh_errf(err, errlen, "the metadata does not list the topic");
+    else if (mt->err)
+        rc = wh_errf(err, errlen, "%s", rd_kafka_err2str(mt->err));
+    else if (mt->partition_cnt < 1)
+        rc = wh_errf(err, errlen, "the topic has no partitions");
+    else
+        *count = mt->partition_cnt;
+    rd_kafka_metadata_destroy(md);
+    return rc;
+}
+
+/* Notes the outcome of a lookup of t's count. Under p->mu. */
+static void count_done(ktopic *t, int rc, int32_t count, const char *why)
+{
+    int64_t now = wh_mono_us();
+    t->busy = false;
+    if (rc == WH_OK) {
+        if (t->failures > 0 && t->count > 0)
+            WH_INFO("Kafka topic %s: partition count read again after %d "
+                    "failed lookups", t->name, t->failures);
+        if (t->count > 0 && count != t->count)
+            WH_WARN("Kafka topic %s now has %d partitions (had %d): keys "
+                    "map to other partitions from here on", t->name,
+                    (int)count, (int)t->count);
+        else if (t->count == 0)
+            WH_INFO("Kafka topic %s has %d partitions", t->name, (int)count);
+        t->count = count;
+        t->failures = 0;
+        t->why[0] = '\0';
+        t->due_us = now + COUNT_REFRESH_US;
+    } else {
+        if (t->failures++ % COUNT_LOG_EVERY == 0)
+            WH_WARN("Kafka topic %s: cannot read its partition count: %s%s",
+                    t->name, why,
+                    t->count > 0 ? " (the count read before is kept)"
+                                 : " (sends that need it wait)");
+        wh_strlcpy(t->why, why, sizeof(t->why));
+        t->due_us = now + COUNT_RETRY_US;
+    }
+    if (t->again) {
+        t->again = false;
+        t->due_us = 0;
+    }
+}
+
+/* The producer's counting thread: looks up the counted topics' partition
+ * counts when they are due, one at a time, outside the mutex. */
+static void *counts_main(void *arg)
+{
+    wh_kafka_producer *p = arg;
+    char why[WH_ERRLEN];
+    pthread_mutex_lock(&p->mu);
+    while (!p->stopping) {
+        int64_t now = wh_mono_us(), next_us = INT64_MAX;
+        ktopic *due = NULL;
+        for (int i = 0; i < p->ntopics && !due; i++) {
+            ktopic *t = &p->topics[i];
+            if (!t->counted || t->busy)
+                continue;
+            if (t->due_us <= now)
+                due = t;
+            else if (t->due_us < next_us)
+                next_us = t->due_us;
+        }
+        if (due) {
+            due->busy = true;
+            pthread_mutex_unlock(&p->mu);
+            int32_t count = 0;
+            why[0] = '\0';
+            int rc = read_count(p->rk, due->rkt, &count, why, sizeof(why));
+            pthread_mutex_lock(&p->mu);
+            count_done(due, rc, count, why);
+            continue;
+        }
+        if (next_us == INT64_MAX) {
+            pthread_cond_wait(&p->cv, &p->mu);
+        } else {
+            struct timespec until = {.tv_sec = (time_t)(next_us / 1000000),
+                                     .tv_nsec = (long)(next_us % 1000000) *
+                                                1000};
+            pthread_cond_timedwait(&p->cv, &p->mu, &until);
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+int wh_kafka_producer_partitions(wh_kafka_producer *p, const char *topic,
+                                 int32_t *partition_cnt, char *err,
+                                 size_t errlen)
+{
+    int rc;
+    pthread_mutex_lock(&p->mu);
+    ktopic *t = topic_get(p, topic);
+    if (!t) {
+        rc = wh_errf(err, errlen, "cannot keep the partition count of %s: "
+                     "a producer keeps at most %d topics", topic,
+                     WH_KAFKA_TOPICS_MAX);
+        goto out;
+    }
+    if (!p->thread_started) {
+        int e = pthread_create(&p->thread, NULL, counts_main, p);
+        if (e != 0) {
+            rc = wh_errf(err, errlen, "cannot start the thread that reads "
+                         "partition counts: %s", strerror(e));
+            goto out;
+        }
+        p->thread_started = true;
+    }
+    if (!t->counted) {
+        t->counted = true;
+        t->due_us = 0;
+        pthread_cond_signal(&p->cv);
+    }
+    if (t->count > 0) {
+        *partition_cnt = t->count;
+        rc = WH_OK;
+    } else if (t->why[0]) {
+        wh_errf(err, errlen, "the partition count of %s is not known yet: "
+                "%s", topic, t->why);
+        rc = WH_AGAIN;
+    } else {
+        wh_errf(err, errlen, "the partition count of %s is not known yet: "
+                "looking it up", topic);
+        rc = WH_AGAIN;
+    }
+out:
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+int wh_kafka_producer_partition(wh_kafka_producer *p, const char *topic,
+                                const void *key, size_t klen,
+                                int32_t *partition, char *err, size_t errlen)
+{
+    int32_t n;
+    int rc = wh_kafka_producer_partitions(p, topic, &n, err, errlen);
+    if (rc == WH_OK)
+        *partition = wh_kafka_partition_of(key, klen, n);
+    return rc;
+}
+
+/* ---- producer ------------------------------------------------------------ */
+
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     (void)rk;
     wh_kafka_producer *p = opaque;
+    if (m->err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION && m->rkt)
+        count_again(p, rd_kafka_topic_name(m->rkt));
     if (p->dr)
         p->dr(p->opaque, m->_private, m->err == 0,
               m->err ? rd_kafka_err2str(m->err) : NULL);
@@ -608,6 +866,19 @@ int wh_kafka_producer_new(const wh_kafka_conf *kc, wh_kafka_dr_fn *dr,
     p->pipe[0] = p->pipe[1] = -1;
     p->dr = dr;
     p->opaque = opaque;
+    pthread_condattr_t ca;
+    if (pthread_mutex_init(&p->mu, NULL) != 0) {
+        free(p);
+        return wh_errf(err, errlen, "pthread_mutex_init() failed");
+    }
+    if (pthread_condattr_init(&ca) != 0 ||
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
+        pthread_cond_init(&p->cv, &ca) != 0) {
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+        return wh_errf(err, errlen, "pthread_cond_init() failed");
+    }
+    pthread_condattr_destroy(&ca);
     rd_kafka_conf_t *conf = base_conf(kc, err, errlen);
     if (!conf)
         goto fail;
@@ -659,15 +930,19 @@ fail:
         close(p->pipe[0]);
     if (p->pipe[1] >= 0)
         close(p->pipe[1]);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
     free(p);
     return WH_ERR;
 }
 
 int wh_kafka_producer_send(wh_kafka_producer *p, const char *topic,
-                           const void *key, size_t klen, const void *value,
-                           size_t vlen, const char *const *headers,
-                           void *msg_opaque, char *err, size_t errlen)
+                           int32_t partition, const void *key, size_t klen,
+                           const void *value, size_t vlen,
+                           const char *const *headers, void *msg_opaque,
+                           char *err, size_t errlen)
 {
+    assert(partition >= 0 || partition == WH_KAFKA_PARTITION_ANY);
     rd_kafka_headers_t *hdrs = NULL;
     if (headers && headers[0]) {
         hdrs = rd_kafka_headers_new(4);
@@ -675,8 +950,8 @@ int wh_kafka_producer_send(wh_kafka_producer *p, const char *topic,
             rd_kafka_header_add(hdrs, headers[i], -1, headers[i + 1], -1);
     }
     rd_kafka_resp_err_t e = rd_kafka_producev(
-        p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, klen),
-        RD_KAFKA_V_VALUE((void *)value, vlen),
+        p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+        RD_KAFKA_V_KEY(key, klen), RD_KAFKA_V_VALUE((void *)value, vlen),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(msg_opaque),
         RD_KAFKA_V_END);
@@ -685,8 +960,14 @@ int wh_kafka_producer_send(wh_kafka_producer *p, const char *topic,
             rd_kafka_headers_destroy(hdrs);
         if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL)
             return WH_AGAIN;
-        wh_errf(err, errlen, "produce to %s failed: %s (%zu bytes)", topic,
-                rd_kafka_err2str(e), vlen);
+        if (e == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION)
+            count_again(p, topic);
+        if (partition == WH_KAFKA_PARTITION_ANY)
+            wh_errf(err, errlen, "produce to %s failed: %s (%zu bytes)",
+                    topic, rd_kafka_err2str(e), vlen);
+        else
+            wh_errf(err, errlen, "produce to %s [%d] failed: %s (%zu bytes)",
+                    topic, (int)partition, rd_kafka_err2str(e), vlen);
         return e == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ? WH_DECLINED
                                                          : WH_ERR;
     }
@@ -695,13 +976,9 @@ int wh_kafka_producer_send(wh_kafka_producer *p, const char *topic,
 
 void wh_kafka_producer_warm(wh_kafka_producer *p, const char *topic)
 {
-    if (p->nwarm >= WARM_TOPICS_MAX)
-        return;
-    /* a new topic handle asks the cluster for the topic's partition
-     * leaders in the background; held until the producer is destroyed */
-    rd_kafka_topic_t *t = rd_kafka_topic_new(p->rk, topic, NULL);
-    if (t)
-        p->warm[p->nwarm++] = t;
+    pthread_mutex_lock(&p->mu);
+    (void)topic_get(p, topic); /* NULL when the table is full: not warmed */
+    pthread_mutex_unlock(&p->mu);
 }
 
 int wh_kafka_producer_fd(wh_kafka_producer *p) { return p->pipe[0]; }
@@ -812,11 +1089,23 @@ void wh_kafka_producer_destroy(wh_kafka_producer *p)
 {
     if (!p)
         return;
+    if (p->thread_started) {
+        /* waits out a lookup under way: at most COUNT_TIMEOUT_MS */
+        pthread_mutex_lock(&p->mu);
+        p->stopping = true;
+        pthread_cond_signal(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        pthread_join(p->thread, NULL);
+    }
     rd_kafka_queue_destroy(p->queue);
-    for (int i = 0; i < p->nwarm; i++)
-        rd_kafka_topic_destroy(p->warm[i]);
+    for (int i = 0; i < p->ntopics; i++) {
+        rd_kafka_topic_destroy(p->topics[i].rkt);
+        free(p->topics[i].name);
+    }
     rd_kafka_destroy(p->rk);
     close(p->pipe[0]);
     close(p->pipe[1]);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
     free(p);
 }

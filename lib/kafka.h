@@ -3,9 +3,11 @@
  *
  * A consumer (one topic, one consumer group, offsets stored by the caller
  * only once work is durable, auto-committed from there) and an idempotent
- * producer with per-message delivery reports. Both expose a file
- * descriptor that turns readable when they have something to serve, so one
- * thread can wait on Kafka, HTTP and Postgres together.
+ * producer with per-message delivery reports, which sends to a partition
+ * its caller chose or to its configured partitioner's, and keeps the
+ * partition counts that wh_kafka_partition_of maps keys with. Both expose
+ * a file descriptor that turns readable when they have something to
+ * serve, so one thread can wait on Kafka, HTTP and Postgres together.
  */
 #ifndef WH_KAFKA_H
 #define WH_KAFKA_H
@@ -136,24 +138,65 @@ typedef void wh_kafka_dr_fn(void *opaque, void *msg_opaque, int ok,
 
 typedef struct wh_kafka_producer wh_kafka_producer;
 
+/* The partition argument of wh_kafka_producer_send that leaves the choice
+ * to the producer's configured partitioner (librdkafka's
+ * RD_KAFKA_PARTITION_UA; KAFKA_EXTRA may set `partitioner`). */
+#define WH_KAFKA_PARTITION_ANY (-1)
+/* Most topics one producer keeps a partition count for (and warms). */
+#define WH_KAFKA_TOPICS_MAX 4
+
+/* The partition of a topic with partition_cnt (>= 1) partitions that key
+ * maps to: librdkafka's default mapping (partitioner consistent_random),
+ * CRC32 of the key modulo partition_cnt, whatever `partitioner` a
+ * producer is configured with. Deterministic and needs no broker. An
+ * empty key maps to partition 0 (consistent_random would pick any). */
+int32_t wh_kafka_partition_of(const void *key, size_t klen,
+                              int32_t partition_cnt);
+
 /* An idempotent producer (acks=all). dr may be NULL. */
 int wh_kafka_producer_new(const wh_kafka_conf *conf, wh_kafka_dr_fn *dr,
                           void *opaque, wh_kafka_producer **out, char *err,
                           size_t errlen) WH_MUST_CHECK;
-/* Queues a copy of the message. headers is NULL or a NULL-terminated
- * name, value, name, value, ... list. WH_AGAIN when the local queue is
- * full (serve reports with wh_kafka_producer_poll and try again);
- * WH_DECLINED when the message is larger than the producer's
- * message.max.bytes (it never will be sent); WH_ERR otherwise. */
+/* Queues a copy of the message to partition of topic, or, with
+ * WH_KAFKA_PARTITION_ANY, to the one the configured partitioner picks for
+ * key. headers is NULL or a NULL-terminated name, value, name, value, ...
+ * list. WH_AGAIN when the local queue is full (serve reports with
+ * wh_kafka_producer_poll and try again); WH_DECLINED when the message is
+ * larger than the producer's message.max.bytes (it never will be sent);
+ * WH_ERR otherwise (a partition the topic does not have among them: the
+ * topic's partition count is then looked up again). */
 int wh_kafka_producer_send(wh_kafka_producer *p, const char *topic,
-                           const void *key, size_t klen, const void *value,
-                           size_t vlen, const char *const *headers,
-                           void *msg_opaque, char *err,
-                           size_t errlen) WH_MUST_CHECK;
+                           int32_t partition, const void *key, size_t klen,
+                           const void *value, size_t vlen,
+                           const char *const *headers, void *msg_opaque,
+                           char *err, size_t errlen) WH_MUST_CHECK;
+/*
+ * The number of partitions of topic, as this producer last read it from
+ * the cluster's metadata. The first call for a topic starts keeping it:
+ * a thread of the producer's own looks it up (rd_kafka_metadata, at most
+ * a second per request), again every 30 s, a second after a failed
+ * lookup, and at once when a send or a delivery report names a partition
+ * the topic does not have. Never blocks. WH_OK with *partition_cnt set;
+ * WH_AGAIN while the count is not known yet (err says why: the first
+ * lookup is under way, or what the last one failed with); WH_ERR when it
+ * cannot be kept (more than WH_KAFKA_TOPICS_MAX topics, no thread).
+ */
+int wh_kafka_producer_partitions(wh_kafka_producer *p, const char *topic,
+                                 int32_t *partition_cnt, char *err,
+                                 size_t errlen) WH_MUST_CHECK;
+/* The partition of topic that key maps to (wh_kafka_partition_of with
+ * the count of wh_kafka_producer_partitions), for a send that must not
+ * depend on the configured partitioner. Returns as
+ * wh_kafka_producer_partitions. */
+int wh_kafka_producer_partition(wh_kafka_producer *p, const char *topic,
+                                const void *key, size_t klen,
+                                int32_t *partition, char *err,
+                                size_t errlen) WH_MUST_CHECK;
 /* Looks up topic's partition leaders now, in the background, so the first
  * message to it is not held back while they are found (without this the
- * first message after start-up waits hundreds of milliseconds). Up to 4
- * topics per producer. */
+ * first message after start-up waits hundreds of milliseconds). Up to
+ * WH_KAFKA_TOPICS_MAX topics per producer, counting those
+ * wh_kafka_producer_partitions keeps. */
 void wh_kafka_producer_warm(wh_kafka_producer *p, const char *topic);
 int wh_kafka_producer_fd(wh_kafka_producer *p);
 /* Serves delivery reports (calls dr). */

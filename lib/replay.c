@@ -528,9 +528,9 @@ static int produce(run_ctx *c, const wh_replay_target *t, char *err,
     int64_t progress_us = wh_mono_us();
     for (;;) {
         int rc = wh_kafka_producer_send(
-            c->producer, c->sink->topic, t->endpoint_id,
-            strlen(t->endpoint_id), c->value.data, c->value.len, headers, f,
-            err, errlen);
+            c->producer, c->sink->topic, WH_KAFKA_PARTITION_ANY,
+            t->endpoint_id, strlen(t->endpoint_id), c->value.data,
+            c->value.len, headers, f, err, errlen);
         if (rc == WH_OK) {
             inflight_link(c, f);
             wh_kafka_producer_poll(c->producer, 0);

@@ -78,9 +78,11 @@ int wh_producer_send(wh_producer *p, const wh_event *ev, char *err,
     static const char *const headers[] = {"content-type", WH_CT_PROTOBUF,
                                           NULL};
     for (;;) {
-        int rc = wh_kafka_producer_send(p->kp, p->topic, e.app, strlen(e.app),
-                                        p->buf.data, p->buf.len, headers,
-                                        NULL, err, errlen);
+        int rc = wh_kafka_producer_send(p->kp, p->topic,
+                                        WH_KAFKA_PARTITION_ANY, e.app,
+                                        strlen(e.app), p->buf.data,
+                                        p->buf.len, headers, NULL, err,
+                                        errlen);
         if (rc != WH_AGAIN)
             return rc;
         wh_kafka_producer_poll(p->kp, 100);

@@ -158,7 +158,8 @@ static int send_one(sc_ctx *ctx, sc_batch *b, const char *topic,
                     size_t vlen, void *tag, char *err, size_t errlen)
 {
     for (;;) {
-        int rc = wh_kafka_producer_send(ctx->producer, topic, key, klen,
+        int rc = wh_kafka_producer_send(ctx->producer, topic,
+                                        WH_KAFKA_PARTITION_ANY, key, klen,
                                         value, vlen, headers, tag, err,
                                         errlen);
         if (rc != WH_AGAIN)

@@ -212,7 +212,8 @@ static void attempt(wk_deadletter *s, wk_dead *d)
         int rc = wh_codec_dead_letter_encode(&d->dl, &s->buf, err,
                                              sizeof(err));
         if (rc == WH_OK)
-            rc = wh_kafka_producer_send(s->producer, s->topic, d->key,
+            rc = wh_kafka_producer_send(s->producer, s->topic,
+                                        WH_KAFKA_PARTITION_ANY, d->key,
                                         d->key ? strlen(d->key) : 0,
                                         s->buf.data, s->buf.len, NULL, t, err,
                                         sizeof(err));

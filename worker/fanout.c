@@ -538,7 +538,8 @@ static int deliver_to(wk_fanout *f, fo_msg *m, const wh_event *ev,
         return WH_OK;
     }
     int rc = wh_kafka_producer_send(f->producer,
-                                    f->ctx->s->deliveries_topic, ep->id,
+                                    f->ctx->s->deliveries_topic,
+                                    WH_KAFKA_PARTITION_ANY, ep->id,
                                     strlen(ep->id), f->buf.data, f->buf.len,
                                     NULL, m, err, sizeof(err));
     if (rc == WH_OK)
