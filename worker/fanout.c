@@ -510,8 +510,10 @@ static void store_event(wk_fanout *f, fo_msg *m, const wh_event *ev)
     m->pending++;
 }
 
-/* Produces ev's Delivery to ep. WH_AGAIN when the producer's queue is full
- * (nothing was produced); otherwise WH_OK, failures being noted in m. */
+/* Produces ev's Delivery to ep, to the partition ep's id maps to. WH_AGAIN
+ * when the producer's queue is full or the deliveries topic's partition
+ * count is not known yet (nothing was produced); otherwise WH_OK, failures
+ * being noted in m. */
 static int deliver_to(wk_fanout *f, fo_msg *m, const wh_event *ev,
                       const wh_endpoint *ep)
 {
@@ -537,9 +539,14 @@ static int deliver_to(wk_fanout *f, fo_msg *m, const wh_event *ev,
         too_large(f, m, err);
         return WH_OK;
     }
-    int rc = wh_kafka_producer_send(f->producer,
-                                    f->ctx->s->deliveries_topic,
-                                    WH_KAFKA_PARTITION_ANY, ep->id,
+    int32_t part;
+    int rc = wh_kafka_producer_partition(f->producer,
+                                         f->ctx->s->deliveries_topic, ep->id,
+                                         strlen(ep->id), &part, err,
+                                         sizeof(err));
+    if (rc == WH_OK)
+        rc = wh_kafka_producer_send(f->producer,
+                                    f->ctx->s->deliveries_topic, part, ep->id,
                                     strlen(ep->id), f->buf.data, f->buf.len,
                                     NULL, m, err, sizeof(err));
     if (rc == WH_OK)
