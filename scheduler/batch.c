@@ -1,12 +1,12 @@
 /*
  * batch.c - one scheduler batch (see scheduler.h): claim and delete due
  * rows of webhooks.retries in one statement (FOR UPDATE SKIP LOCKED),
- * produce their deliveries to Kafka, wait for every acknowledgement, then
- * commit. Any failure rolls back, so a row leaves the table only after
- * Kafka holds its message. A row the producer cannot send is
- * dead-lettered instead (without its payload) and recorded as a final
- * failed attempt, in the same transaction. Called from the scheduler's
- * main loop, main thread only.
+ * produce their deliveries to Kafka, each to its row's partition (its
+ * lane's), wait for every acknowledgement, then commit. Any failure rolls
+ * back, so a row leaves the table only after Kafka holds its message. A
+ * row the producer cannot send is dead-lettered instead (without its
+ * payload) and recorded as a final failed attempt, in the same
+ * transaction. Called from the scheduler's main loop, main thread only.
  */
 #include <assert.h>
 #include <inttypes.h>
@@ -19,8 +19,10 @@
 #include "scheduler.h"
 
 /* Columns of the claim query. C_APP, C_EVENT and C_ATTEMPT are only set
- * for a row whose delivery is larger than the limit ($2). */
-enum { C_ID, C_ENDPOINT, C_DELIVERY, C_LAG, C_APP, C_EVENT, C_ATTEMPT };
+ * for a row whose delivery is larger than the limit ($2); C_PART is NULL
+ * for rows written before sql/009_retry_partition.sql. */
+enum { C_ID, C_ENDPOINT, C_DELIVERY, C_LAG, C_APP, C_EVENT, C_ATTEMPT,
+       C_PART };
 
 _Static_assert(SC_BATCH_MAX < (1 << SC_ROW_BITS), "rows fit SC_ROW_BITS");
 
@@ -40,7 +42,7 @@ _Static_assert(SC_BATCH_MAX < (1 << SC_ROW_BITS), "rows fit SC_ROW_BITS");
  * began is invisible to the delete and simply stays for a later batch.
  *
  * Fetched in binary format (wh_db_query_raw): the delivery as its bytes,
- * the lag and the attempt cast to text.
+ * the lag, the attempt and the partition cast to text.
  */
 static const char claim_sql[] =
     "WITH c AS (SELECT ctid AS t FROM webhooks.retries WHERE due_at <= now() "
@@ -48,11 +50,12 @@ static const char claim_sql[] =
     "d AS (DELETE FROM webhooks.retries "
     "WHERE ctid = ANY(ARRAY(SELECT t FROM c)) "
     "RETURNING delivery_id, endpoint_id, delivery, due_at, app, event_id, "
-    "attempt) "
+    "attempt, partition) "
     "SELECT delivery_id, endpoint_id, delivery, "
     "(CASE WHEN isfinite(due_at) "
     "THEN floor(extract(epoch FROM now() - due_at) * 1000)::bigint "
-    "ELSE 0 END)::text, big.app, big.event_id, big.attempt::text FROM d "
+    "ELSE 0 END)::text, big.app, big.event_id, big.attempt::text, "
+    "d.partition::text FROM d "
     "LEFT JOIN LATERAL (SELECT d.app, d.event_id, d.attempt "
     "WHERE octet_length(d.delivery) > $2::bigint) big ON true";
 
@@ -151,16 +154,17 @@ static int64_t deadline_now(sc_ctx *ctx, int64_t deadline_us)
     return deadline_us;
 }
 
-/* Queues one message, serving delivery reports while the local queue is
- * full. */
+/* Queues one message to partition of topic (WH_KAFKA_PARTITION_ANY: the
+ * configured partitioner's), serving delivery reports while the local
+ * queue is full. */
 static int send_one(sc_ctx *ctx, sc_batch *b, const char *topic,
-                    const char *key, size_t klen, const char *value,
-                    size_t vlen, void *tag, char *err, size_t errlen)
+                    int32_t partition, const char *key, size_t klen,
+                    const char *value, size_t vlen, void *tag, char *err,
+                    size_t errlen)
 {
     for (;;) {
-        int rc = wh_kafka_producer_send(ctx->producer, topic,
-                                        WH_KAFKA_PARTITION_ANY, key, klen,
-                                        value, vlen, headers, tag, err,
+        int rc = wh_kafka_producer_send(ctx->producer, topic, partition, key,
+                                        klen, value, vlen, headers, tag, err,
                                         errlen);
         if (rc != WH_AGAIN)
             return rc;
@@ -236,7 +240,8 @@ static int dead_letter(sc_ctx *ctx, sc_batch *b, int i, const char *why,
         wh_errf(err, errlen, "cannot encode the dead letter of retry %s: %s",
                 wh_db_get(r, i, C_ID), e);
     else
-        rc = send_one(ctx, b, ctx->s->dead_topic, wh_db_get(r, i, C_ENDPOINT),
+        rc = send_one(ctx, b, ctx->s->dead_topic, WH_KAFKA_PARTITION_ANY,
+                      wh_db_get(r, i, C_ENDPOINT),
                       wh_db_getlen(r, i, C_ENDPOINT), out.data, out.len,
                       tag_of(b, true, (size_t)i), err, errlen);
     wh_buf_free(&out);
@@ -276,6 +281,43 @@ static int dead_letter(sc_ctx *ctx, sc_batch *b, int i, const char *why,
     return rc;
 }
 
+/* The deliveries partition row i goes back to: its own (the partition
+ * its lane waits on) when the topic has it, else the one its endpoint id
+ * maps to (rows written before sql/009_retry_partition.sql, or a
+ * partition the topic does not have). Waits for the topic's partition
+ * count while it is not known, within the batch's deadline. */
+static int row_partition(sc_ctx *ctx, sc_batch *b, int i, int32_t *part,
+                         char *err, size_t errlen)
+{
+    wh_db_result *r = b->rows;
+    int32_t n;
+    int rc;
+    while ((rc = wh_kafka_producer_partitions(
+                ctx->producer, ctx->s->deliveries_topic, &n, err, errlen)) ==
+           WH_AGAIN) {
+        if (wh_mono_us() >= deadline_now(ctx, b->deadline_us))
+            return WH_ERR; /* err says why the count is not known */
+        wh_kafka_producer_poll(ctx->producer, 10);
+    }
+    if (rc != WH_OK)
+        return WH_ERR;
+    if (!wh_db_isnull(r, i, C_PART)) {
+        char *end;
+        long v = strtol(wh_db_get(r, i, C_PART), &end, 10);
+        if (*end == '\0' && v >= 0 && v < n) {
+            *part = (int32_t)v;
+            return WH_OK;
+        }
+        wh_log_kv(WH_LOG_WARN, "retry row names a partition the topic does "
+                  "not have; sending it to its endpoint's partition",
+                  "delivery_id", wh_db_get(r, i, C_ID), "partition",
+                  wh_db_get(r, i, C_PART), NULL);
+    }
+    *part = wh_kafka_partition_of(wh_db_get(r, i, C_ENDPOINT),
+                                  wh_db_getlen(r, i, C_ENDPOINT), n);
+    return WH_OK;
+}
+
 /* Produces the claimed rows; those the producer cannot send are
  * dead-lettered. */
 static int produce_rows(sc_ctx *ctx, sc_batch *b, char *err, size_t errlen)
@@ -296,7 +338,10 @@ static int produce_rows(sc_ctx *ctx, sc_batch *b, char *err, size_t errlen)
         int64_t lag = strtoll(wh_db_get(r, i, C_LAG), NULL, 10);
         if (lag > b->res.lag_ms)
             b->res.lag_ms = lag;
-        int rc = send_one(ctx, b, ctx->s->deliveries_topic,
+        int32_t part;
+        if (row_partition(ctx, b, i, &part, err, errlen) != WH_OK)
+            return WH_ERR;
+        int rc = send_one(ctx, b, ctx->s->deliveries_topic, part,
                           wh_db_get(r, i, C_ENDPOINT),
                           wh_db_getlen(r, i, C_ENDPOINT),
                           wh_db_get(r, i, C_DELIVERY), len,

@@ -512,19 +512,22 @@ static int write_tx(wk_recorder *r, const wk_rows *w, size_t lo, size_t hi,
                    e, elen) != WH_OK ||
          fenced_delete(r, "retries_stage", "part", e, elen) != WH_OK ||
          /* the newest attempt of a delivery wins; a redelivered older
-          * attempt never moves its retry back */
+          * attempt never moves its retry back. partition: the lane's,
+          * where the scheduler sends the retry back to */
          wh_db_exec(db,
                     "INSERT INTO webhooks.retries (delivery_id, endpoint_id, "
                     "app, event_id, attempt, due_at, delivery, last_error, "
-                    "last_status) SELECT DISTINCT ON (delivery_id) "
-                    "delivery_id, endpoint_id, app, event_id, attempt, "
-                    "due_at, delivery, last_error, last_status "
-                    "FROM retries_stage ORDER BY delivery_id, attempt DESC "
+                    "last_status, partition) SELECT DISTINCT ON "
+                    "(delivery_id) delivery_id, endpoint_id, app, event_id, "
+                    "attempt, due_at, delivery, last_error, last_status, "
+                    "part FROM retries_stage "
+                    "ORDER BY delivery_id, attempt DESC "
                     "ON CONFLICT (delivery_id) DO UPDATE SET "
                     "attempt = EXCLUDED.attempt, due_at = EXCLUDED.due_at, "
                     "delivery = EXCLUDED.delivery, "
                     "last_error = EXCLUDED.last_error, "
-                    "last_status = EXCLUDED.last_status "
+                    "last_status = EXCLUDED.last_status, "
+                    "partition = EXCLUDED.partition "
                     "WHERE EXCLUDED.attempt >= webhooks.retries.attempt",
                     e, elen) != WH_OK))
         goto fail;

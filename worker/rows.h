@@ -46,8 +46,10 @@ typedef struct {
     const void *retry_delivery;
     size_t retry_len;
     uint32_t retry_attempt;
-    /* The deliveries-topic partition and its ownership epoch: the retry is
-     * written only while the epoch still owns the partition. */
+    /* The lane's deliveries-topic partition and its ownership epoch: the
+     * retry is written only while the epoch still owns the partition, and
+     * with it (webhooks.retries.partition), so the scheduler sends the
+     * retry back to the partition its lane waits on. */
     int32_t partition;
     int64_t epoch;
 } wk_attempt;
