@@ -2,9 +2,10 @@
  * replay.c - re-sending recorded deliveries (see replay.h): the selection
  * queries over webhooks.delivery_log, loading and decoding stored events
  * from webhooks.events, building the replayed Delivery and producing it
- * with per-message delivery reports. Called by webhookctl on its only
- * thread; librdkafka's threads reach this code only through the delivery
- * reports served by wh_kafka_producer_poll/flush on that thread.
+ * to its endpoint's lane partition with per-message delivery reports.
+ * Called by webhookctl on its only thread; librdkafka's threads reach this
+ * code only through the delivery reports served by
+ * wh_kafka_producer_poll/flush on that thread.
  */
 #include <assert.h>
 #include <errno.h>
@@ -34,7 +35,7 @@
     "coalesce(e.disabled, false), coalesce(r.attempt, 0), "                \
     "CASE WHEN r.due_at IS NULL THEN '' "                                  \
     "WHEN isfinite(r.due_at) THEN " TS_UTC("r.due_at", "MS") " "           \
-    "ELSE 'infinity' END "                                                 \
+    "ELSE 'infinity' END, coalesce(lp.partition, -1) "                     \
     "FROM (SELECT DISTINCT ON (d.delivery_id) d.delivery_id, "             \
     "d.endpoint_id, d.app, d.event_id, d.event_type, d.outcome, "          \
     "d.status_code, d.error_class, d.error, d.attempted_at, d.final "      \
@@ -61,6 +62,7 @@
     "WHERE m.delivery_id = l.delivery_id) h "                              \
     "LEFT JOIN webhooks.endpoints e ON e.id = l.endpoint_id "              \
     "LEFT JOIN webhooks.retries r ON r.delivery_id = l.delivery_id "       \
+    "LEFT JOIN webhooks.lanes lp ON lp.endpoint_id = l.endpoint_id "       \
     "WHERE ($6::timestamptz IS NULL OR l.attempted_at <= $6) "             \
     "AND ($7::text IS NULL OR l.outcome = $7) "
 
@@ -82,7 +84,7 @@ static const char *const select_sql[2][2] = {
 enum {
     C_DELIVERY, C_ENDPOINT, C_APP, C_EVENT, C_TYPE, C_TOP, C_OUTCOME,
     C_STATUS, C_ERROR_CLASS, C_ERROR, C_AT, C_FINAL, C_EP_MISSING,
-    C_EP_DISABLED, C_RETRY_ATTEMPT, C_RETRY_DUE, C_NCOLS
+    C_EP_DISABLED, C_RETRY_ATTEMPT, C_RETRY_DUE, C_LANE_PART, C_NCOLS
 };
 
 /* Longest piece of user input echoed in a message. */
@@ -173,6 +175,7 @@ static int row_target(const wh_db_result *r, int i, wh_replay_target *t,
                       char *err, size_t errlen)
 {
     uint32_t status;
+    char *end;
     memset(t, 0, sizeof(*t));
     t->delivery_id = wh_db_get(r, i, C_DELIVERY);
     t->endpoint_id = wh_db_get(r, i, C_ENDPOINT);
@@ -197,6 +200,13 @@ static int row_target(const wh_db_result *r, int i, wh_replay_target *t,
                        "status in the history", t->delivery_id);
     t->last_status = (int)status;
     t->next_attempt = t->attempts + 1;
+    errno = 0;
+    long lane = strtol(wh_db_get(r, i, C_LANE_PART), &end, 10);
+    if (errno || *end || lane < -1 || lane > INT32_MAX)
+        return wh_errf(err, errlen, "delivery %s: unexpected lane partition "
+                       "'%s'", t->delivery_id,
+                       wh_db_get(r, i, C_LANE_PART));
+    t->lane_partition = (int32_t)lane;
     return WH_OK;
 }
 
@@ -512,25 +522,46 @@ static int lookup_event(run_ctx *c, const wh_replay_target *t, char *err,
     return c->ev_rc;
 }
 
-/* Queues the encoded delivery in c->value, waiting while the producer's
- * queue is full as long as reports keep arriving. Returns WH_OK, WH_ERR
- * when Kafka refused this message, or WH_AGAIN when the queue stayed full
- * for the sink's timeout (Kafka is not taking anything). */
+int32_t wh_replay_partition(const wh_replay_target *t, int32_t partition_cnt)
+{
+    assert(partition_cnt >= 1);
+    if (t->lane_partition >= 0 && t->lane_partition < partition_cnt)
+        return t->lane_partition;
+    return wh_kafka_partition_of(t->endpoint_id, strlen(t->endpoint_id),
+                                 partition_cnt);
+}
+
+/* Queues the encoded delivery in c->value to its partition
+ * (wh_replay_partition), waiting while the topic's partition count is not
+ * known yet or the producer's queue is full, as long as reports keep
+ * arriving. Returns WH_OK, WH_ERR when Kafka refused this message, or
+ * WH_AGAIN when it could not be queued for the sink's timeout (Kafka is
+ * not taking anything, or its metadata cannot be read). */
 static int produce(run_ctx *c, const wh_replay_target *t, char *err,
                    size_t errlen)
 {
     static const char *const headers[] = {"content-type", WH_CT_PROTOBUF,
                                           NULL};
+    char why[WH_ERRLEN];
     inflight *f = inflight_new(t);
     if (!f)
         return wh_errf(err, errlen, "out of memory");
     uint64_t seen = c->reports;
     int64_t progress_us = wh_mono_us();
     for (;;) {
-        int rc = wh_kafka_producer_send(
-            c->producer, c->sink->topic, WH_KAFKA_PARTITION_ANY,
-            t->endpoint_id, strlen(t->endpoint_id), c->value.data,
-            c->value.len, headers, f, err, errlen);
+        int32_t n;
+        bool counted = false;
+        int rc = wh_kafka_producer_partitions(c->producer, c->sink->topic, &n,
+                                              why, sizeof(why));
+        if (rc == WH_OK) {
+            counted = true;
+            rc = wh_kafka_producer_send(
+                c->producer, c->sink->topic, wh_replay_partition(t, n),
+                t->endpoint_id, strlen(t->endpoint_id), c->value.data,
+                c->value.len, headers, f, err, errlen);
+        } else if (rc == WH_ERR) {
+            wh_strlcpy(err, why, errlen);
+        }
         if (rc == WH_OK) {
             inflight_link(c, f);
             wh_kafka_producer_poll(c->producer, 0);
@@ -547,8 +578,12 @@ static int produce(run_ctx *c, const wh_replay_target *t, char *err,
         } else if (wh_mono_us() - progress_us >
                    c->sink->ack_timeout_ms * 1000) {
             free(f);
-            wh_errf(err, errlen, "Kafka producer queue stayed full for %lld "
-                    "ms", (long long)c->sink->ack_timeout_ms);
+            if (counted)
+                wh_errf(err, errlen, "Kafka producer queue stayed full for "
+                        "%lld ms", (long long)c->sink->ack_timeout_ms);
+            else
+                wh_errf(err, errlen, "%s (for %lld ms)", why,
+                        (long long)c->sink->ack_timeout_ms);
             return WH_AGAIN;
         }
     }

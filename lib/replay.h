@@ -4,7 +4,8 @@
  * deliveries in a time range, or the dead letters), loads each one's event
  * from webhooks.events and produces a Delivery with the same delivery id
  * (so the same webhook-id) to the deliveries topic, with the attempt
- * number after the highest one recorded.
+ * number after the highest one recorded, to the partition of its
+ * endpoint's lane.
  *
  * Called by webhookctl (replay, dead-letters list|replay) on its only
  * thread. Uses one wh_db connection and, when sending, one Kafka producer.
@@ -91,6 +92,10 @@ typedef struct {
                                    webhooks.retries; 0 when none */
     const char *retry_due_at;   /* its due time ("infinity" when parked),
                                    "" when none */
+    int32_t lane_partition;     /* the deliveries partition of the
+                                   endpoint's lane (webhooks.lanes) when
+                                   it is blocked or draining; -1 when it
+                                   is open */
 } wh_replay_target;
 
 /* Called once per selected delivery. Returning WH_ERR stops the
@@ -151,6 +156,13 @@ int wh_replay_build(const wh_replay_target *t, const wh_event *ev,
                     int64_t now_us, wh_buf *out, char *err,
                     size_t errlen) WH_MUST_CHECK;
 
+/* The deliveries partition (of partition_cnt >= 1) that replays t:
+ * t->lane_partition when the topic has it, so the replay joins the lane
+ * that holds the endpoint's deliveries; otherwise the partition the
+ * endpoint id maps to (wh_kafka_partition_of), where the fan-out sends
+ * them. Never the producer's configured partitioner's choice. */
+int32_t wh_replay_partition(const wh_replay_target *t, int32_t partition_cnt);
+
 /* Where replayed deliveries go. */
 typedef struct {
     const wh_kafka_conf *kafka;
@@ -189,8 +201,9 @@ typedef struct {
  * Replays the deliveries f selects: for each, checks its endpoint still
  * exists and no retry is scheduled, loads its event, builds the Delivery
  * (wh_replay_build) and produces it to sink->topic keyed by the endpoint
- * id with header content-type application/x-protobuf; then waits for
- * every acknowledgement. With sink NULL nothing is produced (dry run).
+ * id, to the partition wh_replay_partition picks, with header
+ * content-type application/x-protobuf; then waits for every
+ * acknowledgement. With sink NULL nothing is produced (dry run).
  * Every selected delivery is reported exactly once through report. When
  * f selects by event without an app and the event id occurs in more than
  * one app, nothing is selected and WH_DECLINED is returned with err

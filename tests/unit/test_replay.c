@@ -3,7 +3,8 @@
  * a stored event from its hex text (round trip, bad hex, wrong event, the
  * stored-size and payload limits at and past their bounds) and building
  * the replayed Delivery (same id, next attempt, fresh creation time,
- * replay source, the event unchanged, the output bound). Selection and
+ * replay source, the event unchanged, the output bound) and the partition
+ * it goes to (the lane's, else the endpoint id's). Selection and
  * sending need Postgres and Kafka and are covered by
  * tests/integration/test_replay.sh.
  */
@@ -248,5 +249,31 @@ static void test_build(void)
     wh_buf_free(&out);
 }
 
+/* The partition a replay goes to: the lane's when the endpoint has one
+ * the topic has, else the endpoint id's. */
+static void test_partition(void)
+{
+    wh_replay_target t;
+    memset(&t, 0, sizeof(t));
+    t.endpoint_id = EP;
+    int32_t by_key8 = wh_kafka_partition_of(EP, strlen(EP), 8);
+    int32_t other = (by_key8 + 3) % 8;
+    t.lane_partition = -1; /* open lane */
+    CHECK_INT(wh_replay_partition(&t, 8), by_key8);
+    CHECK_INT(wh_replay_partition(&t, 1), 0);
+    t.lane_partition = other; /* the lane's partition wins over the key's */
+    CHECK_INT(wh_replay_partition(&t, 8), other);
+    t.lane_partition = 0;
+    CHECK_INT(wh_replay_partition(&t, 8), 0);
+    t.lane_partition = 7;
+    CHECK_INT(wh_replay_partition(&t, 8), 7);
+    /* a lane partition the topic does not have: the key's */
+    t.lane_partition = 8;
+    CHECK_INT(wh_replay_partition(&t, 8), by_key8);
+    t.lane_partition = 5;
+    CHECK_INT(wh_replay_partition(&t, 4),
+              wh_kafka_partition_of(EP, strlen(EP), 4));
+}
+
 TEST_MAIN(test_decode_round_trip, test_decode_rejects, test_decode_limits,
-          test_build)
+          test_build, test_partition)
