@@ -557,8 +557,9 @@ static int metrics_register(wk_ctx *ctx, char *err, size_t errlen)
          "Consumed messages whose offset cannot be committed yet.",
          m_deliver_pending},
         {WH_METRIC_GAUGE, "webhook_worker_fanout_waiting_events", NULL,
-         "Consumed events waiting for room in the producer's queue "
-         "(consumption is paused meanwhile).", m_fanout_waiting},
+         "Consumed events waiting for room in the producer's queue, or "
+         "for the deliveries topic's partition count (consumption is "
+         "paused meanwhile).", m_fanout_waiting},
         {WH_METRIC_COUNTER, "webhook_worker_fanout_rewinds_total", NULL,
          "Times Kafka refused a Delivery and the fan-out read its "
          "partitions again from the first event not fanned out "
