@@ -28,6 +28,8 @@
 #    consumed again. It sends no parked delivery before every earlier
 #    message of the partition was placed: the endpoint gets every
 #    delivery, first receipts in order.
+# 5. The same with SIGKILL instead of SIGTERM (and the session timeout
+#    before the next worker gets the partition).
 . "$(dirname "$0")/../lib.sh"
 
 BROKER_CONTROL_PORT=$(free_port)
@@ -204,35 +206,46 @@ stop_all_workers() {
 }
 stop_all_workers w4
 
-# ---- 4. a spilled lane changes owner by a graceful restart -----------------
+# ---- 4. and 5. a spilled lane changes owner: SIGTERM, then SIGKILL ---------
 
+# spilled_handover N SIGNAL: an endpoint answering in 100 ms gets 120
+# events on a worker whose lane spills past 30; once some arrived its
+# worker gets SIGNAL, the broker fails the next fetches and the next
+# worker must send every delivery, first receipts in order.
 EVENTS4=120
-start_receiver slow4 --secret "$secret" --delay-ms 100
-ep4=$("$BIN/webhookctl" endpoint add --app o --events 'o.*' --secret "$secret" \
-    --url "http://127.0.0.1:$(cat "$T/slow4.port")/o")
-start_worker w5 WORKER_LANE_QUEUE_MAX=30 WORKER_SHUTDOWN_TIMEOUT=1s
-for i in $(seq 0 $((EVENTS4 - 1))); do
-    printf '{"id":"o%d","app":"o","type":"o.x","payload":{"seq":%d}}\n' "$i" "$i"
-done | "$BIN/webhook-produce" --quiet
-o_parked="SELECT count(*) FROM webhooks.parked WHERE endpoint_id = '$ep4'"
-# one in flight, 30 queued, the rest parked
-spilled4() { [ "$(sql "$o_parked")" -ge $((EVENTS4 - 31)) ]; }
-check "the lane spilled: $((EVENTS4 - 31)) deliveries parked behind 30 in memory" \
-    wait_for 30 spilled4
-check "some deliveries were made before the restart" wait_for 20 got_at_least slow4 3
-kill -TERM "${WORKER_PID[w5]}"
-wait "${WORKER_PID[w5]}" 2>/dev/null || true
-log "w5 stopped after $(received slow4) receipts, $(sql "$o_parked") parked"
-check "the broker fails the next fetches" \
-    broker_ctl push-errors Fetch 8 NOT_LEADER_FOR_PARTITION
-start_worker w6
-all4() {
-    "$BIN/webhook-ordercheck" --record "$T/slow4.jsonl" --expect "$EVENTS4" \
-        --endpoints 1 >/dev/null 2>&1
+spilled_handover() {
+    local n=$1 sig=$2 ep pid
+    start_receiver "slow$n" --secret "$secret" --delay-ms 100
+    ep=$("$BIN/webhookctl" endpoint add --app "o$n" --events 'o.*' --secret "$secret" \
+        --url "http://127.0.0.1:$(cat "$T/slow$n.port")/o")
+    start_worker "w$n-a" WORKER_LANE_QUEUE_MAX=30 WORKER_SHUTDOWN_TIMEOUT=1s
+    for i in $(seq 0 $((EVENTS4 - 1))); do
+        printf '{"id":"o%d","app":"o%s","type":"o.x","payload":{"seq":%d}}\n' "$i" "$n" "$i"
+    done | "$BIN/webhook-produce" --quiet
+    o_parked="SELECT count(*) FROM webhooks.parked WHERE endpoint_id = '$ep'"
+    spilled4() { [ "$(sql "$o_parked")" -ge $((EVENTS4 - 31)) ]; }
+    check "case $n: the lane spilled: at least $((EVENTS4 - 31)) deliveries parked" \
+        wait_for 30 spilled4
+    check "case $n: some deliveries were made before the $sig" wait_for 20 got_at_least "slow$n" 3
+    pid=${WORKER_PID[w$n-a]}
+    kill "-$sig" "$pid"
+    wait "$pid" 2>/dev/null || true
+    log "case $n: w$n-a stopped by SIG$sig after $(received "slow$n") receipts, $(sql "$o_parked") parked"
+    check "case $n: the broker fails the next fetches" \
+        broker_ctl push-errors Fetch 8 NOT_LEADER_FOR_PARTITION
+    start_worker "w$n-b"
+    all4() {
+        "$BIN/webhook-ordercheck" --record "$T/slow$n.jsonl" --expect "$EVENTS4" \
+            --endpoints 1 >/dev/null 2>&1
+    }
+    check "case $n: the next owner sends every delivery, first receipts in order" \
+        wait_for 120 all4
+    "$BIN/webhook-ordercheck" --record "$T/slow$n.jsonl" --expect "$EVENTS4" --endpoints 1 | sed 's/^/# /'
+    check "case $n: and the lane is open again" \
+        wait_for 30 test "$(sql "SELECT count(*) FROM webhooks.lanes WHERE endpoint_id = '$ep'")" -eq 0
+    stop_worker "w$n-b"
 }
-check "the next owner sends every delivery, first receipts in order" \
-    wait_for 120 all4
-"$BIN/webhook-ordercheck" --record "$T/slow4.jsonl" --expect "$EVENTS4" --endpoints 1 | sed 's/^/# /'
-check "and the lane is open again" \
-    wait_for 30 test "$(sql "SELECT count(*) FROM webhooks.lanes WHERE endpoint_id = '$ep4'")" -eq 0
+spilled_handover 4 TERM
+spilled_handover 5 KILL
+
 finish
