@@ -219,8 +219,8 @@ int wh_kafka_producer_outq(wh_kafka_producer *p);
 void wh_kafka_producer_purge_async(wh_kafka_producer *p);
 /* WH_ERR, with librdkafka's reason in err, once the producer has failed
  * fatally (rd_kafka_fatal_error: e.g. the idempotent producer cannot keep
- * its ordering guarantee); it delivers nothing more and the process must
- * restart. WH_OK while it is healthy. */
+ * its ordering guarantee); it delivers nothing more: its owner replaces
+ * it with a new one or the process restarts. WH_OK while it is healthy. */
 int wh_kafka_producer_fatal(wh_kafka_producer *p, char *err,
                             size_t errlen) WH_MUST_CHECK;
 /* Waits up to timeout_ms for every queued message to be acknowledged.
