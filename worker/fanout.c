@@ -313,9 +313,13 @@ static void suspect_key(const fo_msg *m, char *key, size_t len)
              (long long)wh_kmsg_offset(m->km));
 }
 
+/* m's entry, or NULL; without a key built while none is remembered (the
+ * usual case: every event asks when it is fanned out and when it ends). */
 static suspect *suspect_of(wk_fanout *f, const fo_msg *m)
 {
     char key[48];
+    if (wh_map_size(f->suspects) == 0)
+        return NULL;
     suspect_key(m, key, sizeof(key));
     return wh_map_get(f->suspects, key);
 }
@@ -402,7 +406,8 @@ static void finish(wk_fanout *f, fo_msg *m)
         f->retry_tail = m;
         return;
     }
-    if (!m->ended || !suspect_of(f, m) || !suspect_of(f, m)->dead)
+    const suspect *sp = suspect_of(f, m);
+    if (sp && !(m->ended && sp->dead))
         suspect_forget(f, m); /* it got through */
     if (!f->rewinding)
         f->rewind_delay_us = REWIND_DELAY_US; /* progress since */
