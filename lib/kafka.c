@@ -635,6 +635,14 @@ int32_t wh_kafka_partition_of(const void *key, size_t klen,
                                                partition_cnt, NULL, NULL);
 }
 
+int32_t wh_kafka_partition_or_key(int32_t preferred, const void *key,
+                                  size_t klen, int32_t partition_cnt)
+{
+    if (preferred >= 0 && preferred < partition_cnt)
+        return preferred;
+    return wh_kafka_partition_of(key, klen, partition_cnt);
+}
+
 /* The entry for topic, or NULL. Under p->mu. */
 static ktopic *topic_find(wh_kafka_producer *p, const char *topic)
 {

@@ -152,6 +152,11 @@ typedef struct wh_kafka_producer wh_kafka_producer;
  * empty key maps to partition 0 (consistent_random would pick any). */
 int32_t wh_kafka_partition_of(const void *key, size_t klen,
                               int32_t partition_cnt);
+/* A lane's partition: preferred when the topic has it (0 <= preferred <
+ * partition_cnt), else the one key maps to (wh_kafka_partition_of). For
+ * retries and replays, which go to the partition their lane waits on. */
+int32_t wh_kafka_partition_or_key(int32_t preferred, const void *key,
+                                  size_t klen, int32_t partition_cnt);
 
 /* An idempotent producer (acks=all). dr may be NULL. */
 int wh_kafka_producer_new(const wh_kafka_conf *conf, wh_kafka_dr_fn *dr,

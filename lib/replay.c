@@ -525,10 +525,8 @@ static int lookup_event(run_ctx *c, const wh_replay_target *t, char *err,
 int32_t wh_replay_partition(const wh_replay_target *t, int32_t partition_cnt)
 {
     assert(partition_cnt >= 1);
-    if (t->lane_partition >= 0 && t->lane_partition < partition_cnt)
-        return t->lane_partition;
-    return wh_kafka_partition_of(t->endpoint_id, strlen(t->endpoint_id),
-                                 partition_cnt);
+    return wh_kafka_partition_or_key(t->lane_partition, t->endpoint_id,
+                                     strlen(t->endpoint_id), partition_cnt);
 }
 
 /* Queues the encoded delivery in c->value to its partition

@@ -301,20 +301,20 @@ static int row_partition(sc_ctx *ctx, sc_batch *b, int i, int32_t *part,
     }
     if (rc != WH_OK)
         return WH_ERR;
+    int32_t lane = -1;
     if (!wh_db_isnull(r, i, C_PART)) {
         char *end;
         long v = strtol(wh_db_get(r, i, C_PART), &end, 10);
-        if (*end == '\0' && v >= 0 && v < n) {
-            *part = (int32_t)v;
-            return WH_OK;
-        }
-        wh_log_kv(WH_LOG_WARN, "retry row names a partition the topic does "
-                  "not have; sending it to its endpoint's partition",
-                  "delivery_id", wh_db_get(r, i, C_ID), "partition",
-                  wh_db_get(r, i, C_PART), NULL);
+        if (*end == '\0' && v >= 0 && v < n)
+            lane = (int32_t)v;
+        else
+            wh_log_kv(WH_LOG_WARN, "retry row names a partition the topic "
+                      "does not have; sending it to its endpoint's partition",
+                      "delivery_id", wh_db_get(r, i, C_ID), "partition",
+                      wh_db_get(r, i, C_PART), NULL);
     }
-    *part = wh_kafka_partition_of(wh_db_get(r, i, C_ENDPOINT),
-                                  wh_db_getlen(r, i, C_ENDPOINT), n);
+    *part = wh_kafka_partition_or_key(lane, wh_db_get(r, i, C_ENDPOINT),
+                                      wh_db_getlen(r, i, C_ENDPOINT), n);
     return WH_OK;
 }
 

@@ -169,5 +169,17 @@ static void test_count_unknown(void)
     CHECK(took < 3.0);
 }
 
+/* A lane's partition when the topic has it, else the key's. */
+static void test_or_key(void)
+{
+    CHECK_INT(wh_kafka_partition_or_key(5, "123456789", 9, 1000), 5);
+    CHECK_INT(wh_kafka_partition_or_key(0, "123456789", 9, 1000), 0);
+    CHECK_INT(wh_kafka_partition_or_key(999, "123456789", 9, 1000), 999);
+    CHECK_INT(wh_kafka_partition_or_key(-1, "123456789", 9, 1000), 262);
+    CHECK_INT(wh_kafka_partition_or_key(1000, "123456789", 9, 1000), 262);
+    CHECK_INT(wh_kafka_partition_or_key(INT32_MAX, "123456789", 9, 1000),
+              262);
+}
+
 TEST_MAIN(test_known_values, test_matches_crc32, test_edges,
-          test_count_unknown)
+          test_count_unknown, test_or_key)
