@@ -23,8 +23,11 @@
  * after the rewind it is produced alone (once the producer holds nothing
  * else, and the events after it wait for its reports), so a refusal of
  * its own is told from one of a batch it was in; refused alone twice, it
- * is dead-lettered. Rewinds back off from 1 s to 30 s while no event gets
- * through in between.
+ * is dead-lettered. One Kafka refused as too large is dead-lettered at
+ * once; read again by a rewind, it is skipped, but only once that dead
+ * letter is durable (until then the copy read again holds its offset).
+ * Rewinds back off from 1 s to 30 s while no event gets through in
+ * between.
  *
  * An event whose Delivery finds the producer's queue full WAITS: the
  * endpoints it has not reached yet are kept, consumption pauses, and
@@ -75,6 +78,7 @@ typedef struct fo_msg {
     bool stored;    /* its webhooks.events row was queued */
     bool ended;     /* dead-lettered: done once acknowledged, never
                        repeated */
+    bool held;      /* read again while its dead letter is being sent */
     wk_dead dead;
     /* Waiting for room in the producer's queue: the decoded event (NULL
      * when its fan-out has not started yet) and the endpoints not yet
@@ -91,7 +95,9 @@ typedef struct fo_msg {
 /* An event Kafka refused a Delivery of, by "partition:offset". */
 typedef struct {
     int refusals;
-    bool dead; /* dead-lettered for its size already: skip it */
+    bool dead;    /* dead-lettered for its size already: skip it */
+    bool sending; /* ... but that dead letter is not durable yet: a copy
+                     read again by a rewind waits for it */
     char error[WH_ERRLEN];
 } suspect;
 
@@ -441,6 +447,9 @@ static void dead_done(wk_dead *d, void *owner, int outcome)
 {
     (void)outcome; /* the sender logged a fallback or a give-up */
     fo_msg *m = (fo_msg *)((char *)d - offsetof(fo_msg, dead));
+    suspect *sp = suspect_of(owner, m);
+    if (sp)
+        sp->sending = false; /* a copy read again may end now */
     unref(owner, m);
 }
 
@@ -640,7 +649,18 @@ static bool fan_out(wk_fanout *f, fo_msg *m)
     const suspect *sp = suspect_of(f, m);
     if (sp && sp->dead) { /* dead-lettered before the rewind */
         m->pending = 1;
-        m->ended = true;
+        if (sp->sending) {
+            /* held until that dead letter is durable: looked at again a
+             * second later */
+            if (!m->held)
+                WH_INFO("fan-out: %s [%d] @ %lld waits until its dead "
+                        "letter, sent before the rewind, is durable",
+                        wh_kmsg_topic(m->km), (int)wh_kmsg_partition(m->km),
+                        (long long)wh_kmsg_offset(m->km));
+            m->held = true;
+            m->failed = true;
+        } else
+            m->ended = true;
         unref(f, m);
         return false;
     }
@@ -724,8 +744,12 @@ void wk_fanout_on_report(wk_fanout *f, void *msg_opaque, int ok,
                     (long long)wh_kmsg_offset(m->km), errstr);
             suspect_note(f, m, errstr, size);
         }
-        if (size)
+        if (size && !m->ended) {
+            suspect *sp = suspect_of(f, m);
+            if (sp)
+                sp->sending = true; /* until dead_done */
             too_large(f, m, errstr); /* dead-lettered once, not repeated */
+        }
         m->refused = true;
         rewind_start(f, errstr);
     }

@@ -129,6 +129,12 @@ refused_and_held() {
 }
 check "(d) the fan-out's produce is refused, again after a retry, and the event is held" \
     wait_for 30 refused_and_held
+# the refusal rewinds the fan-out; the event read again is not committed
+# while its dead letter (refused too) is not durable
+copy_waits() { grep -q "waits until its dead letter, sent before the rewind, is durable" "$T/wd.log"; }
+check "(d) after the rewind, the event read again waits for its dead letter" \
+    wait_for 30 copy_waits
+check "(d) and is still held" refused_and_held
 stop_timed wd
 stopped_in_time "(d) a fan-out message waiting for a retry" wd
 check "(d) broker takes Produce again" broker_ctl clear-errors Produce
