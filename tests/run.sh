@@ -10,8 +10,13 @@
 # against the plain build and again against the sanitizer build (only those
 # listed in SANITIZED_INTEGRATION, when set), where any sanitizer report fails
 # them. A test that dies without printing its counts counts as 1 failure.
-# TEST_JOBS (default 2) integration tests run at once; SERIAL_INTEGRATION
-# (default test_hol.sh, a timing measurement) run last, one at a time.
+# TEST_JOBS (default 2) integration tests run at once, the longest ones
+# (LONG_INTEGRATION) first so no slot idles at the end; SERIAL_INTEGRATION
+# (default test_hol.sh, a timing measurement) run last, one at a time. The
+# sanitizer build runs the ordering fault test with the scenarios in
+# SANITIZED_ORDERING_SCENARIOS (its other scenarios' paths, a kill, a
+# drain, a Postgres restart, a slow lane, are exercised under the
+# sanitizers by test_crash, test_shutdown, test_pg_restart and test_parked).
 # The short fuzz pass (tests/fuzz/run.sh --short: every seed, then a fixed
 # number of mutations with a fixed seed, one check per target) runs after
 # the unit tests, against the libFuzzer tree (default build-fuzzer/, built
@@ -85,7 +90,9 @@ run() {
 # alone.
 TEST_JOBS=${TEST_JOBS:-2}
 SERIAL_INTEGRATION=${SERIAL_INTEGRATION:-test_hol.sh}
-queued=()   # "NAME<TAB>BUILD_DIR<TAB>SCRIPT"
+LONG_INTEGRATION=${LONG_INTEGRATION:-test_ordering.sh test_shutdown.sh test_parked.sh test_pg_hang.sh test_oversize.sh}
+SANITIZED_ORDERING_SCENARIOS=${SANITIZED_ORDERING_SCENARIOS:-b c g h}
+queued=()   # "NAME<TAB>BUILD_DIR<TAB>SCRIPT<TAB>ENV", ENV: "VAR=value" or "-"
 serial=()
 
 # bg_run NAME COMMAND...: runs a test program in the background; its exit
@@ -117,23 +124,54 @@ reap() {
     running=("${keep[@]}")
 }
 
-run_queued() {
-    local entry name dir script
-    running=()
+# long_first: reorders queued so the tests of LONG_INTEGRATION come first,
+# each build's copy of one next to the other build's copy of the next (two
+# copies of one test, alike in what they load, seldom run side by side).
+long_first() {
+    local plain=() san=() rest=() entry name dir script env long i
+    for long in $LONG_INTEGRATION; do
+        for entry in "${queued[@]}"; do
+            IFS=$'\t' read -r name dir script env <<<"$entry"
+            [ "$(basename "$script")" = "$long" ] || continue
+            if [ "$dir" = "$SANBUILD" ]; then san+=("$entry"); else plain+=("$entry"); fi
+        done
+    done
     for entry in "${queued[@]}"; do
-        IFS=$'\t' read -r name dir script <<<"$entry"
+        IFS=$'\t' read -r name dir script env <<<"$entry"
+        [[ " $LONG_INTEGRATION " == *" $(basename "$script") "* ]] || rest+=("$entry")
+    done
+    # plain[0] san[1] plain[1] san[2] ... san[0] last
+    queued=()
+    for ((i = 0; i < ${#plain[@]} || i < ${#san[@]}; i++)); do
+        [ "$i" -lt "${#plain[@]}" ] && queued+=("${plain[i]}")
+        [ $((i + 1)) -lt "${#san[@]}" ] && queued+=("${san[i + 1]}")
+    done
+    [ "${#san[@]}" -gt 0 ] && queued+=("${san[0]}")
+    queued+=("${rest[@]}")
+}
+
+run_queued() {
+    local entry name dir script env
+    running=()
+    [ "${#queued[@]}" -gt 0 ] && long_first
+    for entry in "${queued[@]}"; do
+        IFS=$'\t' read -r name dir script env <<<"$entry"
         while [ "${#running[@]}" -ge "$TEST_JOBS" ]; do
             wait -n 2>/dev/null || true
             reap
         done
-        bg_run "$name" env BUILD_DIR="$ROOT/$dir" "$script"
+        if [ "$env" = - ]; then
+            bg_run "$name" env BUILD_DIR="$ROOT/$dir" "$script"
+        else
+            bg_run "$name" env BUILD_DIR="$ROOT/$dir" "$env" "$script"
+        fi
     done
     while [ "${#running[@]}" -gt 0 ]; do
         wait -n 2>/dev/null || true
         reap
     done
     for entry in "${serial[@]}"; do
-        IFS=$'\t' read -r name dir script <<<"$entry"
+        IFS=$'\t' read -r name dir script env <<<"$entry"
         run "$name" env BUILD_DIR="$ROOT/$dir" "$script"
     done
 }
@@ -147,16 +185,20 @@ unit() {
 }
 
 integration() {
-    local dir=$1 only=${2:-} t name
+    local dir=$1 only=${2:-} t name env=-
     for t in tests/integration/test_*.sh; do
         name=$(basename "$t")
         if [ -n "$only" ] && [[ " $only " != *" $name "* ]]; then
             continue
         fi
+        env=-
+        if [ "$dir" = "$SANBUILD" ] && [ "$name" = test_ordering.sh ]; then
+            env="ORDERING_SCENARIOS=$SANITIZED_ORDERING_SCENARIOS"
+        fi
         if [[ " $SERIAL_INTEGRATION " == *" $name "* ]]; then
-            serial+=("integration $name [$dir]"$'\t'"$dir"$'\t'"$t")
+            serial+=("integration $name [$dir]"$'\t'"$dir"$'\t'"$t"$'\t'"$env")
         else
-            queued+=("integration $name [$dir]"$'\t'"$dir"$'\t'"$t")
+            queued+=("integration $name [$dir]"$'\t'"$dir"$'\t'"$t"$'\t'"$env")
         fi
     done
 }
