@@ -62,7 +62,9 @@
     "WHERE m.delivery_id = l.delivery_id) h "                              \
     "LEFT JOIN webhooks.endpoints e ON e.id = l.endpoint_id "              \
     "LEFT JOIN webhooks.retries r ON r.delivery_id = l.delivery_id "       \
-    "LEFT JOIN webhooks.lanes lp ON lp.endpoint_id = l.endpoint_id "       \
+    "LEFT JOIN LATERAL (SELECT partition FROM webhooks.lanes n "           \
+    "WHERE n.endpoint_id = l.endpoint_id "                                 \
+    "ORDER BY n.updated_at DESC, n.partition LIMIT 1) lp ON true "          \
     "WHERE ($6::timestamptz IS NULL OR l.attempted_at <= $6) "             \
     "AND ($7::text IS NULL OR l.outcome = $7) "
 

@@ -94,8 +94,10 @@ typedef struct {
                                    "" when none */
     int32_t lane_partition;     /* the deliveries partition of the
                                    endpoint's lane (webhooks.lanes) when
-                                   it is blocked or draining; -1 when it
-                                   is open */
+                                   it is blocked or draining (of two, as
+                                   after a partition count change, the
+                                   one changed last); -1 when it is
+                                   open */
 } wh_replay_target;
 
 /* Called once per selected delivery. Returning WH_ERR stops the

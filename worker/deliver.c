@@ -200,9 +200,15 @@ dl_job *wk_dl_dequeue(wk_deliver *d, wk_lane *l)
     return j;
 }
 
+void wk_dl_lane_key(char *key, int32_t partition, const char *endpoint_id)
+{
+    snprintf(key, WK_DL_LANE_KEY_MAX, "%d/%s", (int)partition, endpoint_id);
+}
+
 wk_lane *wk_dl_lane_new(wk_deliver *d, const char *endpoint_id,
                          int32_t partition, int64_t epoch)
 {
+    char key[WK_DL_LANE_KEY_MAX];
     wk_lane *l = malloc(sizeof(*l));
     if (!l) {
         WH_ERROR("out of memory; exiting so deliveries are redelivered");
@@ -219,15 +225,19 @@ wk_lane *wk_dl_lane_new(wk_deliver *d, const char *endpoint_id,
         d->all_lanes->aprev = l;
     d->all_lanes = l;
     wk_lane *old = NULL;
-    if (wh_map_put(d->lanes, endpoint_id, l, (void **)&old) != WH_OK) {
+    wk_dl_lane_key(key, partition, endpoint_id);
+    if (wh_map_put(d->lanes, key, l, (void **)&old) != WH_OK) {
         WH_ERROR("out of memory; exiting so deliveries are redelivered");
         abort();
     }
-    if (old) { /* replaced by a fresh load: the old one is stale */
-        old->detached = true;
-        wk_dl_drain_stop(d, old);
-        wk_dl_lane_drop_held(d, old);
-        wk_dl_lane_unref(d, old);
+    if (old) {
+        /* a partition's lanes are built once per assignment, before any
+         * of its messages is placed, and a revoke removes them: one that
+         * is there already would hold jobs no offset may pass */
+        WH_ERROR("lane of endpoint %s on partition %d built twice; exiting "
+                 "so its deliveries are redelivered", endpoint_id,
+                 (int)partition);
+        abort();
     }
     return l;
 }
@@ -658,7 +668,9 @@ static void admit(wk_deliver *d, wk_lane *l, dl_job *j)
 void wk_dl_dispatch(wk_deliver *d, dl_job *j)
 {
     const wh_delivery *dv = wh_codec_delivery(j->dm);
-    wk_lane *l = wh_map_get(d->lanes, dv->endpoint_id);
+    char key[WK_DL_LANE_KEY_MAX];
+    wk_dl_lane_key(key, j->partition, dv->endpoint_id);
+    wk_lane *l = wh_map_get(d->lanes, key);
     if (!l)
         l = wk_dl_lane_new(d, dv->endpoint_id, j->partition,
                      wk_parts_epoch(&d->parts, j->partition));

@@ -130,7 +130,11 @@ dl_job *wk_dl_dequeue(wk_deliver *d, wk_lane *l);
 void wk_dl_pump(wk_deliver *d, wk_lane *l);
 /* Asks the event loop to pump l at due_us (monotonic; 0 = now). */
 void wk_dl_wake(wk_deliver *d, wk_lane *l, int64_t due_us);
-/* A fresh OPEN lane for endpoint_id in the map (replacing a stale one). */
+/* A lane is one endpoint's on one partition: the lanes map's key. */
+#define WK_DL_LANE_KEY_MAX (16 + WH_ENDPOINT_ID_MAX)
+void wk_dl_lane_key(char *key, int32_t partition, const char *endpoint_id);
+/* A fresh OPEN lane of (partition, endpoint_id) in the map, where it must
+ * not be yet. */
 wk_lane *wk_dl_lane_new(wk_deliver *d, const char *endpoint_id,
                         int32_t partition, int64_t epoch);
 /* Routes a decoded message of a loaded partition into its lane. A retry

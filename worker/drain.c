@@ -83,8 +83,9 @@ static int refill_run(wh_db *db, void *arg, char *err, size_t errlen)
 {
     refill_job *rj = arg;
     int rows = 0;
-    if (wk_lanestore_parked(db, rj->endpoint_id, rj->after, rj->limit,
-                            collect, rj, &rows, err, errlen) != WH_OK)
+    if (wk_lanestore_parked(db, rj->partition, rj->endpoint_id, rj->after,
+                            rj->limit, collect, rj, &rows, err,
+                            errlen) != WH_OK)
         return WH_ERR;
     if (rj->oom)
         return wh_errf(err, errlen, "out of memory reading %d parked "

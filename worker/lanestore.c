@@ -68,21 +68,24 @@ int wk_lanestore_lanes(wh_db *db, int32_t partition,
     return WH_OK;
 }
 
-int wk_lanestore_parked(wh_db *db, const char *endpoint_id, int64_t after,
+int wk_lanestore_parked(wh_db *db, int32_t partition,
+                        const char *endpoint_id, int64_t after,
                         size_t limit, wk_lanestore_parked_fn *fn,
                         void *opaque, int *count, char *err, size_t errlen)
 {
-    char pos[24], lim[24];
+    char ps[16], pos[24], lim[24];
     wh_db_result *r = NULL;
+    snprintf(ps, sizeof(ps), "%d", (int)partition);
     snprintf(pos, sizeof(pos), "%lld", (long long)after);
     snprintf(lim, sizeof(lim), "%zu", limit);
-    const char *p[3] = {endpoint_id, pos, lim};
+    const char *p[4] = {endpoint_id, pos, lim, ps};
     if (wh_db_query(db,
                     "SELECT position, delivery_id, delivery "
                     "FROM webhooks.parked "
-                    "WHERE endpoint_id = $1 AND position > $2::bigint "
+                    "WHERE partition = $4::int AND endpoint_id = $1 "
+                    "AND position > $2::bigint "
                     "ORDER BY position LIMIT $3::bigint",
-                    3, p, &r, err, errlen) != WH_OK)
+                    4, p, &r, err, errlen) != WH_OK)
         return WH_ERR;
     int rows = wh_db_rows(r);
     for (int i = 0; i < rows; i++) {
@@ -114,13 +117,16 @@ int wk_lanestore_reopen(wh_db *db, const char *endpoint_id,
     const char *q[4] = {endpoint_id, topic, part_s, epoch_s};
     if (wh_db_query(db,
                     "WITH gone AS (DELETE FROM webhooks.lanes "
-                    "WHERE endpoint_id = $1 AND head_delivery_id IS NULL "
+                    "WHERE partition = $3::int AND endpoint_id = $1 "
+                    "AND head_delivery_id IS NULL "
                     "AND NOT EXISTS (SELECT 1 FROM webhooks.parked "
-                    "WHERE endpoint_id = $1) AND EXISTS (SELECT 1 FROM "
+                    "WHERE partition = $3::int AND endpoint_id = $1) "
+                    "AND EXISTS (SELECT 1 FROM "
                     "webhooks.lane_owners WHERE topic = $2 AND "
                     "partition = $3::int AND epoch = $4::bigint) "
                     "RETURNING 1) SELECT EXISTS (SELECT 1 FROM "
-                    "webhooks.parked WHERE endpoint_id = $1)",
+                    "webhooks.parked WHERE partition = $3::int "
+                    "AND endpoint_id = $1)",
                     4, q, &r, err, errlen) != WH_OK)
         return WH_ERR;
     *parked = strcmp(wh_db_get(r, 0, 0), "t") == 0;

@@ -40,16 +40,18 @@ int wk_lanestore_lanes(wh_db *db, int32_t partition,
 typedef void wk_lanestore_parked_fn(void *opaque, int64_t position,
                                     const char *delivery_id,
                                     const void *delivery, size_t len);
-/* Calls fn for endpoint_id's parked deliveries after position `after`,
- * in position order, at most limit of them; *count is how many. */
-int wk_lanestore_parked(wh_db *db, const char *endpoint_id, int64_t after,
+/* Calls fn for the deliveries parked in endpoint_id's lane of partition
+ * after position `after`, in position order, at most limit of them;
+ * *count is how many. */
+int wk_lanestore_parked(wh_db *db, int32_t partition,
+                        const char *endpoint_id, int64_t after,
                         size_t limit, wk_lanestore_parked_fn *fn,
                         void *opaque, int *count, char *err,
                         size_t errlen) WH_MUST_CHECK;
 
-/* Deletes endpoint_id's draining lane row if nothing is parked for it and
- * (topic, partition) is still at epoch; *parked says whether deliveries
- * are parked (the row then stays). */
+/* Deletes endpoint_id's draining lane row of partition if nothing is
+ * parked in that lane and (topic, partition) is still at epoch; *parked
+ * says whether deliveries are parked (the row then stays). */
 int wk_lanestore_reopen(wh_db *db, const char *endpoint_id,
                         const char *topic, int32_t partition, int64_t epoch,
                         bool *parked, char *err,

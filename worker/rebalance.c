@@ -186,7 +186,9 @@ static void detach(wk_deliver *d, wk_lane *l)
     wk_dl_lane_drop_held(d, l);
     while ((j = wk_dl_dequeue(d, l)) != NULL)
         wk_dl_job_done(d, j);
-    WH_IGNORE(wh_map_del(d->lanes, l->endpoint_id));
+    char key[WK_DL_LANE_KEY_MAX];
+    wk_dl_lane_key(key, l->partition, l->endpoint_id);
+    WH_IGNORE(wh_map_del(d->lanes, key));
     wk_dl_lane_unref(d, l);
 }
 

@@ -385,10 +385,10 @@ static size_t span_rows(const wk_rows *w, wk_table t, size_t lo, size_t hi)
     return rows;
 }
 
-/* Applies the staged lane changes: each endpoint's last block or unblock
- * sets its lane's head, parks create the lane if needed and insert in
- * order (a delivery parked twice keeps its first place), then unparks
- * delete. */
+/* Applies the staged lane changes: each lane's (partition and endpoint)
+ * last block or unblock sets its head, parks create the lane if needed
+ * and insert in order (a delivery parked twice keeps its first place),
+ * then unparks delete. */
 static int write_lanes(wk_recorder *r, const wk_rows *w, size_t lo,
                        size_t hi, char *e, size_t elen)
 {
@@ -415,29 +415,31 @@ static int write_lanes(wk_recorder *r, const wk_rows *w, size_t lo,
     wh_db_result_free(res);
     return wh_db_exec(
         db,
-        "INSERT INTO webhooks.lanes AS l (endpoint_id, partition, "
+        "INSERT INTO webhooks.lanes AS l (partition, endpoint_id, "
         "head_delivery_id, head_attempt) "
-        "SELECT DISTINCT ON (endpoint_id) endpoint_id, partition, "
+        "SELECT DISTINCT ON (partition, endpoint_id) partition, endpoint_id, "
         "CASE WHEN op = 'b' THEN delivery_id END, "
         "CASE WHEN op = 'b' THEN attempt END "
-        "FROM lane_stage WHERE op IN ('b', 'u') ORDER BY endpoint_id, seq DESC "
-        "ON CONFLICT (endpoint_id) DO UPDATE SET "
-        "partition = EXCLUDED.partition, "
+        "FROM lane_stage WHERE op IN ('b', 'u') "
+        "ORDER BY partition, endpoint_id, seq DESC "
+        "ON CONFLICT (partition, endpoint_id) DO UPDATE SET "
         "head_delivery_id = EXCLUDED.head_delivery_id, "
         "head_attempt = EXCLUDED.head_attempt, updated_at = now(), "
         "blocked_at = CASE WHEN l.head_delivery_id IS NULL AND "
         "EXCLUDED.head_delivery_id IS NOT NULL THEN now() "
         "ELSE l.blocked_at END;"
-        "INSERT INTO webhooks.lanes (endpoint_id, partition) "
-        "SELECT DISTINCT ON (endpoint_id) endpoint_id, partition "
-        "FROM lane_stage WHERE op = 'p' ORDER BY endpoint_id, seq "
-        "ON CONFLICT (endpoint_id) DO NOTHING;"
-        "INSERT INTO webhooks.parked (endpoint_id, position, delivery_id, "
-        "delivery) SELECT endpoint_id, position, delivery_id, delivery "
+        "INSERT INTO webhooks.lanes (partition, endpoint_id) "
+        "SELECT DISTINCT ON (partition, endpoint_id) partition, endpoint_id "
+        "FROM lane_stage WHERE op = 'p' ORDER BY partition, endpoint_id, seq "
+        "ON CONFLICT (partition, endpoint_id) DO NOTHING;"
+        "INSERT INTO webhooks.parked (partition, endpoint_id, position, "
+        "delivery_id, delivery) "
+        "SELECT partition, endpoint_id, position, delivery_id, delivery "
         "FROM lane_stage WHERE op = 'p' ORDER BY seq "
-        "ON CONFLICT (endpoint_id, delivery_id) DO NOTHING;"
+        "ON CONFLICT (partition, endpoint_id, delivery_id) DO NOTHING;"
         "DELETE FROM webhooks.parked p USING lane_stage s "
-        "WHERE s.op = 'd' AND p.endpoint_id = s.endpoint_id "
+        "WHERE s.op = 'd' AND p.partition = s.partition "
+        "AND p.endpoint_id = s.endpoint_id "
         "AND p.delivery_id = s.delivery_id",
         e, elen);
 }

@@ -227,4 +227,65 @@ check "d: the lane is open again" wait_for 30 lane_open "$EP_D"
 
 check "the scheduler read the deliveries topic's partition count" \
     grep -q "Kafka topic webhook.deliveries has 2 partitions" "$T/scheduler.log"
+
+# ---- 3. a lane is one endpoint's on one partition ------------------------------
+# After a partition count change an endpoint has messages on two
+# partitions. Made here by moving retry rows to the other partition: one
+# worker owns both partitions and has an endpoint's deliveries of both
+# queued (each request answered after 0.7 s, one at a time, nothing
+# parked, no breaker pausing the endpoints whose first attempts all fail),
+# then a second worker joins and takes one partition. The revoke
+# touches only that partition's lanes: the deliveries of the partition the
+# first worker keeps are still sent (a lane keyed by endpoint alone and
+# built on the revoked partition dropped them, their offsets passed).
+stop_worker w1
+stop_worker w2
+start_receiver e --secret "$secret" --fail-first 1 --delay-path /e=700
+eport=$(cat "$T/e.port")
+# pick_on PART: an unordered endpoint (its own app) whose id maps to PART;
+# prints "ID APP"
+pick_on() {
+    local i id crc mur
+    for i in $(seq 1 40); do
+        id=$("$BIN/webhookctl" endpoint add --app "e$1-$i" --events '*' --secret "$secret" \
+            --url "http://127.0.0.1:$eport/e/$1" --retry-schedule 1h --unordered \
+            --max-in-flight 1)
+        read -r crc mur < <(parts "$id")
+        if [ "$crc" = "$1" ]; then
+            echo "$id e$1-$i"
+            return 0
+        fi
+    done
+    return 1
+}
+read -r E0 APP_E0 < <(pick_on 0)
+read -r E1 APP_E1 < <(pick_on 1)
+log "endpoint $E0 maps to partition 0, $E1 to partition 1"
+start_worker w3 WORKER_LANE_PARK_AFTER=300s WORKER_BREAKER_FAILURES=0
+one_owner() {
+    [ "$(sql "SELECT string_agg(DISTINCT worker, ',') FROM webhooks.lane_owners WHERE topic = 'webhook.deliveries'")" = w3 ]
+}
+check "e: one worker owns both deliveries partitions" wait_for 60 one_owner
+N=20
+for i in $(seq 1 $N); do
+    publish "$APP_E0" "e0-$i"
+    publish "$APP_E1" "e1-$i"
+done
+retries_of() { [ "$(sql "SELECT count(*) FROM webhooks.retries WHERE endpoint_id IN ('$E0', '$E1')")" -eq $((2 * N)) ]; }
+check "e: every first attempt failed and has its retry row" wait_for 90 retries_of
+check "e: the retry rows move to the other partition, due now" \
+    test "$(sql "UPDATE webhooks.retries SET partition = 1 - partition, due_at = now() WHERE endpoint_id IN ('$E0', '$E1') RETURNING 1" | wc -l)" -eq $((2 * N))
+succeeded_of() { sql "SELECT count(*) FROM webhooks.delivery_status WHERE endpoint_id = '$1' AND state = 'succeeded'"; }
+both_sending() { [ "$(succeeded_of "$E0")" -ge 2 ] && [ "$(succeeded_of "$E1")" -ge 2 ]; }
+check "e: both endpoints get their retries, from both partitions' queues" wait_for 60 both_sending
+start_worker w4 WORKER_BREAKER_FAILURES=0
+two_again() {
+    [ "$(sql "SELECT count(DISTINCT worker) FROM webhooks.lane_owners WHERE topic = 'webhook.deliveries'")" = 2 ]
+}
+check "e: a second worker takes one partition" wait_for 60 two_again
+check "e: the first worker revoked it while both lanes had queued deliveries" \
+    test "$(succeeded_of "$E0")" -lt "$N" -o "$(succeeded_of "$E1")" -lt "$N"
+all_e() { [ "$(succeeded_of "$E0")" -eq "$N" ] && [ "$(succeeded_of "$E1")" -eq "$N" ]; }
+check "e: every delivery of both endpoints succeeds" wait_for 90 all_e
+log "e: E0 $(succeeded_of "$E0")/$N, E1 $(succeeded_of "$E1")/$N succeeded"
 finish
