@@ -148,6 +148,14 @@ finish() {
         # shellcheck disable=SC2086 # one file name per word
         grep -h -A20 -E "ERROR: (Address|Leak)Sanitizer|runtime error:" $reports | head -60
     fi
+    # writers that wait for each other's locks: Postgres breaks the cycle
+    # after deadlock_timeout by failing one of them
+    local deadlocks
+    deadlocks=$(grep -c "deadlock detected" "$T/pg/postgres.log" 2>/dev/null || true)
+    if [ "${deadlocks:-0}" -gt 0 ]; then
+        not_ok "Postgres detected $deadlocks deadlocks (pg/postgres.log)"
+        grep -h -A3 "deadlock detected" "$T/pg/postgres.log" | head -20
+    fi
     echo "$passed passed, $failed failed"
     [ "$failed" -eq 0 ]
 }

@@ -20,17 +20,20 @@ int wk_lanestore_take(wh_db *db, const char *topic, int32_t partition,
     snprintf(ps, sizeof(ps), "%d", (int)partition);
     const char *p[3] = {topic, ps, worker};
     if (wh_db_query(db,
-                    /* the row as it was (FOR UPDATE would read it again
-                     * after this statement changed it); two takes at once
-                     * may both read it: checking a delivery needlessly
-                     * costs a query, never a delivery */
-                    "WITH before AS (SELECT handed_to FROM webhooks.lane_owners "
-                    "WHERE topic = $1 AND partition = $2::int) "
+                    /* the previous owner's hand-off, if it made one at
+                     * the epoch this take ends (two takes at once may both
+                     * read it: checking a delivery needlessly costs a
+                     * query, never a delivery) */
+                    "WITH before AS (SELECT h.handed_to "
+                    "FROM webhooks.lane_handoffs h "
+                    "JOIN webhooks.lane_owners o ON o.topic = h.topic "
+                    "AND o.partition = h.partition AND o.epoch = h.epoch "
+                    "WHERE h.topic = $1 AND h.partition = $2::int) "
                     "INSERT INTO webhooks.lane_owners AS o (topic, partition, "
                     "epoch, worker) VALUES ($1, $2::int, 1, $3) "
                     "ON CONFLICT (topic, partition) DO UPDATE SET "
                     "epoch = o.epoch + 1, worker = EXCLUDED.worker, "
-                    "assigned_at = now(), handed_to = NULL "
+                    "assigned_at = now() "
                     "RETURNING epoch, (SELECT handed_to FROM before)",
                     3, p, &r, err, errlen) != WH_OK)
         return WH_ERR;

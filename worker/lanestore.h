@@ -20,7 +20,8 @@
 
 /* Takes (topic, partition) for worker: bumps its epoch and returns it,
  * with the offset the previous owner handed the partition over at
- * (sql/010_handoff.sql; -1: none, it crashed or never wrote one). */
+ * (webhooks.lane_handoffs, sql/012_lane_handoffs.sql; -1: none, it
+ * crashed or never wrote one). */
 int wk_lanestore_take(wh_db *db, const char *topic, int32_t partition,
                       const char *worker, int64_t *epoch, int64_t *handed_to,
                       char *err, size_t errlen) WH_MUST_CHECK;

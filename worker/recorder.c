@@ -403,13 +403,20 @@ static int write_lanes(wk_recorder *r, const wk_rows *w, size_t lo,
                   elen) != WH_OK ||
         fenced_delete(r, "lane_stage", "partition", e, elen) != WH_OK)
         return WH_ERR;
-    /* hand-offs: the partitions' next owners check below these */
+    /* hand-offs: the partitions' next owners check below these (their
+     * own table: an UPDATE of lane_owners here would wait for the share
+     * locks another worker's fence holds, while it waits for ours) */
     const char *p[1] = {r->ctx->s->deliveries_topic};
     wh_db_result *res = NULL;
     if (wh_db_query(db,
-                    "UPDATE webhooks.lane_owners o SET handed_to = s.position "
-                    "FROM lane_stage s WHERE s.op = 'h' AND o.topic = $1 "
-                    "AND o.partition = s.partition AND o.epoch = s.epoch",
+                    "INSERT INTO webhooks.lane_handoffs AS h (topic, "
+                    "partition, epoch, handed_to) "
+                    "SELECT DISTINCT ON (partition) $1, partition, epoch, "
+                    "position FROM lane_stage WHERE op = 'h' "
+                    "ORDER BY partition, seq DESC "
+                    "ON CONFLICT (topic, partition) DO UPDATE SET "
+                    "epoch = EXCLUDED.epoch, handed_to = EXCLUDED.handed_to, "
+                    "handed_at = now()",
                     1, p, &res, e, elen) != WH_OK)
         return WH_ERR;
     wh_db_result_free(res);
