@@ -152,6 +152,37 @@ static void load_box(wh_secretbox *sb)
     }
 }
 
+/* How long endpoint add and update wait for a URL's host to resolve. */
+#define RESOLVE_CHECK_MS 2000
+
+/* Warns on stderr when url's host resolves to an address the workers'
+ * SSRF guard refuses (judged with WEBHOOK_ALLOW_PRIVATE_NETS as this
+ * process sees it), so deliveries to it would be dead-lettered with
+ * reason ADDRESS_REFUSED; or when it does not resolve. Never fails. */
+static void warn_address(const char *url)
+{
+    char msg[1024], err[512];
+    wh_netlist *allow = NULL;
+    const char *text = getenv("WEBHOOK_ALLOW_PRIVATE_NETS");
+    if (text && wh_netlist_parse(text, &allow, err, sizeof(err)) != WH_OK) {
+        fprintf(stderr, "webhookctl: warning: WEBHOOK_ALLOW_PRIVATE_NETS: "
+                        "%s (the URL's addresses are judged without it)\n",
+                err);
+        allow = NULL;
+    }
+    int rc = wh_url_resolve_check(url, allow, RESOLVE_CHECK_MS, msg,
+                                  sizeof(msg));
+    if (rc == WH_DECLINED)
+        fprintf(stderr, "webhookctl: warning: %s resolves to an address "
+                        "workers refuse (%s): its deliveries will be "
+                        "dead-lettered as ADDRESS_REFUSED unless "
+                        "WEBHOOK_ALLOW_PRIVATE_NETS lets it through\n",
+                url, msg);
+    else if (rc != WH_OK)
+        fprintf(stderr, "webhookctl: warning: %s\n", msg);
+    wh_netlist_free(allow);
+}
+
 /* Parses a subcommand's flags from argv (argv[0] is the subcommand). */
 static int parse_sub(const char *synopsis, const wh_opt *opts, size_t n,
                      void *settings, int argc, char **argv, int *first)
@@ -303,6 +334,8 @@ static int endpoint_add(int argc, char **argv)
         if (secret[0])
             printf("%s\n", secret);
     }
+    fflush(stdout);
+    warn_address(s.url);
     return 0;
 }
 
@@ -837,7 +870,12 @@ static int endpoint_update(int argc, char **argv)
     if (s.secret)
         wh_secretbox_cleanup(&sb);
     wh_db_close(db);
-    return changed(rc, id, err, "updated");
+    rc = changed(rc, id, err, "updated");
+    if (rc == 0 && s.url) {
+        fflush(stdout);
+        warn_address(s.url);
+    }
+    return rc;
 }
 
 static int cmd_endpoint(int argc, char **argv)

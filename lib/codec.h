@@ -103,6 +103,7 @@ typedef enum {
     WH_DEAD_EXPIRED = 3,
     WH_DEAD_ENDPOINT_GONE = 4,
     WH_DEAD_REJECTED = 5,
+    WH_DEAD_ADDRESS_REFUSED = 6,
 } wh_dead_reason;
 
 /* A dead letter keeps at most this many leading bytes of an undecodable

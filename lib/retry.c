@@ -383,6 +383,8 @@ double wh_retry_random(void)
 
 wh_retry_verdict wh_retry_classify(int status, const char *error_class)
 {
+    if (error_class && strcmp(error_class, "blocked_address") == 0)
+        return WH_RETRY_REFUSED;
     if (error_class && error_class[0] &&
         strcmp(error_class, "http_status") != 0)
         return WH_RETRY_YES;
@@ -401,6 +403,7 @@ const char *wh_retry_verdict_name(wh_retry_verdict v)
     case WH_RETRY_NO: return "permanent";
     case WH_RETRY_YES: return "retry";
     case WH_RETRY_GONE: return "gone";
+    case WH_RETRY_REFUSED: return "refused";
     }
     return "unknown";
 }

@@ -155,19 +155,22 @@ typedef enum {
     WH_RETRY_NO = 0, /* permanent failure: dead-letter now */
     WH_RETRY_YES,    /* transient failure: retry per the schedule */
     WH_RETRY_GONE,   /* 410 Gone: dead-letter and disable the endpoint */
+    WH_RETRY_REFUSED, /* the SSRF guard refused the address: dead-letter */
 } wh_retry_verdict;
 
 /* Classifies a failed attempt by its recorded outcome: status is the HTTP
  * status (0 without a response), error_class the attempt's error class
  * (NULL or "http_status" when a response arrived).
  *
- * Any error class other than "http_status" means no usable response and
- * is retried: timeout, connect, dns, tls, network, other, signing,
- * endpoint_not_found (the worker's cache may lag a new endpoint),
- * endpoint_disabled (an endpoint re-enabled within the maximum age gets
- * its deliveries), and blocked_address (the SSRF guard refused the
- * resolved address; DNS or the operator's allowlist may change, and the
- * schedule bounds the cost). Otherwise, by status:
+ * blocked_address (the SSRF guard refused the address the host resolved
+ * to) is REFUSED: a refusal is a verdict on where the endpoint points,
+ * not a network fault, and retrying it for the whole schedule would only
+ * knock on the refused address again. Any other error class than
+ * "http_status" means no usable response and is retried: timeout,
+ * connect, dns, tls, network, other, signing, endpoint_not_found (the
+ * worker's cache may lag a new endpoint) and endpoint_disabled (an
+ * endpoint re-enabled within the maximum age gets its deliveries).
+ * Otherwise, by status:
  *   0 (no response), 408, 425, 429, 500-599   YES
  *   410                                       GONE
  *   other 400-499                             NO
@@ -179,7 +182,7 @@ typedef enum {
  *   anything else (not an HTTP status)        YES, as a server fault */
 wh_retry_verdict wh_retry_classify(int status, const char *error_class);
 
-/* "permanent", "retry" or "gone", for logs. */
+/* "permanent", "retry", "gone" or "refused", for logs. */
 const char *wh_retry_verdict_name(wh_retry_verdict v);
 
 #endif

@@ -11,11 +11,14 @@
 
 #include <arpa/inet.h>
 #include <assert.h>
+#include <netdb.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define ENTRY_MAX 64 /* longest entry of an address list */
 
@@ -540,4 +543,73 @@ int wh_url_address_allowed(const struct sockaddr *sa, const wh_netlist *allow,
                   sizeof(ip));
     wh_errf(why, whylen, "address %s is %s", ip, reason);
     return 0;
+}
+
+/* One lookup of wh_url_resolve_check: on the heap, since a lookup that
+ * outlives its time may still be written by the resolver's thread. */
+typedef struct {
+    char host[WH_URL_MAX + 1];
+    struct addrinfo hints;
+    struct gaicb req;
+} lookup;
+
+int wh_url_resolve_check(const char *url, const wh_netlist *allow,
+                         int timeout_ms, char *msg, size_t msglen)
+{
+    char why[128];
+    int port;
+    msg[0] = '\0';
+    lookup *lk = calloc(1, sizeof(*lk));
+    if (!lk)
+        return wh_errf(msg, msglen, "out of memory");
+    if (wh_url_host(url, lk->host, sizeof(lk->host), &port, msg, msglen) !=
+        WH_OK) {
+        free(lk);
+        return WH_ERR;
+    }
+    lk->hints.ai_family = AF_UNSPEC;
+    lk->hints.ai_socktype = SOCK_STREAM;
+    lk->req.ar_name = lk->host;
+    lk->req.ar_request = &lk->hints;
+    struct gaicb *list[1] = {&lk->req};
+    int rc = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
+    int64_t deadline = wh_mono_us() + (int64_t)timeout_ms * 1000;
+    while (rc == 0) {
+        if ((rc = gai_error(&lk->req)) != EAI_INPROGRESS)
+            break; /* 0 when resolved */
+        rc = 0;
+        int64_t left = deadline - wh_mono_us();
+        if (left <= 0) {
+            wh_errf(msg, msglen, "%s did not resolve within %d ms (not "
+                    "checked)", lk->host, timeout_ms);
+            if (gai_cancel(&lk->req) == EAI_CANCELED)
+                free(lk);
+            /* else the resolver's thread still holds lk: left to it */
+            return WH_AGAIN;
+        }
+        struct timespec ts = {.tv_sec = (time_t)(left / 1000000),
+                              .tv_nsec = (long)(left % 1000000) * 1000};
+        const struct gaicb *wait[1] = {&lk->req};
+        WH_IGNORE(gai_suspend(wait, 1, &ts));
+    }
+    if (rc != 0) {
+        wh_errf(msg, msglen, "cannot resolve %s: %s (not checked)", lk->host,
+                gai_strerror(rc));
+        free(lk);
+        return WH_AGAIN;
+    }
+    int refused = 0;
+    size_t used = 0;
+    for (struct addrinfo *ai = lk->req.ar_result; ai; ai = ai->ai_next) {
+        if (wh_url_address_allowed(ai->ai_addr, allow, why, sizeof(why)))
+            continue;
+        int n = snprintf(msg + used, msglen - used, "%s%s",
+                         refused ? "; " : "", why);
+        if (n > 0 && (size_t)n < msglen - used)
+            used += (size_t)n;
+        refused++;
+    }
+    freeaddrinfo(lk->req.ar_result);
+    free(lk);
+    return refused ? WH_DECLINED : WH_OK;
 }

@@ -85,4 +85,18 @@ const char *wh_url_blocked_reason(const struct sockaddr *sa);
 int wh_url_address_allowed(const struct sockaddr *sa, const wh_netlist *allow,
                            char *why, size_t whylen);
 
+/*
+ * Resolves url's host as a worker would (the system resolver, every
+ * address family), waiting at most timeout_ms, and judges each address
+ * with wh_url_address_allowed. WH_OK: every address is allowed.
+ * WH_DECLINED: at least one is refused; msg lists them ("address ::1 is
+ * loopback; ..."). WH_AGAIN: the host did not resolve in time or at all
+ * (msg says so; nothing was checked). WH_ERR: url has no host (msg).
+ * A lookup still running when the time is up is cancelled, or left to
+ * the resolver's thread (a few bytes, for a short-lived program such as
+ * webhookctl).
+ */
+int wh_url_resolve_check(const char *url, const wh_netlist *allow,
+                         int timeout_ms, char *msg, size_t msglen);
+
 #endif

@@ -115,6 +115,14 @@ void wk_attempt_after_failure(const wk_outcome *o, const wh_delivery *dv,
                  url);
         return;
     }
+    if (v == WH_RETRY_REFUSED) {
+        next->reason = WH_DEAD_ADDRESS_REFUSED;
+        snprintf(next->detail, sizeof(next->detail),
+                 "%s: refused by the SSRF guard, not retried (a range "
+                 "WEBHOOK_ALLOW_PRIVATE_NETS lists is let through)",
+                 o->error);
+        return;
+    }
     if (v == WH_RETRY_NO) {
         next->reason = WH_DEAD_REJECTED;
         snprintf(next->detail, sizeof(next->detail), "%s is not retried",

@@ -143,7 +143,7 @@ expect "migrate with Postgres unreachable exits 1" 1 "webhookctl: cannot connect
 expect "endpoint list with Postgres unreachable exits 1" 1 "cannot connect to Postgres" \
     env DATABASE_URL="$dead_pg" "$C" endpoint list
 expect "endpoint add with Postgres unreachable exits 1" 1 "cannot connect to Postgres" \
-    env DATABASE_URL="$dead_pg" "$C" endpoint add --app shop --url https://example.com/h
+    env DATABASE_URL="$dead_pg" "$C" endpoint add --app shop --url https://127.0.0.1/h
 expect "endpoint disable with Postgres unreachable exits 1" 1 "cannot connect to Postgres" \
     env DATABASE_URL="$dead_pg" "$C" endpoint disable ep_aaaaaaaaaaaa
 expect "deliveries list with Postgres unreachable exits 1" 1 "cannot connect to Postgres" \
@@ -159,7 +159,7 @@ n_endpoints() { sql "SELECT count(*) FROM webhooks.endpoints"; }
 before=$(n_endpoints)
 expect "endpoint add without WEBHOOK_SECRET_KEY exits 2" 2 \
     "webhookctl: WEBHOOK_SECRET_KEY is not set" \
-    env -u WEBHOOK_SECRET_KEY "$C" endpoint add --app shop --url https://example.com/h
+    env -u WEBHOOK_SECRET_KEY "$C" endpoint add --app shop --url https://127.0.0.1/h
 expect "endpoint check without WEBHOOK_SECRET_KEY exits 2" 2 "WEBHOOK_SECRET_KEY is not set" \
     env -u WEBHOOK_SECRET_KEY "$C" endpoint check
 expect "endpoint update --secret without WEBHOOK_SECRET_KEY exits 2" 2 \
@@ -167,15 +167,15 @@ expect "endpoint update --secret without WEBHOOK_SECRET_KEY exits 2" 2 \
     env -u WEBHOOK_SECRET_KEY "$C" endpoint update ep_aaaaaaaaaaaaaaaaaaaa --secret "$(new_secret)"
 expect "a WEBHOOK_SECRET_KEY of the wrong length exits 2" 2 \
     "WEBHOOK_SECRET_KEY must be 32 bytes, base64 or hex encoded (got 3 characters, expected 44 or 64)" \
-    env WEBHOOK_SECRET_KEY=abc "$C" endpoint add --app shop --url https://example.com/h
+    env WEBHOOK_SECRET_KEY=abc "$C" endpoint add --app shop --url https://127.0.0.1/h
 expect "a WEBHOOK_SECRET_KEY that is not base64 exits 2" 2 "(not valid base64 of 32 bytes)" \
     env WEBHOOK_SECRET_KEY="$(printf '%044d' 0 | tr 0 '*')" \
-    "$C" endpoint add --app shop --url https://example.com/h
+    "$C" endpoint add --app shop --url https://127.0.0.1/h
 expect "a WEBHOOK_SECRET_KEY that is not hex exits 2" 2 "(not valid hex of 32 bytes)" \
     env WEBHOOK_SECRET_KEY="$(printf '%064d' 0 | tr 0 z)" \
-    "$C" endpoint add --app shop --url https://example.com/h
+    "$C" endpoint add --app shop --url https://127.0.0.1/h
 expect "endpoint add with the right key exits 0" 0 "" \
-    "$C" endpoint add --app keycheck --url https://example.com/k
+    "$C" endpoint add --app keycheck --url https://127.0.0.1/k
 check "a missing or malformed key adds no endpoint" test "$(n_endpoints)" -eq $((before + 1))
 # listing never opens secrets: no key, or another key, lists every row
 expect "endpoint list without WEBHOOK_SECRET_KEY exits 0" 0 "" \
@@ -219,7 +219,7 @@ expect "endpoint list --json too" 0 "" "$C" endpoint list --app keycheck --json
 check "with an unreadable member" grep -q '"unreadable":"url: ' "$T/out"
 expect "endpoint check names the bad URL" 1 "" "$C" endpoint check "$EP_KEYCHECK"
 check "as the url column" grep -q "^$EP_KEYCHECK keycheck unreadable: url: " "$T/out"
-sql "UPDATE webhooks.endpoints SET url = 'https://example.com/k' WHERE id = '$EP_KEYCHECK'"
+sql "UPDATE webhooks.endpoints SET url = 'https://127.0.0.1/k' WHERE id = '$EP_KEYCHECK'"
 sql "UPDATE webhooks.endpoints SET event_types = 'a,,b' WHERE id = '$EP_KEYCHECK'"
 expect "endpoint check names a bad filter" 1 "" "$C" endpoint check "$EP_KEYCHECK"
 check "as the event_types column" grep -q "^$EP_KEYCHECK keycheck unreadable: event_types: " "$T/out"
@@ -263,7 +263,7 @@ expect "endpoint add (its fast peer) exits 0" 0 "" "$C" endpoint add --app slow 
     --url "$recv_url/peer" --secret "$(new_secret)"
 EP_PEER=$(cat "$T/out")
 
-expect "endpoint add --json exits 0" 0 "" "$C" endpoint add --app other --url https://example.com/j \
+expect "endpoint add --json exits 0" 0 "" "$C" endpoint add --app other --url https://127.0.0.1/j \
     --json --events 'order.*,invoice.**' --rate-limit 50/s --timeout 2s --unordered --max-in-flight 4
 pycheck "endpoint add --json prints an id and a secret" "$T/out" '
 assert len(rows) == 1, rows
@@ -272,7 +272,7 @@ assert set(r) == {"id", "secret"}, r
 assert r["id"].startswith("ep_") and r["secret"].startswith("whsec_"), r'
 EP_JSON=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])' <"$T/out")
 expect "endpoint add --json --secret exits 0" 0 "" "$C" endpoint add --app other \
-    --url https://example.com/k --json --secret "$(new_secret)"
+    --url https://127.0.0.1/k --json --secret "$(new_secret)"
 pycheck "endpoint add --json --secret prints only the id" "$T/out" '
 assert len(rows) == 1 and set(rows[0]) == {"id"} and rows[0]["id"].startswith("ep_"), rows'
 EP_OTHER=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])' <"$T/out")
@@ -294,52 +294,52 @@ check "the database dump does not hold the secret" bash -c "! grep -qF -- '$good
 for bad in "ftp://example.com/h|URL must start with https:// or http://" \
     "http:///path|URL has no host" \
     "https://|URL has no host" \
-    "https://user:pw@example.com/h|URL must not contain credentials (user:password@)" \
-    "https://example.com/a b|URL must not contain whitespace or control characters" \
+    "https://user:pw@127.0.0.1/h|URL must not contain credentials (user:password@)" \
+    "https://127.0.0.1/a b|URL must not contain whitespace or control characters" \
     "https://exa mple.com/|URL must not contain whitespace" \
-    "https://example.com:99999/|URL port must be a number from 1 to 65535"; do
+    "https://127.0.0.1:99999/|URL port must be a number from 1 to 65535"; do
     expect "endpoint add --url '${bad%%|*}' exits 2" 2 "webhookctl: --url: ${bad#*|}" \
         "$C" endpoint add --app shop --url "${bad%%|*}"
 done
 expect "endpoint add without --app exits 2" 2 "webhookctl: --app is required" \
-    "$C" endpoint add --url https://example.com/h
+    "$C" endpoint add --url https://127.0.0.1/h
 expect "endpoint add without --url exits 2" 2 "webhookctl: --url is required" \
     "$C" endpoint add --app shop
 expect "endpoint add with an invalid --app exits 2" 2 "webhookctl: --app:" \
-    "$C" endpoint add --app 'a b' --url https://example.com/h
+    "$C" endpoint add --app 'a b' --url https://127.0.0.1/h
 expect "endpoint add with an invalid --events pattern exits 2" 2 \
     "webhookctl: --events: filter list entry 2: pattern 'order..paid' has an empty segment" \
-    "$C" endpoint add --app shop --url https://example.com/h --events 'a.*,order..paid'
+    "$C" endpoint add --app shop --url https://127.0.0.1/h --events 'a.*,order..paid'
 expect "endpoint add with an empty --events exits 2" 2 "webhookctl: --events: filter list is empty" \
-    "$C" endpoint add --app shop --url https://example.com/h --events ''
+    "$C" endpoint add --app shop --url https://127.0.0.1/h --events ''
 expect "endpoint add with a secret without whsec_ exits 2" 2 \
     'webhookctl: --secret: secret must start with "whsec_"' \
-    "$C" endpoint add --app shop --url https://example.com/h --secret "${BAD_SECRET#whsec_}"
+    "$C" endpoint add --app shop --url https://127.0.0.1/h --secret "${BAD_SECRET#whsec_}"
 expect "endpoint add with a short secret exits 2" 2 "webhookctl: --secret: secret key too short" \
-    "$C" endpoint add --app shop --url https://example.com/h --secret whsec_abcd
+    "$C" endpoint add --app shop --url https://127.0.0.1/h --secret whsec_abcd
 expect "endpoint add with a secret that is not base64 exits 2" 2 "webhookctl: --secret:" \
-    "$C" endpoint add --app shop --url https://example.com/h --secret 'whsec_!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!'
+    "$C" endpoint add --app shop --url https://127.0.0.1/h --secret 'whsec_!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!'
 expect "endpoint add --rate-limit fast exits 2" 2 \
     "webhookctl: --rate-limit: 'fast' is not a rate like 50/s" \
-    "$C" endpoint add --app shop --url https://example.com/h --rate-limit fast
+    "$C" endpoint add --app shop --url https://127.0.0.1/h --rate-limit fast
 expect "endpoint add --rate-limit 0/s exits 2" 2 "webhookctl: --rate-limit: '0/s' is not a rate" \
-    "$C" endpoint add --app shop --url https://example.com/h --rate-limit 0/s
+    "$C" endpoint add --app shop --url https://127.0.0.1/h --rate-limit 0/s
 expect "endpoint add --rate-limit 5/m exits 2" 2 "webhookctl: --rate-limit: '5/m' is not a rate" \
-    "$C" endpoint add --app shop --url https://example.com/h --rate-limit 5/m
+    "$C" endpoint add --app shop --url https://127.0.0.1/h --rate-limit 5/m
 expect "endpoint add --timeout 50ms exits 2" 2 "webhookctl: --timeout must be at least 100ms" \
-    "$C" endpoint add --app shop --url https://example.com/h --timeout 50ms
+    "$C" endpoint add --app shop --url https://127.0.0.1/h --timeout 50ms
 expect "endpoint add --max-in-flight 0 exits 2" 2 "webhookctl: --max-in-flight:" \
-    "$C" endpoint add --app shop --url https://example.com/h --max-in-flight 0
+    "$C" endpoint add --app shop --url https://127.0.0.1/h --max-in-flight 0
 expect "endpoint add with an unknown option exits 2" 2 "webhookctl: unknown option --colour" \
-    "$C" endpoint add --app shop --url https://example.com/h --colour red
+    "$C" endpoint add --app shop --url https://127.0.0.1/h --colour red
 expect "endpoint add with a stray argument exits 2" 2 "webhookctl: unexpected argument 'now'" \
-    "$C" endpoint add --app shop --url https://example.com/h now
+    "$C" endpoint add --app shop --url https://127.0.0.1/h now
 check "rejected adds store nothing" test "$(n_endpoints)" -eq $((before + 7))
 
 # ---- endpoint import -----------------------------------------------------------
 printf '%s\n' \
-    '{"app":"imp1","url":"https://example.com/i1","events":"order.*"}' '' \
-    '{"app":"imp2","url":"https://example.com/i2","secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw","unordered":true,"max_in_flight":4,"rate_limit":"5/s","timeout":"2s","retry_schedule":"1s,2s","description":"bulk"}' \
+    '{"app":"imp1","url":"https://127.0.0.1/i1","events":"order.*"}' '' \
+    '{"app":"imp2","url":"https://127.0.0.1/i2","secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw","unordered":true,"max_in_flight":4,"rate_limit":"5/s","timeout":"2s","retry_schedule":"1s,2s","description":"bulk"}' \
     >"$T/import.ndjson"
 expect "endpoint import of a valid file exits 0" 0 "imported 2 endpoints" \
     "$C" endpoint import --json "$T/import.ndjson"
@@ -350,10 +350,10 @@ assert "secret" not in rows[1], rows[1]'
 stored=$(sql "SELECT concat_ws(' ', app, event_types, ordered, max_in_flight, rate_limit_per_s, timeout_ms, retry_schedule_ms, description) FROM webhooks.endpoints WHERE app IN ('imp1', 'imp2') ORDER BY app" | tr '\n' '|')
 check "endpoint import stores every member" test "$stored" = "imp1 order.* t 1 |imp2 * f 4 5 2000 {1000,2000} bulk|"
 imported=$(sql "SELECT count(*) FROM webhooks.endpoints")
-printf '%s\n' '{"app":"imp3","url":"https://example.com/i3"}' '{"app":"imp4","url":"ftp://x"}' >"$T/bad1.ndjson"
+printf '%s\n' '{"app":"imp3","url":"https://127.0.0.1/i3"}' '{"app":"imp4","url":"ftp://x"}' >"$T/bad1.ndjson"
 expect "endpoint import with a bad URL on line 2 exits 2" 2 "line 2: URL must start with https:// or http://; nothing was imported" \
     "$C" endpoint import "$T/bad1.ndjson"
-printf '%s\n' '{"app":"imp5","url":"https://example.com/i5","color":"red"}' >"$T/bad2.ndjson"
+printf '%s\n' '{"app":"imp5","url":"https://127.0.0.1/i5","color":"red"}' >"$T/bad2.ndjson"
 expect "endpoint import names an unknown member" 2 'line 1: unknown member "color"' \
     "$C" endpoint import "$T/bad2.ndjson"
 expect "endpoint import rejects a line that is not JSON" 2 "stdin line 1: invalid JSON" \
@@ -365,7 +365,7 @@ expect "endpoint import of a missing file exits 2" 2 "cannot open $T/none.ndjson
 check "a failed import adds nothing" test "$(sql "SELECT count(*) FROM webhooks.endpoints")" -eq "$imported"
 python3 -c '
 for i in range(1000):
-    print("{\"app\":\"bulk%d\",\"url\":\"https://example.com/b%d\"}" % (i, i))' >"$T/bulk.ndjson"
+    print("{\"app\":\"bulk%d\",\"url\":\"https://127.0.0.1/b%d\"}" % (i, i))' >"$T/bulk.ndjson"
 expect "endpoint import of 1,000 endpoints exits 0" 0 "imported 1000 endpoints" \
     "$C" endpoint import "$T/bulk.ndjson"
 check "endpoint import prints one line per endpoint" test "$(wc -l <"$T/out")" -eq 1000

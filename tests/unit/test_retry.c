@@ -664,7 +664,8 @@ static void test_classify(void)
         {0, "network", WH_RETRY_YES},
         {0, "other", WH_RETRY_YES},
         {0, "cancelled", WH_RETRY_YES},
-        {0, "blocked_address", WH_RETRY_YES},
+        {0, "blocked_address", WH_RETRY_REFUSED},
+        {500, "blocked_address", WH_RETRY_REFUSED},
         {0, "endpoint_not_found", WH_RETRY_YES},
         {0, "endpoint_disabled", WH_RETRY_YES},
         {0, "signing", WH_RETRY_YES},
@@ -750,6 +751,7 @@ static void test_classify(void)
     CHECK_STR(wh_retry_verdict_name(WH_RETRY_NO), "permanent");
     CHECK_STR(wh_retry_verdict_name(WH_RETRY_YES), "retry");
     CHECK_STR(wh_retry_verdict_name(WH_RETRY_GONE), "gone");
+    CHECK_STR(wh_retry_verdict_name(WH_RETRY_REFUSED), "refused");
     CHECK_STR(wh_retry_verdict_name((wh_retry_verdict)42), "unknown");
 }
 

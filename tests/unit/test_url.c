@@ -512,6 +512,59 @@ static void test_address_allowed(void)
     CHECK_STR(why, "address family 1 is not allowed");
 }
 
+/* Literal addresses and localhost (/etc/hosts) only: nothing here may
+ * send a DNS query off the machine. */
+static void test_resolve_check(void)
+{
+    wh_netlist *allow = NULL;
+    char msg[512], err[WH_ERRLEN];
+
+    CHECK_INT(wh_url_resolve_check("https://8.8.8.8/h", NULL, 2000, msg,
+                                   sizeof(msg)),
+              WH_OK);
+    CHECK_STR(msg, "");
+    CHECK_INT(wh_url_resolve_check("http://127.0.0.1:8080/h", NULL, 2000, msg,
+                                   sizeof(msg)),
+              WH_DECLINED);
+    CHECK_STR(msg, "address 127.0.0.1 is loopback");
+    CHECK_INT(wh_url_resolve_check("http://[::ffff:10.1.2.3]/h", NULL, 2000,
+                                   msg, sizeof(msg)),
+              WH_DECLINED);
+    CHECK_STR(msg, "address ::ffff:10.1.2.3 is private");
+    CHECK_INT(wh_url_resolve_check("http://169.254.169.254/latest", NULL, 2000,
+                                   msg, sizeof(msg)),
+              WH_DECLINED);
+    CHECK_STR(msg, "address 169.254.169.254 is cloud metadata");
+    CHECK_INT(wh_url_resolve_check("http://LocalHost:9/h", NULL, 2000, msg,
+                                   sizeof(msg)),
+              WH_DECLINED);
+    CHECK(strstr(msg, "is loopback") != NULL);
+
+    CHECK_INT(wh_netlist_parse("127.0.0.0/8,::1", &allow, err, sizeof(err)),
+              WH_OK);
+    CHECK_INT(wh_url_resolve_check("http://127.0.0.1:8080/h", allow, 2000,
+                                   msg, sizeof(msg)),
+              WH_OK);
+    CHECK_INT(wh_url_resolve_check("http://localhost:8080/h", allow, 2000,
+                                   msg, sizeof(msg)),
+              WH_OK);
+    CHECK_INT(wh_url_resolve_check("http://10.0.0.1/h", allow, 2000, msg,
+                                   sizeof(msg)),
+              WH_DECLINED);
+    CHECK_STR(msg, "address 10.0.0.1 is private");
+    wh_netlist_free(allow);
+
+    /* every refused address is named, the message cut to fit */
+    char small[24];
+    CHECK_INT(wh_url_resolve_check("http://127.0.0.1/h", NULL, 2000, small,
+                                   sizeof(small)),
+              WH_DECLINED);
+    CHECK(strlen(small) < sizeof(small));
+    CHECK_INT(wh_url_resolve_check("not a url", NULL, 2000, msg, sizeof(msg)),
+              WH_ERR);
+    CHECK(msg[0] != '\0');
+}
+
 TEST_MAIN(test_url_ok, test_url_bad, test_url_limits, test_url_host,
           test_blocked_v4, test_blocked_v6, test_netlist,
-          test_address_allowed)
+          test_address_allowed, test_resolve_check)
