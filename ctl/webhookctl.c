@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include "buf.h"
 #include "codec.h"
@@ -37,6 +39,7 @@ typedef struct {
     const char *kafka_brokers;
     const char *kafka_extra;
     const char *deliveries_topic;
+    bool https_only;
     wh_db_opts db; /* bounds of the Postgres connection */
 } global_settings;
 
@@ -56,6 +59,9 @@ static const wh_opt global_opts[] = {
     {"deliveries-topic", "WEBHOOK_DELIVERIES_TOPIC", WH_OPT_STRING,
      "webhook.deliveries", 0, 0, offsetof(global_settings, deliveries_topic),
      "topic replayed deliveries are produced to"},
+    {"https-only", "WEBHOOK_HTTPS_ONLY", WH_OPT_BOOL, "false", 0, 0,
+     offsetof(global_settings, https_only),
+     "refuse http:// endpoint URLs (workers with it deliver nothing to them)"},
     WH_DB_OPT_ROWS(offsetof(global_settings, db)),
 };
 
@@ -84,6 +90,10 @@ static const char usage_text[] =
     "               [--secret whsec_...]\n"
     "                                   change an endpoint (--secret re-seals\n"
     "                                   its secret with the current key)\n"
+    "  endpoint rotate-secret ID [--secret whsec_...] [--overlap 24h] [--json]\n"
+    "                                   new signing secret (printed); the\n"
+    "                                   current one also signs for the\n"
+    "                                   overlap (at most 7d; 4 secrets live)\n"
     "  endpoint check [ID]              open every secret and check every\n"
     "                                   column; names the rows a worker\n"
     "                                   quarantines, and why (exit 1)\n"
@@ -150,6 +160,17 @@ static void load_box(wh_secretbox *sb)
         fprintf(stderr, "webhookctl: %s\n", err);
         exit(EXIT_USAGE);
     }
+}
+
+/* wh_url_check, and https:// only under WEBHOOK_HTTPS_ONLY. */
+static int url_check(const char *url, char *err, size_t errlen)
+{
+    if (wh_url_check(url, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (G.https_only && strncasecmp(url, "https://", 8) != 0)
+        return wh_errf(err, errlen, "URL must start with https:// "
+                       "(WEBHOOK_HTTPS_ONLY is on)");
+    return WH_OK;
 }
 
 /* How long endpoint add and update wait for a URL's host to resolve. */
@@ -293,7 +314,7 @@ static int endpoint_add(int argc, char **argv)
     if (!s.url)
         die_usage("%s", "--url is required");
     char err[1024];
-    if (wh_url_check(s.url, err, sizeof(err)) != WH_OK)
+    if (url_check(s.url, err, sizeof(err)) != WH_OK)
         die_usage("--url: %s", err);
     if (wh_codec_check_app(s.app, err, sizeof(err)) != WH_OK)
         die_usage("--app: %s", err);
@@ -410,6 +431,8 @@ static int import_line(const wh_json *d, wh_endpoint_spec *spec,
         return WH_ERR;
     if (!spec->app || !spec->url)
         return wh_errf(err, errlen, "\"app\" and \"url\" are required");
+    if (url_check(spec->url, err, errlen) != WH_OK)
+        return WH_ERR;
     int32_t t = wh_json_get(d, 0, "unordered");
     if (t >= 0) {
         if (d->toks[t].type != WH_JSON_TRUE &&
@@ -756,6 +779,84 @@ static int endpoint_toggle(int argc, char **argv, bool disable)
     return changed(rc, id, err, disable ? "disabled" : "enabled");
 }
 
+/* ---- endpoint rotate-secret ------------------------------------------------ */
+
+typedef struct {
+    const char *secret;
+    int64_t overlap_ms;
+    bool json;
+} rotate_settings;
+
+static const wh_opt rotate_opts[] = {
+    {"secret", NULL, WH_OPT_STRING, NULL, 0, 0,
+     offsetof(rotate_settings, secret),
+     "the new secret (whsec_...; default: a generated one)"},
+    {"overlap", NULL, WH_OPT_DURATION, "24h", 0,
+     (int64_t)WH_SECRET_OVERLAP_MAX_S * 1000,
+     offsetof(rotate_settings, overlap_ms),
+     "how long the current secret keeps signing besides the new one (0 to "
+     "7d; 0: replaced at once)"},
+    {"json", NULL, WH_OPT_BOOL, "false", 0, 0,
+     offsetof(rotate_settings, json),
+     "print {\"id\":..,\"secret\":..,\"signing\":..,\"overlap_until\":..}"},
+};
+
+/* Unix time t as "YYYY-MM-DDTHH:MM:SSZ". */
+static void format_utc(int64_t t, char *out, size_t cap)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (!gmtime_r(&tt, &tm) || !strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        snprintf(out, cap, "%lld", (long long)t);
+}
+
+static int endpoint_rotate(int argc, char **argv)
+{
+    rotate_settings s;
+    memset(&s, 0, sizeof(s));
+    const char *id = parse_with_id(
+        "webhookctl endpoint rotate-secret ID [--secret S] [--overlap 24h]",
+        rotate_opts, WH_ARRAY_LEN(rotate_opts), &s, argc, argv);
+    char err[1024], secret[WH_SECRET_TEXT_MAX];
+    wh_secretbox sb;
+    load_box(&sb);
+    int64_t now_s = wh_wall_us() / 1000000, overlap_s = s.overlap_ms / 1000;
+    size_t nlive = 0;
+    wh_db *db = connect_db();
+    int rc = wh_endpoints_rotate_secret(db, &sb, id, s.secret, overlap_s,
+                                        now_s, secret, &nlive, err,
+                                        sizeof(err));
+    wh_db_close(db);
+    wh_secretbox_cleanup(&sb);
+    if (rc == WH_DECLINED) {
+        fprintf(stderr, "webhookctl: no endpoint %s\n", id);
+        return EXIT_FAIL;
+    }
+    if (rc != WH_OK) {
+        fprintf(stderr, "webhookctl: %s\n", err);
+        return strstr(err, "--") ? EXIT_USAGE : EXIT_FAIL;
+    }
+    char until[32] = "";
+    if (overlap_s > 0)
+        format_utc(now_s + overlap_s, until, sizeof(until));
+    if (s.json)
+        printf("{\"id\":\"%s\",\"secret\":\"%s\",\"signing\":%zu,"
+               "\"overlap_until\":%s%s%s}\n", id, secret, nlive,
+               until[0] ? "\"" : "", until[0] ? until : "null",
+               until[0] ? "\"" : "");
+    else
+        printf("%s\n", secret);
+    memset(secret, 0, sizeof(secret));
+    if (!s.json)
+        fprintf(stderr, "webhookctl: %s: %zu secret%s sign%s its deliveries%s%s"
+                        "\n", id, nlive, nlive == 1 ? "" : "s",
+                nlive == 1 ? "s" : "", until[0] ? "; the previous one until "
+                                                : " (the previous one no "
+                                                  "longer)",
+                until);
+    return 0;
+}
+
 typedef struct {
     const char *url, *events, *description, *rate_limit, *retry_schedule;
     const char *secret;
@@ -799,7 +900,7 @@ static int endpoint_update(int argc, char **argv)
                                    argc, argv);
     if (s.ordered && s.unordered)
         die_usage("%s", "--ordered and --unordered exclude each other");
-    if (s.url && wh_url_check(s.url, err, sizeof(err)) != WH_OK)
+    if (s.url && url_check(s.url, err, sizeof(err)) != WH_OK)
         die_usage("--url: %s", err);
     if (s.events && wh_pattern_list_check(s.events, err, sizeof(err)) != WH_OK)
         die_usage("--events: %s", err);
@@ -882,7 +983,7 @@ static int cmd_endpoint(int argc, char **argv)
 {
     if (argc < 2)
         die_usage("%s", "endpoint: expected add, import, list, update, "
-                        "check, disable or enable");
+                        "rotate-secret, check, disable or enable");
     const char *sub = argv[1];
     if (strcmp(sub, "add") == 0)
         return endpoint_add(argc - 1, argv + 1);
@@ -896,10 +997,12 @@ static int cmd_endpoint(int argc, char **argv)
         return endpoint_toggle(argc - 1, argv + 1, false);
     if (strcmp(sub, "update") == 0)
         return endpoint_update(argc - 1, argv + 1);
+    if (strcmp(sub, "rotate-secret") == 0)
+        return endpoint_rotate(argc - 1, argv + 1);
     if (strcmp(sub, "check") == 0)
         return endpoint_check(argc - 1, argv + 1);
     die_usage("endpoint: unknown command '%s' (add, import, list, update, "
-              "check, disable, enable)", sub);
+              "rotate-secret, check, disable, enable)", sub);
     return EXIT_USAGE;
 }
 

@@ -104,6 +104,7 @@ typedef enum {
     WH_DEAD_ENDPOINT_GONE = 4,
     WH_DEAD_REJECTED = 5,
     WH_DEAD_ADDRESS_REFUSED = 6,
+    WH_DEAD_INSECURE_URL = 7,
 } wh_dead_reason;
 
 /* A dead letter keeps at most this many leading bytes of an undecodable

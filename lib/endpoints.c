@@ -45,7 +45,10 @@ static int new_id(char *out)
     return WH_OK;
 }
 
-#define SEALED_MAX (WH_SECRETBOX_OVERHEAD + WH_SECRET_TEXT_MAX)
+/* The sealed text: up to WH_SIGN_MAX_SECRETS "whsec_...[@expiry]" tokens,
+ * space separated. */
+#define SECRETS_TEXT_MAX (WH_SIGN_MAX_SECRETS * (WH_SECRET_TEXT_MAX + 22))
+#define SEALED_MAX (WH_SECRETBOX_OVERHEAD + SECRETS_TEXT_MAX)
 #define SEALED_B64_MAX (2 * SEALED_MAX)
 
 /* Seals secret for endpoint id into out (SEALED_B64_MAX), as base64. */
@@ -137,6 +140,23 @@ static char *dup_or_null(const wh_db_result *r, int row, int col)
     return wh_db_isnull(r, row, col) ? NULL : strdup(wh_db_get(r, row, col));
 }
 
+/* Cuts a stored token "whsec_...@EXPIRES" at its '@' (none: *expires 0,
+ * the current secret). WH_ERR when EXPIRES is not a positive number. */
+static int split_expiry(char *tok, int64_t *expires)
+{
+    char *at = strchr(tok, '@'), *end;
+    *expires = 0;
+    if (!at)
+        return WH_OK;
+    *at = '\0';
+    errno = 0;
+    long long v = strtoll(at + 1, &end, 10);
+    if (errno || end == at + 1 || *end || v <= 0)
+        return WH_ERR;
+    *expires = v;
+    return WH_OK;
+}
+
 /* Opens the sealed secret list into ep->secrets. On WH_ERR, why says what
  * is wrong (without the endpoint id: the caller names the row). */
 static int open_secrets(const wh_secretbox *sb, wh_endpoint *ep,
@@ -162,11 +182,17 @@ static int open_secrets(const wh_secretbox *sb, wh_endpoint *ep,
          tok = strtok_r(NULL, " ", &save)) {
         if (ep->nsecrets == WH_SIGN_MAX_SECRETS)
             break;
+        int64_t expires = 0;
+        if (split_expiry(tok, &expires) != WH_OK) {
+            rc = wh_errf(why, whylen, "stored secret: bad expiry");
+            break;
+        }
         if (wh_sign_parse_secret(tok, &ep->secrets[ep->nsecrets], e,
                                  sizeof(e))) {
             rc = wh_errf(why, whylen, "stored secret: %s", e);
             break;
         }
+        ep->secret_expires_s[ep->nsecrets] = expires;
         ep->nsecrets++;
     }
     memset(plain, 0, sizeof(plain));
@@ -354,6 +380,116 @@ int wh_endpoints_set_secret(wh_db *db, const wh_secretbox *sb, const char *id,
     if (n == 0)
         return WH_DECLINED;
     return wh_endpoints_resume(db, id, NULL, err, errlen);
+}
+
+/* The rotation's reads and writes, inside its transaction. */
+static int rotate_tx(wh_db *db, const wh_secretbox *sb, const char *id,
+                     const char *secret, int64_t overlap_s, int64_t now_s,
+                     size_t *nlive, char *err, size_t errlen)
+{
+    const char *p1[] = {id};
+    wh_db_result *r;
+    if (wh_db_query(db,
+                    "SELECT translate(encode(secrets_sealed, 'base64'), "
+                    "E'\\n', '') FROM webhooks.endpoints WHERE id = $1 "
+                    "FOR UPDATE",
+                    1, p1, &r, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (wh_db_rows(r) == 0) {
+        wh_db_result_free(r);
+        return WH_DECLINED;
+    }
+    unsigned char sealed[SEALED_MAX];
+    char plain[SECRETS_TEXT_MAX + 1], e[WH_ERRLEN];
+    size_t sealed_len, plain_len;
+    int rc = wh_base64_decode(wh_db_get(r, 0, 0), wh_db_getlen(r, 0, 0),
+                              sealed, sizeof(sealed), &sealed_len);
+    wh_db_result_free(r);
+    if (rc != WH_OK ||
+        wh_secretbox_open(sb, id, sealed, sealed_len, plain,
+                          sizeof(plain) - 1, &plain_len, e, sizeof(e)))
+        return wh_errf(err, errlen, "the endpoint's secrets cannot be "
+                       "opened (sealed under another WEBHOOK_SECRET_KEY?); "
+                       "repair it with endpoint update --secret");
+    plain[plain_len] = '\0';
+    /* the new secret first, then the current one (expiring after the
+     * overlap; at once without one), then the older ones still live, as
+     * many as fit */
+    char next[SECRETS_TEXT_MAX];
+    size_t used = (size_t)snprintf(next, sizeof(next), "%s", secret);
+    *nlive = 1;
+    char *save = NULL;
+    bool first = true;
+    for (char *tok = strtok_r(plain, " ", &save); tok;
+         tok = strtok_r(NULL, " ", &save)) {
+        int64_t expires = 0;
+        bool current = first;
+        first = false;
+        if (split_expiry(tok, &expires) != WH_OK)
+            continue; /* unreadable: dropped */
+        if (current)
+            expires = overlap_s > 0 ? now_s + overlap_s : 0;
+        if (expires <= now_s || *nlive == WH_SIGN_MAX_SECRETS)
+            continue;
+        int n = snprintf(next + used, sizeof(next) - used, " %s@%lld", tok,
+                         (long long)expires);
+        if (n < 0 || (size_t)n >= sizeof(next) - used)
+            break;
+        used += (size_t)n;
+        (*nlive)++;
+    }
+    memset(plain, 0, sizeof(plain));
+    char sealed_b64[SEALED_B64_MAX];
+    rc = seal(sb, id, next, sealed_b64, err, errlen);
+    memset(next, 0, sizeof(next));
+    if (rc != WH_OK)
+        return WH_ERR;
+    const char *p2[] = {id, sealed_b64};
+    if (wh_db_query(db,
+                    "UPDATE webhooks.endpoints SET secrets_sealed = "
+                    "decode($2, 'base64'), updated_at = now() WHERE id = $1",
+                    2, p2, &r, err, errlen) != WH_OK)
+        return WH_ERR;
+    wh_db_result_free(r);
+    return WH_OK;
+}
+
+int wh_endpoints_rotate_secret(wh_db *db, const wh_secretbox *sb,
+                               const char *id, const char *secret,
+                               int64_t overlap_s, int64_t now_s,
+                               char *secret_out, size_t *nlive, char *err,
+                               size_t errlen)
+{
+    char e[WH_ERRLEN];
+    wh_secret parsed;
+    secret_out[0] = '\0';
+    if (overlap_s < 0 || overlap_s > WH_SECRET_OVERLAP_MAX_S)
+        return wh_errf(err, errlen, "--overlap must be 0 to %d days",
+                       WH_SECRET_OVERLAP_MAX_S / 86400);
+    if (secret) {
+        if (wh_sign_parse_secret(secret, &parsed, e, sizeof(e)) != WH_OK)
+            return wh_errf(err, errlen, "--secret: %s", e);
+        wh_sign_clear_secret(&parsed);
+        if (strlen(secret) >= WH_SECRET_TEXT_MAX)
+            return wh_errf(err, errlen, "--secret: too long");
+        wh_strlcpy(secret_out, secret, WH_SECRET_TEXT_MAX);
+    } else if (wh_sign_generate_secret(secret_out, WH_SECRET_TEXT_MAX) !=
+               WH_OK) {
+        return wh_errf(err, errlen, "cannot generate a secret");
+    }
+    if (wh_db_exec(db, "BEGIN", err, errlen) != WH_OK)
+        return WH_ERR;
+    int rc = rotate_tx(db, sb, id, secret_out, overlap_s, now_s, nlive, err,
+                       errlen);
+    if (rc == WH_OK && wh_db_exec(db, "COMMIT", err, errlen) == WH_OK)
+        return WH_OK;
+    char ignored[WH_ERRLEN];
+    WH_IGNORE(wh_db_exec(db, "ROLLBACK", ignored, sizeof(ignored)));
+    if (rc == WH_OK)
+        rc = WH_ERR; /* the COMMIT failed */
+    if (rc != WH_OK)
+        memset(secret_out, 0, WH_SECRET_TEXT_MAX);
+    return rc;
 }
 
 int wh_endpoints_set_disabled(wh_db *db, const char *id, bool disabled,

@@ -24,7 +24,10 @@ typedef struct wh_endpoint {
     char *url;                 /* owned */
     char *event_types;         /* owned; comma-separated patterns */
     char *description;         /* owned */
-    wh_secret secrets[WH_SIGN_MAX_SECRETS];
+    wh_secret secrets[WH_SIGN_MAX_SECRETS]; /* the current one first, then
+                                               older ones being rotated out */
+    int64_t secret_expires_s[WH_SIGN_MAX_SECRETS]; /* unix time after which
+                                               it signs no more; 0: never */
     size_t nsecrets;
     bool ordered;
     int max_in_flight;
@@ -102,6 +105,25 @@ int wh_endpoints_load(wh_db *db, const wh_secretbox *sb, const char *id,
 int wh_endpoints_set_secret(wh_db *db, const wh_secretbox *sb, const char *id,
                             const char *secret, char *err,
                             size_t errlen) WH_MUST_CHECK;
+
+/* Longest overlap of a secret rotation: the old secret signs at most this
+ * long after it was replaced. */
+#define WH_SECRET_OVERLAP_MAX_S (7 * 86400)
+
+/* Rotates the endpoint's signing secret: secret (a whsec_ value; NULL:
+ * one is generated) becomes the current one, the current one keeps
+ * signing for overlap_s seconds (0..WH_SECRET_OVERLAP_MAX_S; 0: it is
+ * dropped at once), older ones keep their own expiry; at most
+ * WH_SIGN_MAX_SECRETS stay (the oldest go first) and expired
+ * ones are dropped. One transaction, the row locked. secret_out
+ * (WH_SECRET_TEXT_MAX) gets the new secret, *nlive how many now sign.
+ * WH_DECLINED when no such endpoint; WH_ERR (err) for a bad secret or
+ * overlap, a row whose secrets cannot be opened, or Postgres. */
+int wh_endpoints_rotate_secret(wh_db *db, const wh_secretbox *sb,
+                               const char *id, const char *secret,
+                               int64_t overlap_s, int64_t now_s,
+                               char *secret_out, size_t *nlive, char *err,
+                               size_t errlen) WH_MUST_CHECK;
 
 /* Makes the endpoint's held deliveries (retries due at 'infinity', kept
  * while it was disabled or unreadable) due now, if it is not disabled.

@@ -20,6 +20,9 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -53,6 +56,7 @@ struct wh_http {
     int64_t low_speed_limit; /* bytes per second */
     char *user_agent;
     char *ca_file;
+    bool https_only;
     CURL **pool;
     int npool;
     int running;
@@ -179,6 +183,37 @@ static int on_timer(CURLM *multi, long timeout_ms, void *arg)
     return 0;
 }
 
+int wh_http_check_ca_file(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return wh_errf(err, errlen, "CA file %s: %s", path, strerror(errno));
+    int certs = 0;
+    X509 *x;
+    ERR_clear_error();
+    while ((x = PEM_read_X509(f, NULL, NULL, NULL)) != NULL) {
+        X509_free(x);
+        certs++;
+    }
+    /* the loop ends at the end of the file (PEM_R_NO_START_LINE) or at a
+     * block that does not parse */
+    unsigned long e = ERR_peek_last_error();
+    bool eof = ERR_GET_LIB(e) == ERR_LIB_PEM &&
+               ERR_GET_REASON(e) == PEM_R_NO_START_LINE;
+    ERR_clear_error();
+    bool read_failed = ferror(f);
+    fclose(f);
+    if (read_failed)
+        return wh_errf(err, errlen, "CA file %s: cannot be read", path);
+    if (e && !eof)
+        return wh_errf(err, errlen, "CA file %s: certificate %d does not "
+                       "parse", path, certs + 1);
+    if (certs == 0)
+        return wh_errf(err, errlen, "CA file %s: no PEM certificate in it",
+                       path);
+    return WH_OK;
+}
+
 int wh_http_new(const wh_http_conf *conf, wh_http **out, char *err,
                 size_t errlen)
 {
@@ -196,6 +231,7 @@ int wh_http_new(const wh_http_conf *conf, wh_http **out, char *err,
     h->conf = *conf;
     h->user_agent = strdup(conf->user_agent ? conf->user_agent : "webhook");
     h->ca_file = conf->ca_file ? strdup(conf->ca_file) : NULL;
+    h->https_only = conf->https_only;
     h->pool = calloc(POOL_MAX, sizeof(*h->pool));
     h->multi = curl_multi_init();
     h->hosts = wh_map_new();
@@ -395,7 +431,8 @@ static CURL *easy_new(wh_http *h)
     CURL *e = curl_easy_init();
     if (!e)
         return NULL;
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR,
+                     h->https_only ? "https" : "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_PROXY, "");

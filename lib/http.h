@@ -12,6 +12,8 @@
 #ifndef WH_HTTP_H
 #define WH_HTTP_H
 
+#include <stdbool.h>
+
 #include "wh.h"
 
 #define WH_HTTP_SNIPPET_MAX 1024
@@ -33,6 +35,8 @@ typedef struct {
     int64_t max_connections;        /* connection cache size */
     int64_t snippet_max;            /* bytes of response body kept */
     const char *ca_file;            /* extra CA bundle, or NULL */
+    bool https_only;                /* curl refuses http:// (the worker
+                                       does not send it one anyway) */
     /* A request is cut off (WH_HTTP_TIMEOUT) when, while its body is being
      * sent or its response received, fewer than low_speed_limit bytes per
      * second (0: WH_HTTP_LOW_SPEED_LIMIT) move for low_speed_time_ms. The
@@ -95,6 +99,12 @@ typedef struct wh_http_req {
 
 typedef struct wh_http wh_http;
 typedef void wh_http_done_fn(wh_http_req *req, void *opaque);
+
+/* Whether path is a CA bundle TLS verification can use: a readable file
+ * holding at least one PEM certificate and nothing unparsable. WH_OK, or
+ * WH_ERR with the reason (for a start-up check of WEBHOOK_CA_FILE). */
+int wh_http_check_ca_file(const char *path, char *err,
+                          size_t errlen) WH_MUST_CHECK;
 
 int wh_http_new(const wh_http_conf *conf, wh_http **out, char *err,
                 size_t errlen) WH_MUST_CHECK;

@@ -30,9 +30,20 @@ int wk_attempt_start(wh_http *http, wh_http_req *req,
 {
     char sig[WH_SIGNATURE_MAX + 1], err[WH_ERRLEN];
     int64_t ts = attempted_at_us / 1000000;
-    if (wh_sign(ep->secrets, ep->nsecrets, dv->delivery_id, ts,
-                dv->event.payload, dv->event.payload_len, sig,
-                sizeof(sig)) != WH_OK) {
+    /* every live secret, newest first; one past its overlap signs no more
+     * (no restart or refresh needed for that) */
+    wh_secret live[WH_SIGN_MAX_SECRETS];
+    size_t nlive = 0;
+    for (size_t i = 0; i < ep->nsecrets; i++)
+        if (ep->secret_expires_s[i] == 0 || ep->secret_expires_s[i] > ts)
+            live[nlive++] = ep->secrets[i];
+    int rc = nlive ? wh_sign(live, nlive, dv->delivery_id, ts,
+                             dv->event.payload, dv->event.payload_len, sig,
+                             sizeof(sig))
+                   : WH_ERR;
+    for (size_t i = 0; i < nlive; i++)
+        wh_sign_clear_secret(&live[i]);
+    if (rc != WH_OK) {
         wk_attempt_fail(o, "signing", "cannot sign the request");
         return WH_ERR;
     }
@@ -69,7 +80,7 @@ int wk_attempt_start(wh_http *http, wh_http_req *req,
     if (req->connect_timeout_ms > req->timeout_ms)
         req->connect_timeout_ms = req->timeout_ms;
     req->opaque = opaque;
-    int rc = wh_http_start(http, req, err, sizeof(err));
+    rc = wh_http_start(http, req, err, sizeof(err));
     for (size_t i = 0; i < dv->event.n_headers; i++)
         free(extra[i]);
     req->headers = NULL;

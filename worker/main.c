@@ -147,7 +147,11 @@ static const wh_opt opts[] = {
     {"worker-id", "WORKER_ID", WH_OPT_STRING, NULL, 0, 0, S(worker_id),
      "name recorded with each attempt (default hostname-pid)"},
     {"ca-file", "WEBHOOK_CA_FILE", WH_OPT_STRING, NULL, 0, 0, S(ca_file),
-     "extra CA bundle for endpoint TLS verification"},
+     "extra CA bundle for endpoint TLS verification (checked at start-up)"},
+    {"https-only", "WEBHOOK_HTTPS_ONLY", WH_OPT_BOOL, "false", 0, 0,
+     S(https_only),
+     "send nothing to http:// endpoints: their deliveries are dead-lettered "
+     "as INSECURE_URL (recommended in production)"},
     {"user-agent", "WEBHOOK_USER_AGENT", WH_OPT_STRING, "webhook-worker/0.1",
      0, 0, S(user_agent), "User-Agent of delivery requests"},
     {"metrics-listen", "WORKER_METRICS_LISTEN", WH_OPT_STRING, NULL, 0, 0,
@@ -834,6 +838,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "webhook-worker: %s\n", err);
         return 2;
     }
+    if (s.ca_file && wh_http_check_ca_file(s.ca_file, err, sizeof(err)) !=
+                         WH_OK) {
+        fprintf(stderr, "webhook-worker: WEBHOOK_CA_FILE: %s\n", err);
+        return 2;
+    }
     if (s.allow_private_nets && *s.allow_private_nets &&
         wh_netlist_parse(s.allow_private_nets, &ctx.allow, err,
                          sizeof(err)) != WH_OK) {
@@ -940,6 +949,7 @@ int main(int argc, char **argv)
         .snippet_max = s.snippet_max,
         .low_speed_time_ms = cfg.http_low_speed_ms,
         .ca_file = s.ca_file,
+        .https_only = s.https_only,
     };
     if (wh_http_new(&hc, &ctx.http, err, sizeof(err)) != WH_OK) {
         WH_ERROR("%s", err);

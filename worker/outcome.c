@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "dbq.h"
 #include "dl.h"
@@ -259,8 +260,10 @@ void wk_dl_start(wk_deliver *d, dl_job *j)
     j->attempted_at_us = wh_wall_us();
     j->holds_slot = true;
     wk_lane_slot_take(j->lane);
-    if (!ep || ep->disabled || ep->unreadable) /* no request: nothing for
-                                                  the breaker */
+    bool insecure = ep && d->ctx->s->https_only &&
+                    strncasecmp(ep->url, "https://", 8) != 0;
+    if (!ep || ep->disabled || ep->unreadable || insecure) /* no request:
+                                                  nothing for the breaker */
         wh_breaker_success(&j->lane->breaker, wh_mono_us());
     if (!ep) {
         set_failure(j, "endpoint_not_found", "endpoint no longer exists");
@@ -285,6 +288,14 @@ void wk_dl_start(wk_deliver *d, dl_job *j)
                  ep->unreadable);
         set_failure(j, "endpoint_unreadable", why);
         schedule_retry(d, j, dv->attempt, INT64_MAX);
+        return;
+    }
+    if (insecure) {
+        char why[WH_URL_MAX + 64];
+        snprintf(why, sizeof(why), "%s is not https:// (WEBHOOK_HTTPS_ONLY)",
+                 ep->url);
+        set_failure(j, "insecure_url", why);
+        wk_dl_dead_letter(d, j, WH_DEAD_INSECURE_URL, why);
         return;
     }
     wk_attempt_conf conf = {

@@ -57,6 +57,7 @@ typedef struct {
     int64_t shutdown_timeout_ms;
     const char *worker_id;
     const char *ca_file;
+    bool https_only;
     const char *user_agent;
     const char *log_format;
     const char *log_level;

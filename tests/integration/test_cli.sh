@@ -116,7 +116,7 @@ check "webhookctl without a command lists the global options" \
     grep -qF -- "--database-url" "$T/err"
 expect "unknown command exits 2" 2 "webhookctl: unknown command 'frobnicate'" "$C" frobnicate
 expect "unknown global option exits 2" 2 "unknown option --frob" "$C" --frob migrate
-expect "endpoint without a subcommand exits 2" 2 "endpoint: expected add, import, list, update, check, disable or enable" \
+expect "endpoint without a subcommand exits 2" 2 "endpoint: expected add, import, list, update, rotate-secret, check, disable or enable" \
     "$C" endpoint
 expect "unknown endpoint subcommand exits 2" 2 "endpoint: unknown command 'remove'" \
     "$C" endpoint remove
