@@ -36,6 +36,7 @@
 typedef struct {
     const char *database_url;
     const char *secret_key;
+    const char *secret_key_file;
     const char *kafka_brokers;
     const char *kafka_extra;
     const char *deliveries_topic;
@@ -50,6 +51,9 @@ static const wh_opt global_opts[] = {
     {"secret-key", "WEBHOOK_SECRET_KEY", WH_OPT_STRING, NULL, 0, 0,
      offsetof(global_settings, secret_key),
      "32-byte key (base64 or hex) sealing endpoint secrets"},
+    {"secret-key-file", "WEBHOOK_SECRET_KEY_FILE", WH_OPT_STRING, NULL, 0, 0,
+     offsetof(global_settings, secret_key_file),
+     "file holding that key (instead of WEBHOOK_SECRET_KEY)"},
     {"kafka-brokers", "KAFKA_BROKERS", WH_OPT_STRING, "localhost:9092", 0, 0,
      offsetof(global_settings, kafka_brokers),
      "Kafka bootstrap servers (replays)"},
@@ -151,12 +155,8 @@ static wh_db *connect_db(void)
 static void load_box(wh_secretbox *sb)
 {
     char err[512];
-    if (!G.secret_key || !*G.secret_key) {
-        fprintf(stderr, "webhookctl: WEBHOOK_SECRET_KEY is not set (the key "
-                        "that seals endpoint secrets)\n");
-        exit(EXIT_USAGE);
-    }
-    if (wh_secretbox_init(sb, G.secret_key, err, sizeof(err)) != WH_OK) {
+    if (wh_secretbox_load(sb, G.secret_key, G.secret_key_file, err,
+                          sizeof(err)) != WH_OK) {
         fprintf(stderr, "webhookctl: %s\n", err);
         exit(EXIT_USAGE);
     }

@@ -10,6 +10,10 @@
 #include "base64.h"
 
 #include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
@@ -62,6 +66,50 @@ int wh_secretbox_init(wh_secretbox *sb, const char *key_text, char *err,
               : wh_errf(err, errlen, "WEBHOOK_SECRET_KEY must be " KEY_FORM
                                      " (not valid %s of 32 bytes)",
                         n == KEY_B64_LEN ? "base64" : "hex");
+}
+
+int wh_secretbox_load(wh_secretbox *sb, const char *key_text,
+                      const char *key_file, char *err, size_t errlen)
+{
+    char buf[1025], e[256];
+    bool text = key_text && *key_text, file = key_file && *key_file;
+    if (text && file)
+        return wh_errf(err, errlen, "set WEBHOOK_SECRET_KEY or "
+                       "WEBHOOK_SECRET_KEY_FILE, not both");
+    if (!text && !file)
+        return wh_errf(err, errlen, "WEBHOOK_SECRET_KEY is not set, nor "
+                       "WEBHOOK_SECRET_KEY_FILE (the key that seals "
+                       "endpoint secrets)");
+    if (text)
+        return wh_secretbox_init(sb, key_text, err, errlen);
+    FILE *f = fopen(key_file, "r");
+    if (!f)
+        return wh_errf(err, errlen, "WEBHOOK_SECRET_KEY_FILE %s: %s",
+                       key_file, strerror(errno));
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    bool failed = ferror(f);
+    fclose(f);
+    int rc;
+    if (failed)
+        rc = wh_errf(err, errlen, "WEBHOOK_SECRET_KEY_FILE %s: cannot be "
+                     "read", key_file);
+    else if (n == sizeof(buf))
+        rc = wh_errf(err, errlen, "WEBHOOK_SECRET_KEY_FILE %s: longer "
+                     "than 1 KiB, not a key", key_file);
+    else {
+        size_t lo = 0;
+        while (n > 0 && isspace((unsigned char)buf[n - 1]))
+            n--;
+        while (lo < n && isspace((unsigned char)buf[lo]))
+            lo++;
+        buf[n] = '\0';
+        rc = wh_secretbox_init(sb, buf + lo, e, sizeof(e));
+        if (rc != WH_OK)
+            rc = wh_errf(err, errlen, "WEBHOOK_SECRET_KEY_FILE %s holds no "
+                         "valid key: %s", key_file, e);
+    }
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return rc;
 }
 
 void wh_secretbox_cleanup(wh_secretbox *sb)

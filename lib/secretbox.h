@@ -36,6 +36,15 @@ typedef struct {
 int wh_secretbox_init(wh_secretbox *sb, const char *key_text, char *err,
                       size_t errlen) WH_MUST_CHECK;
 
+/* Loads the key from key_text or from the file key_file names (its text,
+ * surrounding whitespace ignored, at most 1 KiB): exactly one of them
+ * must be given (NULL or "" is not given). A key in a file stays out of
+ * the process's command line and environment. On WH_ERR err says what is
+ * wrong (naming the setting, never quoting the key). */
+int wh_secretbox_load(wh_secretbox *sb, const char *key_text,
+                      const char *key_file, char *err,
+                      size_t errlen) WH_MUST_CHECK;
+
 /* Overwrites the key in sb. */
 void wh_secretbox_cleanup(wh_secretbox *sb);
 

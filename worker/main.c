@@ -50,7 +50,10 @@ static const wh_opt opts[] = {
      S(database_url), "PostgreSQL connection URI (required)"},
     {"secret-key", "WEBHOOK_SECRET_KEY", WH_OPT_STRING, NULL, 0, 0,
      S(secret_key), "32-byte key (base64 or hex) sealing endpoint secrets "
-     "(required)"},
+     "(this or --secret-key-file is required)"},
+    {"secret-key-file", "WEBHOOK_SECRET_KEY_FILE", WH_OPT_STRING, NULL, 0, 0,
+     S(secret_key_file), "file holding that key, so it is not in the "
+     "command line or environment"},
     {"role", "WORKER_ROLE", WH_OPT_STRING, "all", 0, 0, S(role),
      "stages to run: all, fanout or deliver"},
     {"events-topic", "WEBHOOK_EVENTS_TOPIC", WH_OPT_STRING, "webhook.events",
@@ -829,12 +832,8 @@ int main(int argc, char **argv)
                         "deliver, not '%s'\n", s.role);
         return 2;
     }
-    if (!s.secret_key) {
-        fprintf(stderr, "webhook-worker: WEBHOOK_SECRET_KEY is not set (the "
-                        "key that seals endpoint secrets; see docs)\n");
-        return 2;
-    }
-    if (wh_secretbox_init(&ctx.sb, s.secret_key, err, sizeof(err)) != WH_OK) {
+    if (wh_secretbox_load(&ctx.sb, s.secret_key, s.secret_key_file, err,
+                          sizeof(err)) != WH_OK) {
         fprintf(stderr, "webhook-worker: %s\n", err);
         return 2;
     }

@@ -28,6 +28,7 @@ typedef struct {
     const char *kafka_extra;
     const char *database_url;
     const char *secret_key;
+    const char *secret_key_file;
     const char *role;
     const char *events_topic;
     const char *deliveries_topic;
