@@ -358,6 +358,23 @@ int wh_endpoints_resume(wh_db *db, const char *id, long *released, char *err,
     return WH_OK;
 }
 
+/* Writes the sealed secrets (base64) of endpoint id; *n gets the rows
+ * changed (0: no such endpoint). */
+static int store_sealed(wh_db *db, const char *id, const char *sealed_b64,
+                        long *n, char *err, size_t errlen)
+{
+    const char *params[] = {id, sealed_b64};
+    wh_db_result *r;
+    if (wh_db_query(db,
+                    "UPDATE webhooks.endpoints SET secrets_sealed = "
+                    "decode($2, 'base64'), updated_at = now() WHERE id = $1",
+                    2, params, &r, err, errlen) != WH_OK)
+        return WH_ERR;
+    *n = wh_db_affected(r);
+    wh_db_result_free(r);
+    return WH_OK;
+}
+
 int wh_endpoints_set_secret(wh_db *db, const wh_secretbox *sb, const char *id,
                             const char *secret, char *err, size_t errlen)
 {
@@ -368,15 +385,9 @@ int wh_endpoints_set_secret(wh_db *db, const wh_secretbox *sb, const char *id,
     wh_sign_clear_secret(&parsed);
     if (seal(sb, id, secret, sealed_b64, err, errlen) != WH_OK)
         return WH_ERR;
-    const char *params[] = {id, sealed_b64};
-    wh_db_result *r;
-    if (wh_db_query(db,
-                    "UPDATE webhooks.endpoints SET secrets_sealed = "
-                    "decode($2, 'base64'), updated_at = now() WHERE id = $1",
-                    2, params, &r, err, errlen) != WH_OK)
+    long n = 0;
+    if (store_sealed(db, id, sealed_b64, &n, err, errlen) != WH_OK)
         return WH_ERR;
-    long n = wh_db_affected(r);
-    wh_db_result_free(r);
     if (n == 0)
         return WH_DECLINED;
     return wh_endpoints_resume(db, id, NULL, err, errlen);
@@ -444,14 +455,8 @@ static int rotate_tx(wh_db *db, const wh_secretbox *sb, const char *id,
     memset(next, 0, sizeof(next));
     if (rc != WH_OK)
         return WH_ERR;
-    const char *p2[] = {id, sealed_b64};
-    if (wh_db_query(db,
-                    "UPDATE webhooks.endpoints SET secrets_sealed = "
-                    "decode($2, 'base64'), updated_at = now() WHERE id = $1",
-                    2, p2, &r, err, errlen) != WH_OK)
-        return WH_ERR;
-    wh_db_result_free(r);
-    return WH_OK;
+    long n = 0;
+    return store_sealed(db, id, sealed_b64, &n, err, errlen);
 }
 
 int wh_endpoints_rotate_secret(wh_db *db, const wh_secretbox *sb,
