@@ -436,8 +436,11 @@ static int rotate_tx(wh_db *db, const wh_secretbox *sb, const char *id,
         int64_t expires = 0;
         bool current = first;
         first = false;
-        if (split_expiry(tok, &expires) != WH_OK)
-            continue; /* unreadable: dropped */
+        wh_secret check;
+        if (split_expiry(tok, &expires) != WH_OK ||
+            wh_sign_parse_secret(tok, &check, e, sizeof(e)) != WH_OK)
+            continue; /* unreadable: dropped (it would quarantine the row) */
+        wh_sign_clear_secret(&check);
         if (current)
             expires = overlap_s > 0 ? now_s + overlap_s : 0;
         if (expires <= now_s || *nlive == WH_SIGN_MAX_SECRETS)
