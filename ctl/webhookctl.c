@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "buf.h"
@@ -167,7 +166,7 @@ static int url_check(const char *url, char *err, size_t errlen)
 {
     if (wh_url_check(url, err, errlen) != WH_OK)
         return WH_ERR;
-    if (G.https_only && strncasecmp(url, "https://", 8) != 0)
+    if (G.https_only && !wh_url_is_https(url))
         return wh_errf(err, errlen, "URL must start with https:// "
                        "(WEBHOOK_HTTPS_ONLY is on)");
     return WH_OK;

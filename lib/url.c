@@ -203,6 +203,11 @@ int wh_url_check(const char *url, char *err, size_t errlen)
     return parse_url(url, &p, err, errlen);
 }
 
+bool wh_url_is_https(const char *url)
+{
+    return strncasecmp(url, "https://", 8) == 0;
+}
+
 int wh_url_host(const char *url, char *host, size_t hostlen, int *port,
                 char *err, size_t errlen)
 {

@@ -11,6 +11,7 @@
 #ifndef WH_URL_H
 #define WH_URL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
 
@@ -40,6 +41,10 @@ int wh_url_check(const char *url, char *err, size_t errlen) WH_MUST_CHECK;
  * host) and its port (explicit, else 443 or 80) into *port. */
 int wh_url_host(const char *url, char *host, size_t hostlen, int *port,
                 char *err, size_t errlen) WH_MUST_CHECK;
+
+/* Whether url's scheme is https (case-insensitive): what WEBHOOK_HTTPS_ONLY
+ * lets through. */
+bool wh_url_is_https(const char *url);
 
 /* A list of IPv4 and IPv6 CIDR ranges (an operator allowlist). */
 typedef struct wh_netlist wh_netlist;

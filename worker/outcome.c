@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "dbq.h"
 #include "dl.h"
@@ -260,8 +259,7 @@ void wk_dl_start(wk_deliver *d, dl_job *j)
     j->attempted_at_us = wh_wall_us();
     j->holds_slot = true;
     wk_lane_slot_take(j->lane);
-    bool insecure = ep && d->ctx->s->https_only &&
-                    strncasecmp(ep->url, "https://", 8) != 0;
+    bool insecure = ep && d->ctx->s->https_only && !wh_url_is_https(ep->url);
     if (!ep || ep->disabled || ep->unreadable || insecure) /* no request:
                                                   nothing for the breaker */
         wh_breaker_success(&j->lane->breaker, wh_mono_us());

@@ -512,6 +512,15 @@ static void test_address_allowed(void)
     CHECK_STR(why, "address family 1 is not allowed");
 }
 
+static void test_is_https(void)
+{
+    CHECK(wh_url_is_https("https://a.example/h"));
+    CHECK(wh_url_is_https("HTTPS://a.example/h"));
+    CHECK(!wh_url_is_https("http://a.example/h"));
+    CHECK(!wh_url_is_https("https:/a.example"));
+    CHECK(!wh_url_is_https(""));
+}
+
 /* Literal addresses and localhost (/etc/hosts) only: nothing here may
  * send a DNS query off the machine. */
 static void test_resolve_check(void)
@@ -567,4 +576,4 @@ static void test_resolve_check(void)
 
 TEST_MAIN(test_url_ok, test_url_bad, test_url_limits, test_url_host,
           test_blocked_v4, test_blocked_v6, test_netlist,
-          test_address_allowed, test_resolve_check)
+          test_address_allowed, test_resolve_check, test_is_https)
