@@ -49,7 +49,7 @@ pid=${WORKER_PID[w1]}
 check "the worker with the key file runs" wait_for 30 grep -q "worker w1 running" "$T/w1.log"
 "$BIN/webhook-produce" --quiet --app kf --type t.x --id kf-1 --payload '{"k":1}'
 check "it opens the endpoint's secret and delivers, signed" wait_for 60 got_at_least r 1
-check "the signature verifies" grep -q '"valid":true' "$T/r.jsonl"
+check "the signature verifies" wait_for 10 grep -q '"valid":true' "$T/r.jsonl"
 check "the key is not in the worker's environment" \
     sh -c "! tr '\\0' '\\n' </proc/$pid/environ | grep -qF -- '$KEY'"
 check "nor in its command line" sh -c "! tr '\\0' '\\n' </proc/$pid/cmdline | grep -qF -- '$KEY'"
