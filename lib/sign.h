@@ -1,7 +1,8 @@
 /*
  * sign.h - Standard Webhooks signatures (https://www.standardwebhooks.com/):
- * "whsec_" secrets, the webhook-signature header a delivery carries, and
- * its verification.
+ * "whsec_" secrets (HMAC-SHA256, "v1"), "whsk_"/"whpk_" ed25519 key pairs
+ * ("v1a"), the webhook-signature header a delivery carries, and its
+ * verification.
  *
  * The worker signs every delivery attempt with wh_sign(); webhookctl
  * generates and checks secrets; the development receiver verifies. All
@@ -28,6 +29,21 @@
 /* A full webhook-signature value: entries, separating spaces, NUL. */
 #define WH_SIGNATURE_MAX     (WH_SIGN_MAX_SECRETS * (WH_SIGNATURE_ONE_LEN + 1))
 
+/* ed25519 ("v1a"): "whsk_" + base64 of the 32-byte private key (seed),
+ * "whpk_" + base64 of the 32-byte public key. */
+#define WH_SIGNKEY_PREFIX    "whsk_"
+#define WH_PUBKEY_PREFIX     "whpk_"
+#define WH_ED25519_KEY_LEN   32
+#define WH_ED25519_SIG_LEN   64
+/* "whsk_"/"whpk_" + base64 of 32 bytes + NUL. */
+#define WH_SIGNKEY_TEXT_MAX  (5 + 44 + 1)
+/* One "v1a,<base64 of 64 bytes>" entry, without separator or NUL. */
+#define WH_SIGNATURE_V1A_LEN (4 + 88)
+/* The v1a entries of up to WH_SIGN_MAX_SECRETS keys, spaces, NUL. */
+#define WH_SIGNATURE_V1A_MAX (WH_SIGN_MAX_SECRETS * (WH_SIGNATURE_V1A_LEN + 1))
+/* A webhook-signature value carrying both kinds, plus NUL. */
+#define WH_SIGNATURE_HEADER_MAX (WH_SIGNATURE_MAX + WH_SIGNATURE_V1A_MAX)
+
 #define WH_SIGN_TOLERANCE_S  300  /* the spec's default timestamp tolerance */
 /* Longest webhook-signature header wh_sign_verify() accepts. */
 #define WH_SIGN_HEADER_MAX   4096
@@ -36,6 +52,15 @@ typedef struct {
     unsigned char key[WH_SECRET_KEY_MAX];
     size_t len;
 } wh_secret;
+
+/* An ed25519 signing key: the private key and the OpenSSL key object
+ * made from it once (signing with it needs no further set-up). Read-only
+ * after wh_sign_parse_signkey, so threads may share one. */
+struct evp_pkey_st;
+typedef struct {
+    unsigned char pub[WH_ED25519_KEY_LEN];
+    struct evp_pkey_st *pkey;  /* owned */
+} wh_signkey;
 
 /* Parses "whsec_<base64>" into out. The key must decode to
  * WH_SECRET_KEY_MIN..WH_SECRET_KEY_MAX bytes. On WH_ERR, err says why
@@ -51,6 +76,30 @@ int wh_sign_generate_secret(char *out, size_t cap) WH_MUST_CHECK;
 /* Overwrites the key material in s. */
 void wh_sign_clear_secret(wh_secret *s);
 
+/* Parses "whsk_<base64 of 32 bytes>" into out (release with
+ * wh_sign_signkey_cleanup). On WH_ERR err says why, never quoting the
+ * key, and out holds nothing to release. */
+int wh_sign_parse_signkey(const char *text, wh_signkey *out, char *err,
+                          size_t errlen) WH_MUST_CHECK;
+
+/* Writes a new random "whsk_..." private key and its NUL into out (cap
+ * of at least WH_SIGNKEY_TEXT_MAX). WH_ERR when cap is too small or the
+ * system has no randomness. */
+int wh_sign_generate_signkey(char *out, size_t cap) WH_MUST_CHECK;
+
+/* Writes key's public key as "whpk_<base64>" and NUL into out (cap of at
+ * least WH_SIGNKEY_TEXT_MAX). */
+int wh_sign_public_key(const wh_signkey *key, char *out,
+                       size_t cap) WH_MUST_CHECK;
+
+/* Parses "whpk_<base64 of 32 bytes>" into pub. */
+int wh_sign_parse_public_key(const char *text,
+                             unsigned char pub[WH_ED25519_KEY_LEN], char *err,
+                             size_t errlen) WH_MUST_CHECK;
+
+/* Frees key's OpenSSL object and overwrites it. */
+void wh_sign_signkey_cleanup(wh_signkey *key);
+
 /* Writes the webhook-signature header value for one delivery attempt into
  * out: "v1,<base64>" per secret, in the given order, space separated, NUL
  * terminated. Each entry is base64(HMAC-SHA256(key, msg_id "." timestamp_s
@@ -63,6 +112,17 @@ void wh_sign_clear_secret(wh_secret *s);
 int wh_sign(const wh_secret *secrets, size_t nsecrets, const char *msg_id,
             int64_t timestamp_s, const void *body, size_t body_len,
             char *out, size_t cap) WH_MUST_CHECK;
+
+/* Writes the ed25519 entries of a webhook-signature value into out:
+ * "v1a,<base64>" per key, in the given order, space separated, NUL
+ * terminated; each is the ed25519 signature of msg_id "." timestamp_s "."
+ * body. nkeys must be 1..WH_SIGN_MAX_SECRETS, msg_id and timestamp_s as
+ * for wh_sign; cap of WH_SIGNATURE_V1A_MAX always suffices. WH_ERR on any
+ * violation or when memory for the signed content runs out (out then
+ * holds ""). */
+int wh_sign_ed25519(const wh_signkey *const *keys, size_t nkeys,
+                    const char *msg_id, int64_t timestamp_s, const void *body,
+                    size_t body_len, char *out, size_t cap) WH_MUST_CHECK;
 
 /* Checks a received delivery: the webhook-id, webhook-timestamp and
  * webhook-signature header values (NULL or "" when absent) and the raw
@@ -78,5 +138,16 @@ int wh_sign_verify(const wh_secret *secret, const char *msg_id,
                    const char *signature_header, int64_t now_s,
                    int64_t tolerance_s, char *err,
                    size_t errlen) WH_MUST_CHECK;
+
+/* wh_sign_verify for "v1a,<sig>" entries: any of them must be a valid
+ * ed25519 signature by the public key pub; "v1" and other entries are
+ * skipped. The same header and timestamp checks and errors, and
+ * "no matching signature" when no v1a entry verifies. */
+int wh_sign_verify_ed25519(const unsigned char pub[WH_ED25519_KEY_LEN],
+                           const char *msg_id, const char *timestamp,
+                           const void *body, size_t body_len,
+                           const char *signature_header, int64_t now_s,
+                           int64_t tolerance_s, char *err,
+                           size_t errlen) WH_MUST_CHECK;
 
 #endif

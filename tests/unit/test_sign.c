@@ -554,7 +554,192 @@ static void test_threads(void)
     }
 }
 
+
+/* ---- ed25519 ----------------------------------------------------------- */
+
+/* RFC 8032 section 7.1, test 1: the private key (seed) and its public key;
+ * the v1a signature over the Standard Webhooks vector's id, timestamp and
+ * body was made with Node's crypto.sign, not with this code. */
+#define ED_SK  "whsk_nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A="
+#define ED_PK  "whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+#define ED_SIG "v1a,fldxM4gAKugP6nnt1hdz3sgGfZ6d99nzrMFnZOELIxbzEHoVmAb2ADp" \
+               "kJK7zgPePmPsle0zV9jSeGlHFG2NVAw=="
+
+static void test_ed25519_vector(void)
+{
+    wh_signkey k;
+    char err[WH_ERRLEN], pk[WH_SIGNKEY_TEXT_MAX], out[WH_SIGNATURE_V1A_MAX];
+    unsigned char pub[WH_ED25519_KEY_LEN];
+    CHECK_INT(wh_sign_parse_signkey(ED_SK, &k, err, sizeof(err)), WH_OK);
+    CHECK_INT(wh_sign_public_key(&k, pk, sizeof(pk)), WH_OK);
+    CHECK_STR(pk, ED_PK);
+    const wh_signkey *keys[] = {&k};
+    CHECK_INT(wh_sign_ed25519(keys, 1, VEC_ID, VEC_TS, VEC_BODY,
+                              strlen(VEC_BODY), out, sizeof(out)),
+              WH_OK);
+    CHECK_STR(out, ED_SIG);
+    CHECK_INT(strlen(out), WH_SIGNATURE_V1A_LEN);
+    CHECK_INT(wh_sign_parse_public_key(ED_PK, pub, err, sizeof(err)), WH_OK);
+    CHECK_INT(wh_sign_verify_ed25519(pub, VEC_ID, VEC_TS_S, VEC_BODY,
+                                     strlen(VEC_BODY), ED_SIG, VEC_TS, 300,
+                                     err, sizeof(err)),
+              WH_OK);
+    /* with HMAC entries around it, and an unknown version */
+    CHECK_INT(wh_sign_verify_ed25519(pub, VEC_ID, VEC_TS_S, VEC_BODY,
+                                     strlen(VEC_BODY),
+                                     VEC_SIG " v2,abc " ED_SIG, VEC_TS, 300,
+                                     err, sizeof(err)),
+              WH_OK);
+    /* the HMAC verifier skips v1a entries */
+    wh_secret s = vec_secret();
+    CHECK_INT(wh_sign_verify(&s, VEC_ID, VEC_TS_S, VEC_BODY, strlen(VEC_BODY),
+                             ED_SIG " " VEC_SIG, VEC_TS, 300, err,
+                             sizeof(err)),
+              WH_OK);
+    wh_sign_signkey_cleanup(&k);
+    CHECK(k.pkey == NULL);
+}
+
+static void test_ed25519_tampering(void)
+{
+    wh_signkey k;
+    char err[WH_ERRLEN];
+    unsigned char pub[WH_ED25519_KEY_LEN];
+    CHECK_INT(wh_sign_parse_signkey(ED_SK, &k, err, sizeof(err)), WH_OK);
+    CHECK_INT(wh_sign_parse_public_key(ED_PK, pub, err, sizeof(err)), WH_OK);
+    const char *body = "{\"test\": 2432232315}"; /* one digit changed */
+    CHECK_INT(wh_sign_verify_ed25519(pub, VEC_ID, VEC_TS_S, body, strlen(body),
+                                     ED_SIG, VEC_TS, 300, err, sizeof(err)),
+              WH_ERR);
+    CHECK_STR(err, "no matching signature");
+    CHECK_INT(wh_sign_verify_ed25519(pub, "msg_other", VEC_TS_S, VEC_BODY,
+                                     strlen(VEC_BODY), ED_SIG, VEC_TS, 300,
+                                     err, sizeof(err)),
+              WH_ERR);
+    CHECK_INT(wh_sign_verify_ed25519(pub, VEC_ID, "1614265331", VEC_BODY,
+                                     strlen(VEC_BODY), ED_SIG, VEC_TS, 300,
+                                     err, sizeof(err)),
+              WH_ERR);
+    /* one signature byte changed */
+    char bad[] = ED_SIG;
+    bad[10] = bad[10] == 'A' ? 'B' : 'A';
+    CHECK_INT(wh_sign_verify_ed25519(pub, VEC_ID, VEC_TS_S, VEC_BODY,
+                                     strlen(VEC_BODY), bad, VEC_TS, 300, err,
+                                     sizeof(err)),
+              WH_ERR);
+    /* another key's signature */
+    char other[WH_SIGNKEY_TEXT_MAX], sig[WH_SIGNATURE_V1A_MAX];
+    wh_signkey k2;
+    CHECK_INT(wh_sign_generate_signkey(other, sizeof(other)), WH_OK);
+    CHECK_INT(wh_sign_parse_signkey(other, &k2, err, sizeof(err)), WH_OK);
+    const wh_signkey *keys2[] = {&k2};
+    CHECK_INT(wh_sign_ed25519(keys2, 1, VEC_ID, VEC_TS, VEC_BODY,
+                              strlen(VEC_BODY), sig, sizeof(sig)),
+              WH_OK);
+    CHECK_INT(wh_sign_verify_ed25519(pub, VEC_ID, VEC_TS_S, VEC_BODY,
+                                     strlen(VEC_BODY), sig, VEC_TS, 300, err,
+                                     sizeof(err)),
+              WH_ERR);
+    /* the header and timestamp checks are the HMAC verifier's */
+    CHECK_INT(wh_sign_verify_ed25519(pub, VEC_ID, VEC_TS_S, VEC_BODY,
+                                     strlen(VEC_BODY), ED_SIG, VEC_TS + 301,
+                                     300, err, sizeof(err)),
+              WH_ERR);
+    CHECK(strncmp(err, "timestamp too old", 17) == 0);
+    CHECK_INT(wh_sign_verify_ed25519(pub, VEC_ID, VEC_TS_S, VEC_BODY,
+                                     strlen(VEC_BODY), "", VEC_TS, 300, err,
+                                     sizeof(err)),
+              WH_ERR);
+    CHECK_STR(err, "missing header webhook-signature");
+    wh_sign_signkey_cleanup(&k);
+    wh_sign_signkey_cleanup(&k2);
+}
+
+static void test_ed25519_keys(void)
+{
+    wh_signkey k;
+    char err[WH_ERRLEN], a[WH_SIGNKEY_TEXT_MAX], b[WH_SIGNKEY_TEXT_MAX];
+    unsigned char pub[WH_ED25519_KEY_LEN];
+    CHECK_INT(wh_sign_generate_signkey(a, sizeof(a)), WH_OK);
+    CHECK_INT(wh_sign_generate_signkey(b, sizeof(b)), WH_OK);
+    CHECK_INT(strlen(a), WH_SIGNKEY_TEXT_MAX - 1);
+    CHECK(strncmp(a, "whsk_", 5) == 0);
+    CHECK(strcmp(a, b) != 0);
+    CHECK_INT(wh_sign_generate_signkey(a, WH_SIGNKEY_TEXT_MAX - 1), WH_ERR);
+    CHECK_STR(a, "");
+
+    /* refusals, never quoting the key */
+    CHECK_INT(wh_sign_parse_signkey("", &k, err, sizeof(err)), WH_ERR);
+    CHECK_STR(err, "signing key is empty");
+    CHECK_INT(wh_sign_parse_signkey("whsec_nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDus"
+                                    "Axyuf2A=", &k, err, sizeof(err)),
+              WH_ERR);
+    CHECK_STR(err, "signing key must start with \"whsk_\"");
+    CHECK_INT(wh_sign_parse_signkey("whsk_nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDus",
+                                    &k, err, sizeof(err)),
+              WH_ERR);
+    CHECK(strstr(err, "base64 of 32 bytes") != NULL);
+    CHECK(strstr(err, "nWGx") == NULL);
+    CHECK_INT(wh_sign_parse_signkey("whsk_!WGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusA"
+                                    "xyuf2A=", &k, err, sizeof(err)),
+              WH_ERR);
+    CHECK_INT(wh_sign_parse_signkey(ED_PK, &k, err, sizeof(err)), WH_ERR);
+    CHECK_INT(wh_sign_parse_public_key(ED_SK, pub, err, sizeof(err)), WH_ERR);
+    CHECK_STR(err, "public key must start with \"whpk_\"");
+
+    /* several keys: one entry each, in order, each verifying */
+    wh_signkey ks[WH_SIGN_MAX_SECRETS];
+    const wh_signkey *kp[WH_SIGN_MAX_SECRETS + 1];
+    for (int i = 0; i < WH_SIGN_MAX_SECRETS; i++) {
+        CHECK_INT(wh_sign_generate_signkey(a, sizeof(a)), WH_OK);
+        CHECK_INT(wh_sign_parse_signkey(a, &ks[i], err, sizeof(err)), WH_OK);
+        kp[i] = &ks[i];
+    }
+    kp[WH_SIGN_MAX_SECRETS] = &ks[0];
+    char out[WH_SIGNATURE_V1A_MAX];
+    CHECK_INT(wh_sign_ed25519(kp, WH_SIGN_MAX_SECRETS, "m", 7, "x", 1, out,
+                              sizeof(out)),
+              WH_OK);
+    CHECK_INT(strlen(out), WH_SIGNATURE_V1A_MAX - 1);
+    for (int i = 0; i < WH_SIGN_MAX_SECRETS; i++) {
+        char one[WH_SIGNATURE_V1A_MAX];
+        const wh_signkey *k1[] = {&ks[i]};
+        CHECK_INT(wh_sign_ed25519(k1, 1, "m", 7, "x", 1, one, sizeof(one)),
+                  WH_OK);
+        CHECK(strncmp(out + (size_t)i * (WH_SIGNATURE_V1A_LEN + 1), one,
+                      WH_SIGNATURE_V1A_LEN) == 0);
+        CHECK_INT(wh_sign_verify_ed25519(ks[i].pub, "m", "7", "x", 1, out, 7,
+                                         300, err, sizeof(err)),
+                  WH_OK);
+    }
+    /* limits: too many keys, none, a short buffer, bad id or timestamp */
+    CHECK_INT(wh_sign_ed25519(kp, WH_SIGN_MAX_SECRETS + 1, "m", 7, "x", 1, out,
+                              sizeof(out)),
+              WH_ERR);
+    CHECK_INT(wh_sign_ed25519(kp, 0, "m", 7, "x", 1, out, sizeof(out)),
+              WH_ERR);
+    CHECK_INT(wh_sign_ed25519(kp, 1, "m", 7, "x", 1, out,
+                              WH_SIGNATURE_V1A_LEN),
+              WH_ERR);
+    CHECK_STR(out, "");
+    CHECK_INT(wh_sign_ed25519(kp, 1, "m", 7, "x", 1, out,
+                              WH_SIGNATURE_V1A_LEN + 1),
+              WH_OK);
+    CHECK_INT(wh_sign_ed25519(kp, 1, "m.1", 7, "x", 1, out, sizeof(out)),
+              WH_ERR);
+    CHECK_INT(wh_sign_ed25519(kp, 1, "m", -1, "x", 1, out, sizeof(out)),
+              WH_ERR);
+    CHECK_INT(wh_sign_ed25519(kp, 1, "m", 7, NULL, 0, out, sizeof(out)),
+              WH_OK);
+    CHECK_INT(wh_sign_verify_ed25519(ks[0].pub, "m", "7", "", 0, out, 7, 300,
+                                     err, sizeof(err)),
+              WH_OK);
+    for (int i = 0; i < WH_SIGN_MAX_SECRETS; i++)
+        wh_sign_signkey_cleanup(&ks[i]);
+}
+
 TEST_MAIN(test_published_vector_sign, test_published_vector_verify,
           test_independent_vectors, test_multiple_secrets, test_tampering,
           test_tolerance, test_malformed_headers, test_sign_limits,
-          test_parse_secret, test_generate_secret, test_threads)
+          test_parse_secret, test_generate_secret, test_threads,
+          test_ed25519_vector, test_ed25519_tampering, test_ed25519_keys)
