@@ -74,29 +74,36 @@ static const char usage_text[] =
     "Commands:\n"
     "  migrate                          apply the schema migrations\n"
     "  endpoint add --app A --url URL [--secret whsec_...] [--events 'a.*,b']\n"
-    "               [--description D] [--unordered] [--max-in-flight N]\n"
-    "               [--rate-limit N/s] [--timeout 10s] [--retry-schedule 1s,1m]\n"
-    "               [--json]\n"
+    "               [--signature hmac|ed25519|both] [--description D]\n"
+    "               [--unordered] [--max-in-flight N] [--rate-limit N/s]\n"
+    "               [--timeout 10s] [--retry-schedule 1s,1m] [--json]\n"
     "                                   register an endpoint; prints its id\n"
-    "                                   (and the secret when generated)\n"
+    "                                   (and the secret when generated, the\n"
+    "                                   whpk_ public key for ed25519)\n"
     "  endpoint import [--json] [FILE]  register the endpoints of FILE (or\n"
     "                                   stdin): one JSON object per line with\n"
     "                                   the members app, url, secret, events,\n"
     "                                   description, unordered, max_in_flight,\n"
-    "                                   rate_limit, timeout, retry_schedule;\n"
-    "                                   all or none (one transaction); prints\n"
-    "                                   ID [SECRET] per endpoint\n"
+    "                                   rate_limit, timeout, retry_schedule,\n"
+    "                                   signature; all or none (one\n"
+    "                                   transaction); prints ID [SECRET]\n"
+    "                                   [PUBLIC_KEY] per endpoint\n"
     "  endpoint list [--app A] [--json] list endpoints (never opens secrets)\n"
     "  endpoint update ID [--url URL] [--events E] [--retry-schedule S|default]\n"
     "               [--ordered|--unordered] [--max-in-flight N]\n"
     "               [--rate-limit N/s|none] [--timeout T] [--description D]\n"
-    "               [--secret whsec_...]\n"
+    "               [--secret whsec_...] [--signature hmac|ed25519|both]\n"
     "                                   change an endpoint (--secret re-seals\n"
     "                                   its secret with the current key)\n"
-    "  endpoint rotate-secret ID [--secret whsec_...] [--overlap 24h] [--json]\n"
-    "                                   new signing secret (printed); the\n"
-    "                                   current one also signs for the\n"
-    "                                   overlap (at most 7d; 4 secrets live)\n"
+    "  endpoint rotate-secret ID [--secret whsec_...] [--kind hmac|ed25519]\n"
+    "               [--overlap 24h] [--json]\n"
+    "                                   new signing secret or key pair (the\n"
+    "                                   secret and public key printed); the\n"
+    "                                   current ones also sign for the\n"
+    "                                   overlap (at most 7d; 4 of each kind)\n"
+    "  endpoint get-key ID [--all] [--json]\n"
+    "                                   the endpoint's ed25519 public key\n"
+    "                                   (whpk_...), for its receiver\n"
     "  endpoint check [ID]              open every secret and check every\n"
     "                                   column; names the rows a worker\n"
     "                                   quarantines, and why (exit 1)\n"
@@ -247,7 +254,7 @@ static int cmd_migrate(int argc, char **argv)
 
 typedef struct {
     const char *app, *url, *secret, *events, *description, *rate_limit;
-    const char *retry_schedule;
+    const char *retry_schedule, *signature;
     bool unordered, json;
     int64_t max_in_flight, timeout_ms;
 } add_settings;
@@ -260,6 +267,9 @@ static const wh_opt add_opts[] = {
      "https:// (or http://) URL deliveries are POSTed to (required)"},
     {"secret", NULL, WH_OPT_STRING, NULL, 0, 0, A(secret),
      "signing secret whsec_<base64>; generated when omitted"},
+    {"signature", NULL, WH_OPT_STRING, "hmac", 0, 0, A(signature),
+     "signatures deliveries carry: hmac (v1, a whsec_ secret), ed25519 (v1a, "
+     "a generated key pair; its whpk_ public key is printed) or both"},
     {"events", NULL, WH_OPT_STRING, "*", 0, 0, A(events),
      "event types to receive: comma-separated, '*' per segment, '**' for "
      "the rest"},
@@ -277,8 +287,20 @@ static const wh_opt add_opts[] = {
      "delays before each retry, e.g. 1s,2s,4s (default "
      "5s,30s,2m,10m,30m,1h,3h,6h,12h,1d; 'none' for no retries)"},
     {"json", NULL, WH_OPT_BOOL, "false", 0, 0, A(json),
-     "print {\"id\":..,\"secret\":..} instead of plain lines"},
+     "print {\"id\":..,\"secret\":..,\"public_key\":..} instead of plain "
+     "lines"},
 };
+
+static wh_signature_kind parse_signature(const char *flag, const char *s)
+{
+    wh_signature_kind k;
+    if (wh_signature_parse(s, &k) != WH_OK) {
+        fprintf(stderr, "webhookctl: %s: '%s' is not hmac, ed25519 or both\n",
+                flag, s);
+        exit(EXIT_USAGE);
+    }
+    return k;
+}
 
 /* "50/s" or "50" as deliveries per second, or -1. */
 static int64_t rate_value(const char *s)
@@ -334,10 +356,13 @@ static int endpoint_add(int argc, char **argv)
         .rate_limit_per_s = s.rate_limit ? parse_rate(s.rate_limit) : 0,
         .timeout_ms = s.timeout_ms,
         .retry_schedule = s.retry_schedule,
+        .signature = parse_signature("--signature", s.signature),
     };
     char id[WH_ENDPOINT_ID_MAX], secret[WH_SECRET_TEXT_MAX];
+    char pubkey[WH_SIGNKEY_TEXT_MAX];
     wh_db *db = connect_db();
-    int rc = wh_endpoints_add(db, &sb, &spec, id, secret, err, sizeof(err));
+    int rc = wh_endpoints_add(db, &sb, &spec, id, secret, pubkey, err,
+                              sizeof(err));
     wh_db_close(db);
     wh_secretbox_cleanup(&sb);
     if (rc != WH_OK) {
@@ -348,12 +373,17 @@ static int endpoint_add(int argc, char **argv)
         printf("{\"id\":\"%s\"", id);
         if (secret[0])
             printf(",\"secret\":\"%s\"", secret);
+        if (pubkey[0])
+            printf(",\"public_key\":\"%s\"", pubkey);
         printf("}\n");
     } else {
         printf("%s\n", id);
         if (secret[0])
             printf("%s\n", secret);
+        if (pubkey[0])
+            printf("%s\n", pubkey);
     }
+    memset(secret, 0, sizeof(secret));
     fflush(stdout);
     warn_address(s.url);
     return 0;
@@ -396,7 +426,8 @@ static int import_line(const wh_json *d, wh_endpoint_spec *spec,
 {
     static const char *const known[] = {
         "app", "url", "secret", "events", "description", "unordered",
-        "max_in_flight", "rate_limit", "timeout", "retry_schedule"};
+        "max_in_flight", "rate_limit", "timeout", "retry_schedule",
+        "signature"};
     if (d->toks[0].type != WH_JSON_OBJECT)
         return wh_errf(err, errlen, "expected a JSON object");
     for (int32_t k = wh_json_child(d, 0); k >= 0; k = wh_json_next(d, k)) {
@@ -410,7 +441,7 @@ static int import_line(const wh_json *d, wh_endpoint_spec *spec,
             return wh_errf(err, errlen, "unknown member \"%s\"", name);
         }
     }
-    const char *rate = NULL, *timeout = NULL;
+    const char *rate = NULL, *timeout = NULL, *signature = NULL;
     if (import_string(d, "app", bufs[0], WH_URL_MAX + 1, &spec->app, err,
                       errlen) ||
         import_string(d, "url", bufs[1], WH_URL_MAX + 1, &spec->url, err,
@@ -426,8 +457,13 @@ static int import_line(const wh_json *d, wh_endpoint_spec *spec,
         import_string(d, "timeout", bufs[6], WH_URL_MAX + 1, &timeout, err,
                       errlen) ||
         import_string(d, "retry_schedule", bufs[7], WH_URL_MAX + 1,
-                      &spec->retry_schedule, err, errlen))
+                      &spec->retry_schedule, err, errlen) ||
+        import_string(d, "signature", bufs[8], WH_URL_MAX + 1, &signature,
+                      err, errlen))
         return WH_ERR;
+    if (signature && wh_signature_parse(signature, &spec->signature) != WH_OK)
+        return wh_errf(err, errlen, "\"signature\" must be hmac, ed25519 or "
+                                    "both");
     if (!spec->app || !spec->url)
         return wh_errf(err, errlen, "\"app\" and \"url\" are required");
     if (url_check(spec->url, err, errlen) != WH_OK)
@@ -485,7 +521,7 @@ static int endpoint_import(int argc, char **argv)
     ssize_t n;
     long lineno = 0, added = 0;
     int rc = EXIT_USAGE;
-    static char bufs[8][WH_URL_MAX + 1];
+    static char bufs[9][WH_URL_MAX + 1];
     if (wh_db_exec(db, "BEGIN", err, sizeof(err)) != WH_OK) {
         rc = EXIT_FAIL;
         goto fail;
@@ -499,27 +535,33 @@ static int endpoint_import(int argc, char **argv)
         wh_endpoint_spec spec;
         memset(&spec, 0, sizeof(spec));
         char e[WH_ERRLEN], id[WH_ENDPOINT_ID_MAX], secret[WH_SECRET_TEXT_MAX];
+        char pubkey[WH_SIGNKEY_TEXT_MAX];
         if (wh_json_parse(&doc, line, (size_t)n, 256, e, sizeof(e)) != WH_OK ||
             import_line(&doc, &spec, bufs, e, sizeof(e)) != WH_OK) {
             snprintf(err, sizeof(err), "%s line %ld: %s", name, lineno, e);
             goto fail;
         }
-        if (wh_endpoints_add(db, &sb, &spec, id, secret, e, sizeof(e)) !=
-            WH_OK) {
+        if (wh_endpoints_add(db, &sb, &spec, id, secret, pubkey, e,
+                             sizeof(e)) != WH_OK) {
             snprintf(err, sizeof(err), "%s line %ld: %s", name, lineno, e);
             if (strstr(e, "query failed"))
                 rc = EXIT_FAIL;
             goto fail;
         }
         added++;
-        char row[WH_ENDPOINT_ID_MAX + WH_SECRET_TEXT_MAX + 64];
+        char row[WH_ENDPOINT_ID_MAX + WH_SECRET_TEXT_MAX +
+                 WH_SIGNKEY_TEXT_MAX + 64];
         if (s.json)
-            snprintf(row, sizeof(row), "{\"line\":%ld,\"id\":\"%s\"%s%s%s}\n",
-                     lineno, id, secret[0] ? ",\"secret\":\"" : "", secret,
-                     secret[0] ? "\"" : "");
+            snprintf(row, sizeof(row),
+                     "{\"line\":%ld,\"id\":\"%s\"%s%s%s%s%s%s}\n", lineno, id,
+                     secret[0] ? ",\"secret\":\"" : "", secret,
+                     secret[0] ? "\"" : "",
+                     pubkey[0] ? ",\"public_key\":\"" : "", pubkey,
+                     pubkey[0] ? "\"" : "");
         else
-            snprintf(row, sizeof(row), "%s%s%s\n", id, secret[0] ? " " : "",
-                     secret);
+            snprintf(row, sizeof(row), "%s%s%s%s%s\n", id,
+                     secret[0] ? " " : "", secret, pubkey[0] ? " " : "",
+                     pubkey);
         if (wh_buf_add(&out, row, strlen(row)) != WH_OK) {
             snprintf(err, sizeof(err), "out of memory");
             rc = EXIT_FAIL;
@@ -589,6 +631,8 @@ static void print_endpoint(wh_endpoint *ep, void *opaque)
                  wh_buf_add(b, ",\"events\":", 10) ||
                  wh_buf_json_str(b, ep->event_types,
                                  strlen(ep->event_types)) ||
+                 wh_buf_addf(b, ",\"signature\":\"%s\"",
+                             wh_signature_name(ep->signature)) ||
                  wh_buf_addf(b, ",\"ordered\":%s,\"max_in_flight\":%d,"
                                 "\"rate_limit_per_s\":%d,\"timeout_ms\":%lld,"
                                 "\"disabled\":%s,\"disabled_reason\":",
@@ -781,7 +825,7 @@ static int endpoint_toggle(int argc, char **argv, bool disable)
 /* ---- endpoint rotate-secret ------------------------------------------------ */
 
 typedef struct {
-    const char *secret;
+    const char *secret, *kind;
     int64_t overlap_ms;
     bool json;
 } rotate_settings;
@@ -790,6 +834,9 @@ static const wh_opt rotate_opts[] = {
     {"secret", NULL, WH_OPT_STRING, NULL, 0, 0,
      offsetof(rotate_settings, secret),
      "the new secret (whsec_...; default: a generated one)"},
+    {"kind", NULL, WH_OPT_STRING, NULL, 0, 0, offsetof(rotate_settings, kind),
+     "rotate only the hmac secret or only the ed25519 key (default: every "
+     "kind the endpoint signs with)"},
     {"overlap", NULL, WH_OPT_DURATION, "24h", 0,
      (int64_t)WH_SECRET_OVERLAP_MAX_S * 1000,
      offsetof(rotate_settings, overlap_ms),
@@ -797,7 +844,8 @@ static const wh_opt rotate_opts[] = {
      "7d; 0: replaced at once)"},
     {"json", NULL, WH_OPT_BOOL, "false", 0, 0,
      offsetof(rotate_settings, json),
-     "print {\"id\":..,\"secret\":..,\"signing\":..,\"overlap_until\":..}"},
+     "print {\"id\":..,\"secret\":..,\"public_key\":..,\"signing\":..,"
+     "\"overlap_until\":..}"},
 };
 
 /* Unix time t as "YYYY-MM-DDTHH:MM:SSZ". */
@@ -809,22 +857,59 @@ static void format_utc(int64_t t, char *out, size_t cap)
         snprintf(out, cap, "%lld", (long long)t);
 }
 
+/* Prints the keys a rotation or a change of scheme made: the secret,
+ * then the public key, one per line (or as JSON members). */
+static void print_new_keys(const wh_rotation *rot, bool json)
+{
+    if (json) {
+        if (rot->secret[0])
+            printf(",\"secret\":\"%s\"", rot->secret);
+        if (rot->public_key[0])
+            printf(",\"public_key\":\"%s\"", rot->public_key);
+        return;
+    }
+    if (rot->secret[0])
+        printf("%s\n", rot->secret);
+    if (rot->public_key[0])
+        printf("%s\n", rot->public_key);
+}
+
+/* "2 secrets", "1 ed25519 key", "2 secrets and 2 ed25519 keys". */
+static void describe_signing(const wh_rotation *rot, char *out, size_t cap)
+{
+    char h[40] = "", e[40] = "";
+    if (rot->nhmac)
+        snprintf(h, sizeof(h), "%zu secret%s", rot->nhmac,
+                 rot->nhmac == 1 ? "" : "s");
+    if (rot->ned25519)
+        snprintf(e, sizeof(e), "%zu ed25519 key%s", rot->ned25519,
+                 rot->ned25519 == 1 ? "" : "s");
+    snprintf(out, cap, "%s%s%s", h, h[0] && e[0] ? " and " : "", e);
+}
+
 static int endpoint_rotate(int argc, char **argv)
 {
     rotate_settings s;
     memset(&s, 0, sizeof(s));
     const char *id = parse_with_id(
-        "webhookctl endpoint rotate-secret ID [--secret S] [--overlap 24h]",
+        "webhookctl endpoint rotate-secret ID [--secret S] [--kind K] "
+        "[--overlap 24h]",
         rotate_opts, WH_ARRAY_LEN(rotate_opts), &s, argc, argv);
-    char err[1024], secret[WH_SECRET_TEXT_MAX];
+    wh_signature_kind kind = 0;
+    if (s.kind) {
+        kind = parse_signature("--kind", s.kind);
+        if (kind == WH_SIGNATURE_BOTH)
+            die_usage("%s", "--kind: hmac or ed25519 (without --kind, "
+                            "both are rotated)");
+    }
+    char err[1024];
     wh_secretbox sb;
     load_box(&sb);
     int64_t now_s = wh_wall_us() / 1000000, overlap_s = s.overlap_ms / 1000;
-    size_t nlive = 0;
+    wh_rotation rot;
     wh_db *db = connect_db();
-    int rc = wh_endpoints_rotate_secret(db, &sb, id, s.secret, overlap_s,
-                                        now_s, secret, &nlive, err,
-                                        sizeof(err));
+    int rc = wh_endpoints_rotate_secret(db, &sb, id, kind, s.secret, overlap_s,
+                                        now_s, &rot, err, sizeof(err));
     wh_db_close(db);
     wh_secretbox_cleanup(&sb);
     if (rc == WH_DECLINED) {
@@ -835,30 +920,124 @@ static int endpoint_rotate(int argc, char **argv)
         fprintf(stderr, "webhookctl: %s\n", err);
         return strstr(err, "--") ? EXIT_USAGE : EXIT_FAIL;
     }
-    char until[32] = "";
+    char until[32] = "", signing[80];
     if (overlap_s > 0)
         format_utc(now_s + overlap_s, until, sizeof(until));
-    if (s.json)
-        printf("{\"id\":\"%s\",\"secret\":\"%s\",\"signing\":%zu,"
-               "\"overlap_until\":%s%s%s}\n", id, secret, nlive,
+    size_t nlive = rot.nhmac + rot.ned25519;
+    if (s.json) {
+        printf("{\"id\":\"%s\"", id);
+        print_new_keys(&rot, true);
+        printf(",\"signing\":%zu,\"overlap_until\":%s%s%s}\n", nlive,
                until[0] ? "\"" : "", until[0] ? until : "null",
                until[0] ? "\"" : "");
-    else
-        printf("%s\n", secret);
-    memset(secret, 0, sizeof(secret));
+    } else {
+        print_new_keys(&rot, false);
+    }
+    describe_signing(&rot, signing, sizeof(signing));
+    explicit_bzero(&rot, sizeof(rot));
     if (!s.json)
-        fprintf(stderr, "webhookctl: %s: %zu secret%s sign%s its deliveries%s%s"
-                        "\n", id, nlive, nlive == 1 ? "" : "s",
-                nlive == 1 ? "s" : "", until[0] ? "; the previous one until "
-                                                : " (the previous one no "
-                                                  "longer)",
+        fprintf(stderr, "webhookctl: %s: %s sign%s its deliveries%s%s\n", id,
+                signing, nlive == 1 ? "s" : "",
+                until[0] ? "; the previous one until "
+                         : " (the previous one no longer)",
                 until);
     return 0;
 }
 
+/* ---- endpoint get-key ------------------------------------------------------ */
+
+typedef struct {
+    bool all, json;
+} getkey_settings;
+
+static const wh_opt getkey_opts[] = {
+    {"all", NULL, WH_OPT_BOOL, "false", 0, 0, offsetof(getkey_settings, all),
+     "every public key that still signs (during a rotation's overlap), "
+     "newest first"},
+    {"json", NULL, WH_OPT_BOOL, "false", 0, 0, offsetof(getkey_settings, json),
+     "print [{\"public_key\":..,\"expires_at\":..}, ...]"},
+};
+
+typedef struct {
+    const getkey_settings *s;
+    int rc;
+} getkey_state;
+
+static void print_public_keys(wh_endpoint *ep, void *opaque)
+{
+    getkey_state *st = opaque;
+    int64_t now_s = wh_wall_us() / 1000000;
+    char pk[WH_SIGNKEY_TEXT_MAX], until[32];
+    st->rc = EXIT_FAIL;
+    if (ep->unreadable)
+        fprintf(stderr, "webhookctl: %s is unreadable: %s\n", ep->id,
+                ep->unreadable);
+    else if (!(ep->signature & WH_SIGNATURE_ED25519))
+        fprintf(stderr, "webhookctl: %s does not sign with ed25519 (its "
+                        "signature is %s; see endpoint update --signature)\n",
+                ep->id, wh_signature_name(ep->signature));
+    else
+        st->rc = 0;
+    if (st->rc != 0) {
+        wh_endpoint_free(ep);
+        return;
+    }
+    int shown = 0;
+    if (st->s->json)
+        printf("[");
+    for (size_t i = 0; i < ep->nsignkeys; i++) {
+        int64_t exp = ep->signkey_expires_s[i];
+        if ((exp && exp <= now_s) || (!st->s->all && shown) ||
+            wh_sign_public_key(&ep->signkeys[i], pk, sizeof(pk)) != WH_OK)
+            continue;
+        if (st->s->json) {
+            format_utc(exp, until, sizeof(until));
+            printf("%s{\"public_key\":\"%s\",\"expires_at\":%s%s%s}",
+                   shown ? "," : "", pk, exp ? "\"" : "",
+                   exp ? until : "null", exp ? "\"" : "");
+        } else {
+            printf("%s\n", pk);
+        }
+        shown++;
+    }
+    if (st->s->json)
+        printf("]\n");
+    wh_endpoint_free(ep);
+}
+
+/* Prints the endpoint's ed25519 public key(s), for its receiver. */
+static int endpoint_get_key(int argc, char **argv)
+{
+    getkey_settings s;
+    memset(&s, 0, sizeof(s));
+    const char *id = parse_with_id("webhookctl endpoint get-key ID [--all] "
+                                   "[--json]",
+                                   getkey_opts, WH_ARRAY_LEN(getkey_opts), &s,
+                                   argc, argv);
+    char err[1024];
+    wh_secretbox sb;
+    load_box(&sb);
+    wh_db *db = connect_db();
+    getkey_state st = {&s, EXIT_FAIL};
+    int found = 0;
+    int rc = wh_endpoints_load(db, &sb, id, print_public_keys, &st, &found,
+                               err, sizeof(err));
+    wh_db_close(db);
+    wh_secretbox_cleanup(&sb);
+    if (rc != WH_OK) {
+        fprintf(stderr, "webhookctl: %s\n", err);
+        return EXIT_FAIL;
+    }
+    if (!found) {
+        fprintf(stderr, "webhookctl: no endpoint %s\n", id);
+        return EXIT_FAIL;
+    }
+    return st.rc;
+}
+
 typedef struct {
     const char *url, *events, *description, *rate_limit, *retry_schedule;
-    const char *secret;
+    const char *secret, *signature;
     bool ordered, unordered;
     int64_t max_in_flight, timeout_ms;
 } update_settings;
@@ -886,7 +1065,12 @@ static const wh_opt update_opts[] = {
     {"secret", NULL, WH_OPT_STRING, NULL, 0, 0, U(secret),
      "replace the signing secrets with this whsec_ value, sealed with "
      "WEBHOOK_SECRET_KEY (repairs a row whose secret cannot be opened; "
-     "releases its held deliveries)"},
+     "releases its held deliveries; an ed25519 endpoint also gets a new "
+     "key pair, its public key printed)"},
+    {"signature", NULL, WH_OPT_STRING, NULL, 0, 0, U(signature),
+     "hmac, ed25519 or both: keys of a kind no longer used are dropped, a "
+     "kind newly used gets a generated key (printed: the secret, the "
+     "public key)"},
 };
 
 static int endpoint_update(int argc, char **argv)
@@ -922,16 +1106,22 @@ static int endpoint_update(int argc, char **argv)
         snprintf(tmo, sizeof(tmo), "%lld", (long long)s.timeout_ms);
     bool other = s.url || s.events || s.description || s.retry_schedule ||
                  s.ordered || s.unordered || mif[0] || s.rate_limit || tmo[0];
-    if (!other && !s.secret)
+    if (!other && !s.secret && !s.signature)
         die_usage("%s", "nothing to change (see --help)");
+    if (s.secret && s.signature)
+        die_usage("%s", "--secret and --signature: one at a time");
+    wh_signature_kind scheme = 0;
+    if (s.signature)
+        scheme = parse_signature("--signature", s.signature);
     wh_secretbox sb;
     if (s.secret) {
         wh_secret parsed;
         if (wh_sign_parse_secret(s.secret, &parsed, err, sizeof(err)))
             die_usage("--secret: %s", err);
         wh_sign_clear_secret(&parsed);
-        load_box(&sb);
     }
+    if (s.secret || s.signature)
+        load_box(&sb);
     const char *params[] = {
         id,
         s.url,
@@ -965,12 +1155,26 @@ static int endpoint_update(int argc, char **argv)
         rc = wh_db_affected(r) > 0 ? WH_OK : WH_DECLINED;
         wh_db_result_free(r);
     }
+    wh_rotation rot;
+    memset(&rot, 0, sizeof(rot));
     if (rc == WH_OK && s.secret)
-        rc = wh_endpoints_set_secret(db, &sb, id, s.secret, err, sizeof(err));
-    if (s.secret)
+        rc = wh_endpoints_set_secret(db, &sb, id, s.secret, &rot, err,
+                                     sizeof(err));
+    if (rc == WH_OK && s.signature)
+        rc = wh_endpoints_set_signature(db, &sb, id, scheme,
+                                        wh_wall_us() / 1000000, &rot, err,
+                                        sizeof(err));
+    if (s.secret || s.signature)
         wh_secretbox_cleanup(&sb);
     wh_db_close(db);
     rc = changed(rc, id, err, "updated");
+    if (rc == 0) {
+        /* the given secret is not printed back; a generated key is */
+        if (s.secret)
+            rot.secret[0] = '\0';
+        print_new_keys(&rot, false);
+    }
+    explicit_bzero(&rot, sizeof(rot));
     if (rc == 0 && s.url) {
         fflush(stdout);
         warn_address(s.url);
@@ -982,7 +1186,7 @@ static int cmd_endpoint(int argc, char **argv)
 {
     if (argc < 2)
         die_usage("%s", "endpoint: expected add, import, list, update, "
-                        "rotate-secret, check, disable or enable");
+                        "rotate-secret, get-key, check, disable or enable");
     const char *sub = argv[1];
     if (strcmp(sub, "add") == 0)
         return endpoint_add(argc - 1, argv + 1);
@@ -1000,8 +1204,10 @@ static int cmd_endpoint(int argc, char **argv)
         return endpoint_rotate(argc - 1, argv + 1);
     if (strcmp(sub, "check") == 0)
         return endpoint_check(argc - 1, argv + 1);
+    if (strcmp(sub, "get-key") == 0)
+        return endpoint_get_key(argc - 1, argv + 1);
     die_usage("endpoint: unknown command '%s' (add, import, list, update, "
-              "rotate-secret, check, disable, enable)", sub);
+              "rotate-secret, get-key, check, disable, enable)", sub);
     return EXIT_USAGE;
 }
 

@@ -7,6 +7,7 @@
  */
 #include "endpoints.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,7 +30,34 @@ void wh_endpoint_free(wh_endpoint *ep)
     free(ep->unreadable);
     for (size_t i = 0; i < ep->nsecrets; i++)
         wh_sign_clear_secret(&ep->secrets[i]);
+    for (size_t i = 0; i < ep->nsignkeys; i++)
+        wh_sign_signkey_cleanup(&ep->signkeys[i]);
     free(ep);
+}
+
+const char *wh_signature_name(wh_signature_kind kind)
+{
+    switch (kind) {
+    case WH_SIGNATURE_HMAC:
+        return "hmac";
+    case WH_SIGNATURE_ED25519:
+        return "ed25519";
+    case WH_SIGNATURE_BOTH:
+        return "both";
+    }
+    return "?";
+}
+
+int wh_signature_parse(const char *text, wh_signature_kind *out)
+{
+    static const wh_signature_kind all[] = {
+        WH_SIGNATURE_HMAC, WH_SIGNATURE_ED25519, WH_SIGNATURE_BOTH};
+    for (size_t i = 0; text && i < WH_ARRAY_LEN(all); i++)
+        if (strcmp(text, wh_signature_name(all[i])) == 0) {
+            *out = all[i];
+            return WH_OK;
+        }
+    return WH_ERR;
 }
 
 static int new_id(char *out)
@@ -45,9 +73,11 @@ static int new_id(char *out)
     return WH_OK;
 }
 
-/* The sealed text: up to WH_SIGN_MAX_SECRETS "whsec_...[@expiry]" tokens,
- * space separated. */
-#define SECRETS_TEXT_MAX (WH_SIGN_MAX_SECRETS * (WH_SECRET_TEXT_MAX + 22))
+/* The sealed text: up to WH_SIGN_MAX_SECRETS "whsec_...[@expiry]" and as
+ * many "whsk_...[@expiry]" tokens, space separated, each kind newest
+ * first. */
+#define TOKENS_MAX       (2 * WH_SIGN_MAX_SECRETS)
+#define SECRETS_TEXT_MAX (TOKENS_MAX * (WH_SECRET_TEXT_MAX + 22))
 #define SEALED_MAX (WH_SECRETBOX_OVERHEAD + SECRETS_TEXT_MAX)
 #define SEALED_B64_MAX (2 * SEALED_MAX)
 
@@ -64,19 +94,50 @@ static int seal(const wh_secretbox *sb, const char *id, const char *secret,
     return WH_OK;
 }
 
+/* Generates an ed25519 key pair: appends its "whsk_" token to keys (cap
+ * bytes; after a space when keys is not empty) and writes its public key
+ * to pubkey (WH_SIGNKEY_TEXT_MAX). */
+static int new_signkey(char *keys, size_t cap, char *pubkey, char *err,
+                       size_t errlen)
+{
+    char text[WH_SIGNKEY_TEXT_MAX];
+    wh_signkey k;
+    if (wh_sign_generate_signkey(text, sizeof(text)) != WH_OK ||
+        wh_sign_parse_signkey(text, &k, err, errlen) != WH_OK) {
+        explicit_bzero(text, sizeof(text));
+        return wh_errf(err, errlen, "cannot generate an ed25519 key");
+    }
+    int rc = wh_sign_public_key(&k, pubkey, WH_SIGNKEY_TEXT_MAX);
+    wh_sign_signkey_cleanup(&k);
+    size_t used = strlen(keys);
+    int n = snprintf(keys + used, cap - used, "%s%s", used ? " " : "", text);
+    explicit_bzero(text, sizeof(text));
+    if (rc != WH_OK || n < 0 || (size_t)n >= cap - used)
+        return wh_errf(err, errlen, "cannot store an ed25519 key");
+    return WH_OK;
+}
+
 int wh_endpoints_add(wh_db *db, const wh_secretbox *sb,
                      const wh_endpoint_spec *spec, char *id_out,
-                     char *secret_out, char *err, size_t errlen)
+                     char *secret_out, char *pubkey_out, char *err,
+                     size_t errlen)
 {
-    char secret[WH_SECRET_TEXT_MAX];
+    char secret[WH_SECRET_TEXT_MAX] = "";
     char e[WH_ERRLEN];
     secret_out[0] = '\0';
+    pubkey_out[0] = '\0';
     if (wh_codec_check_app(spec->app, err, errlen) ||
         wh_url_check(spec->url, err, errlen))
         return WH_ERR;
     const char *types = spec->event_types ? spec->event_types : "*";
     if (wh_pattern_list_check(types, e, sizeof(e)) != WH_OK)
         return wh_errf(err, errlen, "--events: %s", e);
+    wh_signature_kind kind = spec->signature ? spec->signature
+                                             : WH_SIGNATURE_HMAC;
+    char keys[SECRETS_TEXT_MAX] = "";
+    if (spec->secret && !(kind & WH_SIGNATURE_HMAC))
+        return wh_errf(err, errlen, "--secret: an ed25519 endpoint has no "
+                                    "HMAC secret (see --signature)");
     if (spec->secret) {
         wh_secret parsed;
         if (wh_sign_parse_secret(spec->secret, &parsed, e, sizeof(e)))
@@ -84,9 +145,15 @@ int wh_endpoints_add(wh_db *db, const wh_secretbox *sb,
         wh_sign_clear_secret(&parsed);
         if (wh_strlcpy(secret, spec->secret, sizeof(secret)) != WH_OK)
             return wh_errf(err, errlen, "--secret: too long");
-    } else if (wh_sign_generate_secret(secret, sizeof(secret)) != WH_OK) {
+    } else if ((kind & WH_SIGNATURE_HMAC) &&
+               wh_sign_generate_secret(secret, sizeof(secret)) != WH_OK) {
         return wh_errf(err, errlen, "cannot generate a secret");
     }
+    if (kind & WH_SIGNATURE_HMAC)
+        wh_strlcpy(keys, secret, sizeof(keys));
+    if ((kind & WH_SIGNATURE_ED25519) &&
+        new_signkey(keys, sizeof(keys), pubkey_out, err, errlen) != WH_OK)
+        return WH_ERR;
     if (spec->max_in_flight < 0 || spec->max_in_flight > 1000)
         return wh_errf(err, errlen, "--max-in-flight must be 1-1000");
     if (spec->timeout_ms && (spec->timeout_ms < 100 ||
@@ -103,7 +170,9 @@ int wh_endpoints_add(wh_db *db, const wh_secretbox *sb,
     if (new_id(id_out) != WH_OK)
         return wh_errf(err, errlen, "cannot generate an id");
     char sealed_b64[SEALED_B64_MAX];
-    if (seal(sb, id_out, secret, sealed_b64, err, errlen) != WH_OK)
+    int sealed_rc = seal(sb, id_out, keys, sealed_b64, err, errlen);
+    explicit_bzero(keys, sizeof(keys));
+    if (sealed_rc != WH_OK)
         return WH_ERR;
 
     char mif[16], rate[16], tmo[16];
@@ -118,20 +187,24 @@ int wh_endpoints_add(wh_db *db, const wh_secretbox *sb,
         spec->timeout_ms ? tmo : NULL,
         spec->description ? spec->description : "",
         spec->retry_schedule ? retry_pg : NULL,
+        wh_signature_name(kind),
     };
     wh_db_result *r;
     if (wh_db_query(db,
                     "INSERT INTO webhooks.endpoints (id, app, url, "
                     "secrets_sealed, event_types, ordered, max_in_flight, "
                     "rate_limit_per_s, timeout_ms, description, "
-                    "retry_schedule_ms) VALUES "
+                    "retry_schedule_ms, signature) VALUES "
                     "($1, $2, $3, decode($4, 'base64'), $5, $6, $7, $8, $9, "
-                    "$10, $11::integer[])",
-                    11, params, &r, err, errlen) != WH_OK)
+                    "$10, $11::integer[], $12)",
+                    12, params, &r, err, errlen) != WH_OK) {
+        pubkey_out[0] = '\0';
         return WH_ERR;
+    }
     wh_db_result_free(r);
     if (!spec->secret)
         memcpy(secret_out, secret, strlen(secret) + 1);
+    explicit_bzero(secret, sizeof(secret));
     return WH_OK;
 }
 
@@ -157,51 +230,162 @@ static int split_expiry(char *tok, int64_t *expires)
     return WH_OK;
 }
 
-/* Opens the sealed secret list into ep->secrets. On WH_ERR, why says what
- * is wrong (without the endpoint id: the caller names the row). */
-static int open_secrets(const wh_secretbox *sb, wh_endpoint *ep,
-                        const char *b64, size_t b64len, char *why,
-                        size_t whylen)
+/* ---- the sealed key list ------------------------------------------------ */
+
+/* One stored key: its text (whsec_ or whsk_), kind and expiry (0: it is
+ * its kind's current key). */
+typedef struct {
+    char text[WH_SECRET_TEXT_MAX];
+    wh_signature_kind kind;
+    int64_t expires_s;
+} key_token;
+
+typedef struct {
+    key_token t[TOKENS_MAX];
+    size_t n;
+} key_list;
+
+static void key_list_clear(key_list *l)
 {
-    unsigned char sealed[WH_SECRETBOX_OVERHEAD + WH_SECRETBOX_PLAIN_MAX];
-    char plain[WH_SECRETBOX_PLAIN_MAX + 1];
+    explicit_bzero(l, sizeof(*l));
+}
+
+static size_t key_list_count(const key_list *l, wh_signature_kind kind)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < l->n; i++)
+        n += l->t[i].kind == kind;
+    return n;
+}
+
+/* Parses the opened text (modified in place) into l. A token that is not
+ * a valid key is an error with why set, unless skip_bad (then it is
+ * dropped: a rewrite must not keep what would quarantine the row). Keys
+ * past WH_SIGN_MAX_SECRETS of a kind are dropped. */
+static int key_list_parse(char *plain, key_list *l, bool skip_bad, char *why,
+                          size_t whylen)
+{
+    char e[WH_ERRLEN];
+    char *save = NULL;
+    memset(l, 0, sizeof(*l));
+    for (char *tok = strtok_r(plain, " ", &save); tok;
+         tok = strtok_r(NULL, " ", &save)) {
+        int64_t expires = 0;
+        bool ed = strncmp(tok, WH_SIGNKEY_PREFIX,
+                          sizeof(WH_SIGNKEY_PREFIX) - 1) == 0;
+        int rc = split_expiry(tok, &expires);
+        if (rc != WH_OK)
+            wh_errf(e, sizeof(e), "bad expiry");
+        if (rc == WH_OK && ed) {
+            wh_signkey k;
+            rc = wh_sign_parse_signkey(tok, &k, e, sizeof(e));
+            wh_sign_signkey_cleanup(&k);
+        } else if (rc == WH_OK) {
+            wh_secret k;
+            rc = wh_sign_parse_secret(tok, &k, e, sizeof(e));
+            wh_sign_clear_secret(&k);
+        }
+        if (rc != WH_OK && skip_bad)
+            continue;
+        if (rc != WH_OK)
+            return wh_errf(why, whylen, "stored secret: %s", e);
+        wh_signature_kind kind = ed ? WH_SIGNATURE_ED25519 : WH_SIGNATURE_HMAC;
+        if (key_list_count(l, kind) == WH_SIGN_MAX_SECRETS ||
+            l->n == TOKENS_MAX)
+            continue;
+        key_token *t = &l->t[l->n++];
+        wh_strlcpy(t->text, tok, sizeof(t->text));
+        t->kind = kind;
+        t->expires_s = expires;
+    }
+    return WH_OK;
+}
+
+/* Writes l as the text to seal (SECRETS_TEXT_MAX). */
+static void key_list_format(const key_list *l, char *out, size_t cap)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < l->n; i++) {
+        const key_token *t = &l->t[i];
+        int n = t->expires_s
+                    ? snprintf(out + used, cap - used, "%s%s@%lld",
+                               used ? " " : "", t->text,
+                               (long long)t->expires_s)
+                    : snprintf(out + used, cap - used, "%s%s",
+                               used ? " " : "", t->text);
+        assert(n > 0 && (size_t)n < cap - used); /* sized for TOKENS_MAX */
+        used += (size_t)n;
+    }
+}
+
+/* Opens the sealed text into plain (SECRETS_TEXT_MAX + 1). */
+static int open_text(const wh_secretbox *sb, const char *id, const char *b64,
+                     size_t b64len, char *plain, char *why, size_t whylen)
+{
+    unsigned char sealed[SEALED_MAX];
     size_t sealed_len, plain_len;
     char e[WH_ERRLEN];
     if (wh_base64_decode(b64, b64len, sealed, sizeof(sealed), &sealed_len))
         return wh_errf(why, whylen, "secrets_sealed is not a sealed "
                                     "secret (bad length)");
-    if (wh_secretbox_open(sb, ep->id, sealed, sealed_len, plain,
-                          sizeof(plain) - 1, &plain_len, e, sizeof(e)))
+    if (wh_secretbox_open(sb, id, sealed, sealed_len, plain, SECRETS_TEXT_MAX,
+                          &plain_len, e, sizeof(e)))
         return wh_errf(why, whylen, "secrets_sealed cannot be opened (%s; "
                                     "tampered with, or sealed under another "
                                     "WEBHOOK_SECRET_KEY)", e);
     plain[plain_len] = '\0';
-    char *save = NULL;
-    int rc = WH_OK;
-    for (char *tok = strtok_r(plain, " ", &save); tok;
-         tok = strtok_r(NULL, " ", &save)) {
-        if (ep->nsecrets == WH_SIGN_MAX_SECRETS)
-            break;
-        int64_t expires = 0;
-        if (split_expiry(tok, &expires) != WH_OK) {
-            rc = wh_errf(why, whylen, "stored secret: bad expiry");
-            break;
+    return WH_OK;
+}
+
+/* Opens the sealed key list into ep's secrets and signing keys, those of
+ * the kinds its scheme uses. On WH_ERR, why says what is wrong (without
+ * the endpoint id: the caller names the row). */
+static int open_secrets(const wh_secretbox *sb, wh_endpoint *ep,
+                        const char *b64, size_t b64len, char *why,
+                        size_t whylen)
+{
+    char plain[SECRETS_TEXT_MAX + 1];
+    key_list l;
+    char e[WH_ERRLEN];
+    int rc = open_text(sb, ep->id, b64, b64len, plain, why, whylen);
+    if (rc == WH_OK)
+        rc = key_list_parse(plain, &l, false, why, whylen);
+    explicit_bzero(plain, sizeof(plain));
+    if (rc != WH_OK)
+        return WH_ERR;
+    for (size_t i = 0; i < l.n && rc == WH_OK; i++) {
+        key_token *t = &l.t[i];
+        if (!(ep->signature & t->kind))
+            continue;
+        if (t->kind == WH_SIGNATURE_ED25519) {
+            rc = wh_sign_parse_signkey(t->text, &ep->signkeys[ep->nsignkeys],
+                                       e, sizeof(e));
+            if (rc == WH_OK)
+                ep->signkey_expires_s[ep->nsignkeys++] = t->expires_s;
+        } else {
+            rc = wh_sign_parse_secret(t->text, &ep->secrets[ep->nsecrets], e,
+                                      sizeof(e));
+            if (rc == WH_OK)
+                ep->secret_expires_s[ep->nsecrets++] = t->expires_s;
         }
-        if (wh_sign_parse_secret(tok, &ep->secrets[ep->nsecrets], e,
-                                 sizeof(e))) {
-            rc = wh_errf(why, whylen, "stored secret: %s", e);
-            break;
-        }
-        ep->secret_expires_s[ep->nsecrets] = expires;
-        ep->nsecrets++;
+        if (rc != WH_OK)
+            wh_errf(why, whylen, "stored secret: %s", e);
     }
-    memset(plain, 0, sizeof(plain));
-    if (rc == WH_OK && ep->nsecrets == 0)
+    key_list_clear(&l);
+    if (rc == WH_OK && (ep->signature & WH_SIGNATURE_HMAC) && !ep->nsecrets)
         rc = wh_errf(why, whylen, "secrets_sealed holds no secret");
+    if (rc == WH_OK && (ep->signature & WH_SIGNATURE_ED25519) &&
+        !ep->nsignkeys)
+        rc = wh_errf(why, whylen, "secrets_sealed holds no ed25519 key "
+                                  "(signature is %s)",
+                     wh_signature_name(ep->signature));
     if (rc != WH_OK) {
         for (size_t i = 0; i < ep->nsecrets; i++)
             wh_sign_clear_secret(&ep->secrets[i]);
-        ep->nsecrets = 0;
+        for (size_t i = 0; i < ep->nsignkeys; i++)
+            wh_sign_signkey_cleanup(&ep->signkeys[i]);
+        ep->nsecrets = ep->nsignkeys = 0;
     }
     return rc;
 }
@@ -230,7 +414,7 @@ int wh_endpoints_query(wh_db *db, const char *id, wh_db_result **out,
                        "disabled, disabled_reason, description, "
                        "to_char(created_at AT TIME ZONE 'UTC', "
                        "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
-                       "retry_schedule_ms::text "
+                       "retry_schedule_ms::text, signature "
                        "FROM webhooks.endpoints WHERE $1::text IS NULL OR "
                        "id = $1 ORDER BY created_at, id",
                        1, params, out, err, errlen);
@@ -296,6 +480,12 @@ int wh_endpoints_read(const wh_db_result *r, int i, const wh_secretbox *sb,
                 wh_errf(why, sizeof(why), "retry_schedule_ms: %s", e);
         }
     }
+    if (wh_signature_parse(wh_db_get(r, i, 14), &ep->signature) != WH_OK) {
+        ep->signature = WH_SIGNATURE_HMAC;
+        if (!why[0])
+            wh_errf(why, sizeof(why), "signature is not hmac, ed25519 or "
+                                      "both");
+    }
     if (sb && !why[0])
         WH_IGNORE(open_secrets(sb, ep, wh_db_get(r, i, 3),
                                wh_db_getlen(r, i, 3), why, sizeof(why)));
@@ -304,11 +494,13 @@ int wh_endpoints_read(const wh_db_result *r, int i, const wh_secretbox *sb,
     if (!ep->url || !ep->event_types || !ep->description ||
         (!wh_db_isnull(r, i, 10) && !ep->disabled_reason))
         goto oom;
-    if (ep->unreadable)
+    if (ep->unreadable) {
         for (size_t k = 0; k < ep->nsecrets; k++)
             wh_sign_clear_secret(&ep->secrets[k]);
-    if (ep->unreadable)
-        ep->nsecrets = 0;
+        for (size_t k = 0; k < ep->nsignkeys; k++)
+            wh_sign_signkey_cleanup(&ep->signkeys[k]);
+        ep->nsecrets = ep->nsignkeys = 0;
+    }
     *out = ep;
     return WH_OK;
 oom:
@@ -358,146 +550,282 @@ int wh_endpoints_resume(wh_db *db, const char *id, long *released, char *err,
     return WH_OK;
 }
 
-/* Writes the sealed secrets (base64) of endpoint id; *n gets the rows
- * changed (0: no such endpoint). */
-static int store_sealed(wh_db *db, const char *id, const char *sealed_b64,
-                        long *n, char *err, size_t errlen)
-{
-    const char *params[] = {id, sealed_b64};
-    wh_db_result *r;
-    if (wh_db_query(db,
-                    "UPDATE webhooks.endpoints SET secrets_sealed = "
-                    "decode($2, 'base64'), updated_at = now() WHERE id = $1",
-                    2, params, &r, err, errlen) != WH_OK)
-        return WH_ERR;
-    *n = wh_db_affected(r);
-    wh_db_result_free(r);
-    return WH_OK;
-}
+/* A change to an endpoint's keys: reads its row locked, lets fn change
+ * the key list (opened when open is set; empty otherwise) and the scheme,
+ * seals the result and writes both. Inside the caller's transaction.
+ * WH_DECLINED when no such endpoint. */
+typedef int key_change_fn(key_list *l, wh_signature_kind *signature,
+                          void *arg, char *err, size_t errlen);
 
-int wh_endpoints_set_secret(wh_db *db, const wh_secretbox *sb, const char *id,
-                            const char *secret, char *err, size_t errlen)
-{
-    char sealed_b64[SEALED_B64_MAX], e[WH_ERRLEN];
-    wh_secret parsed;
-    if (wh_sign_parse_secret(secret, &parsed, e, sizeof(e)) != WH_OK)
-        return wh_errf(err, errlen, "--secret: %s", e);
-    wh_sign_clear_secret(&parsed);
-    if (seal(sb, id, secret, sealed_b64, err, errlen) != WH_OK)
-        return WH_ERR;
-    long n = 0;
-    if (store_sealed(db, id, sealed_b64, &n, err, errlen) != WH_OK)
-        return WH_ERR;
-    if (n == 0)
-        return WH_DECLINED;
-    return wh_endpoints_resume(db, id, NULL, err, errlen);
-}
-
-/* The rotation's reads and writes, inside its transaction. */
-static int rotate_tx(wh_db *db, const wh_secretbox *sb, const char *id,
-                     const char *secret, int64_t overlap_s, int64_t now_s,
-                     size_t *nlive, char *err, size_t errlen)
+static int change_keys_tx(wh_db *db, const wh_secretbox *sb, const char *id,
+                          bool open, key_change_fn *fn, void *arg, char *err,
+                          size_t errlen)
 {
     const char *p1[] = {id};
     wh_db_result *r;
     if (wh_db_query(db,
                     "SELECT translate(encode(secrets_sealed, 'base64'), "
-                    "E'\\n', '') FROM webhooks.endpoints WHERE id = $1 "
-                    "FOR UPDATE",
+                    "E'\\n', ''), signature FROM webhooks.endpoints "
+                    "WHERE id = $1 FOR UPDATE",
                     1, p1, &r, err, errlen) != WH_OK)
         return WH_ERR;
     if (wh_db_rows(r) == 0) {
         wh_db_result_free(r);
         return WH_DECLINED;
     }
-    unsigned char sealed[SEALED_MAX];
-    char plain[SECRETS_TEXT_MAX + 1], e[WH_ERRLEN];
-    size_t sealed_len, plain_len;
-    int rc = wh_base64_decode(wh_db_get(r, 0, 0), wh_db_getlen(r, 0, 0),
-                              sealed, sizeof(sealed), &sealed_len);
+    char plain[SECRETS_TEXT_MAX + 1], why[WH_ERRLEN];
+    key_list l;
+    wh_signature_kind signature;
+    int rc = WH_OK;
+    if (wh_signature_parse(wh_db_get(r, 0, 1), &signature) != WH_OK)
+        signature = WH_SIGNATURE_HMAC;
+    memset(&l, 0, sizeof(l));
+    if (open &&
+        open_text(sb, id, wh_db_get(r, 0, 0), wh_db_getlen(r, 0, 0), plain,
+                  why, sizeof(why)) != WH_OK)
+        rc = wh_errf(err, errlen, "the endpoint's secrets cannot be "
+                     "opened (sealed under another WEBHOOK_SECRET_KEY?); "
+                     "repair it with endpoint update --secret");
     wh_db_result_free(r);
-    if (rc != WH_OK ||
-        wh_secretbox_open(sb, id, sealed, sealed_len, plain,
-                          sizeof(plain) - 1, &plain_len, e, sizeof(e)))
-        return wh_errf(err, errlen, "the endpoint's secrets cannot be "
-                       "opened (sealed under another WEBHOOK_SECRET_KEY?); "
-                       "repair it with endpoint update --secret");
-    plain[plain_len] = '\0';
-    /* the new secret first, then the current one (expiring after the
-     * overlap; at once without one), then the older ones still live, as
-     * many as fit */
-    char next[SECRETS_TEXT_MAX];
-    size_t used = (size_t)snprintf(next, sizeof(next), "%s", secret);
-    *nlive = 1;
-    char *save = NULL;
-    bool first = true;
-    for (char *tok = strtok_r(plain, " ", &save); tok;
-         tok = strtok_r(NULL, " ", &save)) {
-        int64_t expires = 0;
-        bool current = first;
-        first = false;
-        wh_secret check;
-        if (split_expiry(tok, &expires) != WH_OK ||
-            wh_sign_parse_secret(tok, &check, e, sizeof(e)) != WH_OK)
-            continue; /* unreadable: dropped (it would quarantine the row) */
-        wh_sign_clear_secret(&check);
-        if (current)
-            expires = overlap_s > 0 ? now_s + overlap_s : 0;
-        if (expires <= now_s || *nlive == WH_SIGN_MAX_SECRETS)
-            continue;
-        int n = snprintf(next + used, sizeof(next) - used, " %s@%lld", tok,
-                         (long long)expires);
-        if (n < 0 || (size_t)n >= sizeof(next) - used)
-            break;
-        used += (size_t)n;
-        (*nlive)++;
+    if (rc == WH_OK && open)
+        rc = key_list_parse(plain, &l, true, why, sizeof(why));
+    explicit_bzero(plain, sizeof(plain));
+    if (rc == WH_OK)
+        rc = fn(&l, &signature, arg, err, errlen);
+    char text[SECRETS_TEXT_MAX], sealed_b64[SEALED_B64_MAX];
+    if (rc == WH_OK) {
+        key_list_format(&l, text, sizeof(text));
+        rc = seal(sb, id, text, sealed_b64, err, errlen);
+        explicit_bzero(text, sizeof(text));
     }
-    memset(plain, 0, sizeof(plain));
-    char sealed_b64[SEALED_B64_MAX];
-    rc = seal(sb, id, next, sealed_b64, err, errlen);
-    memset(next, 0, sizeof(next));
+    key_list_clear(&l);
     if (rc != WH_OK)
+        return rc;
+    const char *p2[] = {id, sealed_b64, wh_signature_name(signature)};
+    if (wh_db_query(db,
+                    "UPDATE webhooks.endpoints SET secrets_sealed = "
+                    "decode($2, 'base64'), signature = $3, "
+                    "updated_at = now() WHERE id = $1",
+                    3, p2, &r, err, errlen) != WH_OK)
         return WH_ERR;
-    long n = 0;
-    return store_sealed(db, id, sealed_b64, &n, err, errlen);
+    wh_db_result_free(r);
+    return WH_OK;
+}
+
+/* change_keys_tx in a transaction of its own. */
+static int change_keys(wh_db *db, const wh_secretbox *sb, const char *id,
+                       bool open, key_change_fn *fn, void *arg, char *err,
+                       size_t errlen)
+{
+    if (wh_db_exec(db, "BEGIN", err, errlen) != WH_OK)
+        return WH_ERR;
+    int rc = change_keys_tx(db, sb, id, open, fn, arg, err, errlen);
+    if (rc == WH_OK && wh_db_exec(db, "COMMIT", err, errlen) == WH_OK)
+        return WH_OK;
+    char ignored[WH_ERRLEN];
+    WH_IGNORE(wh_db_exec(db, "ROLLBACK", ignored, sizeof(ignored)));
+    return rc == WH_OK ? WH_ERR : rc; /* WH_OK: the COMMIT failed */
+}
+
+/* Puts a new current key of kind first among its kind: secret (HMAC; NULL:
+ * generated) or a generated ed25519 key, reported in *out. */
+static int add_current(key_list *l, wh_signature_kind kind,
+                       const char *secret, wh_rotation *out, char *err,
+                       size_t errlen)
+{
+    char text[SECRETS_TEXT_MAX] = "";
+    if (l->n == TOKENS_MAX)
+        return wh_errf(err, errlen, "too many keys");
+    if (kind == WH_SIGNATURE_ED25519) {
+        if (new_signkey(text, sizeof(text), out->public_key, err,
+                        errlen) != WH_OK)
+            return WH_ERR;
+    } else if (secret) {
+        wh_strlcpy(out->secret, secret, sizeof(out->secret));
+        wh_strlcpy(text, secret, sizeof(text));
+    } else if (wh_sign_generate_secret(out->secret, sizeof(out->secret)) !=
+               WH_OK) {
+        return wh_errf(err, errlen, "cannot generate a secret");
+    } else {
+        wh_strlcpy(text, out->secret, sizeof(text));
+    }
+    memmove(&l->t[1], &l->t[0], l->n * sizeof(l->t[0]));
+    l->n++;
+    wh_strlcpy(l->t[0].text, text, sizeof(l->t[0].text));
+    explicit_bzero(text, sizeof(text));
+    l->t[0].kind = kind;
+    l->t[0].expires_s = 0;
+    return WH_OK;
+}
+
+/* Keeps the keys of the kinds in `keep` that are live at now_s, at most
+ * WH_SIGN_MAX_SECRETS of each (the newest), in order; counts them in
+ * *out. */
+static void prune(key_list *l, wh_signature_kind keep, int64_t now_s,
+                  wh_rotation *out)
+{
+    size_t n = 0;
+    out->nhmac = out->ned25519 = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        key_token *t = &l->t[i];
+        size_t *count = t->kind == WH_SIGNATURE_HMAC ? &out->nhmac
+                                                     : &out->ned25519;
+        if (!(keep & t->kind) || (t->expires_s && t->expires_s <= now_s) ||
+            *count == WH_SIGN_MAX_SECRETS)
+            continue;
+        (*count)++;
+        if (n != i)
+            l->t[n] = *t;
+        n++;
+    }
+    for (size_t i = n; i < l->n; i++)
+        explicit_bzero(&l->t[i], sizeof(l->t[i]));
+    l->n = n;
+}
+
+typedef struct {
+    wh_signature_kind kinds;
+    const char *secret;
+    int64_t overlap_s, now_s;
+    wh_rotation *out;
+} rotate_arg;
+
+static int rotate_fn(key_list *l, wh_signature_kind *signature, void *opaque,
+                     char *err, size_t errlen)
+{
+    rotate_arg *a = opaque;
+    wh_signature_kind kinds = a->kinds ? a->kinds : *signature;
+    a->out->signature = *signature;
+    if ((kinds & *signature) != kinds)
+        return wh_errf(err, errlen, "--kind: the endpoint signs with %s "
+                                    "only (see update --signature)",
+                       wh_signature_name(*signature));
+    if (a->secret && !(kinds & WH_SIGNATURE_HMAC))
+        return wh_errf(err, errlen, "--secret: only for an HMAC rotation");
+    static const wh_signature_kind order[] = {WH_SIGNATURE_HMAC,
+                                              WH_SIGNATURE_ED25519};
+    for (size_t k = 0; k < WH_ARRAY_LEN(order); k++) {
+        if (!(kinds & order[k]))
+            continue;
+        /* the kind's current key expires after the overlap (at once
+         * without one), then the new one goes first */
+        for (size_t i = 0; i < l->n; i++)
+            if (l->t[i].kind == order[k]) {
+                if (!l->t[i].expires_s || a->overlap_s == 0)
+                    l->t[i].expires_s = a->now_s + a->overlap_s;
+                break;
+            }
+        if (add_current(l, order[k], a->secret, a->out, err, errlen) !=
+            WH_OK)
+            return WH_ERR;
+    }
+    prune(l, *signature, a->now_s, a->out);
+    return WH_OK;
 }
 
 int wh_endpoints_rotate_secret(wh_db *db, const wh_secretbox *sb,
-                               const char *id, const char *secret,
-                               int64_t overlap_s, int64_t now_s,
-                               char *secret_out, size_t *nlive, char *err,
+                               const char *id, wh_signature_kind kinds,
+                               const char *secret, int64_t overlap_s,
+                               int64_t now_s, wh_rotation *out, char *err,
                                size_t errlen)
 {
     char e[WH_ERRLEN];
-    wh_secret parsed;
-    secret_out[0] = '\0';
+    memset(out, 0, sizeof(*out));
     if (overlap_s < 0 || overlap_s > WH_SECRET_OVERLAP_MAX_S)
         return wh_errf(err, errlen, "--overlap must be 0 to %d days",
                        WH_SECRET_OVERLAP_MAX_S / 86400);
     if (secret) {
+        wh_secret parsed;
         if (wh_sign_parse_secret(secret, &parsed, e, sizeof(e)) != WH_OK)
             return wh_errf(err, errlen, "--secret: %s", e);
         wh_sign_clear_secret(&parsed);
         if (strlen(secret) >= WH_SECRET_TEXT_MAX)
             return wh_errf(err, errlen, "--secret: too long");
-        wh_strlcpy(secret_out, secret, WH_SECRET_TEXT_MAX);
-    } else if (wh_sign_generate_secret(secret_out, WH_SECRET_TEXT_MAX) !=
-               WH_OK) {
-        return wh_errf(err, errlen, "cannot generate a secret");
     }
-    if (wh_db_exec(db, "BEGIN", err, errlen) != WH_OK)
-        return WH_ERR;
-    int rc = rotate_tx(db, sb, id, secret_out, overlap_s, now_s, nlive, err,
-                       errlen);
-    if (rc == WH_OK && wh_db_exec(db, "COMMIT", err, errlen) == WH_OK)
-        return WH_OK;
-    char ignored[WH_ERRLEN];
-    WH_IGNORE(wh_db_exec(db, "ROLLBACK", ignored, sizeof(ignored)));
-    if (rc == WH_OK)
-        rc = WH_ERR; /* the COMMIT failed */
+    rotate_arg a = {kinds, secret, overlap_s, now_s, out};
+    int rc = change_keys(db, sb, id, true, rotate_fn, &a, err, errlen);
     if (rc != WH_OK)
-        memset(secret_out, 0, WH_SECRET_TEXT_MAX);
+        explicit_bzero(out, sizeof(*out));
     return rc;
+}
+
+typedef struct {
+    wh_signature_kind to;
+    int64_t now_s;
+    wh_rotation *out;
+} scheme_arg;
+
+static int scheme_fn(key_list *l, wh_signature_kind *signature, void *opaque,
+                     char *err, size_t errlen)
+{
+    scheme_arg *a = opaque;
+    prune(l, a->to, a->now_s, a->out);
+    if ((a->to & WH_SIGNATURE_HMAC) && !a->out->nhmac &&
+        add_current(l, WH_SIGNATURE_HMAC, NULL, a->out, err, errlen) != WH_OK)
+        return WH_ERR;
+    if ((a->to & WH_SIGNATURE_ED25519) && !a->out->ned25519 &&
+        add_current(l, WH_SIGNATURE_ED25519, NULL, a->out, err, errlen) !=
+            WH_OK)
+        return WH_ERR;
+    prune(l, a->to, a->now_s, a->out);
+    *signature = a->out->signature = a->to;
+    return WH_OK;
+}
+
+int wh_endpoints_set_signature(wh_db *db, const wh_secretbox *sb,
+                               const char *id, wh_signature_kind signature,
+                               int64_t now_s, wh_rotation *out, char *err,
+                               size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    scheme_arg a = {signature, now_s, out};
+    int rc = change_keys(db, sb, id, true, scheme_fn, &a, err, errlen);
+    if (rc != WH_OK)
+        explicit_bzero(out, sizeof(*out));
+    return rc;
+}
+
+typedef struct {
+    const char *secret;
+    wh_rotation *out;
+} reset_arg;
+
+/* The repair: the keys are replaced (not read) by the given secret and,
+ * when the scheme signs with ed25519, a new key pair. */
+static int reset_fn(key_list *l, wh_signature_kind *signature, void *opaque,
+                    char *err, size_t errlen)
+{
+    reset_arg *a = opaque;
+    a->out->signature = *signature;
+    if (add_current(l, WH_SIGNATURE_HMAC, a->secret, a->out, err, errlen) !=
+        WH_OK)
+        return WH_ERR;
+    if ((*signature & WH_SIGNATURE_ED25519) &&
+        add_current(l, WH_SIGNATURE_ED25519, NULL, a->out, err, errlen) !=
+            WH_OK)
+        return WH_ERR;
+    return WH_OK;
+}
+
+int wh_endpoints_set_secret(wh_db *db, const wh_secretbox *sb, const char *id,
+                            const char *secret, wh_rotation *out, char *err,
+                            size_t errlen)
+{
+    char e[WH_ERRLEN];
+    wh_secret parsed;
+    memset(out, 0, sizeof(*out));
+    if (wh_sign_parse_secret(secret, &parsed, e, sizeof(e)) != WH_OK)
+        return wh_errf(err, errlen, "--secret: %s", e);
+    wh_sign_clear_secret(&parsed);
+    if (strlen(secret) >= WH_SECRET_TEXT_MAX)
+        return wh_errf(err, errlen, "--secret: too long");
+    reset_arg a = {secret, out};
+    int rc = change_keys(db, sb, id, false, reset_fn, &a, err, errlen);
+    if (rc != WH_OK)
+        return rc;
+    out->nhmac = 1;
+    out->ned25519 = out->public_key[0] != '\0';
+    return wh_endpoints_resume(db, id, NULL, err, errlen);
 }
 
 int wh_endpoints_set_disabled(wh_db *db, const char *id, bool disabled,

@@ -18,6 +18,20 @@
 
 #define WH_ENDPOINT_ID_MAX 44
 
+/* Which signatures an endpoint's deliveries carry (webhooks.endpoints.
+ * signature): bit flags, so WH_SIGNATURE_BOTH has both bits. */
+typedef enum {
+    WH_SIGNATURE_HMAC = 1,      /* "v1", whsec_ secrets */
+    WH_SIGNATURE_ED25519 = 2,   /* "v1a", whsk_ keys */
+    WH_SIGNATURE_BOTH = 3,
+} wh_signature_kind;
+
+/* "hmac", "ed25519" or "both". */
+const char *wh_signature_name(wh_signature_kind kind);
+/* Parses one of those names; WH_ERR for anything else. */
+int wh_signature_parse(const char *text,
+                       wh_signature_kind *out) WH_MUST_CHECK;
+
 typedef struct wh_endpoint {
     char id[WH_ENDPOINT_ID_MAX];
     char app[WH_ID_MAX + 1];
@@ -29,6 +43,10 @@ typedef struct wh_endpoint {
     int64_t secret_expires_s[WH_SIGN_MAX_SECRETS]; /* unix time after which
                                                it signs no more; 0: never */
     size_t nsecrets;
+    wh_signature_kind signature;
+    wh_signkey signkeys[WH_SIGN_MAX_SECRETS]; /* ed25519, as secrets */
+    int64_t signkey_expires_s[WH_SIGN_MAX_SECRETS];
+    size_t nsignkeys;
     bool ordered;
     int max_in_flight;
     int rate_limit_per_s;      /* 0 = unlimited */
@@ -54,7 +72,8 @@ typedef struct wh_endpoint {
 typedef struct {
     const char *app;
     const char *url;
-    const char *secret;
+    const char *secret;        /* only with WH_SIGNATURE_HMAC in signature */
+    wh_signature_kind signature; /* 0 = WH_SIGNATURE_HMAC */
     const char *event_types;   /* NULL = "*" */
     const char *description;
     bool unordered;
@@ -64,12 +83,15 @@ typedef struct {
     const char *retry_schedule; /* "1s,2s,4s", NULL = default */
 } wh_endpoint_spec;
 
-/* Validates spec, seals the secret and inserts the row. On WH_OK id_out
- * (WH_ENDPOINT_ID_MAX) holds the new id and, when a secret was generated,
- * secret_out (WH_SECRET_TEXT_MAX) holds it; otherwise secret_out is "". */
+/* Validates spec, seals the secret (and, for ed25519, a generated signing
+ * key) and inserts the row. On WH_OK id_out (WH_ENDPOINT_ID_MAX) holds the
+ * new id; when a secret was generated, secret_out (WH_SECRET_TEXT_MAX)
+ * holds it, otherwise ""; pubkey_out (WH_SIGNKEY_TEXT_MAX) holds the
+ * public key of the signing key, or "" when the endpoint has none. */
 int wh_endpoints_add(wh_db *db, const wh_secretbox *sb,
                      const wh_endpoint_spec *spec, char *id_out,
-                     char *secret_out, char *err, size_t errlen) WH_MUST_CHECK;
+                     char *secret_out, char *pubkey_out, char *err,
+                     size_t errlen) WH_MUST_CHECK;
 
 /* Loading is two steps, so the query can run on another thread than the
  * one that uses the rows:
@@ -97,32 +119,54 @@ int wh_endpoints_load(wh_db *db, const wh_secretbox *sb, const char *id,
                       wh_endpoint_fn *fn, void *opaque, int *found,
                       char *err, size_t errlen) WH_MUST_CHECK;
 
-/* Replaces the endpoint's secrets with secret (one whsec_ value, checked),
- * sealed with sb's key: the way to repair a row whose secret cannot be
- * opened, or sealed under another key. Also releases the deliveries held
- * while it was unreadable (see wh_endpoints_resume) unless it is disabled.
- * WH_DECLINED when no such endpoint. */
-int wh_endpoints_set_secret(wh_db *db, const wh_secretbox *sb, const char *id,
-                            const char *secret, char *err,
-                            size_t errlen) WH_MUST_CHECK;
-
 /* Longest overlap of a secret rotation: the old secret signs at most this
  * long after it was replaced. */
 #define WH_SECRET_OVERLAP_MAX_S (7 * 86400)
 
-/* Rotates the endpoint's signing secret: secret (a whsec_ value; NULL:
- * one is generated) becomes the current one, the current one keeps
- * signing for overlap_s seconds (0..WH_SECRET_OVERLAP_MAX_S; 0: it is
- * dropped at once), older ones keep their own expiry; at most
- * WH_SIGN_MAX_SECRETS stay (the oldest go first) and expired
- * ones are dropped. One transaction, the row locked. secret_out
- * (WH_SECRET_TEXT_MAX) gets the new secret, *nlive how many now sign.
- * WH_DECLINED when no such endpoint; WH_ERR (err) for a bad secret or
- * overlap, a row whose secrets cannot be opened, or Postgres. */
+/* What a rotation or a change of scheme did: the new secret and public
+ * key ("" for a kind left alone) and how many of each kind now sign. */
+typedef struct {
+    char secret[WH_SECRET_TEXT_MAX];
+    char public_key[WH_SIGNKEY_TEXT_MAX];
+    size_t nhmac, ned25519;
+    wh_signature_kind signature; /* the endpoint's scheme */
+} wh_rotation;
+
+/* Rotates the endpoint's signing keys of the kinds in `kinds` (0: every
+ * kind its scheme uses; a kind it does not use is refused): for HMAC,
+ * secret (a whsec_ value; NULL: one is generated) becomes the current
+ * one; for ed25519 a new key pair is generated. The current key of each
+ * rotated kind keeps signing for overlap_s seconds
+ * (0..WH_SECRET_OVERLAP_MAX_S; 0: it is dropped at once), older ones keep
+ * their own expiry; at most WH_SIGN_MAX_SECRETS of each kind stay (the
+ * oldest go first) and expired ones are dropped. One transaction, the row
+ * locked. *out says what changed. WH_DECLINED when no such endpoint;
+ * WH_ERR (err) for a bad secret, kind or overlap, a row whose secrets
+ * cannot be opened, or Postgres. */
 int wh_endpoints_rotate_secret(wh_db *db, const wh_secretbox *sb,
-                               const char *id, const char *secret,
-                               int64_t overlap_s, int64_t now_s,
-                               char *secret_out, size_t *nlive, char *err,
+                               const char *id, wh_signature_kind kinds,
+                               const char *secret, int64_t overlap_s,
+                               int64_t now_s, wh_rotation *out, char *err,
+                               size_t errlen) WH_MUST_CHECK;
+
+/* Replaces the endpoint's keys, without reading them, with secret (one
+ * whsec_ value, checked) and, when its scheme signs with ed25519, a new
+ * key pair (*out reports both), sealed with sb's key: the way to repair a
+ * row whose secrets cannot be opened, or sealed under another key. Also
+ * releases the deliveries held while it was unreadable (see
+ * wh_endpoints_resume) unless it is disabled. WH_DECLINED when no such
+ * endpoint. */
+int wh_endpoints_set_secret(wh_db *db, const wh_secretbox *sb, const char *id,
+                            const char *secret, wh_rotation *out, char *err,
+                            size_t errlen) WH_MUST_CHECK;
+
+/* Changes the endpoint's signature scheme: keys of a kind the new scheme
+ * does not use are dropped, and a kind it newly uses gets a generated
+ * key (reported in *out like a rotation). One transaction, the row
+ * locked. WH_DECLINED when no such endpoint. */
+int wh_endpoints_set_signature(wh_db *db, const wh_secretbox *sb,
+                               const char *id, wh_signature_kind signature,
+                               int64_t now_s, wh_rotation *out, char *err,
                                size_t errlen) WH_MUST_CHECK;
 
 /* Makes the endpoint's held deliveries (retries due at 'infinity', kept

@@ -22,33 +22,63 @@ void wk_attempt_fail(wk_outcome *o, const char *error_class,
     wh_strlcpy(o->error, error, sizeof(o->error));
 }
 
+/* The webhook-signature value: a "v1" entry per live HMAC secret, then a
+ * "v1a" entry per live ed25519 key, each kind newest first. A key past
+ * its overlap signs no more (no restart or refresh needed for that). */
+static int sign(const wh_endpoint *ep, const wh_delivery *dv, int64_t ts,
+                char *out, size_t cap)
+{
+    const wh_secret *hmac[WH_SIGN_MAX_SECRETS];
+    const wh_signkey *ed[WH_SIGN_MAX_SECRETS];
+    size_t nh = 0, ne = 0;
+    for (size_t i = 0; i < ep->nsecrets; i++)
+        if (ep->secret_expires_s[i] == 0 || ep->secret_expires_s[i] > ts)
+            hmac[nh++] = &ep->secrets[i];
+    for (size_t i = 0; i < ep->nsignkeys; i++)
+        if (ep->signkey_expires_s[i] == 0 || ep->signkey_expires_s[i] > ts)
+            ed[ne++] = &ep->signkeys[i];
+    if (nh + ne == 0)
+        return WH_ERR;
+    out[0] = '\0';
+    size_t used = 0;
+    if (nh) {
+        /* wh_sign takes the secrets themselves, in order */
+        wh_secret live[WH_SIGN_MAX_SECRETS];
+        for (size_t i = 0; i < nh; i++)
+            live[i] = *hmac[i];
+        int rc = wh_sign(live, nh, dv->delivery_id, ts, dv->event.payload,
+                         dv->event.payload_len, out, cap);
+        for (size_t i = 0; i < nh; i++)
+            wh_sign_clear_secret(&live[i]);
+        if (rc != WH_OK)
+            return WH_ERR;
+        used = strlen(out);
+    }
+    if (ne) {
+        if (used)
+            out[used++] = ' ';
+        if (wh_sign_ed25519(ed, ne, dv->delivery_id, ts, dv->event.payload,
+                            dv->event.payload_len, out + used,
+                            cap - used) != WH_OK)
+            return WH_ERR;
+    }
+    return WH_OK;
+}
+
 int wk_attempt_start(wh_http *http, wh_http_req *req,
                      char url[WH_URL_MAX + 1], const wh_endpoint *ep,
                      const wh_delivery *dv, int64_t attempted_at_us,
                      const wk_attempt_conf *conf, void *opaque,
                      wk_outcome *o)
 {
-    char sig[WH_SIGNATURE_MAX + 1], err[WH_ERRLEN];
+    char sig[WH_SIGNATURE_HEADER_MAX], err[WH_ERRLEN];
     int64_t ts = attempted_at_us / 1000000;
-    /* every live secret, newest first; one past its overlap signs no more
-     * (no restart or refresh needed for that) */
-    wh_secret live[WH_SIGN_MAX_SECRETS];
-    size_t nlive = 0;
-    for (size_t i = 0; i < ep->nsecrets; i++)
-        if (ep->secret_expires_s[i] == 0 || ep->secret_expires_s[i] > ts)
-            live[nlive++] = ep->secrets[i];
-    int rc = nlive ? wh_sign(live, nlive, dv->delivery_id, ts,
-                             dv->event.payload, dv->event.payload_len, sig,
-                             sizeof(sig))
-                   : WH_ERR;
-    for (size_t i = 0; i < nlive; i++)
-        wh_sign_clear_secret(&live[i]);
-    if (rc != WH_OK) {
+    if (sign(ep, dv, ts, sig, sizeof(sig)) != WH_OK) {
         wk_attempt_fail(o, "signing", "cannot sign the request");
         return WH_ERR;
     }
     /* header lines: fixed ones plus the event's own */
-    char fixed[4][WH_SIGNATURE_MAX + WH_CONTENT_TYPE_MAX + 64];
+    char fixed[4][WH_SIGNATURE_HEADER_MAX + WH_CONTENT_TYPE_MAX + 64];
     const char *lines[4 + WH_EVENT_HEADERS_MAX + 1];
     char *extra[WH_EVENT_HEADERS_MAX] = {0};
     size_t n = 0;
@@ -80,7 +110,7 @@ int wk_attempt_start(wh_http *http, wh_http_req *req,
     if (req->connect_timeout_ms > req->timeout_ms)
         req->connect_timeout_ms = req->timeout_ms;
     req->opaque = opaque;
-    rc = wh_http_start(http, req, err, sizeof(err));
+    int rc = wh_http_start(http, req, err, sizeof(err));
     for (size_t i = 0; i < dv->event.n_headers; i++)
         free(extra[i]);
     req->headers = NULL;

@@ -116,7 +116,7 @@ check "webhookctl without a command lists the global options" \
     grep -qF -- "--database-url" "$T/err"
 expect "unknown command exits 2" 2 "webhookctl: unknown command 'frobnicate'" "$C" frobnicate
 expect "unknown global option exits 2" 2 "unknown option --frob" "$C" --frob migrate
-expect "endpoint without a subcommand exits 2" 2 "endpoint: expected add, import, list, update, rotate-secret, check, disable or enable" \
+expect "endpoint without a subcommand exits 2" 2 "endpoint: expected add, import, list, update, rotate-secret, get-key, check, disable or enable" \
     "$C" endpoint
 expect "unknown endpoint subcommand exits 2" 2 "endpoint: unknown command 'remove'" \
     "$C" endpoint remove
@@ -388,10 +388,11 @@ N=$(n_endpoints)
 pycheck "endpoint list --json prints one object per endpoint" "$T/out" '
 assert len(rows) == int(E["N"]), len(rows)
 keys = {"id", "app", "url", "events", "ordered", "max_in_flight", "rate_limit_per_s",
-        "timeout_ms", "disabled", "disabled_reason", "retry_schedule", "description",
+        "timeout_ms", "disabled", "disabled_reason", "retry_schedule", "description", "signature",
         "created_at"}
 assert all(set(r) == keys for r in rows), rows[0]
 assert all(r["retry_schedule"] is None for r in rows), rows
+assert all(r["signature"] == "hmac" for r in rows), rows
 j = [r for r in rows if r["id"] == E["EP_JSON"]][0]
 assert (j["app"], j["events"], j["ordered"], j["max_in_flight"], j["rate_limit_per_s"],
         j["timeout_ms"], j["disabled"]) == ("other", "order.*,invoice.**", False, 4, 50,

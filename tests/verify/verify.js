@@ -6,11 +6,16 @@
  * as a verifier independent of the engine's C signing code.
  *
  *   node tests/verify/verify.js --record FILE --secret [PREFIX=]whsec_...
- *        [--secret ...] [--expect-count N] [--library-only]
+ *        [--secret ...] [--public-key [PREFIX=]whpk_...] [--expect-count N]
+ *        [--library-only]
  *
  * Each record is verified with the secret of the longest matching path
  * prefix, against the exact body bytes (body_b64) and the recorded
- * webhook-id / webhook-timestamp / webhook-signature headers. The
+ * webhook-id / webhook-timestamp / webhook-signature headers. ed25519
+ * ("v1a") signatures are verified with Node's own crypto.verify and the
+ * public key of the longest matching prefix; a record whose path has
+ * both a secret and a public key must carry a valid signature of each
+ * kind. The
  * library's 5-minute timestamp tolerance is applied relative to the time
  * the receiver got the request (received_at_us), not to the time this
  * script runs, so an old record still verifies and a request that was
@@ -30,13 +35,17 @@ const TOLERANCE_S = 5 * 60; /* the library's WEBHOOK_TOLERANCE_IN_SECONDS */
 const FAILURES_SHOWN = 10;
 
 const USAGE = `usage: node verify.js --record FILE --secret [PREFIX=]whsec_... [--secret ...]
-                      [--expect-count N] [--library-only]
+                      [--public-key [PREFIX=]whpk_...] [--expect-count N]
+                      [--library-only]
 
   --record FILE       JSON Lines written by webhook-receiver --record
   --secret P=whsec_X  secret for request paths starting with P (P starts
                       with '/'); without P= (or with an empty P) for every
                       path. The longest matching prefix wins; several
                       secrets for one prefix are all tried (rotation).
+  --public-key P=whpk_X  ed25519 public key for paths starting with P: a
+                      "v1a" entry must verify with it (node:crypto); at
+                      least one --secret or --public-key is required
   --expect-count N    also fail unless the record holds exactly N requests
   --library-only      fail bodies that are not valid UTF-8 instead of
                       checking them byte-exactly with node:crypto (the
@@ -55,8 +64,8 @@ function usage(msg) {
 }
 
 function parseArgs(argv) {
-    const opts = { record: null, secrets: [], expectCount: null,
-                   libraryOnly: false };
+    const opts = { record: null, secrets: [], publicKeys: [],
+                   expectCount: null, libraryOnly: false };
     for (let i = 0; i < argv.length; i++) {
         const a = argv[i];
         const eq = a.startsWith("--") ? a.indexOf("=") : -1;
@@ -74,6 +83,9 @@ function parseArgs(argv) {
             break;
         case "--secret":
             opts.secrets.push(parseSecret(takeValue()));
+            break;
+        case "--public-key":
+            opts.publicKeys.push(parsePublicKey(takeValue()));
             break;
         case "--expect-count": {
             const v = takeValue();
@@ -98,8 +110,8 @@ function parseArgs(argv) {
     }
     if (!opts.record)
         usage("--record is required");
-    if (opts.secrets.length === 0)
-        usage("at least one --secret is required");
+    if (opts.secrets.length === 0 && opts.publicKeys.length === 0)
+        usage("at least one --secret or --public-key is required");
     return opts;
 }
 
@@ -131,6 +143,65 @@ function parseSecret(arg) {
     if (!/^[A-Za-z0-9+/]*={0,2}$/.test(b64))
         usage(`--secret for ${prefix || "every path"}: not base64`);
     return { prefix, wh, key: Buffer.from(b64, "base64") };
+}
+
+/* "[PREFIX=]whpk_..." -> {prefix, key} with key a node:crypto KeyObject
+ * made from the raw 32-byte ed25519 public key. */
+function parsePublicKey(arg) {
+    let prefix = "";
+    let text = arg;
+    if (!arg.startsWith("whpk_")) {
+        const eq = arg.indexOf("=");
+        if (eq < 0)
+            usage(`--public-key ${arg}: expected [PREFIX=]whpk_...`);
+        prefix = arg.slice(0, eq);
+        text = arg.slice(eq + 1);
+        if (prefix !== "" && !prefix.startsWith("/"))
+            usage(`--public-key: prefix ${prefix} must start with '/'`);
+    }
+    const raw = Buffer.from(text.slice("whpk_".length), "base64");
+    if (!text.startsWith("whpk_") || raw.length !== 32 ||
+        raw.toString("base64") !== text.slice("whpk_".length))
+        usage(`--public-key ${text}: expected whpk_ and the base64 of 32 bytes`);
+    const key = crypto.createPublicKey({
+        key: { kty: "OKP", crv: "Ed25519", x: raw.toString("base64url") },
+        format: "jwk" });
+    return { prefix, key };
+}
+
+/* Checks the timestamp like the library does; throws on failure. */
+function checkTimestamp(ts, nowMs) {
+    const t = parseInt(ts, 10);
+    if (Number.isNaN(t))
+        throw new Error("Invalid Signature Headers");
+    const now = Math.floor(nowMs / 1000);
+    if (now - t > TOLERANCE_S)
+        throw new Error("Message timestamp too old");
+    if (t > now + TOLERANCE_S)
+        throw new Error("Message timestamp too new");
+    return t;
+}
+
+/* Standard Webhooks "v1a": an ed25519 signature of "id.timestamp.body" by
+ * key, checked with node:crypto. */
+function verifyEd25519(key, headers, body, nowMs) {
+    const id = headers["webhook-id"];
+    const ts = headers["webhook-timestamp"];
+    const sigs = headers["webhook-signature"];
+    if (!id || !ts || !sigs)
+        throw new Error("Missing required headers");
+    checkTimestamp(ts, nowMs);
+    const content = Buffer.concat([Buffer.from(`${id}.${ts}.`, "utf8"), body]);
+    for (const vs of sigs.split(" ")) {
+        const [version, sig] = vs.split(",");
+        if (version !== "v1a" || sig === undefined)
+            continue;
+        const got = Buffer.from(sig, "base64");
+        if (got.length === 64 && got.toString("base64") === sig &&
+            crypto.verify(null, content, key, got))
+            return;
+    }
+    throw new Error("No matching v1a signature found");
 }
 
 function redact(s) {
@@ -171,14 +242,7 @@ function verifyRaw(key, headers, body, nowMs) {
     const sigs = headers["webhook-signature"];
     if (!id || !ts || !sigs)
         throw new Error("Missing required headers");
-    const t = parseInt(ts, 10);
-    if (Number.isNaN(t))
-        throw new Error("Invalid Signature Headers");
-    const now = Math.floor(nowMs / 1000);
-    if (now - t > TOLERANCE_S)
-        throw new Error("Message timestamp too old");
-    if (t > now + TOLERANCE_S)
-        throw new Error("Message timestamp too new");
+    const t = checkTimestamp(ts, nowMs);
     const mac = crypto.createHmac("sha256", key)
         .update(`${id}.${t}.`, "utf8").update(body).digest();
     for (const vs of sigs.split(" ")) {
@@ -206,8 +270,10 @@ function verifyRecord(rec, secrets, opts) {
         return { ok: false, reason: `body_len is ${rec.body_len} but ` +
                                     `body_b64 holds ${body.length} bytes` };
     const cands = secretsFor(secrets, rec.path);
-    if (cands.length === 0)
-        return { ok: false, reason: `no --secret matches path ${rec.path}` };
+    const keys = secretsFor(opts.publicKeys, rec.path);
+    if (cands.length === 0 && keys.length === 0)
+        return { ok: false, reason: `no --secret or --public-key matches ` +
+                                    `path ${rec.path}` };
     const headers = {};
     for (const [h, f] of [["webhook-id", "webhook_id"],
                           ["webhook-timestamp", "webhook_timestamp"],
@@ -223,6 +289,22 @@ function verifyRecord(rec, secrets, opts) {
     if (!libraryCan && opts.libraryOnly)
         return { ok: false, reason: "body is not valid UTF-8; " +
                  "standardwebhooks' verify() cannot check it byte-exactly" };
+    if (keys.length > 0) {
+        let edReason = "";
+        const edOk = keys.some((k) => {
+            try {
+                verifyEd25519(k.key, headers, body, nowMs);
+                return true;
+            } catch (e) {
+                edReason = edReason || e.message;
+                return false;
+            }
+        });
+        if (!edOk)
+            return { ok: false, reason: edReason };
+        if (cands.length === 0)
+            return { ok: true, raw: false };
+    }
     let reason = "";
     for (const s of cands) {
         try {
