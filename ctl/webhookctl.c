@@ -18,6 +18,7 @@
 #include "codec.h"
 #include "config.h"
 #include "db.h"
+#include "http.h"
 #include "endpoints.h"
 #include "json.h"
 #include "log.h"
@@ -76,7 +77,9 @@ static const char usage_text[] =
     "  endpoint add --app A --url URL [--secret whsec_...] [--events 'a.*,b']\n"
     "               [--signature hmac|ed25519|both] [--description D]\n"
     "               [--unordered] [--max-in-flight N] [--rate-limit N/s]\n"
-    "               [--timeout 10s] [--retry-schedule 1s,1m] [--json]\n"
+    "               [--timeout 10s] [--retry-schedule 1s,1m]\n"
+    "               [--client-cert PEM --client-key PEM] [--ca-bundle PEM]\n"
+    "               [--json]\n"
     "                                   register an endpoint; prints its id\n"
     "                                   (and the secret when generated, the\n"
     "                                   whpk_ public key for ed25519)\n"
@@ -93,6 +96,8 @@ static const char usage_text[] =
     "               [--ordered|--unordered] [--max-in-flight N]\n"
     "               [--rate-limit N/s|none] [--timeout T] [--description D]\n"
     "               [--secret whsec_...] [--signature hmac|ed25519|both]\n"
+    "               [--client-cert PEM --client-key PEM|--no-client-cert]\n"
+    "               [--ca-bundle PEM|--no-ca-bundle]\n"
     "                                   change an endpoint (--secret re-seals\n"
     "                                   its secret with the current key)\n"
     "  endpoint rotate-secret ID [--secret whsec_...] [--kind hmac|ed25519]\n"
@@ -255,6 +260,7 @@ static int cmd_migrate(int argc, char **argv)
 typedef struct {
     const char *app, *url, *secret, *events, *description, *rate_limit;
     const char *retry_schedule, *signature;
+    const char *client_cert, *client_key, *ca_bundle;
     bool unordered, json;
     int64_t max_in_flight, timeout_ms;
 } add_settings;
@@ -270,6 +276,14 @@ static const wh_opt add_opts[] = {
     {"signature", NULL, WH_OPT_STRING, "hmac", 0, 0, A(signature),
      "signatures deliveries carry: hmac (v1, a whsec_ secret), ed25519 (v1a, "
      "a generated key pair; its whpk_ public key is printed) or both"},
+    {"client-cert", NULL, WH_OPT_STRING, NULL, 0, 0, A(client_cert),
+     "PEM file: the TLS client certificate (and chain) sent to the "
+     "endpoint (mTLS; needs --client-key)"},
+    {"client-key", NULL, WH_OPT_STRING, NULL, 0, 0, A(client_key),
+     "PEM file: its unencrypted private key, stored sealed"},
+    {"ca-bundle", NULL, WH_OPT_STRING, NULL, 0, 0, A(ca_bundle),
+     "PEM file: the CAs the endpoint's server certificate is checked "
+     "against, instead of the worker's"},
     {"events", NULL, WH_OPT_STRING, "*", 0, 0, A(events),
      "event types to receive: comma-separated, '*' per segment, '**' for "
      "the rest"},
@@ -290,6 +304,45 @@ static const wh_opt add_opts[] = {
      "print {\"id\":..,\"secret\":..,\"public_key\":..} instead of plain "
      "lines"},
 };
+
+/* The text of the PEM file path names (flag names the option), at most
+ * max bytes; NULL when path is NULL. Exits 2 when it cannot be read. */
+static char *read_pem(const char *flag, const char *path, size_t max)
+{
+    if (!path)
+        return NULL;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "webhookctl: %s %s: %s\n", flag, path,
+                strerror(errno));
+        exit(EXIT_USAGE);
+    }
+    char *buf = malloc(max + 2);
+    size_t n = buf ? fread(buf, 1, max + 1, f) : 0;
+    bool bad = !buf || ferror(f);
+    fclose(f);
+    if (bad || n > max || memchr(buf, '\0', n)) {
+        fprintf(stderr, "webhookctl: %s %s: %s\n", flag, path,
+                !buf ? "out of memory" : bad ? "cannot be read"
+                : n > max ? "too large" : "holds a NUL byte");
+        if (buf)
+            explicit_bzero(buf, max + 2);
+        free(buf);
+        exit(EXIT_USAGE);
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Frees PEM text read by read_pem, overwriting it first (it may be a
+ * key). */
+static void free_pem(char *pem)
+{
+    if (pem) {
+        explicit_bzero(pem, strlen(pem));
+        free(pem);
+    }
+}
 
 static wh_signature_kind parse_signature(const char *flag, const char *s)
 {
@@ -357,12 +410,18 @@ static int endpoint_add(int argc, char **argv)
         .timeout_ms = s.timeout_ms,
         .retry_schedule = s.retry_schedule,
         .signature = parse_signature("--signature", s.signature),
+        .tls_cert = read_pem("--client-cert", s.client_cert, WH_TLS_CERT_MAX),
+        .tls_key = read_pem("--client-key", s.client_key, WH_TLS_KEY_MAX),
+        .tls_ca = read_pem("--ca-bundle", s.ca_bundle, WH_TLS_CA_MAX),
     };
     char id[WH_ENDPOINT_ID_MAX], secret[WH_SECRET_TEXT_MAX];
     char pubkey[WH_SIGNKEY_TEXT_MAX];
     wh_db *db = connect_db();
     int rc = wh_endpoints_add(db, &sb, &spec, id, secret, pubkey, err,
                               sizeof(err));
+    free_pem((char *)spec.tls_cert);
+    free_pem((char *)spec.tls_key);
+    free_pem((char *)spec.tls_ca);
     wh_db_close(db);
     wh_secretbox_cleanup(&sb);
     if (rc != WH_OK) {
@@ -651,6 +710,9 @@ static void print_endpoint(wh_endpoint *ep, void *opaque)
             rc = rc || wh_buf_addf(b, ",\"retry_schedule\":\"%s\"", sched);
         else
             rc = rc || wh_buf_add(b, ",\"retry_schedule\":null", 22);
+        rc = rc || wh_buf_addf(b, ",\"client_cert\":%s,\"ca_bundle\":%s",
+                               ep->has_tls_cert ? "true" : "false",
+                               ep->tls_ca ? "true" : "false");
         if (ep->unreadable)
             rc = rc || wh_buf_add(b, ",\"unreadable\":", 14) ||
                  wh_buf_json_str(b, ep->unreadable, strlen(ep->unreadable));
@@ -1038,7 +1100,8 @@ static int endpoint_get_key(int argc, char **argv)
 typedef struct {
     const char *url, *events, *description, *rate_limit, *retry_schedule;
     const char *secret, *signature;
-    bool ordered, unordered;
+    const char *client_cert, *client_key, *ca_bundle;
+    bool ordered, unordered, no_client_cert, no_ca_bundle;
     int64_t max_in_flight, timeout_ms;
 } update_settings;
 
@@ -1071,6 +1134,16 @@ static const wh_opt update_opts[] = {
      "hmac, ed25519 or both: keys of a kind no longer used are dropped, a "
      "kind newly used gets a generated key (printed: the secret, the "
      "public key)"},
+    {"client-cert", NULL, WH_OPT_STRING, NULL, 0, 0, U(client_cert),
+     "PEM file: a new TLS client certificate (needs --client-key)"},
+    {"client-key", NULL, WH_OPT_STRING, NULL, 0, 0, U(client_key),
+     "PEM file: its unencrypted private key, stored sealed"},
+    {"no-client-cert", NULL, WH_OPT_BOOL, "false", 0, 0, U(no_client_cert),
+     "remove the TLS client certificate and key"},
+    {"ca-bundle", NULL, WH_OPT_STRING, NULL, 0, 0, U(ca_bundle),
+     "PEM file: a new CA bundle for the endpoint's server certificate"},
+    {"no-ca-bundle", NULL, WH_OPT_BOOL, "false", 0, 0, U(no_ca_bundle),
+     "check the server certificate against the worker's CAs again"},
 };
 
 static int endpoint_update(int argc, char **argv)
@@ -1106,7 +1179,16 @@ static int endpoint_update(int argc, char **argv)
         snprintf(tmo, sizeof(tmo), "%lld", (long long)s.timeout_ms);
     bool other = s.url || s.events || s.description || s.retry_schedule ||
                  s.ordered || s.unordered || mif[0] || s.rate_limit || tmo[0];
-    if (!other && !s.secret && !s.signature)
+    if (s.no_client_cert && (s.client_cert || s.client_key))
+        die_usage("%s", "--no-client-cert excludes --client-cert and "
+                        "--client-key");
+    if (s.no_ca_bundle && s.ca_bundle)
+        die_usage("%s", "--no-ca-bundle excludes --ca-bundle");
+    if (!s.client_cert != !s.client_key)
+        die_usage("%s", "--client-cert and --client-key go together");
+    bool tls = s.client_cert || s.no_client_cert || s.ca_bundle ||
+               s.no_ca_bundle;
+    if (!other && !s.secret && !s.signature && !tls)
         die_usage("%s", "nothing to change (see --help)");
     if (s.secret && s.signature)
         die_usage("%s", "--secret and --signature: one at a time");
@@ -1120,8 +1202,11 @@ static int endpoint_update(int argc, char **argv)
             die_usage("--secret: %s", err);
         wh_sign_clear_secret(&parsed);
     }
-    if (s.secret || s.signature)
+    if (s.secret || s.signature || s.client_cert)
         load_box(&sb);
+    char *cert = read_pem("--client-cert", s.client_cert, WH_TLS_CERT_MAX);
+    char *key = read_pem("--client-key", s.client_key, WH_TLS_KEY_MAX);
+    char *ca = read_pem("--ca-bundle", s.ca_bundle, WH_TLS_CA_MAX);
     const char *params[] = {
         id,
         s.url,
@@ -1164,7 +1249,15 @@ static int endpoint_update(int argc, char **argv)
         rc = wh_endpoints_set_signature(db, &sb, id, scheme,
                                         wh_wall_us() / 1000000, &rot, err,
                                         sizeof(err));
-    if (s.secret || s.signature)
+    if (rc == WH_OK && (s.client_cert || s.no_client_cert))
+        rc = wh_endpoints_set_client_cert(db, &sb, id, cert, key, err,
+                                          sizeof(err));
+    if (rc == WH_OK && (s.ca_bundle || s.no_ca_bundle))
+        rc = wh_endpoints_set_ca_bundle(db, id, ca, err, sizeof(err));
+    free_pem(cert);
+    free_pem(key);
+    free_pem(ca);
+    if (s.secret || s.signature || s.client_cert)
         wh_secretbox_cleanup(&sb);
     wh_db_close(db);
     rc = changed(rc, id, err, "updated");

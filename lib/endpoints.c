@@ -16,6 +16,7 @@
 
 #include "base64.h"
 #include "codec.h"
+#include "http.h"
 #include "pattern.h"
 #include "url.h"
 
@@ -28,6 +29,12 @@ void wh_endpoint_free(wh_endpoint *ep)
     free(ep->description);
     free(ep->disabled_reason);
     free(ep->unreadable);
+    free(ep->tls_cert);
+    free(ep->tls_ca);
+    if (ep->tls_key) {
+        explicit_bzero(ep->tls_key, ep->tls_key_len);
+        free(ep->tls_key);
+    }
     for (size_t i = 0; i < ep->nsecrets; i++)
         wh_sign_clear_secret(&ep->secrets[i]);
     for (size_t i = 0; i < ep->nsignkeys; i++)
@@ -91,6 +98,84 @@ static int seal(const wh_secretbox *sb, const char *id, const char *secret,
                           sizeof(sealed), &sealed_len, err, errlen))
         return WH_ERR;
     wh_base64_encode(sealed, sealed_len, out);
+    return WH_OK;
+}
+
+/* Checks the TLS material of an endpoint: cert and key both or neither,
+ * each PEM text a request can use. */
+static int check_tls(const char *cert, const char *key, const char *ca,
+                     char *err, size_t errlen)
+{
+    char e[WH_ERRLEN];
+    if (!cert != !key)
+        return wh_errf(err, errlen, "--client-cert and --client-key go "
+                                    "together");
+    if (cert && wh_http_check_client_pem(cert, strlen(cert), key, strlen(key),
+                                         e, sizeof(e)) != WH_OK)
+        return wh_errf(err, errlen, "--client-cert: %s", e);
+    if (ca && wh_http_check_ca_pem(ca, strlen(ca), e, sizeof(e)) != WH_OK)
+        return wh_errf(err, errlen, "--ca-bundle: %s", e);
+    return WH_OK;
+}
+
+/* The associated data a client key is sealed with: the endpoint id and
+ * the column, so it cannot be moved to another row or column. */
+static void tls_key_aad(const char *id, char *aad, size_t cap)
+{
+    snprintf(aad, cap, "%s:tls_client_key", id);
+}
+
+/* Seals key (PEM) for endpoint id into *out (base64, malloc'd). */
+static int seal_tls_key(const wh_secretbox *sb, const char *id,
+                        const char *key, char **out, char *err, size_t errlen)
+{
+    char aad[WH_ENDPOINT_ID_MAX + 32];
+    size_t n = strlen(key), sealed_len;
+    size_t cap = wh_secretbox_sealed_len(n);
+    tls_key_aad(id, aad, sizeof(aad));
+    *out = NULL;
+    if (cap == 0)
+        return wh_errf(err, errlen, "--client-key: too long (at most %d "
+                       "bytes)", WH_SECRETBOX_PLAIN_MAX);
+    unsigned char *sealed = malloc(cap);
+    char *b64 = malloc(wh_base64_encoded_len(cap) + 1);
+    int rc = !sealed || !b64 ? wh_errf(err, errlen, "out of memory")
+                             : wh_secretbox_seal(sb, aad, key, n, sealed, cap,
+                                                 &sealed_len, err, errlen);
+    if (rc == WH_OK) {
+        wh_base64_encode(sealed, sealed_len, b64);
+        *out = b64;
+        b64 = NULL;
+    }
+    free(sealed);
+    free(b64);
+    return rc;
+}
+
+/* Opens the sealed client key of ep (base64 b64) into ep->tls_key. */
+static int open_tls_key(const wh_secretbox *sb, wh_endpoint *ep,
+                        const char *b64, size_t b64len, char *why,
+                        size_t whylen)
+{
+    unsigned char sealed[WH_SECRETBOX_OVERHEAD + WH_SECRETBOX_PLAIN_MAX];
+    char aad[WH_ENDPOINT_ID_MAX + 32], e[WH_ERRLEN];
+    size_t sealed_len, n;
+    tls_key_aad(ep->id, aad, sizeof(aad));
+    if (wh_base64_decode(b64, b64len, sealed, sizeof(sealed), &sealed_len))
+        return wh_errf(why, whylen, "tls_client_key_sealed is not a sealed "
+                                    "key (bad length)");
+    if (!(ep->tls_key = malloc(WH_SECRETBOX_PLAIN_MAX + 1)))
+        return wh_errf(why, whylen, "out of memory");
+    if (wh_secretbox_open(sb, aad, sealed, sealed_len, ep->tls_key,
+                          WH_SECRETBOX_PLAIN_MAX, &n, e, sizeof(e)) != WH_OK) {
+        free(ep->tls_key);
+        ep->tls_key = NULL;
+        return wh_errf(why, whylen, "tls_client_key_sealed cannot be opened "
+                                    "(%s; tampered with, or sealed under "
+                                    "another WEBHOOK_SECRET_KEY)", e);
+    }
+    ep->tls_key[n] = '\0';
+    ep->tls_key_len = n;
     return WH_OK;
 }
 
@@ -167,8 +252,18 @@ int wh_endpoints_add(wh_db *db, const wh_secretbox *sb,
         if (wh_retry_policy_to_pg(&rp, retry_pg, sizeof(retry_pg)) != WH_OK)
             return wh_errf(err, errlen, "--retry-schedule: too long");
     }
+    if (check_tls(spec->tls_cert, spec->tls_key, spec->tls_ca, err,
+                  errlen) != WH_OK)
+        return WH_ERR;
+    if (spec->tls_cert && strncmp(spec->url, "https://", 8) != 0)
+        return wh_errf(err, errlen, "--client-cert: needs an https:// URL");
     if (new_id(id_out) != WH_OK)
         return wh_errf(err, errlen, "cannot generate an id");
+    char *key_b64 = NULL;
+    if (spec->tls_key &&
+        seal_tls_key(sb, id_out, spec->tls_key, &key_b64, err, errlen) !=
+            WH_OK)
+        return WH_ERR;
     char sealed_b64[SEALED_B64_MAX];
     int sealed_rc = seal(sb, id_out, keys, sealed_b64, err, errlen);
     explicit_bzero(keys, sizeof(keys));
@@ -188,16 +283,23 @@ int wh_endpoints_add(wh_db *db, const wh_secretbox *sb,
         spec->description ? spec->description : "",
         spec->retry_schedule ? retry_pg : NULL,
         wh_signature_name(kind),
+        spec->tls_cert,
+        key_b64,
+        spec->tls_ca,
     };
     wh_db_result *r;
-    if (wh_db_query(db,
+    int qrc = wh_db_query(db,
                     "INSERT INTO webhooks.endpoints (id, app, url, "
                     "secrets_sealed, event_types, ordered, max_in_flight, "
                     "rate_limit_per_s, timeout_ms, description, "
-                    "retry_schedule_ms, signature) VALUES "
+                    "retry_schedule_ms, signature, tls_client_cert, "
+                    "tls_client_key_sealed, tls_ca_bundle) VALUES "
                     "($1, $2, $3, decode($4, 'base64'), $5, $6, $7, $8, $9, "
-                    "$10, $11::integer[], $12)",
-                    12, params, &r, err, errlen) != WH_OK) {
+                    "$10, $11::integer[], $12, $13, decode($14, 'base64'), "
+                    "$15)",
+                    15, params, &r, err, errlen);
+    free(key_b64);
+    if (qrc != WH_OK) {
         pubkey_out[0] = '\0';
         return WH_ERR;
     }
@@ -414,7 +516,9 @@ int wh_endpoints_query(wh_db *db, const char *id, wh_db_result **out,
                        "disabled, disabled_reason, description, "
                        "to_char(created_at AT TIME ZONE 'UTC', "
                        "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
-                       "retry_schedule_ms::text, signature "
+                       "retry_schedule_ms::text, signature, tls_client_cert, "
+                       "translate(encode(tls_client_key_sealed, 'base64'), "
+                       "E'\\n', ''), tls_ca_bundle "
                        "FROM webhooks.endpoints WHERE $1::text IS NULL OR "
                        "id = $1 ORDER BY created_at, id",
                        1, params, out, err, errlen);
@@ -489,6 +593,27 @@ int wh_endpoints_read(const wh_db_result *r, int i, const wh_secretbox *sb,
     if (sb && !why[0])
         WH_IGNORE(open_secrets(sb, ep, wh_db_get(r, i, 3),
                                wh_db_getlen(r, i, 3), why, sizeof(why)));
+    ep->has_tls_cert = !wh_db_isnull(r, i, 15);
+    if (ep->has_tls_cert) {
+        ep->tls_cert_len = (size_t)wh_db_getlen(r, i, 15);
+        if (!(ep->tls_cert = strdup(wh_db_get(r, i, 15))))
+            goto oom;
+        if (sb && !why[0])
+            WH_IGNORE(open_tls_key(sb, ep, wh_db_get(r, i, 16),
+                                   wh_db_getlen(r, i, 16), why, sizeof(why)));
+    }
+    if (!wh_db_isnull(r, i, 17)) {
+        ep->tls_ca_len = (size_t)wh_db_getlen(r, i, 17);
+        if (!(ep->tls_ca = strdup(wh_db_get(r, i, 17))))
+            goto oom;
+    }
+    if (sb && !why[0] && ep->has_tls_cert &&
+        wh_http_check_client_pem(ep->tls_cert, ep->tls_cert_len, ep->tls_key,
+                                 ep->tls_key_len, e, sizeof(e)) != WH_OK)
+        wh_errf(why, sizeof(why), "tls_client_cert: %s", e);
+    if (!why[0] && ep->tls_ca &&
+        wh_http_check_ca_pem(ep->tls_ca, ep->tls_ca_len, e, sizeof(e)) != WH_OK)
+        wh_errf(why, sizeof(why), "tls_ca_bundle: %s", e);
     if (why[0] && !(ep->unreadable = strdup(why)))
         goto oom;
     if (!ep->url || !ep->event_types || !ep->description ||
@@ -500,6 +625,12 @@ int wh_endpoints_read(const wh_db_result *r, int i, const wh_secretbox *sb,
         for (size_t k = 0; k < ep->nsignkeys; k++)
             wh_sign_signkey_cleanup(&ep->signkeys[k]);
         ep->nsecrets = ep->nsignkeys = 0;
+        if (ep->tls_key) {
+            explicit_bzero(ep->tls_key, ep->tls_key_len);
+            free(ep->tls_key);
+            ep->tls_key = NULL;
+            ep->tls_key_len = 0;
+        }
     }
     *out = ep;
     return WH_OK;
@@ -826,6 +957,47 @@ int wh_endpoints_set_secret(wh_db *db, const wh_secretbox *sb, const char *id,
     out->nhmac = 1;
     out->ned25519 = out->public_key[0] != '\0';
     return wh_endpoints_resume(db, id, NULL, err, errlen);
+}
+
+int wh_endpoints_set_client_cert(wh_db *db, const wh_secretbox *sb,
+                                 const char *id, const char *cert,
+                                 const char *key, char *err, size_t errlen)
+{
+    if (check_tls(cert, key, NULL, err, errlen) != WH_OK)
+        return WH_ERR;
+    char *key_b64 = NULL;
+    if (key && seal_tls_key(sb, id, key, &key_b64, err, errlen) != WH_OK)
+        return WH_ERR;
+    const char *params[] = {id, cert, key_b64};
+    wh_db_result *r;
+    int rc = wh_db_query(db,
+                         "UPDATE webhooks.endpoints SET tls_client_cert = $2, "
+                         "tls_client_key_sealed = decode($3, 'base64'), "
+                         "updated_at = now() WHERE id = $1",
+                         3, params, &r, err, errlen);
+    free(key_b64);
+    if (rc != WH_OK)
+        return WH_ERR;
+    long n = wh_db_affected(r);
+    wh_db_result_free(r);
+    return n ? WH_OK : WH_DECLINED;
+}
+
+int wh_endpoints_set_ca_bundle(wh_db *db, const char *id, const char *ca,
+                               char *err, size_t errlen)
+{
+    if (check_tls(NULL, NULL, ca, err, errlen) != WH_OK)
+        return WH_ERR;
+    const char *params[] = {id, ca};
+    wh_db_result *r;
+    if (wh_db_query(db,
+                    "UPDATE webhooks.endpoints SET tls_ca_bundle = $2, "
+                    "updated_at = now() WHERE id = $1",
+                    2, params, &r, err, errlen) != WH_OK)
+        return WH_ERR;
+    long n = wh_db_affected(r);
+    wh_db_result_free(r);
+    return n ? WH_OK : WH_DECLINED;
 }
 
 int wh_endpoints_set_disabled(wh_db *db, const char *id, bool disabled,

@@ -47,6 +47,15 @@ typedef struct wh_endpoint {
     wh_signkey signkeys[WH_SIGN_MAX_SECRETS]; /* ed25519, as secrets */
     int64_t signkey_expires_s[WH_SIGN_MAX_SECRETS];
     size_t nsignkeys;
+    /* TLS client identity (mTLS) and CA bundle, PEM, owned; NULL: none.
+     * The key is only there when the row was read with a secretbox. */
+    char *tls_cert;
+    size_t tls_cert_len;
+    char *tls_key;
+    size_t tls_key_len;
+    char *tls_ca;
+    size_t tls_ca_len;
+    bool has_tls_cert;         /* a client certificate is stored */
     bool ordered;
     int max_in_flight;
     int rate_limit_per_s;      /* 0 = unlimited */
@@ -81,6 +90,9 @@ typedef struct {
     int64_t rate_limit_per_s;  /* 0 = unlimited */
     int64_t timeout_ms;        /* 0 = default */
     const char *retry_schedule; /* "1s,2s,4s", NULL = default */
+    const char *tls_cert;      /* PEM client certificate, NULL = none */
+    const char *tls_key;       /* its PEM private key: both or neither */
+    const char *tls_ca;        /* PEM CA bundle for the server, NULL = none */
 } wh_endpoint_spec;
 
 /* Validates spec, seals the secret (and, for ed25519, a generated signing
@@ -159,6 +171,21 @@ int wh_endpoints_rotate_secret(wh_db *db, const wh_secretbox *sb,
 int wh_endpoints_set_secret(wh_db *db, const wh_secretbox *sb, const char *id,
                             const char *secret, wh_rotation *out, char *err,
                             size_t errlen) WH_MUST_CHECK;
+
+/* Sets the endpoint's TLS client identity: cert (PEM, with its chain)
+ * and key (PEM, unencrypted, sealed with sb's key), checked to belong
+ * together; cert and key NULL remove it. WH_DECLINED when no such
+ * endpoint. */
+int wh_endpoints_set_client_cert(wh_db *db, const wh_secretbox *sb,
+                                 const char *id, const char *cert,
+                                 const char *key, char *err,
+                                 size_t errlen) WH_MUST_CHECK;
+
+/* Sets the CA bundle (PEM) the endpoint's server certificate is checked
+ * against instead of the worker's; NULL removes it. WH_DECLINED when no
+ * such endpoint. */
+int wh_endpoints_set_ca_bundle(wh_db *db, const char *id, const char *ca,
+                               char *err, size_t errlen) WH_MUST_CHECK;
 
 /* Changes the endpoint's signature scheme: keys of a kind the new scheme
  * does not use are dropped, and a kind it newly uses gets a generated

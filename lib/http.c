@@ -183,29 +183,114 @@ static int on_timer(CURLM *multi, long timeout_ms, void *arg)
     return 0;
 }
 
+/* Counts the PEM certificates in bio; WH_ERR when one does not parse
+ * (*count then holds those before it). */
+static int count_certs(BIO *bio, int *count)
+{
+    X509 *x;
+    *count = 0;
+    ERR_clear_error();
+    while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        X509_free(x);
+        (*count)++;
+    }
+    /* the loop ends at the end of the input (PEM_R_NO_START_LINE) or at
+     * a block that does not parse */
+    unsigned long e = ERR_peek_last_error();
+    bool eof = ERR_GET_LIB(e) == ERR_LIB_PEM &&
+               ERR_GET_REASON(e) == PEM_R_NO_START_LINE;
+    ERR_clear_error();
+    return e && !eof ? WH_ERR : WH_OK;
+}
+
+int wh_http_check_ca_pem(const void *pem, size_t len, char *err,
+                         size_t errlen)
+{
+    if (len > WH_TLS_CA_MAX)
+        return wh_errf(err, errlen, "CA bundle is %zu bytes (at most %d)",
+                       len, WH_TLS_CA_MAX);
+    BIO *bio = BIO_new_mem_buf(pem, (int)len);
+    int certs = 0;
+    if (!bio)
+        return wh_errf(err, errlen, "out of memory");
+    int rc = count_certs(bio, &certs);
+    BIO_free(bio);
+    if (rc != WH_OK)
+        return wh_errf(err, errlen, "CA bundle: certificate %d does not "
+                       "parse", certs + 1);
+    if (certs == 0)
+        return wh_errf(err, errlen, "CA bundle: no PEM certificate in it");
+    return WH_OK;
+}
+
+int wh_http_check_client_pem(const void *cert, size_t cert_len,
+                             const void *key, size_t key_len, char *err,
+                             size_t errlen)
+{
+    if (cert_len > WH_TLS_CERT_MAX)
+        return wh_errf(err, errlen, "client certificate is %zu bytes (at "
+                       "most %d)", cert_len, WH_TLS_CERT_MAX);
+    if (key_len > WH_TLS_KEY_MAX)
+        return wh_errf(err, errlen, "client key is %zu bytes (at most %d)",
+                       key_len, WH_TLS_KEY_MAX);
+    BIO *cb = BIO_new_mem_buf(cert, (int)cert_len);
+    BIO *kb = BIO_new_mem_buf(key, (int)key_len);
+    X509 *x = NULL;
+    EVP_PKEY *k = NULL;
+    int certs = 0, rc = WH_ERR;
+    if (!cb || !kb) {
+        wh_errf(err, errlen, "out of memory");
+        goto done;
+    }
+    ERR_clear_error();
+    if (!(x = PEM_read_bio_X509(cb, NULL, NULL, NULL))) {
+        wh_errf(err, errlen, "client certificate: no PEM certificate in it");
+        goto done;
+    }
+    if (count_certs(cb, &certs) != WH_OK) {
+        wh_errf(err, errlen, "client certificate: certificate %d of the "
+                "chain does not parse", certs + 2);
+        goto done;
+    }
+    /* an empty passphrase: an encrypted key fails instead of prompting */
+    if (!(k = PEM_read_bio_PrivateKey(kb, NULL, NULL, (void *)""))) {
+        wh_errf(err, errlen, "client key: no unencrypted PEM private key in "
+                             "it");
+        goto done;
+    }
+    if (X509_check_private_key(x, k) != 1) {
+        wh_errf(err, errlen, "client key does not belong to the client "
+                             "certificate");
+        goto done;
+    }
+    rc = WH_OK;
+done:
+    ERR_clear_error();
+    EVP_PKEY_free(k);
+    X509_free(x);
+    BIO_free(kb);
+    BIO_free(cb);
+    return rc;
+}
+
 int wh_http_check_ca_file(const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     if (!f)
         return wh_errf(err, errlen, "CA file %s: %s", path, strerror(errno));
     int certs = 0;
-    X509 *x;
-    ERR_clear_error();
-    while ((x = PEM_read_X509(f, NULL, NULL, NULL)) != NULL) {
-        X509_free(x);
-        certs++;
+    BIO *bio = BIO_new_fp(f, BIO_NOCLOSE);
+    if (!bio) {
+        fclose(f);
+        return wh_errf(err, errlen, "out of memory");
     }
-    /* the loop ends at the end of the file (PEM_R_NO_START_LINE) or at a
-     * block that does not parse */
-    unsigned long e = ERR_peek_last_error();
-    bool eof = ERR_GET_LIB(e) == ERR_LIB_PEM &&
-               ERR_GET_REASON(e) == PEM_R_NO_START_LINE;
-    ERR_clear_error();
+    int rc = count_certs(bio, &certs);
+    BIO_free(bio);
     bool read_failed = ferror(f);
     fclose(f);
     if (read_failed)
         return wh_errf(err, errlen, "CA file %s: cannot be read", path);
-    if (e && !eof)
+    if (rc != WH_OK)
         return wh_errf(err, errlen, "CA file %s: certificate %d does not "
                        "parse", path, certs + 1);
     if (certs == 0)
@@ -486,6 +571,32 @@ static int launch(wh_http *h, wh_http_req *req, char *err, size_t errlen)
                                         : 86400L;
         curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, secs);
     }
+    if (req->tls_cert || req->tls_ca) {
+        /* such a handle is not pooled (release()), so these settings
+         * never reach another request; curl's connection cache matches
+         * on them, so no connection is shared with other settings */
+        req->tls_own_ = 1;
+        if (req->tls_cert) {
+            struct curl_blob cert = {(void *)req->tls_cert, req->tls_cert_len,
+                                     CURL_BLOB_COPY};
+            struct curl_blob key = {(void *)req->tls_key, req->tls_key_len,
+                                    CURL_BLOB_COPY};
+            curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
+            curl_easy_setopt(e, CURLOPT_SSLCERT_BLOB, &cert);
+            curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
+            curl_easy_setopt(e, CURLOPT_SSLKEY_BLOB, &key);
+        }
+        if (req->tls_ca) {
+            struct curl_blob ca = {(void *)req->tls_ca, req->tls_ca_len,
+                                   CURL_BLOB_COPY};
+            curl_easy_setopt(e, CURLOPT_CAINFO, NULL);
+            curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
+            curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, &ca);
+        }
+    }
+    /* curl has its own copies now */
+    free(req->tls_copy_);
+    req->tls_copy_ = NULL;
     curl_easy_setopt(e, CURLOPT_PRIVATE, req);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->error);
     req->started_us_ = wh_mono_us();
@@ -521,6 +632,30 @@ static void host_key(const char *url, char *key, size_t cap)
         key[i] = (char)((url[i] >= 'A' && url[i] <= 'Z') ? url[i] + 32
                                                          : url[i]);
     key[n] = '\0';
+}
+
+/* A request that waits for a connection keeps its own copy of its TLS
+ * material (the caller's may be gone when it is launched). */
+static int copy_tls(wh_http_req *req)
+{
+    size_t n = req->tls_cert_len + req->tls_key_len + req->tls_ca_len;
+    if (n == 0)
+        return WH_OK;
+    char *p = malloc(n);
+    if (!p)
+        return WH_ERR;
+    req->tls_copy_ = p;
+    if (req->tls_cert) {
+        req->tls_cert = memcpy(p, req->tls_cert, req->tls_cert_len);
+        p += req->tls_cert_len;
+    }
+    if (req->tls_key) {
+        req->tls_key = memcpy(p, req->tls_key, req->tls_key_len);
+        p += req->tls_key_len;
+    }
+    if (req->tls_ca)
+        req->tls_ca = memcpy(p, req->tls_ca, req->tls_ca_len);
+    return WH_OK;
 }
 
 int wh_http_start(wh_http *h, wh_http_req *req, char *err, size_t errlen)
@@ -563,8 +698,12 @@ int wh_http_start(wh_http *h, wh_http_req *req, char *err, size_t errlen)
     if (!n)
         goto oom;
     req->slist_ = n;
+    req->tls_copy_ = NULL;
+    req->tls_own_ = 0;
     if (h->conf.max_host_connections > 0 &&
         host->active >= h->conf.max_host_connections) {
+        if (copy_tls(req) != WH_OK)
+            goto oom;
         req->wait_ = 1;
         req->qprev_ = host->qtail;
         if (host->qtail)
@@ -635,7 +774,9 @@ static void release(wh_http *h, wh_http_req *req)
     if (req->next_)
         req->next_->prev_ = req->prev_;
     req->prev_ = req->next_ = NULL;
-    if (h->npool < POOL_MAX)
+    int own = req->tls_own_;
+    req->tls_own_ = 0;
+    if (h->npool < POOL_MAX && !own)
         h->pool[h->npool++] = e;
     else
         curl_easy_cleanup(e);
@@ -658,6 +799,8 @@ static void drop_waiting(wh_http *h, wh_http_req *req)
     }
     curl_slist_free_all(req->slist_);
     req->slist_ = NULL;
+    free(req->tls_copy_);
+    req->tls_copy_ = NULL;
     h->running--;
 }
 
@@ -725,10 +868,14 @@ static wh_http_error classify(CURLcode rc, const wh_http_req *req)
     case CURLE_SSL_CERTPROBLEM:
     case CURLE_SSL_CIPHER:
     case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CLIENTCERT:
         return WH_HTTP_TLS;
-    case CURLE_GOT_NOTHING:
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
+        /* a TLS alert after the handshake (TLS 1.3 servers refuse a
+         * client certificate that way) arrives as a read error */
+        return strstr(req->error, "SSL_") ? WH_HTTP_TLS : WH_HTTP_NETWORK;
+    case CURLE_GOT_NOTHING:
     case CURLE_PARTIAL_FILE:
         return WH_HTTP_NETWORK;
     default:

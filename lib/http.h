@@ -69,6 +69,17 @@ typedef struct wh_http_req {
     const char *const *headers; /* "Name: value" lines, NULL-terminated */
     int64_t timeout_ms;
     int64_t connect_timeout_ms;
+    /* TLS for this request alone (NULL/0: none), PEM bytes curl copies:
+     * a client certificate (with its chain) and its private key, both or
+     * neither; a CA bundle that replaces the configured one for the
+     * server's certificate. Read by wh_http_start (copied when the
+     * request waits for a connection). */
+    const void *tls_cert;
+    size_t tls_cert_len;
+    const void *tls_key;
+    size_t tls_key_len;
+    const void *tls_ca;
+    size_t tls_ca_len;
     void *opaque;
     /* out, valid in the done callback */
     int status;                 /* HTTP status, 0 without a response */
@@ -94,6 +105,8 @@ typedef struct wh_http_req {
     int64_t slow_mark_;      /* bytes moved when it started */
     int sending_;            /* connected, the request is being sent */
     int cut_;                /* why the adapter ended it early, CUT_* */
+    int tls_own_;            /* its handle has per-request TLS settings */
+    void *tls_copy_;         /* its TLS material while it waits */
     char blocked_[160];
 } wh_http_req;
 
@@ -105,6 +118,24 @@ typedef void wh_http_done_fn(wh_http_req *req, void *opaque);
  * WH_ERR with the reason (for a start-up check of WEBHOOK_CA_FILE). */
 int wh_http_check_ca_file(const char *path, char *err,
                           size_t errlen) WH_MUST_CHECK;
+
+/* Bounds of the per-endpoint TLS material (the schema's as well). */
+#define WH_TLS_CERT_MAX  (64 * 1024)
+#define WH_TLS_KEY_MAX   4096  /* = WH_SECRETBOX_PLAIN_MAX: it is sealed */
+#define WH_TLS_CA_MAX    (256 * 1024)
+
+/* Checks PEM text a request can use as its TLS client identity: cert
+ * holds one or more certificates (the first is the client's), key an
+ * unencrypted private key matching the first certificate. WH_OK, or
+ * WH_ERR with the reason (never quoting the key). */
+int wh_http_check_client_pem(const void *cert, size_t cert_len,
+                             const void *key, size_t key_len, char *err,
+                             size_t errlen) WH_MUST_CHECK;
+
+/* Checks PEM text as a CA bundle: at least one certificate, nothing that
+ * does not parse, at most WH_TLS_CA_MAX bytes. */
+int wh_http_check_ca_pem(const void *pem, size_t len, char *err,
+                         size_t errlen) WH_MUST_CHECK;
 
 int wh_http_new(const wh_http_conf *conf, wh_http **out, char *err,
                 size_t errlen) WH_MUST_CHECK;

@@ -105,6 +105,14 @@ int wk_attempt_start(wh_http *http, wh_http_req *req,
     req->body = dv->event.payload;
     req->body_len = dv->event.payload_len;
     req->headers = lines;
+    if (ep->tls_cert && ep->tls_key) {
+        req->tls_cert = ep->tls_cert;
+        req->tls_cert_len = ep->tls_cert_len;
+        req->tls_key = ep->tls_key;
+        req->tls_key_len = ep->tls_key_len;
+    }
+    req->tls_ca = ep->tls_ca;
+    req->tls_ca_len = ep->tls_ca_len;
     req->timeout_ms = ep->timeout_ms ? ep->timeout_ms : conf->timeout_ms;
     req->connect_timeout_ms = conf->connect_timeout_ms;
     if (req->connect_timeout_ms > req->timeout_ms)
