@@ -36,6 +36,8 @@ typedef struct {
     const char *database_url;
     const char *secret_key;
     const char *secret_key_file;
+    const char *secret_key_previous;
+    const char *secret_key_previous_file;
     const char *kafka_brokers;
     const char *kafka_extra;
     const char *deliveries_topic;
@@ -53,6 +55,15 @@ static const wh_opt global_opts[] = {
     {"secret-key-file", "WEBHOOK_SECRET_KEY_FILE", WH_OPT_STRING, NULL, 0, 0,
      offsetof(global_settings, secret_key_file),
      "file holding that key (instead of WEBHOOK_SECRET_KEY)"},
+    {"secret-key-previous", "WEBHOOK_SECRET_KEY_PREVIOUS", WH_OPT_STRING,
+     NULL, 0, 0, offsetof(global_settings, secret_key_previous),
+     "keys the current one replaced (at most 3, separated by commas or "
+     "whitespace): they open secrets sealed under them, never seal"},
+    {"secret-key-previous-file", "WEBHOOK_SECRET_KEY_PREVIOUS_FILE",
+     WH_OPT_STRING, NULL, 0, 0,
+     offsetof(global_settings, secret_key_previous_file),
+     "file holding those keys, one per line (instead of "
+     "WEBHOOK_SECRET_KEY_PREVIOUS)"},
     {"kafka-brokers", "KAFKA_BROKERS", WH_OPT_STRING, "localhost:9092", 0, 0,
      offsetof(global_settings, kafka_brokers),
      "Kafka bootstrap servers (replays)"},
@@ -154,8 +165,13 @@ static wh_db *connect_db(void)
 static void load_box(wh_secretbox *sb)
 {
     char err[512];
-    if (wh_secretbox_load(sb, G.secret_key, G.secret_key_file, err,
-                          sizeof(err)) != WH_OK) {
+    wh_secretbox_source keys = {
+        .key = G.secret_key,
+        .key_file = G.secret_key_file,
+        .previous = G.secret_key_previous,
+        .previous_file = G.secret_key_previous_file,
+    };
+    if (wh_secretbox_load(sb, &keys, err, sizeof(err)) != WH_OK) {
         fprintf(stderr, "webhookctl: %s\n", err);
         exit(EXIT_USAGE);
     }

@@ -172,9 +172,8 @@ static int open_secrets(const wh_secretbox *sb, wh_endpoint *ep,
                                     "secret (bad length)");
     if (wh_secretbox_open(sb, ep->id, sealed, sealed_len, plain,
                           sizeof(plain) - 1, &plain_len, e, sizeof(e)))
-        return wh_errf(why, whylen, "secrets_sealed cannot be opened (%s; "
-                                    "tampered with, or sealed under another "
-                                    "WEBHOOK_SECRET_KEY)", e);
+        return wh_errf(why, whylen, "secrets_sealed cannot be opened (%s)",
+                       e);
     plain[plain_len] = '\0';
     char *save = NULL;
     int rc = WH_OK;
@@ -416,12 +415,15 @@ static int rotate_tx(wh_db *db, const wh_secretbox *sb, const char *id,
     int rc = wh_base64_decode(wh_db_get(r, 0, 0), wh_db_getlen(r, 0, 0),
                               sealed, sizeof(sealed), &sealed_len);
     wh_db_result_free(r);
-    if (rc != WH_OK ||
-        wh_secretbox_open(sb, id, sealed, sealed_len, plain,
+    if (rc != WH_OK)
+        return wh_errf(err, errlen, "the endpoint's secrets are not a "
+                       "sealed value (bad length); repair them with "
+                       "endpoint update --secret");
+    if (wh_secretbox_open(sb, id, sealed, sealed_len, plain,
                           sizeof(plain) - 1, &plain_len, e, sizeof(e)))
         return wh_errf(err, errlen, "the endpoint's secrets cannot be "
-                       "opened (sealed under another WEBHOOK_SECRET_KEY?); "
-                       "repair it with endpoint update --secret");
+                       "opened (%s); repair them with endpoint update "
+                       "--secret", e);
     plain[plain_len] = '\0';
     /* the new secret first, then the current one (expiring after the
      * overlap; at once without one), then the older ones still live, as
