@@ -3,10 +3,12 @@
  * are stored as a space-separated list of whsec_ values, sealed with the
  * endpoint id as associated data, moved through SQL as base64. A row is
  * read column by column: one that fails a check is still returned, marked
- * unreadable, so one bad row never fails a whole load.
+ * unreadable, so one bad row never fails a whole load. Rekeying re-seals
+ * every sealed column (sealed_columns) under the current master key.
  */
 #include "endpoints.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,6 +19,8 @@
 #include "codec.h"
 #include "pattern.h"
 #include "url.h"
+
+#include <openssl/crypto.h>
 
 void wh_endpoint_free(wh_endpoint *ep)
 {
@@ -48,17 +52,18 @@ static int new_id(char *out)
 /* The sealed text: up to WH_SIGN_MAX_SECRETS "whsec_...[@expiry]" tokens,
  * space separated. */
 #define SECRETS_TEXT_MAX (WH_SIGN_MAX_SECRETS * (WH_SECRET_TEXT_MAX + 22))
-#define SEALED_MAX (WH_SECRETBOX_OVERHEAD + SECRETS_TEXT_MAX)
+/* The largest sealed value of any column, raw and as base64 with NUL. */
+#define SEALED_MAX (WH_SECRETBOX_OVERHEAD + WH_SECRETBOX_PLAIN_MAX)
 #define SEALED_B64_MAX (2 * SEALED_MAX)
 
-/* Seals secret for endpoint id into out (SEALED_B64_MAX), as base64. */
-static int seal(const wh_secretbox *sb, const char *id, const char *secret,
-                char *out, char *err, size_t errlen)
+/* Seals plain[0..n) for aad into out (SEALED_B64_MAX), as base64. */
+static int seal(const wh_secretbox *sb, const char *aad, const char *plain,
+                size_t n, char *out, char *err, size_t errlen)
 {
     unsigned char sealed[SEALED_MAX];
     size_t sealed_len;
-    if (wh_secretbox_seal(sb, id, secret, strlen(secret), sealed,
-                          sizeof(sealed), &sealed_len, err, errlen))
+    if (wh_secretbox_seal(sb, aad, plain, n, sealed, sizeof(sealed),
+                          &sealed_len, err, errlen))
         return WH_ERR;
     wh_base64_encode(sealed, sealed_len, out);
     return WH_OK;
@@ -103,7 +108,8 @@ int wh_endpoints_add(wh_db *db, const wh_secretbox *sb,
     if (new_id(id_out) != WH_OK)
         return wh_errf(err, errlen, "cannot generate an id");
     char sealed_b64[SEALED_B64_MAX];
-    if (seal(sb, id_out, secret, sealed_b64, err, errlen) != WH_OK)
+    if (seal(sb, id_out, secret, strlen(secret), sealed_b64, err,
+             errlen) != WH_OK)
         return WH_ERR;
 
     char mif[16], rate[16], tmo[16];
@@ -157,24 +163,38 @@ static int split_expiry(char *tok, int64_t *expires)
     return WH_OK;
 }
 
+/* Decodes the base64 b64[0..b64len) of a sealed value into sealed
+ * (SEALED_MAX bytes) and opens it for aad into plain (cap bytes, the
+ * plaintext NUL-terminated after *plain_len bytes). On WH_ERR why says
+ * what is wrong, and plain holds nothing of the secret. */
+static int open_sealed(const wh_secretbox *sb, const char *aad,
+                       const char *b64, size_t b64len, unsigned char *sealed,
+                       size_t *sealed_len, char *plain, size_t cap,
+                       size_t *plain_len, char *why, size_t whylen)
+{
+    if (wh_base64_decode(b64, b64len, sealed, SEALED_MAX, sealed_len))
+        return wh_errf(why, whylen, "not a sealed value (bad length)");
+    if (wh_secretbox_open(sb, aad, sealed, *sealed_len, plain, cap - 1,
+                          plain_len, why, whylen))
+        return WH_ERR;
+    plain[*plain_len] = '\0';
+    return WH_OK;
+}
+
 /* Opens the sealed secret list into ep->secrets. On WH_ERR, why says what
  * is wrong (without the endpoint id: the caller names the row). */
 static int open_secrets(const wh_secretbox *sb, wh_endpoint *ep,
                         const char *b64, size_t b64len, char *why,
                         size_t whylen)
 {
-    unsigned char sealed[WH_SECRETBOX_OVERHEAD + WH_SECRETBOX_PLAIN_MAX];
+    unsigned char sealed[SEALED_MAX];
     char plain[WH_SECRETBOX_PLAIN_MAX + 1];
     size_t sealed_len, plain_len;
     char e[WH_ERRLEN];
-    if (wh_base64_decode(b64, b64len, sealed, sizeof(sealed), &sealed_len))
-        return wh_errf(why, whylen, "secrets_sealed is not a sealed "
-                                    "secret (bad length)");
-    if (wh_secretbox_open(sb, ep->id, sealed, sealed_len, plain,
-                          sizeof(plain) - 1, &plain_len, e, sizeof(e)))
+    if (open_sealed(sb, ep->id, b64, b64len, sealed, &sealed_len, plain,
+                    sizeof(plain), &plain_len, e, sizeof(e)) != WH_OK)
         return wh_errf(why, whylen, "secrets_sealed cannot be opened (%s)",
                        e);
-    plain[plain_len] = '\0';
     char *save = NULL;
     int rc = WH_OK;
     for (char *tok = strtok_r(plain, " ", &save); tok;
@@ -357,17 +377,39 @@ int wh_endpoints_resume(wh_db *db, const char *id, long *released, char *err,
     return WH_OK;
 }
 
-/* Writes the sealed secrets (base64) of endpoint id; *n gets the rows
- * changed (0: no such endpoint). */
-static int store_sealed(wh_db *db, const char *id, const char *sealed_b64,
-                        long *n, char *err, size_t errlen)
+/* The sealed columns of webhooks.endpoints, each with the aad its values
+ * are sealed with. wh_endpoints_rekey re-seals every one of them; a new
+ * sealed column is one more entry (a NULL value is skipped, so the column
+ * may be optional). */
+typedef struct {
+    const char *column;
+    /* writes the aad of endpoint id's value into out (cap bytes) */
+    int (*aad)(const char *id, char *out, size_t cap);
+} sealed_column;
+
+static int aad_endpoint_id(const char *id, char *out, size_t cap)
 {
+    return wh_strlcpy(out, id, cap);
+}
+
+static const sealed_column sealed_columns[] = {
+    {"secrets_sealed", aad_endpoint_id},
+};
+#define NSEALED WH_ARRAY_LEN(sealed_columns)
+
+/* Writes the sealed value (base64) of column (a sealed_columns name) of
+ * endpoint id; *n gets the rows changed (0: no such endpoint). */
+static int store_sealed(wh_db *db, const char *id, const char *column,
+                        const char *sealed_b64, long *n, char *err,
+                        size_t errlen)
+{
+    char sql[160];
     const char *params[] = {id, sealed_b64};
     wh_db_result *r;
-    if (wh_db_query(db,
-                    "UPDATE webhooks.endpoints SET secrets_sealed = "
-                    "decode($2, 'base64'), updated_at = now() WHERE id = $1",
-                    2, params, &r, err, errlen) != WH_OK)
+    snprintf(sql, sizeof(sql), "UPDATE webhooks.endpoints SET %s = "
+             "decode($2, 'base64'), updated_at = now() WHERE id = $1",
+             column);
+    if (wh_db_query(db, sql, 2, params, &r, err, errlen) != WH_OK)
         return WH_ERR;
     *n = wh_db_affected(r);
     wh_db_result_free(r);
@@ -382,14 +424,26 @@ int wh_endpoints_set_secret(wh_db *db, const wh_secretbox *sb, const char *id,
     if (wh_sign_parse_secret(secret, &parsed, e, sizeof(e)) != WH_OK)
         return wh_errf(err, errlen, "--secret: %s", e);
     wh_sign_clear_secret(&parsed);
-    if (seal(sb, id, secret, sealed_b64, err, errlen) != WH_OK)
+    if (seal(sb, id, secret, strlen(secret), sealed_b64, err, errlen) != WH_OK)
         return WH_ERR;
     long n = 0;
-    if (store_sealed(db, id, sealed_b64, &n, err, errlen) != WH_OK)
+    if (store_sealed(db, id, "secrets_sealed", sealed_b64, &n, err,
+                     errlen) != WH_OK)
         return WH_ERR;
     if (n == 0)
         return WH_DECLINED;
     return wh_endpoints_resume(db, id, NULL, err, errlen);
+}
+
+/* Ends the transaction the caller began: COMMIT when rc is WH_OK, else
+ * ROLLBACK. Returns rc, or WH_ERR when the COMMIT failed. */
+static int end_tx(wh_db *db, int rc, char *err, size_t errlen)
+{
+    if (rc == WH_OK && wh_db_exec(db, "COMMIT", err, errlen) == WH_OK)
+        return WH_OK;
+    char ignored[WH_ERRLEN];
+    WH_IGNORE(wh_db_exec(db, "ROLLBACK", ignored, sizeof(ignored)));
+    return rc == WH_OK ? WH_ERR : rc;
 }
 
 /* The rotation's reads and writes, inside its transaction. */
@@ -410,21 +464,16 @@ static int rotate_tx(wh_db *db, const wh_secretbox *sb, const char *id,
         return WH_DECLINED;
     }
     unsigned char sealed[SEALED_MAX];
-    char plain[SECRETS_TEXT_MAX + 1], e[WH_ERRLEN];
+    char plain[WH_SECRETBOX_PLAIN_MAX + 1], e[WH_ERRLEN];
     size_t sealed_len, plain_len;
-    int rc = wh_base64_decode(wh_db_get(r, 0, 0), wh_db_getlen(r, 0, 0),
-                              sealed, sizeof(sealed), &sealed_len);
+    int rc = open_sealed(sb, id, wh_db_get(r, 0, 0), wh_db_getlen(r, 0, 0),
+                         sealed, &sealed_len, plain, sizeof(plain),
+                         &plain_len, e, sizeof(e));
     wh_db_result_free(r);
     if (rc != WH_OK)
-        return wh_errf(err, errlen, "the endpoint's secrets are not a "
-                       "sealed value (bad length); repair them with "
-                       "endpoint update --secret");
-    if (wh_secretbox_open(sb, id, sealed, sealed_len, plain,
-                          sizeof(plain) - 1, &plain_len, e, sizeof(e)))
         return wh_errf(err, errlen, "the endpoint's secrets cannot be "
-                       "opened (%s); repair them with endpoint update "
+                       "opened (%s); repair it with endpoint update "
                        "--secret", e);
-    plain[plain_len] = '\0';
     /* the new secret first, then the current one (expiring after the
      * overlap; at once without one), then the older ones still live, as
      * many as fit */
@@ -456,12 +505,13 @@ static int rotate_tx(wh_db *db, const wh_secretbox *sb, const char *id,
     }
     memset(plain, 0, sizeof(plain));
     char sealed_b64[SEALED_B64_MAX];
-    rc = seal(sb, id, next, sealed_b64, err, errlen);
+    rc = seal(sb, id, next, strlen(next), sealed_b64, err, errlen);
     memset(next, 0, sizeof(next));
     if (rc != WH_OK)
         return WH_ERR;
     long n = 0;
-    return store_sealed(db, id, sealed_b64, &n, err, errlen);
+    return store_sealed(db, id, "secrets_sealed", sealed_b64, &n, err,
+                        errlen);
 }
 
 int wh_endpoints_rotate_secret(wh_db *db, const wh_secretbox *sb,
@@ -489,17 +539,142 @@ int wh_endpoints_rotate_secret(wh_db *db, const wh_secretbox *sb,
     }
     if (wh_db_exec(db, "BEGIN", err, errlen) != WH_OK)
         return WH_ERR;
-    int rc = rotate_tx(db, sb, id, secret_out, overlap_s, now_s, nlive, err,
-                       errlen);
-    if (rc == WH_OK && wh_db_exec(db, "COMMIT", err, errlen) == WH_OK)
-        return WH_OK;
-    char ignored[WH_ERRLEN];
-    WH_IGNORE(wh_db_exec(db, "ROLLBACK", ignored, sizeof(ignored)));
-    if (rc == WH_OK)
-        rc = WH_ERR; /* the COMMIT failed */
+    int rc = end_tx(db, rotate_tx(db, sb, id, secret_out, overlap_s, now_s,
+                                  nlive, err, errlen),
+                    err, errlen);
     if (rc != WH_OK)
         memset(secret_out, 0, WH_SECRET_TEXT_MAX);
     return rc;
+}
+
+/* ---- rekey ---------------------------------------------------------------- */
+
+/* Ids read per query while walking the table. */
+#define REKEY_BATCH 500
+
+/* What rekey_tx found of one row. */
+typedef enum {
+    ROW_GONE,       /* deleted since it was listed */
+    ROW_CURRENT,    /* every value already under the current key */
+    ROW_RESEALED,   /* some value was (dry run: would be) re-sealed */
+    ROW_UNOPENABLE, /* some value cannot be opened: the row is untouched */
+} row_outcome;
+
+/* Opens the sealed columns of endpoint id, locked, inside the caller's
+ * transaction, and re-seals (unless dry_run) each value not under the
+ * current key; *outcome says which, why (ROW_UNOPENABLE) names the column
+ * and what is wrong. WH_ERR only for Postgres or sealing failures. */
+static int rekey_tx(wh_db *db, const wh_secretbox *sb, const char *id,
+                    bool dry_run, row_outcome *outcome, char *why,
+                    size_t whylen, char *err, size_t errlen)
+{
+    char sql[512], aad[WH_SECRETBOX_AAD_MAX + 1], e[WH_ERRLEN];
+    size_t used = (size_t)snprintf(sql, sizeof(sql), "SELECT ");
+    for (size_t c = 0; c < NSEALED; c++)
+        used += (size_t)snprintf(sql + used, sizeof(sql) - used,
+                                 "%stranslate(encode(%s, 'base64'), "
+                                 "E'\\n', '')", c ? ", " : "",
+                                 sealed_columns[c].column);
+    assert(used < sizeof(sql) - 64);
+    snprintf(sql + used, sizeof(sql) - used,
+             " FROM webhooks.endpoints WHERE id = $1 FOR UPDATE");
+
+    const char *params[] = {id};
+    wh_db_result *r;
+    if (wh_db_query(db, sql, 1, params, &r, err, errlen) != WH_OK)
+        return WH_ERR;
+    *outcome = wh_db_rows(r) == 0 ? ROW_GONE : ROW_CURRENT;
+    /* re-sealed values, base64, by column; "" when already current */
+    char fresh[NSEALED][SEALED_B64_MAX];
+    unsigned char sealed[SEALED_MAX];
+    char plain[WH_SECRETBOX_PLAIN_MAX + 1];
+    size_t sealed_len, plain_len;
+    int rc = WH_OK;
+    for (size_t c = 0; c < NSEALED && *outcome != ROW_GONE; c++) {
+        const sealed_column *col = &sealed_columns[c];
+        fresh[c][0] = '\0';
+        if (wh_db_isnull(r, 0, (int)c))
+            continue;
+        if (col->aad(id, aad, sizeof(aad)) != WH_OK) {
+            wh_errf(why, whylen, "%s: id too long for an aad", col->column);
+            *outcome = ROW_UNOPENABLE;
+            break;
+        }
+        if (open_sealed(sb, aad, wh_db_get(r, 0, (int)c),
+                        wh_db_getlen(r, 0, (int)c), sealed, &sealed_len,
+                        plain, sizeof(plain), &plain_len, e,
+                        sizeof(e)) != WH_OK) {
+            wh_errf(why, whylen, "%s: %s", col->column, e);
+            *outcome = ROW_UNOPENABLE;
+            break;
+        }
+        if (!wh_secretbox_is_current(sb, sealed, sealed_len)) {
+            rc = seal(sb, aad, plain, plain_len, fresh[c], err, errlen);
+            *outcome = ROW_RESEALED;
+        }
+        OPENSSL_cleanse(plain, sizeof(plain));
+        if (rc != WH_OK)
+            break;
+    }
+    wh_db_result_free(r);
+    /* a row with a value that cannot be opened is left as it is */
+    for (size_t c = 0; c < NSEALED && rc == WH_OK && !dry_run &&
+                       *outcome == ROW_RESEALED; c++) {
+        long n = 0;
+        if (fresh[c][0])
+            rc = store_sealed(db, id, sealed_columns[c].column, fresh[c], &n,
+                              err, errlen);
+    }
+    OPENSSL_cleanse(fresh, sizeof(fresh));
+    return rc;
+}
+
+int wh_endpoints_rekey(wh_db *db, const wh_secretbox *sb, bool dry_run,
+                       wh_rekey_stats *stats, wh_endpoints_unopenable_fn *fn,
+                       void *opaque, char *err, size_t errlen)
+{
+    char after[WH_ENDPOINT_ID_MAX] = "", why[WH_ENDPOINT_UNREADABLE_MAX];
+    char limit[16];
+    memset(stats, 0, sizeof(*stats));
+    snprintf(limit, sizeof(limit), "%d", REKEY_BATCH);
+    for (;;) {
+        const char *params[] = {after[0] ? after : NULL, limit};
+        wh_db_result *ids;
+        if (wh_db_query(db,
+                        "SELECT id FROM webhooks.endpoints WHERE $1::text IS "
+                        "NULL OR id > $1 ORDER BY id LIMIT $2::int",
+                        2, params, &ids, err, errlen) != WH_OK)
+            return WH_ERR;
+        int rows = wh_db_rows(ids), rc = WH_OK;
+        for (int i = 0; i < rows && rc == WH_OK; i++) {
+            const char *id = wh_db_get(ids, i, 0);
+            row_outcome outcome = ROW_GONE;
+            why[0] = '\0';
+            rc = wh_db_exec(db, "BEGIN", err, errlen);
+            if (rc == WH_OK)
+                rc = end_tx(db, rekey_tx(db, sb, id, dry_run, &outcome, why,
+                                         sizeof(why), err, errlen),
+                            err, errlen);
+            if (rc != WH_OK)
+                break;
+            if (outcome == ROW_CURRENT)
+                stats->current++;
+            else if (outcome == ROW_RESEALED)
+                stats->resealed++;
+            else if (outcome == ROW_UNOPENABLE) {
+                stats->unopenable++;
+                if (fn)
+                    fn(id, why, opaque);
+            }
+        }
+        if (rows > 0)
+            wh_strlcpy(after, wh_db_get(ids, rows - 1, 0), sizeof(after));
+        wh_db_result_free(ids);
+        if (rc != WH_OK)
+            return WH_ERR;
+        if (rows < REKEY_BATCH)
+            return WH_OK;
+    }
 }
 
 int wh_endpoints_set_disabled(wh_db *db, const char *id, bool disabled,
