@@ -194,21 +194,34 @@ static int read_key_file(const char *setting, const char *path, char *buf,
     return WH_OK;
 }
 
+/* Which of the setting name and its file form name_FILE is given (NULL
+ * or "" is not): *which 1 the text, 2 the file, 0 neither. WH_ERR (err)
+ * when both are. */
+static int text_or_file(const char *name, const char *text, const char *file,
+                        int *which, char *err, size_t errlen)
+{
+    bool t = text && *text, f = file && *file;
+    *which = t ? 1 : f ? 2 : 0;
+    if (t && f)
+        return wh_errf(err, errlen, "set %s or %s_FILE, not both", name,
+                       name);
+    return WH_OK;
+}
+
 /* The current key of src into sb. */
 static int load_current(wh_secretbox *sb, const wh_secretbox_source *src,
                         char *err, size_t errlen)
 {
     char buf[KEY_FILE_MAX + 2], e[256], *text;
-    bool given = src->key && *src->key;
-    bool file = src->key_file && *src->key_file;
-    if (given && file)
-        return wh_errf(err, errlen, "set WEBHOOK_SECRET_KEY or "
-                       "WEBHOOK_SECRET_KEY_FILE, not both");
-    if (!given && !file)
+    int which;
+    if (text_or_file("WEBHOOK_SECRET_KEY", src->key, src->key_file, &which,
+                     err, errlen) != WH_OK)
+        return WH_ERR;
+    if (which == 0)
         return wh_errf(err, errlen, "WEBHOOK_SECRET_KEY is not set, nor "
                        "WEBHOOK_SECRET_KEY_FILE (the key that seals "
                        "endpoint secrets)");
-    if (given)
+    if (which == 1)
         return wh_secretbox_init(sb, src->key, err, errlen);
     int rc = read_key_file("WEBHOOK_SECRET_KEY_FILE", src->key_file, buf,
                            sizeof(buf), &text, err, errlen);
@@ -224,16 +237,15 @@ static int load_previous(wh_secretbox *sb, const wh_secretbox_source *src,
                          char *err, size_t errlen)
 {
     char buf[KEY_FILE_MAX + 2], setting[1024], *text;
-    bool given = src->previous && *src->previous;
-    bool file = src->previous_file && *src->previous_file;
-    if (given && file)
-        return wh_errf(err, errlen, "set WEBHOOK_SECRET_KEY_PREVIOUS or "
-                       "WEBHOOK_SECRET_KEY_PREVIOUS_FILE, not both");
-    if (given)
+    int which;
+    if (text_or_file("WEBHOOK_SECRET_KEY_PREVIOUS", src->previous,
+                     src->previous_file, &which, err, errlen) != WH_OK)
+        return WH_ERR;
+    if (which == 0)
+        return WH_OK;
+    if (which == 1)
         return wh_secretbox_add_previous(sb, "WEBHOOK_SECRET_KEY_PREVIOUS",
                                          src->previous, err, errlen);
-    if (!file)
-        return WH_OK;
     int rc = read_key_file("WEBHOOK_SECRET_KEY_PREVIOUS_FILE",
                            src->previous_file, buf, sizeof(buf), &text, err,
                            errlen);

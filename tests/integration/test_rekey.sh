@@ -78,6 +78,19 @@ sys.exit(0 if paths >= {"/e1", "/e2"} else 1)
 PY
 }
 all_valid() { ! grep -q '"valid":false' "$T/r.jsonl"; }
+# rekey_rc OUT [VAR=VALUE ...] [-- ARGS...]: exit status of `webhookctl
+# rekey ARGS` under those settings; its output in $T/OUT
+rekey_rc() {
+    local out=$1 rc=0 envs=()
+    shift
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do
+        envs+=("$1")
+        shift
+    done
+    [ $# -eq 0 ] || shift
+    env "${envs[@]}" "$C" rekey "$@" >"$T/$out" 2>&1 || rc=$?
+    echo "$rc"
+}
 running() { grep -q "worker $1 running" "$T/$1.log"; }
 gauge_is() { metric_is "$1" webhook_worker_endpoints_quarantined "$2"; }
 
@@ -106,13 +119,12 @@ check "the signatures verify" all_valid
 # 3. rekey --dry-run: reports, changes nothing
 KEYS_BA=(WEBHOOK_SECRET_KEY="$KEY_B" WEBHOOK_SECRET_KEY_PREVIOUS="$KEY_A")
 before=$(sealed_rows)
-rc=0
-env "${KEYS_BA[@]}" "$C" rekey --dry-run >"$T/dry.out" 2>&1 || rc=$?
-check "rekey --dry-run exits 0 ($rc)" test "$rc" -eq 0
+check "rekey --dry-run exits 0" test "$(rekey_rc dry.out "${KEYS_BA[@]}" -- --dry-run)" -eq 0
 check "and would re-seal both rows" \
     grep -qx "would re-seal 2, already current 0, cannot be opened 0 (key id $ID_B)" "$T/dry.out"
 check "without changing a byte" test "$(sealed_rows)" = "$before"
-env "${KEYS_BA[@]}" "$C" rekey --dry-run --json >"$T/dry.json"
+check "rekey --dry-run --json exits 0" \
+    test "$(rekey_rc dry.json "${KEYS_BA[@]}" -- --dry-run --json)" -eq 0
 check "rekey --dry-run --json says the same" python3 -c '
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -122,18 +134,14 @@ sys.exit(0 if d == {"dry_run": True, "key_id": sys.argv[2], "resealed": 2, "curr
 # 4. rekey (previous key from a file): both re-sealed under B; again: none
 (umask 077 && printf '%s\n' "$KEY_A" >"$T/previous.keys")
 KEYS_BA_FILE=(WEBHOOK_SECRET_KEY="$KEY_B" WEBHOOK_SECRET_KEY_PREVIOUS_FILE="$T/previous.keys")
-rc=0
-env "${KEYS_BA_FILE[@]}" "$C" rekey >"$T/rekey.out" 2>&1 || rc=$?
-check "rekey exits 0 ($rc)" test "$rc" -eq 0
+check "rekey exits 0" test "$(rekey_rc rekey.out "${KEYS_BA_FILE[@]}")" -eq 0
 check "and re-sealed both rows" \
     grep -qx "re-sealed 2, already current 0, cannot be opened 0 (key id $ID_B)" "$T/rekey.out"
 check "both are now version 2 under key B" \
     test "$(version_of "$E1"):$(key_id_of "$E1") $(version_of "$E2"):$(key_id_of "$E2")" = "2:$ID_B 2:$ID_B"
 after=$(sealed_rows)
 check "their bytes changed" test "$after" != "$before"
-rc=0
-env "${KEYS_BA_FILE[@]}" "$C" rekey >"$T/rekey2.out" 2>&1 || rc=$?
-check "a second rekey exits 0 ($rc)" test "$rc" -eq 0
+check "a second rekey exits 0" test "$(rekey_rc rekey2.out "${KEYS_BA_FILE[@]}")" -eq 0
 check "and re-seals nothing" \
     grep -qx "re-sealed 0, already current 2, cannot be opened 0 (key id $ID_B)" "$T/rekey2.out"
 check "nor changes a byte" test "$(sealed_rows)" = "$after"
@@ -175,37 +183,29 @@ E3=$(env WEBHOOK_SECRET_KEY="$KEY_C" "$C" endpoint add --app rkc --secret "$(new
     --url "http://127.0.0.1:$port/e3")
 check "endpoint add under key C seals under C's id" test "$(key_id_of "$E3")" = "$ID_C"
 e3_before=$(sql "SELECT encode(secrets_sealed, 'hex') FROM webhooks.endpoints WHERE id = '$E3'")
-rc=0
-env "${KEYS_BA[@]}" "$C" rekey >"$T/rekey3.out" 2>&1 || rc=$?
-check "rekey exits 1 when a row cannot be opened ($rc)" test "$rc" -eq 1
+check "rekey exits 1 when a row cannot be opened" \
+    test "$(rekey_rc rekey3.out "${KEYS_BA[@]}")" -eq 1
 check "naming it and why" \
     grep -qx "$E3 cannot be opened: secrets_sealed: sealed under key id $ID_C, which is not configured" "$T/rekey3.out"
 check "and counting it" \
     grep -qx "re-sealed 0, already current 2, cannot be opened 1 (key id $ID_B)" "$T/rekey3.out"
 check "the row is untouched" \
     test "$(sql "SELECT encode(secrets_sealed, 'hex') FROM webhooks.endpoints WHERE id = '$E3'")" = "$e3_before"
-rc=0
-env "${KEYS_BA[@]}" "$C" rekey --json >"$T/rekey3.json" 2>&1 || rc=$?
-check "rekey --json exits 1 too ($rc)" test "$rc" -eq 1
+check "rekey --json exits 1 too" \
+    test "$(rekey_rc rekey3.json "${KEYS_BA[@]}" -- --json)" -eq 1
 check "and lists the row with its reason" python3 -c '
 import json, sys
 d = json.load(open(sys.argv[1]))
 sys.exit(0 if d["unopenable"] == [{"id": sys.argv[2], "reason": "secrets_sealed: sealed under key id %s, which is not configured" % sys.argv[3]}] and d["current"] == 2 and d["resealed"] == 0 else 1)' \
     "$T/rekey3.json" "$E3" "$ID_C"
-rc=0
-env WEBHOOK_SECRET_KEY="$KEY_B" WEBHOOK_SECRET_KEY_PREVIOUS="$KEY_C" "$C" rekey >"$T/rekey4.out" 2>&1 || rc=$?
-check "with C as a previous key, rekey re-seals that row and exits 0 ($rc)" \
-    sh -c "test $rc -eq 0 && grep -qx 're-sealed 1, already current 2, cannot be opened 0 (key id $ID_B)' '$T/rekey4.out'"
+check "with C as a previous key, rekey exits 0" \
+    test "$(rekey_rc rekey4.out WEBHOOK_SECRET_KEY="$KEY_B" WEBHOOK_SECRET_KEY_PREVIOUS="$KEY_C")" -eq 0
+check "re-sealing that row" \
+    grep -qx "re-sealed 1, already current 2, cannot be opened 0 (key id $ID_B)" "$T/rekey4.out"
 check "under key B" test "$(key_id_of "$E3")" = "$ID_B"
 
 # 8. bad settings: exit 2, saying which setting and which key, never a key
-# ctl_rc ARGS...: exit status of webhookctl rekey under env ARGS, its
-# output in $T/bad.out
-ctl_rc() {
-    local rc=0
-    env "$@" "$C" rekey >"$T/bad.out" 2>&1 || rc=$?
-    echo "$rc"
-}
+ctl_rc() { rekey_rc bad.out "$@"; }
 check "a previous key that is not a key: exit 2" \
     test "$(ctl_rc WEBHOOK_SECRET_KEY="$KEY_B" WEBHOOK_SECRET_KEY_PREVIOUS="$KEY_A,,nonsense")" -eq 2
 check "naming the setting and the key's position, not its text" \
@@ -224,9 +224,9 @@ check "a previous-key file with a bad line: exit 2" \
     test "$(ctl_rc WEBHOOK_SECRET_KEY="$KEY_B" WEBHOOK_SECRET_KEY_PREVIOUS_FILE="$T/bad.keys")" -eq 2
 check "naming the file and the key, not quoting it" \
     sh -c "grep -q 'WEBHOOK_SECRET_KEY_PREVIOUS_FILE $T/bad.keys: key 2 must be' '$T/bad.out' && ! grep -q hunter2 '$T/bad.out' && ! grep -qF -- '$KEY_A' '$T/bad.out'"
-rc=0
-env "${KEYS_BA[@]}" "$C" rekey extra >"$T/bad.out" 2>&1 || rc=$?
-check "rekey with an argument: exit 2 ($rc)" test "$rc" -eq 2
+check "rekey with an argument: exit 2" test "$(ctl_rc "${KEYS_BA[@]}" -- extra)" -eq 2
+check "saying so" grep -q "unexpected argument 'extra'" "$T/bad.out"
+check "rekey with an unknown flag: exit 2" test "$(ctl_rc "${KEYS_BA[@]}" -- --force)" -eq 2
 rc=0
 env WEBHOOK_SECRET_KEY="$KEY_B" WEBHOOK_SECRET_KEY_PREVIOUS="$KEY_A,x" WORKER_ID=wbad \
     timeout 10 "$BIN/webhook-worker" >"$T/wbad.log" 2>&1 || rc=$?
