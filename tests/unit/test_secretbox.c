@@ -30,6 +30,11 @@ static const char *auth_err2 =
     "row)";
 /* SHA-256("webhook-secretbox key id" || 00 01 .. 1f), first 4 bytes */
 #define KEY_ID "985a8f7b"
+/* SECRET sealed in version 1 under key 00..1f for aad "ep_123" (see
+ * test_known_answer) */
+#define V1_KNOWN_HEX                                                     \
+    "01000102030405060708090a0b306aa57ea6ba8f7dc610aef989ae3334f2a4d343" \
+    "9a2e0f38002ea9d547206f804d71e29dfcb69fee4f20b7fa53fa6898a5ac7522dffe"
 
 static wh_secretbox box(const char *key_text)
 {
@@ -123,9 +128,6 @@ static void test_known_answer(void)
         "02985a8f7b000102030405060708090a0b306aa57ea6ba8f7dc610aef989ae3334"
         "f2a4d3439a2e0f38002ea9d547206f804d71e29dfcb6d0449352a3030a37c0094e"
         "0fb73c0ca3";
-    static const char sealed_hex[] =
-        "01000102030405060708090a0b306aa57ea6ba8f7dc610aef989ae3334f2a4d343"
-        "9a2e0f38002ea9d547206f804d71e29dfcb69fee4f20b7fa53fa6898a5ac7522dffe";
     static const char empty_hex[] =
         "01000102030405060708090a0b021c41a565ec06057d1731aa725debe8";
     unsigned char sealed[128];
@@ -146,7 +148,7 @@ static void test_known_answer(void)
               WH_ERR);
     CHECK_STR(err, auth_err2);
 
-    n = hex_to_bytes(sealed_hex, sealed, sizeof(sealed));
+    n = hex_to_bytes(V1_KNOWN_HEX, sealed, sizeof(sealed));
     CHECK_INT(n, 67);
     CHECK(!wh_secretbox_is_current(&b64, sealed, (size_t)n));
     CHECK_INT(wh_secretbox_open(&b64, "ep_123", sealed, (size_t)n, plain,
@@ -612,11 +614,8 @@ static void test_previous(void)
 
     /* version 1 (the known answer, key 00..1f) opens with the key as the
      * current one or as any previous one, not without it */
-    static const char v1_hex[] =
-        "01000102030405060708090a0b306aa57ea6ba8f7dc610aef989ae3334f2a4d343"
-        "9a2e0f38002ea9d547206f804d71e29dfcb69fee4f20b7fa53fa6898a5ac7522dffe";
     unsigned char v1[128];
-    int n = hex_to_bytes(v1_hex, v1, sizeof(v1));
+    int n = hex_to_bytes(V1_KNOWN_HEX, v1, sizeof(v1));
     snprintf(list, sizeof(list), "%s %s", c, KEY_B64);
     wh_secretbox as_prev = box_with(b, list), as_cur = box_with(KEY_HEX, c);
     CHECK_INT(wh_secretbox_open(&as_prev, "ep_123", v1, (size_t)n, plain,
