@@ -37,6 +37,8 @@ typedef struct {
     const char *database_url;
     const char *secret_key;
     const char *secret_key_file;
+    const char *secret_key_previous;
+    const char *secret_key_previous_file;
     const char *kafka_brokers;
     const char *kafka_extra;
     const char *deliveries_topic;
@@ -54,6 +56,15 @@ static const wh_opt global_opts[] = {
     {"secret-key-file", "WEBHOOK_SECRET_KEY_FILE", WH_OPT_STRING, NULL, 0, 0,
      offsetof(global_settings, secret_key_file),
      "file holding that key (instead of WEBHOOK_SECRET_KEY)"},
+    {"secret-key-previous", "WEBHOOK_SECRET_KEY_PREVIOUS", WH_OPT_STRING,
+     NULL, 0, 0, offsetof(global_settings, secret_key_previous),
+     "keys the current one replaced (at most 3, separated by commas or "
+     "whitespace): they open secrets sealed under them, never seal"},
+    {"secret-key-previous-file", "WEBHOOK_SECRET_KEY_PREVIOUS_FILE",
+     WH_OPT_STRING, NULL, 0, 0,
+     offsetof(global_settings, secret_key_previous_file),
+     "file holding those keys, one per line (instead of "
+     "WEBHOOK_SECRET_KEY_PREVIOUS)"},
     {"kafka-brokers", "KAFKA_BROKERS", WH_OPT_STRING, "localhost:9092", 0, 0,
      offsetof(global_settings, kafka_brokers),
      "Kafka bootstrap servers (replays)"},
@@ -114,6 +125,10 @@ static const char usage_text[] =
     "                                   quarantines, and why (exit 1)\n"
     "  endpoint disable ID [--reason R] stop deliveries to an endpoint\n"
     "  endpoint enable ID               resume deliveries\n"
+    "  rekey [--dry-run] [--json]       re-seal the endpoints' secrets not\n"
+    "                                   yet under WEBHOOK_SECRET_KEY (opened\n"
+    "                                   with WEBHOOK_SECRET_KEY_PREVIOUS);\n"
+    "                                   exit 1 when a row cannot be opened\n"
     "  deliveries list [--endpoint ID] [--event ID] [--app A]\n"
     "                  [--outcome succeeded|failed] [--limit N] [--json]\n"
     "                                   delivery attempts, newest first\n"
@@ -166,8 +181,13 @@ static wh_db *connect_db(void)
 static void load_box(wh_secretbox *sb)
 {
     char err[512];
-    if (wh_secretbox_load(sb, G.secret_key, G.secret_key_file, err,
-                          sizeof(err)) != WH_OK) {
+    wh_secretbox_source keys = {
+        .key = G.secret_key,
+        .key_file = G.secret_key_file,
+        .previous = G.secret_key_previous,
+        .previous_file = G.secret_key_previous_file,
+    };
+    if (wh_secretbox_load(sb, &keys, err, sizeof(err)) != WH_OK) {
         fprintf(stderr, "webhookctl: %s\n", err);
         exit(EXIT_USAGE);
     }
@@ -1304,6 +1324,90 @@ static int cmd_endpoint(int argc, char **argv)
     return EXIT_USAGE;
 }
 
+/* ---- rekey -------------------------------------------------------------- */
+
+typedef struct {
+    bool dry_run, json;
+} rekey_settings;
+
+static const wh_opt rekey_opts[] = {
+    {"dry-run", NULL, WH_OPT_BOOL, "false", 0, 0,
+     offsetof(rekey_settings, dry_run),
+     "change nothing; report what would be re-sealed"},
+    {"json", NULL, WH_OPT_BOOL, "false", 0, 0, offsetof(rekey_settings, json),
+     "print {\"dry_run\":..,\"key_id\":..,\"resealed\":..,\"current\":..,"
+     "\"unopenable\":[{\"id\":..,\"reason\":..}]}"},
+};
+
+typedef struct {
+    bool json;
+    wh_buf list; /* --json: the members of the unopenable array */
+    bool full;
+} rekey_state;
+
+static void print_unopenable(const char *id, const char *why, void *opaque)
+{
+    rekey_state *st = opaque;
+    if (!st->json) {
+        printf("%s cannot be opened: %s\n", id, why);
+        return;
+    }
+    if ((st->list.len && wh_buf_addc(&st->list, ',')) ||
+        wh_buf_add(&st->list, "{\"id\":", 6) ||
+        wh_buf_json_str(&st->list, id, strlen(id)) ||
+        wh_buf_add(&st->list, ",\"reason\":", 10) ||
+        wh_buf_json_str(&st->list, why, strlen(why)) ||
+        wh_buf_addc(&st->list, '}'))
+        st->full = true;
+}
+
+/* Re-seals every endpoint row not under the current key with it. Exit 0
+ * when every row is under the current key afterwards (dry run: would
+ * be), 1 when some row cannot be opened or Postgres failed. */
+static int cmd_rekey(int argc, char **argv)
+{
+    rekey_settings s;
+    int first;
+    memset(&s, 0, sizeof(s));
+    parse_sub("webhookctl rekey [--dry-run] [--json]\n\n"
+              "Re-seals, row by row, the endpoints' sealed secrets that are "
+              "not under\nWEBHOOK_SECRET_KEY, opening them with the keys in "
+              "WEBHOOK_SECRET_KEY_PREVIOUS.\nRun it once every worker and "
+              "webhookctl has the new key, then drop the\nprevious one "
+              "(docs/security.md, Rotating the master key).",
+              rekey_opts, WH_ARRAY_LEN(rekey_opts), &s, argc, argv, &first);
+    if (first < argc)
+        die_usage("unexpected argument '%s'", argv[first]);
+    wh_secretbox sb;
+    load_box(&sb);
+    char err[1024], key_id[WH_SECRETBOX_KEY_ID_TEXT_LEN];
+    wh_secretbox_current_id(&sb, key_id);
+    rekey_state st = {.json = s.json};
+    wh_buf_init(&st.list, 1024 * 1024);
+    wh_rekey_stats n;
+    wh_db *db = connect_db();
+    int rc = wh_endpoints_rekey(db, &sb, s.dry_run, &n, print_unopenable, &st,
+                                err, sizeof(err));
+    wh_db_close(db);
+    wh_secretbox_cleanup(&sb);
+    if (rc != WH_OK)
+        fprintf(stderr, "webhookctl: rekey stopped: %s\n", err);
+    if (s.json)
+        printf("{\"dry_run\":%s,\"key_id\":\"%s\",\"resealed\":%ld,"
+               "\"current\":%ld,\"unopenable\":[%s]}\n",
+               s.dry_run ? "true" : "false", key_id, n.resealed, n.current,
+               st.full || !st.list.len ? "" : wh_buf_cstr(&st.list));
+    else
+        printf("%s %ld, already current %ld, cannot be opened %ld (key id "
+               "%s)\n", s.dry_run ? "would re-seal" : "re-sealed",
+               n.resealed, n.current, n.unopenable, key_id);
+    if (st.full)
+        fprintf(stderr, "webhookctl: too many rows that cannot be opened to "
+                "list them as JSON\n");
+    wh_buf_free(&st.list);
+    return rc != WH_OK || n.unopenable ? EXIT_FAIL : 0;
+}
+
 /* ---- deliveries --------------------------------------------------------- */
 
 typedef struct {
@@ -1813,6 +1917,8 @@ int main(int argc, char **argv)
         return cmd_migrate(sub_argc, sub_argv);
     if (strcmp(cmd, "endpoint") == 0 || strcmp(cmd, "endpoints") == 0)
         return cmd_endpoint(sub_argc, sub_argv);
+    if (strcmp(cmd, "rekey") == 0)
+        return cmd_rekey(sub_argc, sub_argv);
     if (strcmp(cmd, "deliveries") == 0)
         return cmd_deliveries(sub_argc, sub_argv);
     if (strcmp(cmd, "replay") == 0)

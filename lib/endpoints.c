@@ -3,7 +3,8 @@
  * are stored as a space-separated list of whsec_ values, sealed with the
  * endpoint id as associated data, moved through SQL as base64. A row is
  * read column by column: one that fails a check is still returned, marked
- * unreadable, so one bad row never fails a whole load.
+ * unreadable, so one bad row never fails a whole load. Rekeying re-seals
+ * every sealed column (sealed_columns) under the current master key.
  */
 #include "endpoints.h"
 
@@ -85,19 +86,46 @@ static int new_id(char *out)
  * first. */
 #define TOKENS_MAX       (2 * WH_SIGN_MAX_SECRETS)
 #define SECRETS_TEXT_MAX (TOKENS_MAX * (WH_SECRET_TEXT_MAX + 22))
-#define SEALED_MAX (WH_SECRETBOX_OVERHEAD + SECRETS_TEXT_MAX)
+/* The largest sealed value of any column, raw and as base64 with NUL. */
+#define SEALED_MAX (WH_SECRETBOX_OVERHEAD + WH_SECRETBOX_PLAIN_MAX)
 #define SEALED_B64_MAX (2 * SEALED_MAX)
 
-/* Seals secret for endpoint id into out (SEALED_B64_MAX), as base64. */
-static int seal(const wh_secretbox *sb, const char *id, const char *secret,
-                char *out, char *err, size_t errlen)
+/* Seals plain[0..n) for aad into out (SEALED_B64_MAX), as base64. */
+static int seal_aad(const wh_secretbox *sb, const char *aad, const char *plain,
+                    size_t n, char *out, char *err, size_t errlen)
 {
     unsigned char sealed[SEALED_MAX];
     size_t sealed_len;
-    if (wh_secretbox_seal(sb, id, secret, strlen(secret), sealed,
-                          sizeof(sealed), &sealed_len, err, errlen))
+    if (wh_secretbox_seal(sb, aad, plain, n, sealed, sizeof(sealed),
+                          &sealed_len, err, errlen))
         return WH_ERR;
     wh_base64_encode(sealed, sealed_len, out);
+    explicit_bzero(sealed, sizeof(sealed));
+    return WH_OK;
+}
+
+/* Seals the key list text for endpoint id (its aad) into out. */
+static int seal(const wh_secretbox *sb, const char *id, const char *text,
+                char *out, char *err, size_t errlen)
+{
+    return seal_aad(sb, id, text, strlen(text), out, err, errlen);
+}
+
+/* Decodes the base64 b64[0..b64len) of a sealed value into sealed
+ * (SEALED_MAX bytes) and opens it for aad into plain (cap bytes, the
+ * plaintext NUL-terminated after *plain_len bytes). On WH_ERR why says
+ * what is wrong, and plain holds nothing of the secret. */
+static int open_sealed(const wh_secretbox *sb, const char *aad,
+                       const char *b64, size_t b64len, unsigned char *sealed,
+                       size_t *sealed_len, char *plain, size_t cap,
+                       size_t *plain_len, char *why, size_t whylen)
+{
+    if (wh_base64_decode(b64, b64len, sealed, SEALED_MAX, sealed_len))
+        return wh_errf(why, whylen, "not a sealed value (bad length)");
+    if (wh_secretbox_open(sb, aad, sealed, *sealed_len, plain, cap - 1,
+                          plain_len, why, whylen))
+        return WH_ERR;
+    plain[*plain_len] = '\0';
     return WH_OK;
 }
 
@@ -120,9 +148,10 @@ static int check_tls(const char *cert, const char *key, const char *ca,
 
 /* The associated data a client key is sealed with: the endpoint id and
  * the column, so it cannot be moved to another row or column. */
-static void tls_key_aad(const char *id, char *aad, size_t cap)
+static int tls_key_aad(const char *id, char *aad, size_t cap)
 {
-    snprintf(aad, cap, "%s:tls_client_key", id);
+    int n = snprintf(aad, cap, "%s:tls_client_key", id);
+    return n > 0 && (size_t)n < cap ? WH_OK : WH_ERR;
 }
 
 /* Seals key (PEM) for endpoint id into *out (base64, malloc'd). */
@@ -132,8 +161,9 @@ static int seal_tls_key(const wh_secretbox *sb, const char *id,
     char aad[WH_ENDPOINT_ID_MAX + 32];
     size_t n = strlen(key), sealed_len;
     size_t cap = wh_secretbox_sealed_len(n);
-    tls_key_aad(id, aad, sizeof(aad));
     *out = NULL;
+    if (tls_key_aad(id, aad, sizeof(aad)) != WH_OK)
+        return wh_errf(err, errlen, "endpoint id too long");
     if (cap == 0)
         return wh_errf(err, errlen, "--client-key: too long (at most %d "
                        "bytes)", WH_SECRETBOX_PLAIN_MAX);
@@ -157,24 +187,20 @@ static int open_tls_key(const wh_secretbox *sb, wh_endpoint *ep,
                         const char *b64, size_t b64len, char *why,
                         size_t whylen)
 {
-    unsigned char sealed[WH_SECRETBOX_OVERHEAD + WH_SECRETBOX_PLAIN_MAX];
+    unsigned char sealed[SEALED_MAX];
     char aad[WH_ENDPOINT_ID_MAX + 32], e[WH_ERRLEN];
     size_t sealed_len, n;
-    tls_key_aad(ep->id, aad, sizeof(aad));
-    if (wh_base64_decode(b64, b64len, sealed, sizeof(sealed), &sealed_len))
-        return wh_errf(why, whylen, "tls_client_key_sealed is not a sealed "
-                                    "key (bad length)");
+    if (tls_key_aad(ep->id, aad, sizeof(aad)) != WH_OK)
+        return wh_errf(why, whylen, "id too long");
     if (!(ep->tls_key = malloc(WH_SECRETBOX_PLAIN_MAX + 1)))
         return wh_errf(why, whylen, "out of memory");
-    if (wh_secretbox_open(sb, aad, sealed, sealed_len, ep->tls_key,
-                          WH_SECRETBOX_PLAIN_MAX, &n, e, sizeof(e)) != WH_OK) {
+    if (open_sealed(sb, aad, b64, b64len, sealed, &sealed_len, ep->tls_key,
+                    WH_SECRETBOX_PLAIN_MAX + 1, &n, e, sizeof(e)) != WH_OK) {
         free(ep->tls_key);
         ep->tls_key = NULL;
         return wh_errf(why, whylen, "tls_client_key_sealed cannot be opened "
-                                    "(%s; tampered with, or sealed under "
-                                    "another WEBHOOK_SECRET_KEY)", e);
+                                    "(%s)", e);
     }
-    ep->tls_key[n] = '\0';
     ep->tls_key_len = n;
     return WH_OK;
 }
@@ -428,15 +454,10 @@ static int open_text(const wh_secretbox *sb, const char *id, const char *b64,
     unsigned char sealed[SEALED_MAX];
     size_t sealed_len, plain_len;
     char e[WH_ERRLEN];
-    if (wh_base64_decode(b64, b64len, sealed, sizeof(sealed), &sealed_len))
-        return wh_errf(why, whylen, "secrets_sealed is not a sealed "
-                                    "secret (bad length)");
-    if (wh_secretbox_open(sb, id, sealed, sealed_len, plain, SECRETS_TEXT_MAX,
-                          &plain_len, e, sizeof(e)))
-        return wh_errf(why, whylen, "secrets_sealed cannot be opened (%s; "
-                                    "tampered with, or sealed under another "
-                                    "WEBHOOK_SECRET_KEY)", e);
-    plain[plain_len] = '\0';
+    if (open_sealed(sb, id, b64, b64len, sealed, &sealed_len, plain,
+                    SECRETS_TEXT_MAX + 1, &plain_len, e, sizeof(e)) != WH_OK)
+        return wh_errf(why, whylen, "secrets_sealed cannot be opened (%s)",
+                       e);
     return WH_OK;
 }
 
@@ -681,6 +702,17 @@ int wh_endpoints_resume(wh_db *db, const char *id, long *released, char *err,
     return WH_OK;
 }
 
+/* Ends the transaction the caller began: COMMIT when rc is WH_OK, else
+ * ROLLBACK. Returns rc, or WH_ERR when the COMMIT failed. */
+static int end_tx(wh_db *db, int rc, char *err, size_t errlen)
+{
+    if (rc == WH_OK && wh_db_exec(db, "COMMIT", err, errlen) == WH_OK)
+        return WH_OK;
+    char ignored[WH_ERRLEN];
+    WH_IGNORE(wh_db_exec(db, "ROLLBACK", ignored, sizeof(ignored)));
+    return rc == WH_OK ? WH_ERR : rc;
+}
+
 /* A change to an endpoint's keys: reads its row locked, lets fn change
  * the key list (opened when open is set; empty otherwise) and the scheme,
  * seals the result and writes both. Inside the caller's transaction.
@@ -715,8 +747,8 @@ static int change_keys_tx(wh_db *db, const wh_secretbox *sb, const char *id,
         open_text(sb, id, wh_db_get(r, 0, 0), wh_db_getlen(r, 0, 0), plain,
                   why, sizeof(why)) != WH_OK)
         rc = wh_errf(err, errlen, "the endpoint's secrets cannot be "
-                     "opened (sealed under another WEBHOOK_SECRET_KEY?); "
-                     "repair it with endpoint update --secret");
+                     "opened (%s); repair it with endpoint update --secret",
+                     why);
     wh_db_result_free(r);
     if (rc == WH_OK && open)
         rc = key_list_parse(plain, &l, true, why, sizeof(why));
@@ -750,12 +782,8 @@ static int change_keys(wh_db *db, const wh_secretbox *sb, const char *id,
 {
     if (wh_db_exec(db, "BEGIN", err, errlen) != WH_OK)
         return WH_ERR;
-    int rc = change_keys_tx(db, sb, id, open, fn, arg, err, errlen);
-    if (rc == WH_OK && wh_db_exec(db, "COMMIT", err, errlen) == WH_OK)
-        return WH_OK;
-    char ignored[WH_ERRLEN];
-    WH_IGNORE(wh_db_exec(db, "ROLLBACK", ignored, sizeof(ignored)));
-    return rc == WH_OK ? WH_ERR : rc; /* WH_OK: the COMMIT failed */
+    return end_tx(db, change_keys_tx(db, sb, id, open, fn, arg, err, errlen),
+                  err, errlen);
 }
 
 /* Puts a new current key of kind first among its kind: secret (HMAC; NULL:
@@ -998,6 +1026,176 @@ int wh_endpoints_set_ca_bundle(wh_db *db, const char *id, const char *ca,
     long n = wh_db_affected(r);
     wh_db_result_free(r);
     return n ? WH_OK : WH_DECLINED;
+}
+
+/* The sealed columns of webhooks.endpoints, each with the aad its values
+ * are sealed with. wh_endpoints_rekey re-seals every one of them; a new
+ * sealed column is one more entry (a NULL value is skipped, so the column
+ * may be optional). */
+typedef struct {
+    const char *column;
+    /* writes the aad of endpoint id's value into out (cap bytes) */
+    int (*aad)(const char *id, char *out, size_t cap);
+} sealed_column;
+
+static int aad_endpoint_id(const char *id, char *out, size_t cap)
+{
+    return wh_strlcpy(out, id, cap);
+}
+
+static const sealed_column sealed_columns[] = {
+    {"secrets_sealed", aad_endpoint_id},
+    {"tls_client_key_sealed", tls_key_aad},
+};
+#define NSEALED WH_ARRAY_LEN(sealed_columns)
+
+/* Writes the sealed value (base64) of column (a sealed_columns name) of
+ * endpoint id; *n gets the rows changed (0: no such endpoint). */
+static int store_sealed(wh_db *db, const char *id, const char *column,
+                        const char *sealed_b64, long *n, char *err,
+                        size_t errlen)
+{
+    char sql[160];
+    const char *params[] = {id, sealed_b64};
+    wh_db_result *r;
+    snprintf(sql, sizeof(sql), "UPDATE webhooks.endpoints SET %s = "
+             "decode($2, 'base64'), updated_at = now() WHERE id = $1",
+             column);
+    if (wh_db_query(db, sql, 2, params, &r, err, errlen) != WH_OK)
+        return WH_ERR;
+    *n = wh_db_affected(r);
+    wh_db_result_free(r);
+    return WH_OK;
+}
+
+/* ---- rekey ---------------------------------------------------------------- */
+
+/* Ids read per query while walking the table. */
+#define REKEY_BATCH 500
+
+/* What rekey_tx found of one row. */
+typedef enum {
+    ROW_GONE,       /* deleted since it was listed */
+    ROW_CURRENT,    /* every value already under the current key */
+    ROW_RESEALED,   /* some value was (dry run: would be) re-sealed */
+    ROW_UNOPENABLE, /* some value cannot be opened: the row is untouched */
+} row_outcome;
+
+/* Opens the sealed columns of endpoint id, locked, inside the caller's
+ * transaction, and re-seals (unless dry_run) each value not under the
+ * current key; *outcome says which, why (ROW_UNOPENABLE) names the column
+ * and what is wrong. WH_ERR only for Postgres or sealing failures. */
+static int rekey_tx(wh_db *db, const wh_secretbox *sb, const char *id,
+                    bool dry_run, row_outcome *outcome, char *why,
+                    size_t whylen, char *err, size_t errlen)
+{
+    char sql[512], aad[WH_SECRETBOX_AAD_MAX + 1], e[WH_ERRLEN];
+    size_t used = (size_t)snprintf(sql, sizeof(sql), "SELECT ");
+    for (size_t c = 0; c < NSEALED; c++)
+        used += (size_t)snprintf(sql + used, sizeof(sql) - used,
+                                 "%stranslate(encode(%s, 'base64'), "
+                                 "E'\\n', '')", c ? ", " : "",
+                                 sealed_columns[c].column);
+    assert(used < sizeof(sql) - 64);
+    snprintf(sql + used, sizeof(sql) - used,
+             " FROM webhooks.endpoints WHERE id = $1 FOR UPDATE");
+
+    const char *params[] = {id};
+    wh_db_result *r;
+    if (wh_db_query(db, sql, 1, params, &r, err, errlen) != WH_OK)
+        return WH_ERR;
+    *outcome = wh_db_rows(r) == 0 ? ROW_GONE : ROW_CURRENT;
+    /* re-sealed values, base64, by column; "" when already current */
+    char fresh[NSEALED][SEALED_B64_MAX];
+    unsigned char sealed[SEALED_MAX];
+    char plain[WH_SECRETBOX_PLAIN_MAX + 1];
+    size_t sealed_len, plain_len;
+    int rc = WH_OK;
+    for (size_t c = 0; c < NSEALED && *outcome != ROW_GONE; c++) {
+        const sealed_column *col = &sealed_columns[c];
+        fresh[c][0] = '\0';
+        if (wh_db_isnull(r, 0, (int)c))
+            continue;
+        if (col->aad(id, aad, sizeof(aad)) != WH_OK) {
+            wh_errf(why, whylen, "%s: id too long for an aad", col->column);
+            *outcome = ROW_UNOPENABLE;
+            break;
+        }
+        if (open_sealed(sb, aad, wh_db_get(r, 0, (int)c),
+                        wh_db_getlen(r, 0, (int)c), sealed, &sealed_len,
+                        plain, sizeof(plain), &plain_len, e,
+                        sizeof(e)) != WH_OK) {
+            wh_errf(why, whylen, "%s: %s", col->column, e);
+            *outcome = ROW_UNOPENABLE;
+            break;
+        }
+        if (!wh_secretbox_is_current(sb, sealed, sealed_len)) {
+            rc = seal_aad(sb, aad, plain, plain_len, fresh[c], err, errlen);
+            *outcome = ROW_RESEALED;
+        }
+        explicit_bzero(plain, sizeof(plain));
+        if (rc != WH_OK)
+            break;
+    }
+    wh_db_result_free(r);
+    /* a row with a value that cannot be opened is left as it is */
+    for (size_t c = 0; c < NSEALED && rc == WH_OK && !dry_run &&
+                       *outcome == ROW_RESEALED; c++) {
+        long n = 0;
+        if (fresh[c][0])
+            rc = store_sealed(db, id, sealed_columns[c].column, fresh[c], &n,
+                              err, errlen);
+    }
+    explicit_bzero(fresh, sizeof(fresh));
+    return rc;
+}
+
+int wh_endpoints_rekey(wh_db *db, const wh_secretbox *sb, bool dry_run,
+                       wh_rekey_stats *stats, wh_endpoints_unopenable_fn *fn,
+                       void *opaque, char *err, size_t errlen)
+{
+    char after[WH_ENDPOINT_ID_MAX] = "", why[WH_ENDPOINT_UNREADABLE_MAX];
+    char limit[16];
+    memset(stats, 0, sizeof(*stats));
+    snprintf(limit, sizeof(limit), "%d", REKEY_BATCH);
+    for (;;) {
+        const char *params[] = {after[0] ? after : NULL, limit};
+        wh_db_result *ids;
+        if (wh_db_query(db,
+                        "SELECT id FROM webhooks.endpoints WHERE $1::text IS "
+                        "NULL OR id > $1 ORDER BY id LIMIT $2::int",
+                        2, params, &ids, err, errlen) != WH_OK)
+            return WH_ERR;
+        int rows = wh_db_rows(ids), rc = WH_OK;
+        for (int i = 0; i < rows && rc == WH_OK; i++) {
+            const char *id = wh_db_get(ids, i, 0);
+            row_outcome outcome = ROW_GONE;
+            why[0] = '\0';
+            rc = wh_db_exec(db, "BEGIN", err, errlen);
+            if (rc == WH_OK)
+                rc = end_tx(db, rekey_tx(db, sb, id, dry_run, &outcome, why,
+                                         sizeof(why), err, errlen),
+                            err, errlen);
+            if (rc != WH_OK)
+                break;
+            if (outcome == ROW_CURRENT)
+                stats->current++;
+            else if (outcome == ROW_RESEALED)
+                stats->resealed++;
+            else if (outcome == ROW_UNOPENABLE) {
+                stats->unopenable++;
+                if (fn)
+                    fn(id, why, opaque);
+            }
+        }
+        if (rows > 0)
+            wh_strlcpy(after, wh_db_get(ids, rows - 1, 0), sizeof(after));
+        wh_db_result_free(ids);
+        if (rc != WH_OK)
+            return WH_ERR;
+        if (rows < REKEY_BATCH)
+            return WH_OK;
+    }
 }
 
 int wh_endpoints_set_disabled(wh_db *db, const char *id, bool disabled,

@@ -196,6 +196,33 @@ int wh_endpoints_set_signature(wh_db *db, const wh_secretbox *sb,
                                int64_t now_s, wh_rotation *out, char *err,
                                size_t errlen) WH_MUST_CHECK;
 
+/* What wh_endpoints_rekey did, by row. */
+typedef struct {
+    long resealed;   /* re-sealed under the current key (dry run: would be) */
+    long current;    /* already under the current key */
+    long unopenable; /* some sealed value cannot be opened: left untouched */
+} wh_rekey_stats;
+
+/* Called for each row whose sealed values cannot be opened, with why
+ * (naming the column and the reason). */
+typedef void wh_endpoints_unopenable_fn(const char *id, const char *why,
+                                        void *opaque);
+
+/* Re-seals under sb's current key every sealed value of every endpoint
+ * (each sealed column: secrets_sealed, aad the endpoint id, and
+ * tls_client_key_sealed, aad "ID:tls_client_key") that is not
+ * version 2 under that key, so the previous keys can be dropped. Row by
+ * row, each in its own short transaction with the row locked (SELECT ...
+ * FOR UPDATE), so a concurrent rotate-secret or set-secret is neither
+ * clobbered nor blocked for long. Every value is opened (authenticated)
+ * first: a row with one that cannot be opened is left untouched, counted
+ * in stats->unopenable and passed to fn (may be NULL). dry_run changes
+ * nothing and counts what would be done. A second run re-seals nothing.
+ * WH_ERR (err) when Postgres fails; stats then count the rows done. */
+int wh_endpoints_rekey(wh_db *db, const wh_secretbox *sb, bool dry_run,
+                       wh_rekey_stats *stats, wh_endpoints_unopenable_fn *fn,
+                       void *opaque, char *err, size_t errlen) WH_MUST_CHECK;
+
 /* Makes the endpoint's held deliveries (retries due at 'infinity', kept
  * while it was disabled or unreadable) due now, if it is not disabled.
  * *released (may be NULL) gets how many. */

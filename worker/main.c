@@ -54,6 +54,13 @@ static const wh_opt opts[] = {
     {"secret-key-file", "WEBHOOK_SECRET_KEY_FILE", WH_OPT_STRING, NULL, 0, 0,
      S(secret_key_file), "file holding that key, so it is not in the "
      "command line or environment"},
+    {"secret-key-previous", "WEBHOOK_SECRET_KEY_PREVIOUS", WH_OPT_STRING,
+     NULL, 0, 0, S(secret_key_previous), "keys the current one replaced "
+     "(at most 3, separated by commas or whitespace): they open secrets "
+     "sealed under them, never seal"},
+    {"secret-key-previous-file", "WEBHOOK_SECRET_KEY_PREVIOUS_FILE",
+     WH_OPT_STRING, NULL, 0, 0, S(secret_key_previous_file), "file holding "
+     "those keys, one per line (instead of WEBHOOK_SECRET_KEY_PREVIOUS)"},
     {"role", "WORKER_ROLE", WH_OPT_STRING, "all", 0, 0, S(role),
      "stages to run: all, fanout or deliver"},
     {"events-topic", "WEBHOOK_EVENTS_TOPIC", WH_OPT_STRING, "webhook.events",
@@ -832,8 +839,13 @@ int main(int argc, char **argv)
                         "deliver, not '%s'\n", s.role);
         return 2;
     }
-    if (wh_secretbox_load(&ctx.sb, s.secret_key, s.secret_key_file, err,
-                          sizeof(err)) != WH_OK) {
+    wh_secretbox_source keys = {
+        .key = s.secret_key,
+        .key_file = s.secret_key_file,
+        .previous = s.secret_key_previous,
+        .previous_file = s.secret_key_previous_file,
+    };
+    if (wh_secretbox_load(&ctx.sb, &keys, err, sizeof(err)) != WH_OK) {
         fprintf(stderr, "webhook-worker: %s\n", err);
         return 2;
     }
@@ -858,6 +870,12 @@ int main(int argc, char **argv)
                  (int)getpid());
     }
     wh_config_log(opts, WH_ARRAY_LEN(opts), &cfg);
+    char key_id[WH_SECRETBOX_KEY_ID_TEXT_LEN];
+    wh_secretbox_current_id(&ctx.sb, key_id);
+    size_t nprev = wh_secretbox_previous_count(&ctx.sb);
+    WH_INFO("sealing endpoint secrets under key id %s; %zu previous key%s "
+            "open%s what they sealed", key_id, nprev, nprev == 1 ? "" : "s",
+            nprev == 1 ? "s" : "");
 
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));

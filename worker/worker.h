@@ -29,6 +29,8 @@ typedef struct {
     const char *database_url;
     const char *secret_key;
     const char *secret_key_file;
+    const char *secret_key_previous;
+    const char *secret_key_previous_file;
     const char *role;
     const char *events_topic;
     const char *deliveries_topic;
