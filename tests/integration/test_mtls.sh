@@ -16,7 +16,9 @@
 #     match, an encrypted key, a certificate without its key, a CA bundle
 #     that does not parse and a client certificate for an http:// URL;
 #   - update --no-client-cert removes the identity, --client-cert puts it
-#     back.
+#     back;
+#   - `webhookctl rekey` to a new master key re-seals the client keys, and
+#     a worker with only the new key still presents the certificate.
 . "$(dirname "$0")/../lib.sh"
 
 # ---- certificates -------------------------------------------------------------
@@ -106,6 +108,20 @@ check "no attempt of the right endpoint failed" test "$(tls_failures "$EP_OK")" 
 check "after update --no-client-cert its deliveries are refused too" wait_for 60 all_tls "$EP_OK" 1
 "$C" endpoint update "$EP_OK" --client-cert "$T/webhook-client.pem" --client-key "$T/webhook-client.key" >/dev/null
 check "with the certificate back, m-7 arrives (a retry)" wait_for 90 delivered_ok 7
+
+# ---- a new master key: rekey re-seals the client keys too ------------------------
+KEY_A=$WEBHOOK_SECRET_KEY
+KEY_B=$(head -c 32 /dev/urandom | base64)
+rc=0
+WEBHOOK_SECRET_KEY=$KEY_B WEBHOOK_SECRET_KEY_PREVIOUS=$KEY_A "$C" rekey >"$T/rekey.out" 2>&1 || rc=$?
+check "rekey to a new master key exits 0 ($rc)" test "$rc" -eq 0
+check "re-sealing all four rows" grep -q "^re-sealed 4, already current 0, cannot be opened 0" "$T/rekey.out"
+stop_worker w1
+start_worker w2 WEBHOOK_SECRET_KEY="$KEY_B"
+"$BIN/webhook-produce" --quiet --app mtls --type t.x --id m-8 --payload '{"n":8}'
+check "a worker with only the new key opens the client key and delivers m-8" wait_for 60 delivered_ok 8
+check "its client certificate was used" test "$(tail -1 "$T/tls.jsonl" | grep -c '"client_cn":"webhook-client"')" -eq 1
+export WEBHOOK_SECRET_KEY=$KEY_B
 
 # ---- refusals -------------------------------------------------------------------
 refused() { # refused MESSAGE ARGS: endpoint add exits 2 saying MESSAGE
