@@ -284,3 +284,16 @@ dead_letters_json() {
 new_secret() {
     echo "whsec_$(head -c 24 /dev/urandom | base64)"
 }
+
+# verify_from K ARGS: tests/verify/verify.js ARGS over the receipts in
+# receiver r's record whose JSON payload has "n" of K or more (the events
+# a test published since K); its report in $T/verify.out
+verify_from() {
+    local k=$1
+    shift
+    python3 -c 'import base64, json, sys
+for l in open(sys.argv[1]):
+    if json.loads(base64.b64decode(json.loads(l)["body_b64"]))["n"] >= int(sys.argv[2]):
+        print(l, end="")' "$T/r.jsonl" "$k" >"$T/from-$k.jsonl"
+    node "$ROOT/tests/verify/verify.js" --record "$T/from-$k.jsonl" "$@" >"$T/verify.out" 2>&1
+}

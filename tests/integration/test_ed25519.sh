@@ -75,16 +75,6 @@ publish_until() {
     done
     return 1
 }
-# verify_from K ARGS: tests/verify over the receipts of events K and later
-verify_from() {
-    local k=$1
-    shift
-    python3 -c 'import base64, json, sys
-for l in open(sys.argv[1]):
-    if json.loads(base64.b64decode(json.loads(l)["body_b64"]))["n"] >= int(sys.argv[2]):
-        print(l, end="")' "$T/r.jsonl" "$k" >"$T/from-$k.jsonl"
-    node "$ROOT/tests/verify/verify.js" --record "$T/from-$k.jsonl" "$@" >"$T/verify.out" 2>&1
-}
 fails() { ! "$@"; }
 
 check "an ed25519 endpoint's deliveries carry one v1a signature" publish_until /ed "v1a"
