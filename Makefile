@@ -66,12 +66,20 @@ LIB_A     := $(B)/libwebhook.a
 WORKER_SRC    := $(wildcard worker/*.c)
 SCHED_SRC     := $(wildcard scheduler/*.c)
 CTL_SRC       := $(wildcard ctl/*.c)
+# webhook-api alone links the HTTP server and JSON libraries
+API_SRC       := $(wildcard api/*.c)
+API_PKGS      := libmicrohttpd jansson
+API_CFLAGS     = $(shell pkg-config --cflags $(API_PKGS)) -Iapi
+API_LDLIBS     = $(shell pkg-config --libs $(API_PKGS))
 BINS := $(B)/bin/webhook-worker $(B)/bin/webhookctl \
         $(B)/bin/webhook-produce $(B)/bin/webhook-produce-example \
         $(B)/bin/webhook-devbroker $(B)/bin/webhook-receiver \
         $(B)/bin/webhook-ordercheck $(B)/bin/webhook-partcheck
 ifneq ($(SCHED_SRC),)
 BINS += $(B)/bin/webhook-scheduler
+endif
+ifneq ($(API_SRC),)
+BINS += $(B)/bin/webhook-api
 endif
 
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
@@ -136,6 +144,23 @@ $(B)/bin/webhook-produce-example: $(B)/obj/producer/example.o $(LIB_A)
 $(B)/bin/webhook-devbroker: $(B)/obj/dev/broker.o $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# the API contract, served at /v1/openapi.yaml
+$(B)/gen/openapi.c: docs/openapi.yaml api/embed.sh
+	@mkdir -p $(B)/gen
+	api/embed.sh $@ api_openapi_yaml docs/openapi.yaml
+
+$(B)/obj/gen/openapi.o: $(B)/gen/openapi.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(B)/obj/api/%.o: api/%.c $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(API_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(B)/bin/webhook-api: $(API_SRC:%.c=$(B)/obj/%.o) $(B)/obj/gen/openapi.o $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(API_LDLIBS) $(LDLIBS)
 
 $(B)/bin/webhook-receiver: $(B)/obj/dev/receiver.o $(LIB_A)
 	@mkdir -p $(dir $@)

@@ -14,6 +14,7 @@ PACKAGES=(
     build-essential pkg-config                   # compiler and make
     librdkafka-dev libcurl4-openssl-dev libpq-dev # Kafka, HTTP, Postgres
     libssl-dev libprotobuf-c-dev protobuf-c-compiler
+    libmicrohttpd-dev libjansson-dev             # webhook-api: HTTP server, JSON
     postgresql postgresql-client                 # throwaway servers, psql
     kcat                                         # publishing from the shell
     python3 jq curl openssl ca-certificates procps iproute2 # tests

@@ -539,7 +539,9 @@ int wh_endpoints_query(wh_db *db, const char *id, wh_db_result **out,
                        "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
                        "retry_schedule_ms::text, signature, tls_client_cert, "
                        "translate(encode(tls_client_key_sealed, 'base64'), "
-                       "E'\\n', ''), tls_ca_bundle "
+                       "E'\\n', ''), tls_ca_bundle, "
+                       "to_char(updated_at AT TIME ZONE 'UTC', "
+                       "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
                        "FROM webhooks.endpoints WHERE $1::text IS NULL OR "
                        "id = $1 ORDER BY created_at, id",
                        1, params, out, err, errlen);
@@ -567,6 +569,7 @@ int wh_endpoints_read(const wh_db_result *r, int i, const wh_secretbox *sb,
     ep->disabled_reason = dup_or_null(r, i, 10);
     ep->description = strdup(wh_db_get(r, i, 11));
     wh_strlcpy(ep->created_at, wh_db_get(r, i, 12), sizeof(ep->created_at));
+    wh_strlcpy(ep->updated_at, wh_db_get(r, i, 18), sizeof(ep->updated_at));
     const char *url = wh_db_get(r, i, 2);
     if (wh_url_check(url, e, sizeof(e)) != WH_OK) {
         if (!why[0])

@@ -62,7 +62,8 @@ typedef struct wh_endpoint {
     int64_t timeout_ms;        /* 0 = worker default */
     bool disabled;
     char *disabled_reason;     /* owned, may be NULL */
-    char created_at[40];
+    char created_at[40];       /* RFC 3339, UTC */
+    char updated_at[40];
     bool custom_retry;         /* retry differs from the default */
     wh_retry_policy retry;
     /* NULL when the row is usable. Otherwise (owned) what is wrong with it,

@@ -10,7 +10,7 @@ BUILD=${BUILD_DIR:-$ROOT/build}
 # shellcheck source=tests/check.sh
 . "$ROOT/tests/check.sh"
 
-for bin in webhook-worker webhook-scheduler; do
+for bin in webhook-worker webhook-scheduler webhook-api; do
     missing=$("$BUILD/bin/$bin" --settings-markdown | while IFS= read -r line; do
         grep -qxF -- "$line" "$ROOT/README.md" || echo "$line"
     done)
