@@ -1,10 +1,11 @@
 /*
  * webhookctl.c - the admin CLI: schema migrations, endpoints, delivery
- * history, replays and dead letters. Each subcommand parses its own flag
- * table (lib/config.h), talks to Postgres through lib/db.h (replays also
- * to Kafka, through lib/replay.h) and exits 0 on success, 1 when the
- * operation failed (database unreachable, no such endpoint, a delivery
- * not replayed) and 2 on bad usage or invalid input.
+ * history, replays and dead letters (API tokens: token.c). Each
+ * subcommand parses its own flag table (lib/config.h), talks to Postgres
+ * through lib/db.h (replays also to Kafka, through lib/replay.h) and exits
+ * 0 on success, 1 when the operation failed (database unreachable, no such
+ * endpoint, a delivery not replayed) and 2 on bad usage or invalid input.
+ * The helpers every subcommand uses are declared in ctl.h.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -17,6 +18,7 @@
 #include "buf.h"
 #include "codec.h"
 #include "config.h"
+#include "ctl.h"
 #include "db.h"
 #include "http.h"
 #include "endpoints.h"
@@ -28,8 +30,6 @@
 #include "secretbox.h"
 #include "url.h"
 
-#define EXIT_FAIL 1
-#define EXIT_USAGE 2
 /* A replay gives up on Kafka after this long without an acknowledgement. */
 #define REPLAY_ACK_TIMEOUT_MS 30000
 
@@ -142,6 +142,16 @@ static const char usage_text[] =
     "                                   final and failed, newest first\n"
     "  dead-letters replay [--endpoint ID] [--app A] [--since T] [--limit N]\n"
     "                      [--dry-run]  send them again\n"
+    "  token create --name N [--app A] [--scope admin|app|ingest|read]\n"
+    "               [--allow-cidr CIDRS] [--rate-limit N/s] [--expires 90d]\n"
+    "               [--json]            a bearer token for the HTTP API,\n"
+    "                                   printed once (then its id); only its\n"
+    "                                   SHA-256 is stored. Scope: app with\n"
+    "                                   --app, else admin; never expires\n"
+    "                                   unless --expires (at most 3650d)\n"
+    "  token list [--json]              every token's id, name, scope, app,\n"
+    "                                   limits and times (never the token)\n"
+    "  token revoke ID                  the token stops working at once\n"
     "\n"
     "T is a time Postgres reads ('2026-11-23 15:00', '2026-11-23T15:00:00Z')\n"
     "or a duration meaning that long ago (30m, 2h, 7d). Replays read the\n"
@@ -153,7 +163,7 @@ static const char usage_text[] =
 
 static global_settings G;
 
-static void die_usage(const char *fmt, const char *arg)
+void die_usage(const char *fmt, const char *arg)
 {
     fprintf(stderr, "webhookctl: ");
     fprintf(stderr, fmt, arg);
@@ -161,7 +171,7 @@ static void die_usage(const char *fmt, const char *arg)
     exit(EXIT_USAGE);
 }
 
-static wh_db *connect_db(void)
+wh_db *connect_db(void)
 {
     char err[1024];
     wh_db *db;
@@ -235,9 +245,8 @@ static void warn_address(const char *url)
     wh_netlist_free(allow);
 }
 
-/* Parses a subcommand's flags from argv (argv[0] is the subcommand). */
-static int parse_sub(const char *synopsis, const wh_opt *opts, size_t n,
-                     void *settings, int argc, char **argv, int *first)
+int parse_sub(const char *synopsis, const wh_opt *opts, size_t n,
+              void *settings, int argc, char **argv, int *first)
 {
     char err[512];
     int rc = wh_config_load(opts, n, settings, argc, argv, first, err,
@@ -386,7 +395,7 @@ static int64_t rate_value(const char *s)
     return v;
 }
 
-static int64_t parse_rate(const char *s)
+int64_t parse_rate(const char *s)
 {
     int64_t v = rate_value(s);
     if (v < 0)
@@ -839,16 +848,14 @@ static const wh_opt disable_opts[] = {
      offsetof(disable_settings, reason), "why, shown in listings"},
 };
 
-/* Parses "SUBCOMMAND ID [flags]" with flags before or after the ID and
- * returns the (validated) ID. */
-static const char *parse_with_id(const char *synopsis, const wh_opt *opts,
-                                 size_t nopts, void *settings, int argc,
-                                 char **argv)
+const char *parse_with_arg(const char *synopsis, const char *what,
+                           const wh_opt *opts, size_t nopts, void *settings,
+                           int argc, char **argv)
 {
     int first, rest_first;
     parse_sub(synopsis, opts, nopts, settings, argc, argv, &first);
     if (first >= argc)
-        die_usage("%s", "missing endpoint ID");
+        die_usage("missing %s", what);
     const char *id = argv[first];
     /* Flags may also follow the ID ("disable ID --reason R"): parse the
      * arguments again without it. */
@@ -865,6 +872,17 @@ static const char *parse_with_id(const char *synopsis, const wh_opt *opts,
     if (rest_first < nrest)
         die_usage("unexpected argument '%s'", rest[rest_first]);
     free(rest);
+    return id;
+}
+
+/* parse_with_arg for "SUBCOMMAND ID [flags]" naming an endpoint: returns
+ * the (validated) ID. */
+static const char *parse_with_id(const char *synopsis, const wh_opt *opts,
+                                 size_t nopts, void *settings, int argc,
+                                 char **argv)
+{
+    const char *id = parse_with_arg(synopsis, "endpoint ID", opts, nopts,
+                                    settings, argc, argv);
     char err[1024];
     if (wh_codec_check_endpoint_id(id, err, sizeof(err)) != WH_OK)
         die_usage("%s", err);
@@ -930,8 +948,7 @@ static const wh_opt rotate_opts[] = {
      "\"overlap_until\":..}"},
 };
 
-/* Unix time t as "YYYY-MM-DDTHH:MM:SSZ". */
-static void format_utc(int64_t t, char *out, size_t cap)
+void format_utc(int64_t t, char *out, size_t cap)
 {
     time_t tt = (time_t)t;
     struct tm tm;
@@ -1925,6 +1942,8 @@ int main(int argc, char **argv)
         return cmd_replay(sub_argc, sub_argv);
     if (strcmp(cmd, "dead-letters") == 0)
         return cmd_dead_letters(sub_argc, sub_argv);
+    if (strcmp(cmd, "token") == 0 || strcmp(cmd, "tokens") == 0)
+        return cmd_token(sub_argc, sub_argv);
     fprintf(stderr, "webhookctl: unknown command '%s'\n\n%s", cmd,
             usage_text);
     return EXIT_USAGE;

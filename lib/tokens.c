@@ -233,22 +233,22 @@ int wh_tokens_create(wh_db *db, const wh_token_spec *spec, int64_t now_s,
                                     "randomness or SHA-256");
     }
     wh_base64_encode(hash, sizeof(hash), hash_b64);
-    char rate[24], expires[24], created[24];
+    char rate[24], expires[24];
     snprintf(rate, sizeof(rate), "%lld", (long long)spec->rate_limit_per_s);
     snprintf(expires, sizeof(expires), "%lld",
              (long long)(now_s + spec->expires_in_s));
-    snprintf(created, sizeof(created), "%lld", (long long)now_s);
     const char *params[] = {
         id, spec->name, spec->app, wh_token_scope_name(spec->scope), hash_b64,
         spec->allow_cidrs, spec->rate_limit_per_s ? rate : NULL,
-        spec->expires_in_s ? expires : NULL, created};
+        spec->expires_in_s ? expires : NULL};
     wh_db_result *r;
+    /* created_at: the server's now(), to the microsecond, so listings are
+     * newest first even within a second */
     if (wh_db_query(db,
                     "INSERT INTO webhooks.api_tokens (id, name, app, scope, "
-                    "token_sha256, allow_cidrs, rate_limit_per_s, expires_at, "
-                    "created_at) VALUES ($1, $2, $3, $4, decode($5, "
-                    "'base64'), $6, $7::integer, to_timestamp($8::bigint), "
-                    "to_timestamp($9::bigint))",
+                    "token_sha256, allow_cidrs, rate_limit_per_s, expires_at) "
+                    "VALUES ($1, $2, $3, $4, decode($5, 'base64'), $6, "
+                    "$7::integer, to_timestamp($8::bigint))",
                     (int)WH_ARRAY_LEN(params), params, &r, err,
                     errlen) != WH_OK) {
         OPENSSL_cleanse(token_out, WH_TOKEN_TEXT_MAX);

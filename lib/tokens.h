@@ -79,7 +79,8 @@ int wh_tokens_check_id(const char *id, char *err,
 /* Validates spec (naming the flag in err: "--app: ...", "--scope: app
  * needs --app", ...), generates the token (WH_TOKEN_PREFIX + id without
  * "tok_" + "_" + base64url of 32 random bytes, no padding), stores only its
- * SHA-256, with created_at now_s and expires_at now_s + expires_in_s.
+ * SHA-256, with expires_at now_s + expires_in_s (created_at is the
+ * server's time).
  * WH_OK: token_out holds the token's text (the caller should cleanse it
  * once shown) and id_out its id. WH_DECLINED: spec is invalid (nothing
  * stored); WH_ERR: no randomness, or Postgres failed (err says which). */

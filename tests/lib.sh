@@ -9,6 +9,9 @@
 #   start_worker NAME [ENV=V ...]  webhook-worker in the background
 #   start_receiver NAME ARGS...    webhook-receiver; port in $T/NAME.port
 #   check "what" COMMAND...        records a pass or a failure
+#   run CMD... / expect DESC STATUS TEXT CMD...
+#                                  a command's exit status ($rc), stdout and
+#                                  stderr ($T/out, $T/err); expect checks them
 #   finish                         prints the counts, exits 0 only if all pass
 #
 # BUILD_DIR (default build/) selects the binaries, so the same tests run
@@ -171,6 +174,40 @@ wait_for() {
         sleep 0.2
     done
 }
+
+# Running webhookctl and friends as a user does (test_cli, test_tokens):
+# sanitizer_clean FILE: FILE holds no sanitizer report.
+sanitizer_clean() { ! grep -qE 'Sanitizer|runtime error:' "$1"; }
+
+# run CMD...: runs CMD; its exit status lands in $rc, its output in
+# $T/out and $T/err. A sanitizer report on stderr is a failure of its own
+# (the sanitizer build exits 1, which some checks expect for other reasons).
+run() {
+    rc=0
+    "$@" >"$T/out" 2>"$T/err" || rc=$?
+    if ! sanitizer_clean "$T/err"; then
+        not_ok "sanitizer report from: $*"
+        sed 's/^/# /' "$T/err" | head -40
+    fi
+}
+
+# expect DESC STATUS TEXT CMD...: CMD exits with STATUS and its stderr
+# contains TEXT (any stderr when TEXT is empty).
+expect() {
+    local desc=$1 want=$2 text=$3
+    shift 3
+    run "$@"
+    if [ "$rc" -eq "$want" ] && { [ -z "$text" ] || grep -qF -- "$text" "$T/err"; }; then
+        ok "$desc"
+    else
+        not_ok "$desc (exit $rc, expected $want; stderr: $(head -c 300 "$T/err"))"
+    fi
+}
+
+# out_is TEXT / out_has TEXT / err_empty: about the last run's output.
+out_is() { [ "$(cat "$T/out")" = "$1" ]; }
+out_has() { grep -qF -- "$1" "$T/out"; }
+err_empty() { [ ! -s "$T/err" ]; }
 
 sql() {
     psql "$DATABASE_URL" -XAtq -v ON_ERROR_STOP=1 -c "$1"

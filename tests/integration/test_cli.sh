@@ -11,39 +11,6 @@
 C=$BIN/webhookctl
 P=$BIN/webhook-produce
 
-# sanitizer_clean FILE: FILE holds no sanitizer report.
-sanitizer_clean() { ! grep -qE 'Sanitizer|runtime error:' "$1"; }
-
-# run CMD...: runs CMD; its exit status lands in $rc, its output in
-# $T/out and $T/err. A sanitizer report on stderr is a failure of its own
-# (the sanitizer build exits 1, which some checks expect for other reasons).
-run() {
-    rc=0
-    "$@" >"$T/out" 2>"$T/err" || rc=$?
-    if ! sanitizer_clean "$T/err"; then
-        not_ok "sanitizer report from: $*"
-        sed 's/^/# /' "$T/err" | head -40
-    fi
-}
-
-# expect DESC STATUS TEXT CMD...: CMD exits with STATUS and its stderr
-# contains TEXT (any stderr when TEXT is empty).
-expect() {
-    local desc=$1 want=$2 text=$3
-    shift 3
-    run "$@"
-    if [ "$rc" -eq "$want" ] && { [ -z "$text" ] || grep -qF -- "$text" "$T/err"; }; then
-        ok "$desc"
-    else
-        not_ok "$desc (exit $rc, expected $want; stderr: $(head -c 300 "$T/err"))"
-    fi
-}
-
-# out_is TEXT / out_has TEXT / err_empty: about the last run's output.
-out_is() { [ "$(cat "$T/out")" = "$1" ]; }
-out_has() { grep -qF -- "$1" "$T/out"; }
-err_empty() { [ ! -s "$T/err" ]; }
-
 # pycheck DESC FILE CODE: CODE (Python, using `rows`, the JSON lines of
 # FILE, and `E`, the environment) must run without an exception.
 pycheck() {
