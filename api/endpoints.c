@@ -313,6 +313,192 @@ done:
     json_decref(o);
 }
 
+/* Reads a nullable member: *present when it is there, *out its string
+ * (NULL for null). False with r answered 400 for another type. */
+static bool get_nullable(api_req *r, json_t *o, const char *key,
+                         bool *present, const char **out)
+{
+    json_t *v = json_object_get(o, key);
+    *present = v != NULL;
+    *out = NULL;
+    if (v && !json_is_null(v) && !json_is_string(v)) {
+        api_reply_error(r, 400, "bad_request", "\"%s\" must be a string or "
+                        "null", key);
+        return false;
+    }
+    *out = v && json_is_string(v) ? json_string_value(v) : NULL;
+    return true;
+}
+
+/* The endpoint's current scheme and URL; false with r answered. */
+static bool current(api_req *r, const char *app, const char *id,
+                    wh_signature_kind *scheme, char *url, size_t cap)
+{
+    json_t *cur = read_one(r, app, id);
+    if (!cur)
+        return false;
+    if (wh_signature_parse(json_string_value(json_object_get(cur, "signature")),
+                           scheme) != WH_OK)
+        *scheme = WH_SIGNATURE_HMAC;
+    wh_strlcpy(url, json_string_value(json_object_get(cur, "url")), cap);
+    json_decref(cur);
+    return true;
+}
+
+void api_endpoints_patch(api_req *r)
+{
+    static const char *const known[] = {
+        "url", "events", "description", "secret", "signature", "ordered",
+        "max_in_flight", "rate_limit_per_s", "timeout_ms", "retry_schedule",
+        "client_cert", "client_key", "ca_bundle"};
+    char err[WH_ERRLEN], url[WH_URL_MAX + 1];
+    const char *app = path_app(r), *id = r->seg[4];
+    wh_signature_kind scheme;
+    if (!app || !current(r, app, id, &scheme, url, sizeof(url)))
+        return;
+    json_t *o = body_object(r, false);
+    if (!o)
+        return;
+    wh_buf events;
+    wh_buf_init(&events, 64 * 1024);
+    wh_rotation rot;
+    memset(&rot, 0, sizeof(rot));
+    const char *key;
+    json_t *v;
+    if (json_object_size(o) == 0) {
+        api_reply_error(r, 400, "bad_request", "nothing to change");
+        goto done;
+    }
+    json_object_foreach(o, key, v) {
+        bool ok = false;
+        for (size_t i = 0; i < WH_ARRAY_LEN(known) && !ok; i++)
+            ok = strcmp(key, known[i]) == 0;
+        if (!ok) {
+            api_reply_error(r, 400, "bad_request", "unknown member \"%.64s\"",
+                            key);
+            goto done;
+        }
+    }
+    wh_endpoint_patch p = {.ordered = -1};
+    const char *secret = NULL, *signature = NULL, *cert, *tkey, *ca;
+    bool has_cert, has_key, has_ca, has_retry, has_rate, has_tmo;
+    int64_t mif = 0, rate = 0, tmo = 0;
+    if (!get_string(r, o, "url", &p.url) ||
+        !get_string(r, o, "description", &p.description) ||
+        !get_string(r, o, "secret", &secret) ||
+        !get_string(r, o, "signature", &signature) ||
+        !get_nullable(r, o, "retry_schedule", &has_retry, &p.retry_schedule) ||
+        !get_nullable(r, o, "client_cert", &has_cert, &cert) ||
+        !get_nullable(r, o, "client_key", &has_key, &tkey) ||
+        !get_nullable(r, o, "ca_bundle", &has_ca, &ca) ||
+        !get_int(r, o, "max_in_flight", 1, 1000, &mif) ||
+        !get_int(r, o, "rate_limit_per_s", 1, 1000000, &rate) ||
+        !get_int(r, o, "timeout_ms", 100, 120000, &tmo))
+        goto done;
+    has_rate = json_object_get(o, "rate_limit_per_s") != NULL;
+    has_tmo = json_object_get(o, "timeout_ms") != NULL;
+    p.set_retry = has_retry;
+    p.max_in_flight = mif;
+    p.set_rate = has_rate;
+    p.rate_limit_per_s = rate;
+    p.timeout_ms = tmo;
+    json_t *ord = json_object_get(o, "ordered");
+    if (ord && !json_is_boolean(ord)) {
+        api_reply_error(r, 400, "bad_request", "\"ordered\" must be true or "
+                                               "false");
+        goto done;
+    }
+    if (ord)
+        p.ordered = json_is_true(ord);
+    json_t *ev = json_object_get(o, "events");
+    if (ev) {
+        size_t i;
+        json_t *e;
+        bool ok = json_is_array(ev) && json_array_size(ev) > 0;
+        json_array_foreach(ev, i, e) {
+            ok = ok && json_is_string(e) && json_string_length(e) > 0 &&
+                 (i == 0 || wh_buf_addc(&events, ',') == WH_OK) &&
+                 wh_buf_add(&events, json_string_value(e),
+                            json_string_length(e)) == WH_OK;
+        }
+        if (!ok) {
+            api_reply_error(r, 400, "bad_request", "\"events\" must be a "
+                            "non-empty array of event-type patterns");
+            goto done;
+        }
+        p.event_types = wh_buf_cstr(&events);
+    }
+    wh_signature_kind to = scheme;
+    if (signature && wh_signature_parse(signature, &to) != WH_OK) {
+        api_reply_error(r, 400, "bad_request", "\"signature\" must be hmac, "
+                        "ed25519 or both");
+        goto done;
+    }
+    if (secret && signature) {
+        api_reply_error(r, 400, "bad_request", "\"secret\" and \"signature\": "
+                        "one at a time");
+        goto done;
+    }
+    if (secret && !(scheme & WH_SIGNATURE_HMAC)) {
+        api_reply_error(r, 409, "conflict", "the endpoint signs with %s only: "
+                        "it has no HMAC secret", wh_signature_name(scheme));
+        goto done;
+    }
+    if (has_cert != has_key || (has_cert && !cert != !tkey)) {
+        api_reply_error(r, 400, "bad_request", "\"client_cert\" and "
+                        "\"client_key\" go together");
+        goto done;
+    }
+    if (cert && strncmp(p.url ? p.url : url, "https://", 8) != 0) {
+        api_reply_error(r, 409, "conflict", "a client certificate needs an "
+                        "https:// URL");
+        goto done;
+    }
+    bool plain = p.url || p.event_types || p.description || has_retry ||
+                 ord || mif || has_rate || has_tmo;
+    wh_db *db = api_db(r->ctx, err, sizeof(err));
+    int rc = db ? WH_OK : WH_ERR;
+    if (rc == WH_OK && plain)
+        rc = wh_endpoints_update(db, id, &p, err, sizeof(err));
+    if (rc == WH_OK && secret)
+        rc = wh_endpoints_set_secret(db, &r->ctx->sb, id, secret, &rot, err,
+                                     sizeof(err));
+    if (rc == WH_OK && signature && to != scheme)
+        rc = wh_endpoints_set_signature(db, &r->ctx->sb, id, to,
+                                        wh_wall_us() / 1000000, &rot, err,
+                                        sizeof(err));
+    if (rc == WH_OK && has_cert)
+        rc = wh_endpoints_set_client_cert(db, &r->ctx->sb, id, cert, tkey,
+                                          err, sizeof(err));
+    if (rc == WH_OK && has_ca)
+        rc = wh_endpoints_set_ca_bundle(db, id, ca, err, sizeof(err));
+    if (rc == WH_DECLINED) {
+        api_reply_error(r, 404, "not_found", "no endpoint %s in app %s", id,
+                        app);
+        goto done;
+    }
+    if (rc != WH_OK) {
+        if (!db || strstr(err, "query failed"))
+            db_failed(r, err);
+        else
+            api_reply_error(r, 400, "bad_request", "%s", err);
+        goto done;
+    }
+    json_t *now = read_one(r, app, id);
+    if (now) {
+        if (rot.secret[0] && !secret)
+            json_object_set_new(now, "secret", json_string(rot.secret));
+        if (rot.public_key[0])
+            json_object_set_new(now, "public_key",
+                                json_string(rot.public_key));
+        api_reply_json(r, 200, now);
+    }
+done:
+    explicit_bzero(&rot, sizeof(rot));
+    wh_buf_free(&events);
+    json_decref(o);
+}
+
 static void toggle(api_req *r, bool disable)
 {
     char err[WH_ERRLEN];

@@ -11,6 +11,7 @@
 void api_endpoints_list(api_req *r);
 void api_endpoints_create(api_req *r);
 void api_endpoints_get(api_req *r);
+void api_endpoints_patch(api_req *r);
 void api_endpoints_enable(api_req *r);
 void api_endpoints_disable(api_req *r);
 

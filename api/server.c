@@ -74,6 +74,8 @@ static const route routes[] = {
      api_endpoints_create},
     {"GET", "/v1/apps/{}/endpoints/{}", TOKEN, S_ADMIN | S_APP | S_READ,
      api_endpoints_get},
+    {"PATCH", "/v1/apps/{}/endpoints/{}", TOKEN, S_ADMIN | S_APP,
+     api_endpoints_patch},
     {"POST", "/v1/apps/{}/endpoints/{}/enable", TOKEN, S_ADMIN | S_APP,
      api_endpoints_enable},
     {"POST", "/v1/apps/{}/endpoints/{}/disable", TOKEN, S_ADMIN | S_APP,
@@ -304,13 +306,16 @@ static void dispatch(api_req *r)
     if (api_auth_request(ctx->auth, r, (const struct sockaddr *)&ss,
                          rt->access == TOKEN, rt->scopes) != WH_OK)
         return; /* answered: 401, 403, 429 or 503 */
-    if (r->too_large) {
-        api_reply_error(r, 413, "payload_too_large",
-                        "the body is over %lld bytes",
-                        (long long)ctx->s->body_max);
-        return;
-    }
-    rt->handler(r);
+    rt->handler(r); /* a body over the limit was answered 413 already */
+}
+
+/* Answers 413 while the body is still coming (the rest is discarded). */
+static enum MHD_Result refuse_too_large(api_req *r)
+{
+    r->state = REQ_ANSWERED;
+    api_reply_error(r, 413, "payload_too_large", "the body is over %lld bytes",
+                    (long long)r->ctx->s->body_max);
+    return send_answer(r);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
@@ -337,11 +342,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
             conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoll(cl, NULL, 10) > ctx->s->body_max) {
             r->too_large = true;
-            r->state = REQ_ANSWERED;
-            api_reply_error(r, 413, "payload_too_large",
-                            "the body is over %lld bytes",
-                            (long long)ctx->s->body_max);
-            return send_answer(r);
+            return refuse_too_large(r);
         }
         return MHD_YES;
     }
@@ -350,13 +351,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
             wh_buf_add(&r->body, upload, *upload_size) != WH_OK)
             r->too_large = true;
         *upload_size = 0;
-        if (r->too_large && r->state == REQ_NEW) {
-            r->state = REQ_ANSWERED;
-            api_reply_error(r, 413, "payload_too_large",
-                            "the body is over %lld bytes",
-                            (long long)ctx->s->body_max);
-            return send_answer(r);
-        }
+        if (r->too_large && r->state == REQ_NEW)
+            return refuse_too_large(r);
         return MHD_YES;
     }
     if (r->state == REQ_NEW) {

@@ -1199,23 +1199,29 @@ static int endpoint_update(int argc, char **argv)
         die_usage("--events: %s", err);
     if (s.timeout_ms && s.timeout_ms < 100)
         die_usage("%s", "--timeout must be at least 100ms");
-    char retry_pg[WH_RETRY_TEXT_MAX] = "";
-    if (s.retry_schedule && strcmp(s.retry_schedule, "default") != 0) {
+    bool default_retry = s.retry_schedule &&
+                         strcmp(s.retry_schedule, "default") == 0;
+    if (s.retry_schedule && !default_retry) {
         wh_retry_policy rp;
         if (wh_retry_policy_parse(s.retry_schedule, &rp, err, sizeof(err)))
             die_usage("--retry-schedule: %s", err);
-        if (wh_retry_policy_to_pg(&rp, retry_pg, sizeof(retry_pg)) != WH_OK)
-            die_usage("%s", "--retry-schedule: too long");
     }
-    char rate[32] = "", mif[16] = "", tmo[16] = "";
-    if (s.rate_limit && strcmp(s.rate_limit, "none") != 0)
-        snprintf(rate, sizeof(rate), "%lld", (long long)parse_rate(s.rate_limit));
-    if (s.max_in_flight)
-        snprintf(mif, sizeof(mif), "%lld", (long long)s.max_in_flight);
-    if (s.timeout_ms)
-        snprintf(tmo, sizeof(tmo), "%lld", (long long)s.timeout_ms);
+    wh_endpoint_patch patch = {
+        .url = s.url,
+        .event_types = s.events,
+        .description = s.description,
+        .set_retry = s.retry_schedule != NULL,
+        .retry_schedule = default_retry ? NULL : s.retry_schedule,
+        .ordered = s.ordered ? 1 : s.unordered ? 0 : -1,
+        .max_in_flight = s.max_in_flight,
+        .set_rate = s.rate_limit != NULL,
+        .rate_limit_per_s = s.rate_limit && strcmp(s.rate_limit, "none")
+                                ? parse_rate(s.rate_limit) : 0,
+        .timeout_ms = s.timeout_ms,
+    };
     bool other = s.url || s.events || s.description || s.retry_schedule ||
-                 s.ordered || s.unordered || mif[0] || s.rate_limit || tmo[0];
+                 s.ordered || s.unordered || s.max_in_flight ||
+                 s.rate_limit || s.timeout_ms;
     if (s.no_client_cert && (s.client_cert || s.client_key))
         die_usage("%s", "--no-client-cert excludes --client-cert and "
                         "--client-key");
@@ -1244,38 +1250,12 @@ static int endpoint_update(int argc, char **argv)
     char *cert = read_pem("--client-cert", s.client_cert, WH_TLS_CERT_MAX);
     char *key = read_pem("--client-key", s.client_key, WH_TLS_KEY_MAX);
     char *ca = read_pem("--ca-bundle", s.ca_bundle, WH_TLS_CA_MAX);
-    const char *params[] = {
-        id,
-        s.url,
-        s.events,
-        s.description,
-        s.retry_schedule ? "t" : NULL,
-        retry_pg[0] ? retry_pg : NULL,
-        s.ordered ? "true" : s.unordered ? "false" : NULL,
-        mif[0] ? mif : NULL,
-        s.rate_limit ? "t" : NULL,
-        rate[0] ? rate : NULL,
-        tmo[0] ? tmo : NULL,
-    };
     wh_db *db = connect_db();
-    wh_db_result *r;
-    int rc = !other ? WH_OK : wh_db_query(
-        db,
-        "UPDATE webhooks.endpoints SET url = coalesce($2, url), "
-        "event_types = coalesce($3, event_types), "
-        "description = coalesce($4, description), "
-        "retry_schedule_ms = CASE WHEN $5::text IS NULL THEN retry_schedule_ms "
-        "ELSE $6::integer[] END, "
-        "ordered = coalesce($7::boolean, ordered), "
-        "max_in_flight = coalesce($8::integer, max_in_flight), "
-        "rate_limit_per_s = CASE WHEN $9::text IS NULL THEN rate_limit_per_s "
-        "ELSE $10::integer END, "
-        "timeout_ms = coalesce($11::integer, timeout_ms), updated_at = now() "
-        "WHERE id = $1",
-        11, params, &r, err, sizeof(err));
-    if (rc == WH_OK && other) {
-        rc = wh_db_affected(r) > 0 ? WH_OK : WH_DECLINED;
-        wh_db_result_free(r);
+    int rc = other ? wh_endpoints_update(db, id, &patch, err, sizeof(err))
+                   : WH_OK;
+    if (rc == WH_ERR && !strstr(err, "query failed")) {
+        fprintf(stderr, "webhookctl: --%s\n", err);
+        exit(EXIT_USAGE);
     }
     wh_rotation rot;
     memset(&rot, 0, sizeof(rot));

@@ -18,6 +18,7 @@
 #include "base64.h"
 #include "codec.h"
 #include "http.h"
+#include "limit.h"
 #include "pattern.h"
 #include "url.h"
 
@@ -988,6 +989,71 @@ int wh_endpoints_set_secret(wh_db *db, const wh_secretbox *sb, const char *id,
     out->nhmac = 1;
     out->ned25519 = out->public_key[0] != '\0';
     return wh_endpoints_resume(db, id, NULL, err, errlen);
+}
+
+int wh_endpoints_update(wh_db *db, const char *id, const wh_endpoint_patch *p,
+                        char *err, size_t errlen)
+{
+    char e[WH_ERRLEN], retry_pg[WH_RETRY_TEXT_MAX] = "";
+    if (p->url && wh_url_check(p->url, e, sizeof(e)) != WH_OK)
+        return wh_errf(err, errlen, "url: %s", e);
+    if (p->event_types &&
+        wh_pattern_list_check(p->event_types, e, sizeof(e)) != WH_OK)
+        return wh_errf(err, errlen, "events: %s", e);
+    if (p->set_retry && p->retry_schedule) {
+        wh_retry_policy rp;
+        if (wh_retry_policy_parse(p->retry_schedule, &rp, e, sizeof(e)))
+            return wh_errf(err, errlen, "retry_schedule: %s", e);
+        if (wh_retry_policy_to_pg(&rp, retry_pg, sizeof(retry_pg)) != WH_OK)
+            return wh_errf(err, errlen, "retry_schedule: too long");
+    }
+    if (p->max_in_flight && (p->max_in_flight < 1 || p->max_in_flight > 1000))
+        return wh_errf(err, errlen, "max_in_flight must be 1-1000");
+    if (p->set_rate && (p->rate_limit_per_s < 0 ||
+                        p->rate_limit_per_s > WH_BUCKET_RATE_MAX))
+        return wh_errf(err, errlen, "rate_limit_per_s must be 1-%d",
+                       WH_BUCKET_RATE_MAX);
+    if (p->timeout_ms && (p->timeout_ms < 100 || p->timeout_ms > 120000))
+        return wh_errf(err, errlen, "timeout must be 100ms-120s");
+    char rate[24] = "", mif[24] = "", tmo[24] = "";
+    if (p->set_rate && p->rate_limit_per_s)
+        snprintf(rate, sizeof(rate), "%lld", (long long)p->rate_limit_per_s);
+    if (p->max_in_flight)
+        snprintf(mif, sizeof(mif), "%lld", (long long)p->max_in_flight);
+    if (p->timeout_ms)
+        snprintf(tmo, sizeof(tmo), "%lld", (long long)p->timeout_ms);
+    const char *params[] = {
+        id,
+        p->url,
+        p->event_types,
+        p->description,
+        p->set_retry ? "t" : NULL,
+        retry_pg[0] ? retry_pg : NULL,
+        p->ordered == 1 ? "true" : p->ordered == 0 ? "false" : NULL,
+        mif[0] ? mif : NULL,
+        p->set_rate ? "t" : NULL,
+        rate[0] ? rate : NULL,
+        tmo[0] ? tmo : NULL,
+    };
+    wh_db_result *r;
+    if (wh_db_query(
+            db,
+            "UPDATE webhooks.endpoints SET url = coalesce($2, url), "
+            "event_types = coalesce($3, event_types), "
+            "description = coalesce($4, description), "
+            "retry_schedule_ms = CASE WHEN $5::text IS NULL THEN "
+            "retry_schedule_ms ELSE $6::integer[] END, "
+            "ordered = coalesce($7::boolean, ordered), "
+            "max_in_flight = coalesce($8::integer, max_in_flight), "
+            "rate_limit_per_s = CASE WHEN $9::text IS NULL THEN "
+            "rate_limit_per_s ELSE $10::integer END, "
+            "timeout_ms = coalesce($11::integer, timeout_ms), "
+            "updated_at = now() WHERE id = $1",
+            11, params, &r, err, errlen) != WH_OK)
+        return WH_ERR;
+    long n = wh_db_affected(r);
+    wh_db_result_free(r);
+    return n ? WH_OK : WH_DECLINED;
 }
 
 int wh_endpoints_set_client_cert(wh_db *db, const wh_secretbox *sb,

@@ -173,6 +173,28 @@ int wh_endpoints_set_secret(wh_db *db, const wh_secretbox *sb, const char *id,
                             const char *secret, wh_rotation *out, char *err,
                             size_t errlen) WH_MUST_CHECK;
 
+/* A change to an endpoint's plain columns; what is NULL, 0 or unset is
+ * left as it is. */
+typedef struct {
+    const char *url;
+    const char *event_types;      /* comma-separated patterns */
+    const char *description;
+    bool set_retry;               /* retry_schedule: "1s,2s", "none", or
+                                     NULL for the default schedule */
+    const char *retry_schedule;
+    int ordered;                  /* -1 keep, 0 unordered, 1 ordered */
+    int64_t max_in_flight;        /* 1..1000; 0 keep */
+    bool set_rate;                /* rate_limit_per_s: 0 = none */
+    int64_t rate_limit_per_s;
+    int64_t timeout_ms;           /* 100..120000; 0 keep */
+} wh_endpoint_patch;
+
+/* Checks p (err names the field: "url: ...", "retry_schedule: ...") and
+ * applies it in one statement. WH_DECLINED when no such endpoint; WH_ERR
+ * for a bad field or Postgres ("query failed" in err). */
+int wh_endpoints_update(wh_db *db, const char *id, const wh_endpoint_patch *p,
+                        char *err, size_t errlen) WH_MUST_CHECK;
+
 /* Sets the endpoint's TLS client identity: cert (PEM, with its chain)
  * and key (PEM, unencrypted, sealed with sb's key), checked to belong
  * together; cert and key NULL remove it. WH_DECLINED when no such

@@ -17,8 +17,8 @@
 #     API_ALLOW_CIDRS and a token's --allow-cidr refuse other sources;
 #   - the broker down: 503 within API_PRODUCE_TIMEOUT, nothing published;
 #     the client's retry once it is back publishes the event once;
-#   - endpoints: created (hmac and ed25519), listed, read, disabled and
-#     enabled through the API, with the scopes and apps enforced; one made
+#   - endpoints: created (hmac and ed25519), listed, read, changed
+#     (PATCH), disabled and enabled through the API, with the scopes and apps enforced; one made
 #     through the API gets events posted through the API, signed with the
 #     secret the API returned;
 #   - every response checked against docs/openapi.yaml.
@@ -196,6 +196,25 @@ call POST "/v1/apps/shop/endpoints/$SHOP_EP/disable" -H "$(auth "$ADMIN")" --dat
 check "disable: 200, disabled with the reason" body_is 'd["disabled"] and d["disabled_reason"] == "paused by test"'
 call POST "/v1/apps/shop/endpoints/$SHOP_EP/enable" -H "$(auth "$ADMIN")"
 check "enable: 200, enabled" body_is 'not d["disabled"] and d["disabled_reason"] is None'
+call PATCH "/v1/apps/shop/endpoints/$SHOP_EP" -H "$(auth "$ADMIN")" \
+    --data-binary '{"description":"changed","events":["order.*","refund.*"],"rate_limit_per_s":50,"retry_schedule":"1s,2s"}'
+check "PATCH: 200 with the fields changed" \
+    body_is 'd["description"] == "changed" and d["events"] == ["order.*", "refund.*"] and d["rate_limit_per_s"] == 50 and d["retry_schedule"] == "1s,2s"'
+call PATCH "/v1/apps/shop/endpoints/$SHOP_EP" -H "$(auth "$ADMIN")" --data-binary '{"rate_limit_per_s":null,"retry_schedule":null}'
+check "null puts the defaults back" body_is 'd["rate_limit_per_s"] is None and d["retry_schedule"] is None'
+call PATCH "/v1/apps/shop/endpoints/$SHOP_EP" -H "$(auth "$ADMIN")" --data-binary '{"signature":"both"}'
+check "PATCH signature both: the new public key is returned" body_is 'd["signature"] == "both" and d["public_key"].startswith("whpk_")'
+call PATCH "/v1/apps/shop/endpoints/$SHOP_EP" -H "$(auth "$ADMIN")" --data-binary '{"signature":"hmac"}'
+check "and back to hmac" body_is 'd["signature"] == "hmac" and "public_key" not in d'
+ED_EP=$(curl -s "$U/v1/apps/shop/endpoints" -H "$(auth "$ADMIN")" | python3 -c 'import json,sys; print([e["id"] for e in json.load(sys.stdin)["data"] if e["signature"] == "ed25519"][0])')
+call PATCH "/v1/apps/shop/endpoints/$ED_EP" -H "$(auth "$ADMIN")" --data-binary "{\"secret\":\"$(new_secret)\"}"
+check "PATCH secret of an ed25519 endpoint: 409" test "$ST" = 409
+call PATCH "/v1/apps/shop/endpoints/$SHOP_EP" -H "$(auth "$ADMIN")" --data-binary '{}'
+check "PATCH with nothing to change: 400" test "$ST" = 400
+call PATCH "/v1/apps/shop/endpoints/$SHOP_EP" -H "$(auth "$ADMIN")" --data-binary '{"timeout_ms":5}'
+check "PATCH with a field out of bounds: 400" test "$ST" = 400
+call PATCH "/v1/apps/shop/endpoints/$SHOP_EP" -H "$(auth "$OTHER")" --data-binary '{"description":"x"}'
+check "PATCH with another app's token: 403" test "$ST" = 403
 SHOP_INGEST=$("$C" token create --name shop --app shop --scope ingest | head -1)
 for i in 1 2 3; do
     post "$SHOP_INGEST" "{\"id\":\"shop-$i\",\"app\":\"shop\",\"type\":\"order.paid\",\"payload\":{\"n\":$i}}"
