@@ -17,6 +17,11 @@
 # SANITIZED_ORDERING_SCENARIOS (its other scenarios' paths, a kill, a
 # drain, a Postgres restart, a slow lane, are exercised under the
 # sanitizers by test_crash, test_shutdown, test_pg_restart and test_parked).
+# Tests in SANITIZED_SKIP run on the plain build only, to keep the suite
+# within its time budget: test_partition (its lane-per-partition paths run
+# sanitized in the ordering scenarios and test_parked) and test_pg_hang
+# (mostly waiting out timeouts; the reconnects run sanitized in
+# test_pg_restart).
 # The short fuzz pass (tests/fuzz/run.sh --short: every seed, then a fixed
 # number of mutations with a fixed seed, one check per target) runs after
 # the unit tests, against the libFuzzer tree (default build-fuzzer/, built
@@ -30,6 +35,7 @@ SANBUILD=
 FUZZBUILD=build-fuzzer
 WHAT=all
 SANITIZED_INTEGRATION=${SANITIZED_INTEGRATION:-}
+SANITIZED_SKIP=${SANITIZED_SKIP-test_partition.sh test_pg_hang.sh}
 while [ $# -gt 0 ]; do
     case $1 in
     --build) BUILD=$2; shift 2 ;;
@@ -189,6 +195,9 @@ integration() {
     for t in tests/integration/test_*.sh; do
         name=$(basename "$t")
         if [ -n "$only" ] && [[ " $only " != *" $name "* ]]; then
+            continue
+        fi
+        if [ "$dir" = "$SANBUILD" ] && [[ " $SANITIZED_SKIP " == *" $name "* ]]; then
             continue
         fi
         env=-
