@@ -205,21 +205,14 @@ static bool get_int(api_req *r, json_t *o, const char *key, int64_t lo,
     return true;
 }
 
-void api_endpoints_create(api_req *r)
+/* The members an endpoint body may have (create and PATCH alike); false
+ * with r answered 400 naming the first other one. */
+static bool known_members(api_req *r, json_t *o)
 {
     static const char *const known[] = {
         "url", "events", "description", "secret", "signature", "ordered",
         "max_in_flight", "rate_limit_per_s", "timeout_ms", "retry_schedule",
         "client_cert", "client_key", "ca_bundle"};
-    char err[WH_ERRLEN];
-    const char *app = path_app(r);
-    if (!app)
-        return;
-    json_t *o = body_object(r, false);
-    if (!o)
-        return;
-    wh_buf events;
-    wh_buf_init(&events, 64 * 1024);
     const char *key;
     json_t *v;
     json_object_foreach(o, key, v) {
@@ -229,9 +222,68 @@ void api_endpoints_create(api_req *r)
         if (!ok) {
             api_reply_error(r, 400, "bad_request", "unknown member \"%.64s\"",
                             key);
-            goto done;
+            return false;
         }
     }
+    return true;
+}
+
+/* Reads "events", an array of patterns, as one comma-separated list in
+ * buf (*out NULL when absent, or null with null_ok); false with r
+ * answered 400. */
+static bool get_events(api_req *r, json_t *o, bool null_ok, wh_buf *buf,
+                       const char **out)
+{
+    json_t *ev = json_object_get(o, "events"), *p;
+    size_t i;
+    *out = NULL;
+    if (!ev || (null_ok && json_is_null(ev)))
+        return true;
+    bool ok = json_is_array(ev) && json_array_size(ev) > 0;
+    json_array_foreach(ev, i, p) {
+        ok = ok && json_is_string(p) && json_string_length(p) > 0 &&
+             (i == 0 || wh_buf_addc(buf, ',') == WH_OK) &&
+             wh_buf_add(buf, json_string_value(p), json_string_length(p)) ==
+                 WH_OK;
+    }
+    if (!ok) {
+        api_reply_error(r, 400, "bad_request", "\"events\" must be a "
+                        "non-empty array of event-type patterns");
+        return false;
+    }
+    *out = wh_buf_cstr(buf);
+    return true;
+}
+
+/* Reads "ordered": *out -1 when absent, else 0 or 1; false with r
+ * answered 400. */
+static bool get_ordered(api_req *r, json_t *o, int *out)
+{
+    json_t *ord = json_object_get(o, "ordered");
+    *out = -1;
+    if (ord && !json_is_boolean(ord)) {
+        api_reply_error(r, 400, "bad_request", "\"ordered\" must be true or "
+                                               "false");
+        return false;
+    }
+    if (ord)
+        *out = json_is_true(ord);
+    return true;
+}
+
+void api_endpoints_create(api_req *r)
+{
+    char err[WH_ERRLEN];
+    const char *app = path_app(r);
+    if (!app)
+        return;
+    json_t *o = body_object(r, false);
+    if (!o)
+        return;
+    wh_buf events;
+    wh_buf_init(&events, 64 * 1024);
+    if (!known_members(r, o))
+        goto done;
     wh_endpoint_spec spec = {.app = app};
     const char *signature = NULL;
     int64_t mif = 0, rate = 0, tmo = 0;
@@ -256,34 +308,14 @@ void api_endpoints_create(api_req *r)
                         "ed25519 or both");
         goto done;
     }
-    json_t *ord = json_object_get(o, "ordered");
-    if (ord && !json_is_boolean(ord)) {
-        api_reply_error(r, 400, "bad_request", "\"ordered\" must be true or "
-                                               "false");
+    int ordered;
+    if (!get_ordered(r, o, &ordered) ||
+        !get_events(r, o, true, &events, &spec.event_types))
         goto done;
-    }
-    spec.unordered = ord && json_is_false(ord);
+    spec.unordered = ordered == 0;
     spec.max_in_flight = mif;
     spec.rate_limit_per_s = rate;
     spec.timeout_ms = tmo;
-    json_t *ev = json_object_get(o, "events");
-    if (ev && !json_is_null(ev)) {
-        size_t i;
-        json_t *p;
-        bool ok = json_is_array(ev) && json_array_size(ev) > 0;
-        json_array_foreach(ev, i, p) {
-            ok = ok && json_is_string(p) && json_string_length(p) > 0 &&
-                 (i == 0 || wh_buf_addc(&events, ',') == WH_OK) &&
-                 wh_buf_add(&events, json_string_value(p),
-                            json_string_length(p)) == WH_OK;
-        }
-        if (!ok) {
-            api_reply_error(r, 400, "bad_request", "\"events\" must be a "
-                            "non-empty array of event-type patterns");
-            goto done;
-        }
-        spec.event_types = wh_buf_cstr(&events);
-    }
     char id[WH_ENDPOINT_ID_MAX], secret[WH_SECRET_TEXT_MAX];
     char pubkey[WH_SIGNKEY_TEXT_MAX];
     wh_db *db = api_db(r->ctx, err, sizeof(err));
@@ -347,10 +379,6 @@ static bool current(api_req *r, const char *app, const char *id,
 
 void api_endpoints_patch(api_req *r)
 {
-    static const char *const known[] = {
-        "url", "events", "description", "secret", "signature", "ordered",
-        "max_in_flight", "rate_limit_per_s", "timeout_ms", "retry_schedule",
-        "client_cert", "client_key", "ca_bundle"};
     char err[WH_ERRLEN], url[WH_URL_MAX + 1];
     const char *app = path_app(r), *id = r->seg[4];
     wh_signature_kind scheme;
@@ -363,22 +391,12 @@ void api_endpoints_patch(api_req *r)
     wh_buf_init(&events, 64 * 1024);
     wh_rotation rot;
     memset(&rot, 0, sizeof(rot));
-    const char *key;
-    json_t *v;
     if (json_object_size(o) == 0) {
         api_reply_error(r, 400, "bad_request", "nothing to change");
         goto done;
     }
-    json_object_foreach(o, key, v) {
-        bool ok = false;
-        for (size_t i = 0; i < WH_ARRAY_LEN(known) && !ok; i++)
-            ok = strcmp(key, known[i]) == 0;
-        if (!ok) {
-            api_reply_error(r, 400, "bad_request", "unknown member \"%.64s\"",
-                            key);
-            goto done;
-        }
-    }
+    if (!known_members(r, o))
+        goto done;
     wh_endpoint_patch p = {.ordered = -1};
     const char *secret = NULL, *signature = NULL, *cert, *tkey, *ca;
     bool has_cert, has_key, has_ca, has_retry, has_rate, has_tmo;
@@ -402,32 +420,9 @@ void api_endpoints_patch(api_req *r)
     p.set_rate = has_rate;
     p.rate_limit_per_s = rate;
     p.timeout_ms = tmo;
-    json_t *ord = json_object_get(o, "ordered");
-    if (ord && !json_is_boolean(ord)) {
-        api_reply_error(r, 400, "bad_request", "\"ordered\" must be true or "
-                                               "false");
+    if (!get_ordered(r, o, &p.ordered) ||
+        !get_events(r, o, false, &events, &p.event_types))
         goto done;
-    }
-    if (ord)
-        p.ordered = json_is_true(ord);
-    json_t *ev = json_object_get(o, "events");
-    if (ev) {
-        size_t i;
-        json_t *e;
-        bool ok = json_is_array(ev) && json_array_size(ev) > 0;
-        json_array_foreach(ev, i, e) {
-            ok = ok && json_is_string(e) && json_string_length(e) > 0 &&
-                 (i == 0 || wh_buf_addc(&events, ',') == WH_OK) &&
-                 wh_buf_add(&events, json_string_value(e),
-                            json_string_length(e)) == WH_OK;
-        }
-        if (!ok) {
-            api_reply_error(r, 400, "bad_request", "\"events\" must be a "
-                            "non-empty array of event-type patterns");
-            goto done;
-        }
-        p.event_types = wh_buf_cstr(&events);
-    }
     wh_signature_kind to = scheme;
     if (signature && wh_signature_parse(signature, &to) != WH_OK) {
         api_reply_error(r, 400, "bad_request", "\"signature\" must be hmac, "
@@ -455,7 +450,7 @@ void api_endpoints_patch(api_req *r)
         goto done;
     }
     bool plain = p.url || p.event_types || p.description || has_retry ||
-                 ord || mif || has_rate || has_tmo;
+                 p.ordered >= 0 || mif || has_rate || has_tmo;
     wh_db *db = api_db(r->ctx, err, sizeof(err));
     int rc = db ? WH_OK : WH_ERR;
     if (rc == WH_OK && plain)
